@@ -1,0 +1,56 @@
+"""Per-GPU kernel time model: GEMMs with wave quantisation, memory-bound ops at HBM speed.
+
+A GEMM runs at the GPU's best achieved matmul rate (MAMF, measured) times the fraction
+of the last wave of output tiles that keeps SMs busy (NVIDIA "Matrix Multiplication
+Background User's Guide", Sec. "Wave quantization"), and never faster than moving its
+operands through HBM (roofline, Williams et al. 2009). Functions accept numpy arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# cuBLAS/CUTLASS pick large 128x256 output tiles for big bf16 GEMMs on Ampere/Hopper
+# (NVIDIA Matrix Multiplication Background guide, "Tile quantization"). With this tile the
+# model gives 193 / 771 / 770 TFLOP/s for N=1024/2048/8192 square bf16 GEMMs on H100 against
+# 177 / 677 / 798 measured (hardware_measured.yaml, torch-performance-test-data #79).
+TILE_M, TILE_N = 128, 256
+
+# Best achieved HBM bandwidth of a streaming kernel: 1.80 of 2.04 TB/s (88%) on A100 80GB,
+# "around 90%" for the best kernels in NVIDIA's GTC talk (NVIDIA developer forum thread 339083).
+MEMORY_BOUND_EFFICIENCY = 0.88
+
+# Minimum duration of one kernel (launch + ramp + tail), order of a few microseconds on
+# Ampere/Hopper (NVIDIA CUDA C++ Best Practices Guide, "kernel launch overhead").
+KERNEL_OVERHEAD_S = 3e-6
+
+
+def wave_utilisation(m, n, num_sms):
+    """Fraction of SM time doing useful tiles for an m x n GEMM output (dimensionless).
+
+    >>> round(float(wave_utilisation(1024, 1024, 132)), 3)
+    0.242
+    """
+    def util(tm, tn):
+        tiles = np.ceil(m / tm) * np.ceil(n / tn)
+        waves = np.ceil(tiles / num_sms)
+        return tiles / (waves * num_sms)
+    return np.maximum(util(TILE_M, TILE_N), util(TILE_N, TILE_M))
+
+
+def gemm_time_s(m, n, k, peak_flops_per_s, gemm_efficiency, num_sms, hbm_bytes_per_s, bytes_per_elem=2):
+    """Seconds for one (m x k) @ (k x n) GEMM: max(compute at MAMF x wave use, HBM traffic) + overhead.
+
+    >>> t = gemm_time_s(8192, 8192, 8192, 989e12, 0.803, 132, 3.35e12)
+    >>> round(2 * 8192**3 / t / 1e12)
+    768
+    """
+    flops = 2.0 * m * n * k
+    t_compute = flops / (peak_flops_per_s * gemm_efficiency * wave_utilisation(m, n, num_sms))
+    t_memory = bytes_per_elem * (m * k + k * n + m * n) / (hbm_bytes_per_s * MEMORY_BOUND_EFFICIENCY)
+    return np.maximum(t_compute, t_memory) + KERNEL_OVERHEAD_S
+
+
+def memory_bound_time_s(num_bytes, hbm_bytes_per_s, num_kernels=1):
+    """Seconds to stream ``num_bytes`` through HBM in ``num_kernels`` elementwise kernels."""
+    return num_bytes / (hbm_bytes_per_s * MEMORY_BOUND_EFFICIENCY) + num_kernels * KERNEL_OVERHEAD_S

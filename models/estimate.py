@@ -1,0 +1,394 @@
+"""The analytical iteration model: compose compute, communication, bubble and memory.
+
+``estimate_arrays`` evaluates any number of plans at once (numpy arrays of plan fields,
+one model and one cluster) so the planner can score millions of plans per second;
+``estimate`` wraps it for one :class:`~models.plan.Plan` and returns a StepEstimate.
+
+Iteration time (1F1B family, Narayanan et al. SC'21 Sec. 2.2-3):
+    step = m * t_mb(slowest stage) + bubble_ratio * m * t_mb(mean stage)   [pipeline]
+         + exposed DP/ZeRO communication + optimizer step
+where t_mb is one micro-batch's forward + backward (+ recompute) on one stage, including
+the TP/SP, CP and EP collectives that are not hidden behind compute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models import collectives as coll
+from models import flops as fl
+from models import memory as mem
+from models.profile import kernel_model
+from models.hardware import Cluster
+from models.parallel import context, expert, pipeline, tensor
+from models.plan import DTYPE_BYTES, Plan, check_plan
+from models.transformer import Transformer
+
+# FlashAttention-2 reaches 50-73% of A100 peak (Dao 2023, "FlashAttention-2", abstract and
+# Sec. 4.1: forward up to 73%, backward lower); FlashAttention-3 ~75% on H100 forward (Shah
+# et al. 2024). Forward 0.70 and backward 0.55 of the dense peak are used for every GPU.
+ATTN_FWD_EFFICIENCY = 0.70
+ATTN_BWD_EFFICIENCY = 0.55
+# Flash backward runs 5 matmuls against the forward's 2 (it recomputes QK^T): 2.5x the FLOPs.
+ATTN_BWD_FLOP_RATIO = 2.5
+# Adam step touches fp32 master weight (r/w 8 B), m and v (r/w 16 B), the gradient (2 B),
+# writes the 16-bit weight (2 B) and reads the gradient again for the norm clip (2 B).
+OPTIMIZER_BYTES_PER_PARAM = 30
+# Megatron/PyTorch DDP gradient bucket (Megatron-Core default 40M elements; torch DDP 25 MB):
+# the last bucket's reduction cannot overlap with backward.
+DP_BUCKET_BYTES = 40e6 * 2
+
+PLAN_FIELDS = ("dp", "tp", "pp", "cp", "ep", "vpp", "micro_batch_size", "global_batch_size", "sp",
+               "zero_stage", "recompute", "schedule", "flash", "overlap_grad_reduce",
+               "overlap_param_gather", "overlap_tp_comm")
+
+
+def _stage_layers(num_layers, pp, which):
+    """Layers on the first / last / heaviest stage (Megatron gives any remainder to early stages)."""
+    base = num_layers // pp
+    extra = num_layers % pp
+    return np.where(which == "first", base + (extra > 0), base) if isinstance(which, str) else base
+
+
+def _layer_times(model: Transformer, km, a, moe: bool):
+    """Forward, backward, recompute seconds of one layer for one micro-batch on one rank."""
+    peak = km.peak_flops_per_s
+    tp, cp, mb, s = a["tp"], a["cp"], a["micro_batch_size"], model.seq_len
+    T = mb * s / cp
+    h, hq, hkv = model.hidden, model.num_heads * model.dh, model.num_kv_heads * model.dh
+    gemm = km.gemm
+    proj = gemm(T, (hq + 2 * hkv) / tp, h) + gemm(T, h, hq / tp)
+    if moe:
+        local_experts = model.num_experts / a["ep"]
+        Te = T * model.top_k * model.capacity_factor * a["ep"] / model.num_experts
+        fe, k = model.expert_ffn_hidden, model.ffn_matrices - 1
+        ffn = (local_experts * (gemm(Te, k * fe / tp, h) + gemm(Te, h, fe / tp)) + gemm(T, model.num_experts, h)
+               + model.num_shared_experts * (gemm(T, k * fe / tp, h) + gemm(T, h, fe / tp)))
+        act_elems = (model.top_k * model.capacity_factor + model.num_shared_experts) * fe / tp
+    else:
+        k, f = model.ffn_matrices - 1, model.ffn_hidden
+        ffn = gemm(T, k * f / tp, h) + gemm(T, h, f / tp)
+        act_elems = f / tp
+    gemms_fwd = proj + ffn
+    # attention core: flash runs the causal half; unfused runs two full batched GEMMs + softmax
+    causal_flops = 0.5 * 4 * mb * (s / cp) * s * hq / tp
+    flash_fwd = causal_flops / (peak * km.attn_fwd_efficiency)
+    flash_bwd = ATTN_BWD_FLOP_RATIO * causal_flops / (peak * km.attn_bwd_efficiency)
+    heads_rows = mb * model.num_heads / tp * (s / cp)
+    mask = 1.0 if model.dropout else 0.0
+    score_bytes = 2.0 * mb * model.num_heads / tp * (s / cp) * s
+    unfused_fwd = (gemm(heads_rows, s, model.dh) + gemm(heads_rows, model.dh, s)
+                   + km.memory_bound(score_bytes * (3 + 2.5 * mask), 2))
+    unfused_bwd = 2 * unfused_fwd
+    flash = a["flash"]
+    attn_fwd = np.where(flash, flash_fwd, unfused_fwd)
+    attn_bwd = np.where(flash, flash_bwd, unfused_bwd)
+    # memory-bound ops per token: 2 norms (r+w h), 2 residual adds (2r+w h), dropout (r+w h + 1B mask)
+    # at 2 bytes; activation function r+w (GeLU) or 2r+w (SwiGLU) of the FFN width.
+    repl_bytes = (2 * 2 * 2 + 2 * 3 * 2 + mask * 2 * 5) * h / np.where(a["sp"], tp, 1)
+    act_bytes = (4 if model.activation == "gelu" else 6) * act_elems
+    elem_fwd = km.memory_bound(T * (repl_bytes + act_bytes), 8)
+    fwd = gemms_fwd + attn_fwd + elem_fwd
+    bwd = 2 * gemms_fwd + attn_bwd + 2 * elem_fwd
+    rc = a["recompute"]
+    recompute = np.where(rc == 2, fwd, np.where(rc == 1, np.where(flash, 0.0, unfused_fwd), 0.0))
+    return fwd, bwd, recompute, gemms_fwd, attn_fwd
+
+
+def _bw(cl: Cluster, group, stride):
+    """(bus bytes/s, spans nodes) for a group of ``group`` ranks at rank distance ``stride``."""
+    gpn = cl.node.nvlink_domain_gpus
+    bw = coll.group_bus_bytes_per_s(group, stride, gpn, cl.gpu.nvlink_busbw_bytes_per_s, cl.net_bytes_per_s_per_gpu)
+    return bw, group > coll.ranks_per_node(group, stride, gpn)
+
+
+def _stage_params(model: Transformer, a, layers, first, last):
+    """(non-expert, expert) parameters held by one rank of a stage with ``layers`` layers."""
+    tp, pp = a["tp"], a["pp"]
+    moe_frac = model.num_moe_layers / model.num_layers
+    dense_frac = 1 - moe_frac
+    nonexp = layers * (model.attn_params + dense_frac * model.dense_mlp_params) / tp
+    routed = model.num_experts * model.expert_params
+    shared = model.moe_mlp_params - routed
+    nonexp = nonexp + layers * moe_frac * shared / tp
+    exp = layers * moe_frac * routed / (a["ep"] * tp)
+    emb = model.embedding_params / tp
+    out = np.where(model.tied_embeddings & (pp == 1), 0, model.vocab * model.hidden) / tp
+    nonexp = nonexp + np.where(first, emb, 0) + np.where(last, out, 0)
+    return nonexp, exp
+
+
+def stage_memory_arrays(model: Transformer, cl: Cluster, a, stage):
+    """Memory of one rank of pipeline stage ``stage`` (0-based), by component, bytes."""
+    pp = a["pp"]
+    first, last = stage == 0, stage == pp - 1
+    layers = model.num_layers // pp + (stage < model.num_layers % pp)
+    nonexp, exp = _stage_params(model, a, layers, first, last)
+    dpcp = a["dp"] * a["cp"]
+    w1, g1, o1 = mem.model_state_bytes(nonexp, dpcp, a["zero_stage"])
+    w2, g2, o2 = mem.model_state_bytes(exp, dpcp / a["ep"], a["zero_stage"])
+    moe_frac = model.num_moe_layers / model.num_layers
+    args = (model, a["micro_batch_size"], model.seq_len, a["tp"], a["sp"], a["recompute"], a["flash"], a["cp"])
+    layer_act = mem.layer_activation_bytes(*args)
+    if model.is_moe:
+        layer_act = (1 - moe_frac) * layer_act + moe_frac * mem.layer_activation_bytes(*args, moe=True)
+    m = a["global_batch_size"] // (a["micro_batch_size"] * a["dp"])
+    inflight = mem.inflight_microbatches(stage, pp, a["vpp"], m, a["schedule"])
+    acts = inflight * layers * layer_act
+    # during a recomputed backward one layer's full activations exist at once
+    no_rc = {**a, "recompute": np.zeros_like(a["recompute"])}
+    transient = np.where(a["recompute"] == 2, mem.layer_activation_bytes(
+        model, no_rc["micro_batch_size"], model.seq_len, a["tp"], a["sp"], no_rc["recompute"], a["flash"], a["cp"]), 0)
+    out_act = np.where(last, mem.output_layer_activation_bytes(
+        model, a["micro_batch_size"], model.seq_len, a["tp"], a["sp"], a["cp"]) * np.minimum(inflight, 1 + 0 * m), 0)
+    acts = acts + transient + out_act
+    # ZeRO-3 keeps the gathered weights of the current and the prefetched layer
+    layer_w = (model.attn_params + model.dense_mlp_params) / a["tp"] * mem.BYTES_WEIGHT
+    zero3_buf = np.where(a["zero_stage"] >= 3, 2 * layer_w, 0)
+    tensors = w1 + w2 + g1 + g2 + o1 + o2 + acts + zero3_buf
+    other = zero3_buf + mem.FRAMEWORK_OVERHEAD_BYTES + mem.ALLOCATOR_FRAGMENTATION * tensors
+    return {"params_bytes": w1 + w2, "grads_bytes": g1 + g2, "optimizer_bytes": o1 + o2,
+            "activations_bytes": acts, "other_bytes": other,
+            "total_bytes": w1 + w2 + g1 + g2 + o1 + o2 + acts + other}
+
+
+def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", **a):
+    """Evaluate plans given as arrays (or scalars) of PLAN_FIELDS; returns a dict of arrays."""
+    a = {k: np.asarray(v) for k, v in a.items()}
+    g = cl.gpu
+    km = kernel_model(cl, dtype, ATTN_FWD_EFFICIENCY, ATTN_BWD_EFFICIENCY)
+    peak = km.peak_flops_per_s
+    bpe = DTYPE_BYTES[dtype] if dtype != "fp8" else 2  # activations stay 16-bit under fp8 GEMMs
+    dp, tp, pp, cp, ep, vpp = a["dp"], a["tp"], a["pp"], a["cp"], a["ep"], a["vpp"]
+    mb, gb, s = a["micro_batch_size"], a["global_batch_size"], model.seq_len
+    m = gb // (mb * dp)
+    rc_full = (a["recompute"] == 2).astype(float)
+    moe_frac = model.num_moe_layers / model.num_layers
+
+    # ---- compute per layer, per micro-batch
+    fwd, bwd, rcmp, gemms_fwd, attn_fwd = _layer_times(model, km, a, moe=False)
+    if model.is_moe:
+        f2, b2, r2, g2, _ = _layer_times(model, km, a, moe=True)
+        fwd, bwd, rcmp, gemms_fwd = [(1 - moe_frac) * x + moe_frac * y for x, y in
+                                     ((fwd, f2), (bwd, b2), (rcmp, r2), (gemms_fwd, g2))]
+
+    # ---- TP / SP collectives: 4 (+2 recompute) all-reduce equivalents per layer
+    tp_bw, tp_spans = _bw(cl, tp, 1)
+    t_tp = coll.collective_time_s("all_reduce", tensor.tp_collective_bytes(mb, s, model.hidden, cp, bpe),
+                                  tp, tp_bw, tp_spans)
+    tp_layer = tensor.tp_allreduces_per_layer(rc_full) * t_tp
+    tp_layer = np.where(a["overlap_tp_comm"], np.maximum(0, tp_layer - 3 * gemms_fwd), tp_layer)
+    # ---- CP ring attention: (c-1) K/V block exchanges per layer, hidden behind attention
+    cp_bw, cp_spans = _bw(cl, cp, tp)
+    kv = context.kv_block_bytes(mb, s, model.num_kv_heads, model.dh, tp, cp, bpe)
+    t_ring = context.ring_steps(cp) * coll.collective_time_s("send_recv", kv, cp, cp_bw, cp_spans)
+    cp_layer = np.maximum(0, t_ring - attn_fwd) + np.maximum(0, 2 * t_ring - ATTN_BWD_FLOP_RATIO * attn_fwd)
+    cp_layer = cp_layer * (1 + rc_full / 2)
+    # ---- EP all-to-alls: 4 (+2) per MoE layer, not overlapped
+    if model.is_moe:
+        ep_bw, ep_spans = _bw(cl, ep, tp * cp)
+        a2a = expert.all_to_all_bytes(mb, s, model.hidden, model.top_k, model.capacity_factor, cp, bpe)
+        ep_layer = moe_frac * expert.all_to_alls_per_moe_layer(rc_full) * coll.collective_time_s(
+            "all_to_all", a2a, ep, ep_bw, ep_spans)
+    else:
+        ep_layer = np.zeros_like(tp_layer)
+
+    # ---- stages: the heaviest has ceil(L/pp) layers; the last adds the logits and loss
+    layers_max = -(-model.num_layers // pp)
+    T = mb * s / cp
+    logit_gemm = km.gemm(T, model.vocab / tp, model.hidden)
+    loss_elem = km.memory_bound(T * model.vocab / tp * 16, 4)
+    logits_mb = 3 * logit_gemm + loss_elem
+    compute_layer = fwd + bwd + rcmp
+    comm_layer = tp_layer + cp_layer + ep_layer
+    t_mb_compute_max = np.maximum(layers_max * compute_layer, model.num_layers // pp * compute_layer + logits_mb)
+    t_mb_comm_max = layers_max * comm_layer
+    t_mb_max = t_mb_compute_max + t_mb_comm_max
+    t_mb_mean = (model.num_layers * (compute_layer + comm_layer) + logits_mb) / pp
+
+    # ---- pipeline: bubble and blocking p2p sends
+    ratio = pipeline.bubble_ratio(pp, m, vpp, a["schedule"])
+    bubble = ratio * m * t_mb_mean
+    pp_bw, pp_spans = _bw(cl, pp, tp * cp * dp)
+    p2p = coll.collective_time_s("send_recv", pipeline.p2p_bytes_per_microbatch(mb, s, model.hidden, tp, cp, True, bpe),
+                                 pp, pp_bw, pp_spans)
+    pp_comm = pipeline.num_p2p_on_critical_path(pp, m, vpp) * p2p
+
+    # ---- data parallel / ZeRO on the heaviest stage
+    nonexp, exp = _stage_params(model, a, layers_max, pp == 1, True)
+    dpcp = dp * cp
+    dp_bw, dp_spans = _bw(cl, dpcp, tp)
+    edp = np.maximum(dpcp // ep, 1)
+    edp_bw, edp_spans = _bw(cl, edp, tp * ep)
+    def dp_coll(kind, n_nonexp, n_exp):  # noqa: E306
+        return (coll.collective_time_s(kind, 2.0 * n_nonexp, dpcp, dp_bw, dp_spans)
+                + coll.collective_time_s(kind, 2.0 * n_exp, edp, edp_bw, edp_spans))
+    t_ar = dp_coll("all_reduce", nonexp, exp)
+    t_rs = dp_coll("reduce_scatter", nonexp, exp)
+    t_ag = dp_coll("all_gather", nonexp, exp)
+    t_bucket = coll.collective_time_s("all_reduce", np.minimum(DP_BUCKET_BYTES, 2.0 * (nonexp + exp)), dpcp, dp_bw, dp_spans)
+    t_fwd_mb = layers_max * fwd
+    t_bwd_mb = layers_max * (bwd + rcmp)
+    og, opg, z = a["overlap_grad_reduce"], a["overlap_param_gather"], a["zero_stage"]
+    hide = lambda t, window: np.maximum(t - window, np.minimum(t, t_bucket))  # noqa: E731
+    ddp = np.where(og, hide(t_ar, t_bwd_mb), t_ar)
+    ag_once = np.where(opg, np.maximum(0, t_ag - t_fwd_mb), t_ag)
+    z1 = np.where(og, hide(t_rs, t_bwd_mb), t_rs) + ag_once
+    z2 = m * np.where(og, np.maximum(0, t_rs - t_bwd_mb), t_rs) + np.minimum(t_rs, t_bucket) + ag_once
+    z3_mb = np.where(opg, np.maximum(0, t_ag - t_fwd_mb) + t_ag / np.maximum(layers_max, 1)
+                     + np.maximum(0, t_ag + t_rs - t_bwd_mb), 2 * t_ag + t_rs)
+    z3 = m * z3_mb
+    dp_comm = np.where(dpcp > 1, np.select([z == 0, z == 1, z == 2], [ddp, z1, z2], z3), 0.0)
+
+    # ---- optimizer step (memory-bound over this rank's share of the weights)
+    opt_params = (nonexp / np.where(z >= 1, dpcp, 1) + exp / np.where(z >= 1, edp, 1))
+    t_opt = km.memory_bound(OPTIMIZER_BYTES_PER_PARAM * opt_params, 10)
+
+    compute = m * t_mb_compute_max + t_opt
+    exposed_mb_comm = m * t_mb_comm_max
+    step = compute + exposed_mb_comm + bubble + pp_comm + dp_comm
+    n_gpus = dp * tp * pp * cp
+    model_flops = fl.model_flops_per_iteration(model, gb)
+    hw_flops = fl.hardware_flops_per_iteration(model, gb, a["recompute"])
+
+    # ---- memory: first and last stage (the largest is one of them)
+    m_first = stage_memory_arrays(model, cl, a, 0)
+    m_last = stage_memory_arrays(model, cl, a, pp - 1)
+    last_bigger = m_last["total_bytes"] > m_first["total_bytes"]
+    memory = {k: np.where(last_bigger, m_last[k], m_first[k]) for k in m_first}
+    peak_mem = memory["total_bytes"]
+    return {
+        "step_time_s": step, "compute_s": compute,
+        "exposed_comm_s": exposed_mb_comm + pp_comm + dp_comm, "bubble_s": bubble,
+        "exposed_tp_comm_s": m * layers_max * tp_layer, "exposed_cp_comm_s": m * layers_max * cp_layer,
+        "exposed_ep_comm_s": m * layers_max * ep_layer, "exposed_pp_comm_s": pp_comm,
+        "exposed_dp_comm_s": dp_comm, "optimizer_s": t_opt,
+        "dp_comm_total_s": np.select([z == 0, z == 3], [t_ar, m * (2 * t_ag + t_rs)], t_rs + t_ag) * (dpcp > 1),
+        "tokens_per_s": gb * s / step, "tflops_per_gpu": model_flops / step / n_gpus / 1e12,
+        "mfu": model_flops / (step * n_gpus * peak), "hfu": hw_flops / (step * n_gpus * peak),
+        "peak_memory_bytes": peak_mem, "fits": peak_mem <= g.hbm_bytes,
+        "num_microbatches": m, "num_gpus": n_gpus, "model_flops": model_flops + 0 * step,
+        **{f"memory/{k}": v for k, v in memory.items()},
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryBreakdown:
+    params_bytes: float
+    grads_bytes: float
+    optimizer_bytes: float
+    activations_bytes: float
+    other_bytes: float
+
+    @property
+    def total_bytes(self) -> float:
+        return self.params_bytes + self.grads_bytes + self.optimizer_bytes + self.activations_bytes + self.other_bytes
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class StepEstimate:
+    plan: Plan
+    step_time_s: float
+    compute_s: float
+    exposed_comm_s: float
+    bubble_s: float
+    exposed_comm_by_kind_s: dict      # tp, cp, ep, pp, dp -> seconds
+    optimizer_s: float
+    tokens_per_s: float
+    tflops_per_gpu: float
+    mfu: float
+    hfu: float
+    peak_memory_bytes: float
+    hbm_bytes: float
+    fits: bool
+    memory: MemoryBreakdown           # the largest rank's
+    memory_by_stage: tuple            # one MemoryBreakdown per pipeline stage
+    num_microbatches: int
+    num_gpus: int
+    warnings: tuple = field(default_factory=tuple)
+
+    def as_dict(self) -> dict:
+        """The JSON keys of ``clustersim estimate --json``."""
+        return {
+            "plan_id": self.plan.plan_id, "step_time_s": self.step_time_s, "tokens_per_s": self.tokens_per_s,
+            "tflops_per_gpu": self.tflops_per_gpu, "mfu": self.mfu, "hfu": self.hfu,
+            "peak_memory_bytes": self.peak_memory_bytes, "hbm_bytes": self.hbm_bytes, "fits": self.fits,
+            "compute_s": self.compute_s, "exposed_comm_s": self.exposed_comm_s, "bubble_s": self.bubble_s,
+            "optimizer_s": self.optimizer_s, "exposed_comm_by_kind_s": dict(self.exposed_comm_by_kind_s),
+            "memory": self.memory.as_dict(),
+            "memory_by_stage": [m.as_dict() | {"total_bytes": m.total_bytes} for m in self.memory_by_stage],
+            "num_microbatches": self.num_microbatches, "num_gpus": self.num_gpus, "warnings": list(self.warnings),
+        }
+
+
+class PlanError(ValueError):
+    """A plan that cannot run the model on the cluster; ``errors`` lists why."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+def plan_arrays(plan: Plan) -> dict:
+    d = {k: getattr(plan, k) for k in PLAN_FIELDS if hasattr(plan, k)}
+    d["zero_stage"], d["recompute"], d["schedule"] = int(plan.zero_stage), int(plan.recompute), int(plan.schedule)
+    d["flash"] = plan.attention == "flash"
+    return d
+
+
+def _mb(d: dict) -> MemoryBreakdown:
+    return MemoryBreakdown(*(float(d[k]) for k in ("params_bytes", "grads_bytes", "optimizer_bytes",
+                                                   "activations_bytes", "other_bytes")))
+
+
+def estimate(model: Transformer, cluster: Cluster, plan: Plan) -> StepEstimate:
+    """Analytical estimate of one training iteration; raises PlanError when the plan is invalid."""
+    errors = check_plan(plan, model, cluster)
+    if errors:
+        raise PlanError(errors)
+    a = plan_arrays(plan)
+    r = estimate_arrays(model, cluster, plan.dtype, **a)
+    aa = {k: np.asarray(v) for k, v in a.items()}
+    stages = tuple(_mb(stage_memory_arrays(model, cluster, aa, j)) for j in range(plan.pp))
+    f = {k: float(v) for k, v in r.items()}
+    est = StepEstimate(
+        plan=plan, step_time_s=f["step_time_s"], compute_s=f["compute_s"], exposed_comm_s=f["exposed_comm_s"],
+        bubble_s=f["bubble_s"], optimizer_s=f["optimizer_s"],
+        exposed_comm_by_kind_s={k: f[f"exposed_{k}_comm_s"] for k in ("tp", "cp", "ep", "pp", "dp")},
+        tokens_per_s=f["tokens_per_s"], tflops_per_gpu=f["tflops_per_gpu"], mfu=f["mfu"], hfu=f["hfu"],
+        peak_memory_bytes=f["peak_memory_bytes"], hbm_bytes=cluster.gpu.hbm_bytes, fits=bool(r["fits"]),
+        memory=_mb({k.split("/")[1]: v for k, v in f.items() if k.startswith("memory/")}),
+        memory_by_stage=stages, num_microbatches=plan.num_microbatches, num_gpus=plan.world_size)
+    return dataclasses.replace(est, warnings=tuple(_warnings(model, cluster, plan, est, f)))
+
+
+def _warnings(model, cluster, plan, est: StepEstimate, f) -> list[str]:
+    w = []
+    if not est.fits:
+        w.append(f"OOM: peak {est.peak_memory_bytes / 2**30:.1f} GiB exceeds {cluster.gpu.name} HBM "
+                 f"{cluster.gpu.hbm_bytes / 2**30:.0f} GiB; try recompute, ZeRO, more tp/pp, or a smaller micro-batch")
+    elif est.peak_memory_bytes > 0.9 * cluster.gpu.hbm_bytes:
+        w.append("memory: peak above 90% of HBM; fragmentation may cause OOM in practice")
+    if plan.tp > cluster.node.nvlink_domain_gpus:
+        w.append(f"tp: tp={plan.tp} spans more than one NVLink domain ({cluster.node.nvlink_domain_gpus} GPUs): "
+                 "TP traffic crosses the network")
+    if model.num_layers % (plan.pp * plan.vpp):
+        w.append(f"pp: {model.num_layers} layers do not split evenly over pp*vpp={plan.pp * plan.vpp}; "
+                 "early stages get one more layer")
+    if plan.pp > 1 and plan.num_microbatches < plan.pp:
+        w.append(f"pp: only {plan.num_microbatches} micro-batches for {plan.pp} stages: the pipeline never fills")
+    if est.bubble_s > 0.2 * est.step_time_s:
+        w.append(f"bubble: {est.bubble_s / est.step_time_s:.0%} of the step is pipeline bubble; more micro-batches or vpp help")
+    if est.exposed_comm_s > 0.3 * est.step_time_s:
+        w.append(f"communication: {est.exposed_comm_s / est.step_time_s:.0%} of the step is exposed communication")
+    if plan.sp and plan.tp == 1:
+        w.append("sp: sequence parallelism has no effect with tp=1")
+    if model.note:
+        w.append(f"model: {model.note}")
+    return w

@@ -1,0 +1,221 @@
+"""GPU, node and cluster specs, and a catalog of real parts with provenance.
+
+Datasheet numbers come from ``../shared/validation/hardware_measured.yaml``
+(``peak_compute_spec``, ``hbm_bandwidth_spec``, ``interconnect_spec``), which quotes
+stas00/ml-engineering and vendor datasheets; measured efficiencies come from the same
+file (``gemm_efficiency_measured``: MAMF, best achieved bf16 matmul;
+``collective_bandwidth_measured``: NCCL bus bandwidth). Each entry's ``source`` says
+which. Where no measurement was at hand the field says "assumed" and why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from models.units import GB, GBIT, GIB, TFLOPS
+
+DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8")
+
+# NVIDIA maintainer (nccl-tests issue #212): "with ~20% protocol overhead NCCL gets an
+# effective ~370 GB/s" of the 450 GB/s NVLink4 line rate. Used only for parts with no
+# measured bus bandwidth.
+NCCL_NVLINK_PROTOCOL_EFFICIENCY = 370.0 / 450.0
+
+
+@dataclass(frozen=True, slots=True)
+class GpuSpec:
+    name: str
+    hbm_bytes: float                  # HBM capacity
+    hbm_bytes_per_s: float            # HBM bandwidth, datasheet peak
+    peak_fp32_flops_per_s: float      # dense, no sparsity
+    peak_tf32_flops_per_s: float
+    peak_bf16_flops_per_s: float
+    peak_fp16_flops_per_s: float
+    peak_fp8_flops_per_s: float       # 0 where the part has no fp8 tensor cores
+    nvlink_bytes_per_s: float         # per-GPU intra-node bandwidth, one direction
+    nvlink_busbw_bytes_per_s: float   # NCCL ring all-reduce bus bandwidth in one node
+    gemm_efficiency: float            # best achieved / peak matmul rate (MAMF)
+    num_sms: int                      # streaming multiprocessors (wave quantisation)
+    tdp_w: float                      # board power
+    price_usd_per_hour: float         # default price of one GPU-hour (overridable)
+    source: str                       # provenance of the numbers above
+
+    def __post_init__(self) -> None:
+        for f in ("hbm_bytes", "hbm_bytes_per_s", "peak_fp16_flops_per_s", "nvlink_bytes_per_s"):
+            if getattr(self, f) <= 0:
+                raise ValueError(f"GpuSpec {self.name}: {f} must be > 0, got {getattr(self, f)}")
+        if not 0 < self.gemm_efficiency <= 1:
+            raise ValueError(f"GpuSpec {self.name}: gemm_efficiency must be in (0, 1], got {self.gemm_efficiency}")
+
+    def peak_flops_per_s(self, dtype: str) -> float:
+        """Dense tensor-core peak for ``dtype`` in FLOP/s; ValueError if the part has none."""
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype {dtype!r} unknown; choose one of {', '.join(DTYPES)}")
+        value = getattr(self, f"peak_{dtype}_flops_per_s")
+        if value <= 0:
+            raise ValueError(f"dtype: {self.name} has no {dtype} tensor cores; use "
+                             + ", ".join(d for d in DTYPES if getattr(self, f'peak_{d}_flops_per_s') > 0))
+        return value
+
+
+def _gpu(name, hbm_gib, hbm_tb_s, fp32, tf32, bf16, fp16, fp8, nvlink_gb_s, busbw_gb_s,
+         gemm_eff, sms, tdp_w, price, source) -> GpuSpec:
+    # Converts the datasheet units once, at the edge (STYLE.md).
+    return GpuSpec(name, hbm_gib * GIB, hbm_tb_s * 1e12, fp32 * TFLOPS, tf32 * TFLOPS,
+                   bf16 * TFLOPS, fp16 * TFLOPS, fp8 * TFLOPS, nvlink_gb_s * GB,
+                   busbw_gb_s * GB, gemm_eff, sms, tdp_w, price, source)
+
+
+_SPEC = "stas00/ml-engineering accelerator tables via hardware_measured.yaml (spec)"
+_MAMF = "MAMF bf16 (hardware_measured.yaml gemm_efficiency_measured)"
+_PRICE = "price: assumed typical 2025 on-demand cloud rate, override with --price-per-gpu-hour"
+
+GPUS: dict[str, GpuSpec] = {g.name: g for g in [
+    _gpu("v100-sxm-32gb", 32, 0.9, 15.7, 0, 0, 125, 0, 150, 122, 0.80, 80, 300, 1.0,
+         "NVIDIA V100 datasheet (fp16 125 TF, 900 GB/s, NVLink2 300 GB/s bidir); busbw 122 GB/s "
+         "NVIDIA GTC24 S62129 (measured); gemm_efficiency 0.80 assumed (no MAMF measurement); " + _PRICE),
+    _gpu("a100-sxm-40gb", 40, 1.555, 19.5, 156, 312, 312, 0, 300, 232, 0.869, 108, 400, 1.5,
+         f"{_SPEC}; HBM 1.555 TB/s A100 40GB datasheet; busbw 232 GB/s nccl-tests #175 (measured); "
+         f"{_MAMF} A100 SXM 0.869; {_PRICE}"),
+    _gpu("a100-sxm-80gb", 80, 2.0, 19.5, 156, 312, 312, 0, 300, 232, 0.869, 108, 400, 1.8,
+         f"{_SPEC}; busbw 232 GB/s nccl-tests #175 (measured); {_MAMF} A100 SXM 0.869; {_PRICE}"),
+    _gpu("h100-sxm-80gb", 80, 3.35, 67, 494.5, 989, 989, 1979, 450, 370, 0.803, 132, 700, 2.5,
+         f"{_SPEC}; busbw 370 GB/s ring (NVIDIA nccl-tests #212, maintainer); {_MAMF} H100 SXM 0.803; {_PRICE}"),
+    _gpu("h800-sxm-80gb", 80, 3.35, 67, 494.5, 989, 989, 1979, 200, 160, 0.803, 132, 700, 2.5,
+         "compute and HBM as H100 SXM (same die; NVIDIA H800 datasheet); NVLink 400 GB/s bidir; "
+         "busbw 160 GB/s = DeepSeek-V3 report Sec 3.2.2 stated NVLink 160 GB/s; gemm_efficiency as "
+         f"H100 (same die); {_PRICE}"),
+    _gpu("h200-sxm-141gb", 141, 4.8, 67, 494.5, 989, 989, 1979, 450, 370, 0.803, 132, 700, 3.5,
+         f"{_SPEC}; busbw as H100 (NVLink4; nvbandwidth 396 GB/s pairwise measured); "
+         f"{_MAMF} 'H200 is the same' as H100 0.803; {_PRICE}"),
+    _gpu("b200", 180, 8.0, 80, 1125, 2250, 2250, 4500, 900, 740, 0.776, 148, 1000, 5.0,
+         f"{_SPEC}; busbw 740 GB/s = NVLink5 900 GB/s x NCCL protocol efficiency 370/450 (assumed); "
+         f"{_MAMF} B200 SXM 0.776; {_PRICE}"),
+    _gpu("gb200", 186, 8.0, 80, 1250, 2500, 2500, 5000, 900, 740, 0.729, 148, 1200, 6.0,
+         f"{_SPEC}; busbw 740 GB/s as B200 (assumed); {_MAMF} GB200 0.729; {_PRICE}"),
+    _gpu("mi300x", 192, 5.3, 163.4, 653.7, 1307.4, 1307.4, 2614.9, 448, 368, 0.60, 304, 750, 2.5,
+         "AMD Instinct MI300X datasheet (dense peaks, 5.3 TB/s, Infinity Fabric 896 GB/s bidir); "
+         "busbw = 448 GB/s x NCCL protocol efficiency (assumed, RCCL not measured); gemm_efficiency "
+         f"0.60 assumed (no measurement in hand); {_PRICE}"),
+]}
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    name: str
+    gpus_per_node: int                # GPUs in one server
+    nvlink_domain_gpus: int           # GPUs that share one NVLink/NVSwitch domain
+    nic_bytes_per_s_per_gpu: float    # network line rate per GPU, one direction
+    nic_efficiency: float             # achieved / line rate (NCCL busbw per NIC)
+    node_overhead_w: float            # CPUs, NICs, fans: power beyond the GPUs
+    source: str
+
+    def __post_init__(self) -> None:
+        if self.gpus_per_node < 1 or self.nvlink_domain_gpus < 1:
+            raise ValueError(f"NodeSpec {self.name}: gpus_per_node and nvlink_domain_gpus must be >= 1")
+        if self.nic_bytes_per_s_per_gpu <= 0:
+            raise ValueError(f"NodeSpec {self.name}: nic_bytes_per_s_per_gpu must be > 0")
+
+
+# nccl-tests #160 / #290 (NVIDIA maintainers): ~24 GB/s per 200 Gb NIC, 46-48 GB/s per 400 Gb NIC.
+_NIC_EFF_200 = 24.0 / 25.0
+_NIC_EFF_400 = 47.0 / 50.0
+
+NODES: dict[str, NodeSpec] = {n.name: n for n in [
+    NodeSpec("dgx-2", 16, 16, 100 * GBIT / 2, _NIC_EFF_200, 3500.0,
+             "DGX-2: 16x V100, NVSwitch, 8x 100 Gb/s EDR IB (datasheet); overhead assumed"),
+    NodeSpec("dgx-a100", 8, 8, 200 * GBIT, _NIC_EFF_200, 3300.0,
+             "DGX A100: NVSwitch, 8x 200 Gb/s HDR IB for compute (SC'21 paper, Selene); node 6.5 kW max "
+             "minus 8x400 W GPUs (datasheet)"),
+    NodeSpec("dgx-h100", 8, 8, 400 * GBIT, _NIC_EFF_400, 4600.0,
+             "DGX H100: NVLink4 NVSwitch, 8x 400 Gb/s ConnectX-7 (datasheet); node 10.2 kW max minus 8x700 W"),
+    NodeSpec("hgx-h200", 8, 8, 400 * GBIT, _NIC_EFF_400, 4600.0,
+             "HGX H200: as DGX H100 (8x 400 Gb/s); overhead as DGX H100 (assumed)"),
+    NodeSpec("dgx-b200", 8, 8, 400 * GBIT, _NIC_EFF_400, 6300.0,
+             "DGX B200: NVLink5, 8x 400 Gb/s ConnectX-7 (datasheet); node 14.3 kW max minus 8x1000 W"),
+    NodeSpec("gb200-nvl72", 72, 72, 400 * GBIT, _NIC_EFF_400, 30000.0,
+             "GB200 NVL72: 72 GPUs in one NVLink5 domain, one 400 Gb/s NIC per GPU (hardware_measured.yaml "
+             "interconnect_spec); ~120 kW rack minus 72x1200 W (assumed)"),
+    NodeSpec("mi300x-8", 8, 8, 400 * GBIT, _NIC_EFF_400, 4500.0,
+             "8x MI300X platform, 8x 400 Gb/s (typical OAM platform; assumed)"),
+]}
+
+DEFAULT_NODE = {"v100-sxm-32gb": "dgx-2", "a100-sxm-40gb": "dgx-a100", "a100-sxm-80gb": "dgx-a100",
+                "h100-sxm-80gb": "dgx-h100", "h800-sxm-80gb": "dgx-h100", "h200-sxm-141gb": "hgx-h200",
+                "b200": "dgx-b200", "gb200": "gb200-nvl72", "mi300x": "mi300x-8"}
+
+_GPU_ALIASES = {"a100": "a100-sxm-80gb", "a100-80gb": "a100-sxm-80gb", "a100-40gb": "a100-sxm-40gb",
+                "h100": "h100-sxm-80gb", "h800": "h800-sxm-80gb", "h200": "h200-sxm-141gb",
+                "v100": "v100-sxm-32gb"}
+
+
+def get_gpu(name: str) -> GpuSpec:
+    """The catalog GPU called ``name`` (case-insensitive); ValueError listing the choices."""
+    key = _GPU_ALIASES.get(name.lower(), name.lower())
+    if key not in GPUS:
+        raise ValueError(f"gpu: unknown GPU {name!r}; choose one of {', '.join(GPUS)}")
+    return GPUS[key]
+
+
+def get_node(name: str) -> NodeSpec:
+    """The catalog node preset called ``name``; ValueError listing the choices."""
+    if name.lower() not in NODES:
+        raise ValueError(f"node: unknown node preset {name!r}; choose one of {', '.join(NODES)}")
+    return NODES[name.lower()]
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    gpu: GpuSpec
+    num_nodes: int
+    node: NodeSpec
+    oversubscription: float = 1.0     # fat-tree oversubscription above the leaf (1 = full bisection)
+    price_usd_per_gpu_hour: float | None = None  # None: the GPU's catalog default
+    pue: float = 1.2                  # data-centre power usage effectiveness (assumed typical)
+    profile: object = None            # models.profile.HardwareProfile measured by `clustersim calibrate`
+
+    def __post_init__(self) -> None:
+        if self.num_nodes < 1:
+            raise ValueError(f"nodes: must be >= 1, got {self.num_nodes}")
+        if self.oversubscription < 1:
+            raise ValueError(f"oversubscription: must be >= 1 (1 = full bisection), got {self.oversubscription}")
+        if self.price_usd_per_gpu_hour is not None and self.price_usd_per_gpu_hour < 0:
+            raise ValueError("price_usd_per_gpu_hour: must be >= 0")
+
+    @property
+    def num_gpus(self) -> int:
+        return self.num_nodes * self.node.gpus_per_node
+
+    @property
+    def gpus_per_node(self) -> int:
+        return self.node.gpus_per_node
+
+    @property
+    def price_per_gpu_hour_usd(self) -> float:
+        return self.gpu.price_usd_per_hour if self.price_usd_per_gpu_hour is None else self.price_usd_per_gpu_hour
+
+    @property
+    def net_bytes_per_s_per_gpu(self) -> float:
+        """Achieved network bandwidth per GPU, one direction, after NIC efficiency and oversubscription."""
+        return self.node.nic_bytes_per_s_per_gpu * self.node.nic_efficiency / self.oversubscription
+
+
+def make_cluster(gpu: str | GpuSpec, num_nodes: int = 1, node: str | NodeSpec | None = None,
+                 **overrides) -> Cluster:
+    """A cluster of ``num_nodes`` nodes of ``gpu``; node preset defaults to the GPU's usual server.
+
+    ``overrides`` may set Cluster fields (oversubscription, price_usd_per_gpu_hour, pue) and
+    node fields (gpus_per_node, nic_bytes_per_s_per_gpu, ...).
+    """
+    g = get_gpu(gpu) if isinstance(gpu, str) else gpu
+    n = node if isinstance(node, NodeSpec) else get_node(node or DEFAULT_NODE.get(g.name, "dgx-h100"))
+    node_fields = {k: overrides.pop(k) for k in list(overrides) if k in NodeSpec.__dataclass_fields__}
+    if node_fields:
+        if "gpus_per_node" in node_fields and "nvlink_domain_gpus" not in node_fields:
+            node_fields["nvlink_domain_gpus"] = node_fields["gpus_per_node"]
+        n = dataclasses.replace(n, **node_fields)
+    unknown = set(overrides) - set(Cluster.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"cluster: unknown field(s) {', '.join(sorted(unknown))}")
+    return Cluster(gpu=g, num_nodes=num_nodes, node=n, **overrides)

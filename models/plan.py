@@ -1,0 +1,138 @@
+"""The parallel plan, its enums, and cross-object validation (check_plan)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+class ZeroStage(IntEnum):
+    NONE = 0
+    OPTIMIZER = 1
+    GRADIENTS = 2
+    PARAMETERS = 3
+
+
+class Recompute(IntEnum):
+    NONE = 0
+    SELECTIVE = 1
+    FULL = 2
+
+
+class Schedule(IntEnum):
+    GPIPE = 0
+    ONE_F_ONE_B = 1
+    INTERLEAVED = 2
+    ZERO_BUBBLE = 3
+
+
+RECOMPUTE_NAMES = {"none": Recompute.NONE, "selective": Recompute.SELECTIVE, "full": Recompute.FULL}
+SCHEDULE_NAMES = {"gpipe": Schedule.GPIPE, "1f1b": Schedule.ONE_F_ONE_B,
+                  "interleaved": Schedule.INTERLEAVED, "zb-h1": Schedule.ZERO_BUBBLE}
+DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp8": 1}
+ATTENTION_KERNELS = ("flash", "unfused")
+
+
+def _enum(value, names: dict, field: str):
+    if isinstance(value, str):
+        key = value.lower()
+        if key not in names:
+            raise ValueError(f"{field}: {value!r} unknown; choose one of {', '.join(names)}")
+        return names[key]
+    return list(names.values())[0].__class__(int(value))
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    dp: int = 1                       # data-parallel degree
+    tp: int = 1                       # tensor-parallel degree
+    pp: int = 1                       # pipeline-parallel degree
+    cp: int = 1                       # context-parallel degree (sequence split for attention)
+    ep: int = 1                       # expert-parallel degree, carved out of dp*cp
+    vpp: int = 1                      # virtual pipeline stages (model chunks) per rank
+    micro_batch_size: int = 1         # sequences per micro-batch
+    global_batch_size: int = 1        # sequences per iteration
+    sp: bool = False                  # Megatron sequence parallelism (needs tp > 1 to matter)
+    zero_stage: ZeroStage = ZeroStage.NONE
+    recompute: Recompute = Recompute.NONE
+    schedule: Schedule = Schedule.ONE_F_ONE_B
+    dtype: str = "bf16"               # compute dtype of matmuls: bf16 | fp16 | fp8
+    attention: str = "flash"          # flash (FlashAttention) | unfused (materialised s x s scores)
+    overlap_grad_reduce: bool = True  # DP gradient reduction overlapped with backward
+    overlap_param_gather: bool = True  # ZeRO parameter all-gather overlapped with compute
+    overlap_tp_comm: bool = False     # TP/SP collectives overlapped with GEMMs
+
+    def __post_init__(self) -> None:
+        for f in ("dp", "tp", "pp", "cp", "ep", "vpp", "micro_batch_size", "global_batch_size"):
+            v = getattr(self, f)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"plan.{f}: must be a positive integer, got {v!r}")
+        object.__setattr__(self, "zero_stage", ZeroStage(int(self.zero_stage)))
+        object.__setattr__(self, "recompute", _enum(self.recompute, RECOMPUTE_NAMES, "plan.recompute"))
+        object.__setattr__(self, "schedule", _enum(self.schedule, SCHEDULE_NAMES, "plan.schedule"))
+        if self.dtype not in DTYPE_BYTES:
+            raise ValueError(f"plan.dtype: {self.dtype!r} unknown; choose one of {', '.join(DTYPE_BYTES)}")
+        if self.attention not in ATTENTION_KERNELS:
+            raise ValueError(f"plan.attention: {self.attention!r} unknown; choose one of {', '.join(ATTENTION_KERNELS)}")
+        per_step = self.micro_batch_size * self.dp
+        if self.global_batch_size % per_step:
+            raise ValueError(f"plan.global_batch_size: {self.global_batch_size} is not a multiple of "
+                             f"micro_batch_size*dp = {self.micro_batch_size}*{self.dp} = {per_step}")
+        if self.vpp > 1 and self.schedule != Schedule.INTERLEAVED:
+            raise ValueError(f"plan.vpp: vpp={self.vpp} needs schedule=interleaved (got {self.schedule.name.lower()})")
+        if self.schedule == Schedule.INTERLEAVED and self.pp == 1:
+            raise ValueError("plan.schedule: interleaved needs pp > 1")
+
+    @property
+    def world_size(self) -> int:
+        return self.dp * self.tp * self.pp * self.cp
+
+    @property
+    def num_microbatches(self) -> int:
+        """Micro-batches per pipeline per iteration (gradient-accumulation steps)."""
+        return self.global_batch_size // (self.micro_batch_size * self.dp)
+
+    @property
+    def plan_id(self) -> str:
+        return (f"dp{self.dp}-tp{self.tp}-pp{self.pp}-cp{self.cp}-ep{self.ep}-vpp{self.vpp}-sp{int(self.sp)}"
+                f"-z{int(self.zero_stage)}-mb{self.micro_batch_size}-rc{self.recompute.name.lower()}"
+                f"-{self.schedule.name.lower()}")
+
+
+def check_plan(plan: Plan, model, cluster=None) -> list[str]:
+    """Why ``plan`` cannot run ``model`` on ``cluster``: a list of messages naming the field
+    and the fix; empty when the plan is valid."""
+    errs = []
+    if model.num_heads % plan.tp:
+        errs.append(f"tp: tp={plan.tp} does not divide num_heads={model.num_heads}; use a divisor of it")
+    if model.num_kv_heads % plan.tp and plan.tp % model.num_kv_heads:
+        errs.append(f"tp: tp={plan.tp} and num_kv_heads={model.num_kv_heads} must divide one another")
+    if model.ffn_hidden % plan.tp:
+        errs.append(f"tp: tp={plan.tp} does not divide ffn_hidden={model.ffn_hidden}")
+    if plan.pp * plan.vpp > model.num_layers:
+        errs.append(f"pp: pp*vpp={plan.pp * plan.vpp} exceeds num_layers={model.num_layers}")
+    if plan.cp > 1 and model.seq_len % (2 * plan.cp):
+        errs.append(f"cp: seq_len={model.seq_len} must be divisible by 2*cp={2 * plan.cp} (load-balanced ring attention)")
+    if plan.sp and model.seq_len % (plan.tp * plan.cp):
+        errs.append(f"sp: seq_len={model.seq_len} must be divisible by tp*cp={plan.tp * plan.cp} for sequence parallelism")
+    if plan.ep > 1:
+        if not model.is_moe:
+            errs.append(f"ep: ep={plan.ep} needs an MoE model; {model.name} is dense (use ep=1)")
+        elif model.num_experts % plan.ep:
+            errs.append(f"ep: ep={plan.ep} does not divide num_experts={model.num_experts}")
+        if (plan.dp * plan.cp) % plan.ep:
+            errs.append(f"ep: ep={plan.ep} must divide dp*cp={plan.dp * plan.cp} (experts are sharded over data-parallel ranks)")
+    if plan.schedule == Schedule.INTERLEAVED and plan.num_microbatches % plan.pp:
+        errs.append(f"global_batch_size: interleaved schedule needs num_microbatches={plan.num_microbatches} "
+                    f"divisible by pp={plan.pp}")
+    if plan.dtype == "fp8" and cluster is not None and cluster.gpu.peak_fp8_flops_per_s <= 0:
+        errs.append(f"dtype: {cluster.gpu.name} has no fp8 tensor cores; use bf16")
+    if plan.dtype == "bf16" and cluster is not None and cluster.gpu.peak_bf16_flops_per_s <= 0:
+        errs.append(f"dtype: {cluster.gpu.name} has no bf16 tensor cores; use fp16")
+    if cluster is not None:
+        if plan.world_size != cluster.num_gpus:
+            errs.append(f"dp: world size dp*tp*pp*cp = {plan.dp}*{plan.tp}*{plan.pp}*{plan.cp} = {plan.world_size} "
+                        f"but the cluster has {cluster.num_gpus} GPUs; set dp={cluster.num_gpus // (plan.tp * plan.pp * plan.cp)}"
+                        if cluster.num_gpus % (plan.tp * plan.pp * plan.cp) == 0 else
+                        f"dp: world size dp*tp*pp*cp = {plan.world_size} but the cluster has {cluster.num_gpus} GPUs")
+    return errs

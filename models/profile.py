@@ -1,0 +1,76 @@
+"""A measured hardware profile (from ``clustersim calibrate``) and the kernel-time model that
+uses it in place of datasheet defaults.
+
+Without a profile, kernel times come from models.efficiency (MAMF x wave quantisation,
+HBM roofline) and the attention efficiencies in models.estimate. With one, GEMM efficiency
+is interpolated from the measured table by GEMM size (log2 FLOPs), attention and
+memory-bound rates are the measured ones, and collective alpha/bus bandwidth too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from models import efficiency as eff
+
+
+@dataclass(frozen=True, slots=True)
+class HardwareProfile:
+    device: str                               # e.g. "NVIDIA H100 80GB HBM3" or "cpu: AMD EPYC ..."
+    source: str                               # provenance: driver, torch version, date, host
+    dtype: str = "bf16"                       # dtype the GEMM table was measured in
+    peak_flops_per_s: float = 0.0             # the peak the efficiencies are relative to
+    gemm_log2_flops: tuple = ()               # log2(2mnk) of measured GEMMs, ascending
+    gemm_efficiency: tuple = ()               # achieved / peak at those sizes
+    attn_fwd_efficiency: float | None = None  # achieved / peak, causal SDPA forward
+    attn_bwd_efficiency: float | None = None  # achieved / peak, causal SDPA backward (2.5x fwd FLOPs)
+    memory_bytes_per_s: float | None = None   # achieved streaming bandwidth of elementwise ops
+    kernel_overhead_s: float | None = None    # smallest kernel's time
+    allreduce_alpha_s: float | None = None    # fitted per-collective latency
+    allreduce_busbw_bytes_per_s: float | None = None  # fitted bus bandwidth (this device's group)
+
+    def __post_init__(self) -> None:
+        if len(self.gemm_log2_flops) != len(self.gemm_efficiency):
+            raise ValueError("profile: gemm_log2_flops and gemm_efficiency must have the same length")
+        if any(e <= 0 for e in self.gemm_efficiency):
+            raise ValueError("profile: gemm_efficiency values must be > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class KernelModel:
+    """Kernel durations for one GPU (and optional measured profile); accepts numpy arrays."""
+    peak_flops_per_s: float
+    gemm_efficiency: float
+    num_sms: int
+    hbm_bytes_per_s: float
+    attn_fwd_efficiency: float
+    attn_bwd_efficiency: float
+    profile: HardwareProfile | None = None
+
+    def gemm(self, m, n, k):
+        p = self.profile
+        if p is not None and p.gemm_efficiency:
+            flops = 2.0 * m * n * k
+            e = np.interp(np.log2(np.maximum(flops, 1.0)), p.gemm_log2_flops, p.gemm_efficiency)
+            return flops / (self.peak_flops_per_s * e) + (p.kernel_overhead_s or 0.0)
+        return eff.gemm_time_s(m, n, k, self.peak_flops_per_s, self.gemm_efficiency, self.num_sms,
+                               self.hbm_bytes_per_s)
+
+    def memory_bound(self, num_bytes, num_kernels=1):
+        p = self.profile
+        if p is not None and p.memory_bytes_per_s:
+            return num_bytes / p.memory_bytes_per_s + num_kernels * (p.kernel_overhead_s or 0.0)
+        return eff.memory_bound_time_s(num_bytes, self.hbm_bytes_per_s, num_kernels)
+
+
+def kernel_model(cluster, dtype: str, attn_fwd_efficiency: float, attn_bwd_efficiency: float) -> KernelModel:
+    g = cluster.gpu
+    p = getattr(cluster, "profile", None)
+    peak = p.peak_flops_per_s if p is not None and p.peak_flops_per_s else g.peak_flops_per_s(dtype)
+    return KernelModel(
+        peak_flops_per_s=peak, gemm_efficiency=g.gemm_efficiency, num_sms=g.num_sms, hbm_bytes_per_s=g.hbm_bytes_per_s,
+        attn_fwd_efficiency=(p.attn_fwd_efficiency if p is not None and p.attn_fwd_efficiency else attn_fwd_efficiency),
+        attn_bwd_efficiency=(p.attn_bwd_efficiency if p is not None and p.attn_bwd_efficiency else attn_bwd_efficiency),
+        profile=p)

@@ -1,0 +1,161 @@
+"""The ``clustersim`` command line (typer). Bad input prints one line naming the field and
+the reason and exits with status 2; no tracebacks."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from models.estimate import PlanError, estimate
+from simulator.inputs import build_inputs
+from simulator.report import estimate_report, published_report
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Cluster-scale LLM training simulator and cost model.")
+
+# Options shared by estimate, simulate and search (reuse these in other commands).
+Model = Annotated[str, typer.Option("--model", help="preset name (see `clustersim presets`) or path to a HF config.json")]
+Gpu = Annotated[str, typer.Option("--gpu", help="GPU from the catalog, e.g. h100-sxm-80gb")]
+Nodes = Annotated[int, typer.Option("--nodes", help="number of nodes")]
+Node = Annotated[Optional[str], typer.Option("--node", help="node preset (default: the GPU's usual server)")]
+GpusPerNode = Annotated[Optional[int], typer.Option("--gpus-per-node", help="override GPUs per node")]
+TP = Annotated[int, typer.Option("--tp", help="tensor-parallel degree")]
+PP = Annotated[int, typer.Option("--pp", help="pipeline-parallel degree")]
+DP = Annotated[Optional[int], typer.Option("--dp", help="data-parallel degree (default: fill the cluster)")]
+CP = Annotated[int, typer.Option("--cp", help="context-parallel degree")]
+EP = Annotated[int, typer.Option("--ep", help="expert-parallel degree")]
+VPP = Annotated[int, typer.Option("--vpp", help="virtual pipeline stages per rank (interleaved)")]
+MicroBatch = Annotated[int, typer.Option("--micro-batch", help="sequences per micro-batch")]
+GlobalBatch = Annotated[Optional[int], typer.Option("--global-batch", help="sequences per iteration")]
+SeqLen = Annotated[Optional[int], typer.Option("--seq-len", help="override the model's sequence length")]
+SP = Annotated[bool, typer.Option("--sp/--no-sp", help="Megatron sequence parallelism")]
+Recompute = Annotated[str, typer.Option("--recompute", help="none | selective | full")]
+Zero = Annotated[int, typer.Option("--zero", help="ZeRO stage 0-3")]
+Sched = Annotated[Optional[str], typer.Option("--schedule", help="gpipe | 1f1b | interleaved | zb-h1")]
+Dtype = Annotated[str, typer.Option("--dtype", help="bf16 | fp16 | fp8")]
+Attention = Annotated[str, typer.Option("--attention", help="flash | unfused")]
+OverlapGrad = Annotated[bool, typer.Option("--overlap-grad-reduce/--no-overlap-grad-reduce")]
+OverlapParam = Annotated[bool, typer.Option("--overlap-param-gather/--no-overlap-param-gather")]
+OverlapTP = Annotated[bool, typer.Option("--overlap-tp-comm/--no-overlap-tp-comm")]
+Price = Annotated[Optional[float], typer.Option("--price-per-gpu-hour", help="USD per GPU-hour (default: catalog)")]
+Profile = Annotated[Optional[Path], typer.Option("--profile", help="calibration profile YAML (clustersim calibrate)")]
+Json = Annotated[bool, typer.Option("--json", help="print JSON on stdout instead of the report")]
+
+
+def fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def inputs_from_flags(**kw):
+    """build_inputs with a calibration profile applied when --profile is given."""
+    profile = kw.pop("profile", None)
+    inp = build_inputs(**kw)
+    if profile is not None:
+        from simulator.calibrate.profile import apply_profile  # issue 5; imported lazily
+        inp = apply_profile(inp, profile)
+    return inp
+
+
+@app.command("estimate")
+def estimate_cmd(model: Model = "gpt3-175b", gpu: Gpu = "a100-sxm-80gb", nodes: Nodes = 1, node: Node = None,
+                 gpus_per_node: GpusPerNode = None, tp: TP = 1, pp: PP = 1, dp: DP = None, cp: CP = 1, ep: EP = 1,
+                 vpp: VPP = 1, micro_batch: MicroBatch = 1, global_batch: GlobalBatch = None, seq_len: SeqLen = None,
+                 sp: SP = False, recompute: Recompute = "none", zero: Zero = 0, schedule: Sched = None,
+                 dtype: Dtype = "bf16", attention: Attention = "flash", overlap_grad_reduce: OverlapGrad = True,
+                 overlap_param_gather: OverlapParam = True, overlap_tp_comm: OverlapTP = False,
+                 price_per_gpu_hour: Price = None, profile: Profile = None, json_out: Json = False) -> None:
+    """Analytical estimate of one iteration: time and its breakdown, MFU, memory per GPU, OOM verdict."""
+    kw = {k: v for k, v in locals().items() if k != "json_out"}
+    inp = inputs_from_flags(**kw)
+    est = estimate(inp.model, inp.cluster, inp.plan)
+    out = est.as_dict()
+    extra = _extra_estimate_fields(inp, est)
+    out.update(extra)
+    if json_out:
+        typer.echo(json.dumps(out, indent=2))
+    else:
+        typer.echo(estimate_report(inp.model, inp.cluster, est))
+        for line in extra.get("_report_lines", []):
+            typer.echo(line)
+    if "_report_lines" in out:
+        del out["_report_lines"]
+
+
+def _extra_estimate_fields(inp, est) -> dict:
+    """Cost / energy / time-to-train fields contributed by models.cost when present (issue 7)."""
+    try:
+        cost = importlib.import_module("models.cost")
+    except ImportError:
+        return {}
+    fn = getattr(cost, "estimate_extras", None)
+    return fn(inp.model, inp.cluster, inp.plan, est) if fn else {}
+
+
+@app.command("published")
+def published_cmd(file: Annotated[Path, typer.Argument(help="runs YAML in the format of dev_runs.yaml")],
+                  json_path: Annotated[Optional[Path], typer.Option("--json", help="write JSON here")] = None,
+                  profile: Profile = None) -> None:
+    """Predict published measured runs and compare iteration times (count, MAPE, median, max error)."""
+    from simulator.published import predict_runs
+    result = predict_runs(file, profile=profile) if profile else predict_runs(file)
+    typer.echo(published_report(result))
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=2, default=str))
+        typer.echo(f"wrote {json_path}")
+
+
+@app.command("presets")
+def presets_cmd() -> None:
+    """List the model presets, GPUs and node presets."""
+    from models.hardware import GPUS, NODES
+    from models.transformer import PRESETS
+    typer.echo("models: " + ", ".join(PRESETS))
+    typer.echo("gpus:   " + ", ".join(GPUS))
+    typer.echo("nodes:  " + ", ".join(NODES))
+
+
+# Commands contributed by other modules: each exposes register(app). Listed explicitly.
+PLUGINS = ("simulator.sim_cli", "simulator.scenario_cli", "simulator.calibrate.cli", "ui.cli", "simulator.cost_cli")
+for _name in PLUGINS:
+    try:
+        _mod = importlib.import_module(_name)
+    except ModuleNotFoundError as _e:
+        if _e.name != _name and not _name.startswith(str(_e.name)):
+            raise
+        continue
+    _mod.register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs the app and turns input errors into one clear line."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except typer.Exit as e:
+        return e.exit_code
+    except PlanError as e:
+        for msg in e.errors:
+            typer.echo(f"error: {msg}", err=True)
+        return 2
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        typer.echo(f"error: {e}", err=True)
+        return 2
+    except Exception as e:  # click usage errors and friends
+        import click
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            return e.exit_code
+        if isinstance(e, click.exceptions.Abort):
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Readable text reports of estimates and published-run comparisons (shared by the CLI)."""
+
+from __future__ import annotations
+
+from models.estimate import StepEstimate
+from models.units import GIB
+
+
+def _gib(x: float) -> str:
+    return f"{x / GIB:8.2f} GiB"
+
+
+def estimate_report(model, cluster, est: StepEstimate) -> str:
+    p = est.plan
+    lines = [
+        f"clustersim estimate: {model.name} ({model.num_params / 1e9:.1f}B params"
+        + (f", {model.num_active_params / 1e9:.1f}B active" if model.is_moe else "") + f", seq {model.seq_len})"
+        f" on {cluster.num_gpus} x {cluster.gpu.name} ({cluster.num_nodes} x {cluster.node.name})",
+        f"plan {p.plan_id}: {p.num_microbatches} micro-batches of {p.micro_batch_size}, global batch "
+        f"{p.global_batch_size}, {p.dtype}, attention {p.attention}",
+        "",
+        f"iteration time      {est.step_time_s:10.3f} s",
+        f"  compute           {est.compute_s:10.3f} s  ({est.compute_s / est.step_time_s:5.1%})",
+        f"  exposed comm      {est.exposed_comm_s:10.3f} s  ({est.exposed_comm_s / est.step_time_s:5.1%})  "
+        + ", ".join(f"{k} {v:.3f}" for k, v in est.exposed_comm_by_kind_s.items() if v > 0),
+        f"  pipeline bubble   {est.bubble_s:10.3f} s  ({est.bubble_s / est.step_time_s:5.1%})",
+        f"tokens/s            {est.tokens_per_s:12,.0f}",
+        f"model TFLOP/s/GPU   {est.tflops_per_gpu:10.1f}",
+        f"MFU / HFU           {est.mfu:9.1%} / {est.hfu:.1%}",
+        "",
+        f"memory per GPU (largest rank) vs HBM {_gib(est.hbm_bytes).strip()}:",
+    ]
+    for k, v in est.memory.as_dict().items():
+        lines.append(f"  {k.replace('_bytes', ''):14s} {_gib(v)}")
+    lines.append(f"  {'total':14s} {_gib(est.peak_memory_bytes)}  -> "
+                 + ("fits" if est.fits else "OUT OF MEMORY"))
+    if len(est.memory_by_stage) > 1:
+        lines.append("memory by pipeline stage (GiB): params grads optim activ other | total")
+        for i, s in enumerate(est.memory_by_stage):
+            d = s.as_dict()
+            lines.append(f"  stage {i:3d}: " + " ".join(f"{v / GIB:6.2f}" for v in d.values())
+                         + f" | {s.total_bytes / GIB:6.2f}" + ("  OOM" if s.total_bytes > est.hbm_bytes else ""))
+    lines.append("")
+    lines.append("verdict: " + ("fits in memory" if est.fits else
+                                f"OUT OF MEMORY by {(est.peak_memory_bytes - est.hbm_bytes) / GIB:.1f} GiB"))
+    for w in est.warnings:
+        lines.append(f"warning: {w}")
+    return "\n".join(lines)
+
+
+def published_report(result: dict) -> str:
+    lines = [f"{'id':58s} {'rel':4s} {'measured_s':>10s} {'predicted_s':>11s} {'error':>7s} {'mfu':>5s} fits"]
+    for r in result["records"]:
+        if "skipped" in r:
+            lines.append(f"{r['id'][:58]:58s} {str(r.get('reliability'))[:4]:4s} skipped: {r['skipped']}")
+            continue
+        lines.append(f"{r['id'][:58]:58s} {str(r.get('reliability'))[:4]:4s} {r['measured_iteration_time_s']:10.3f} "
+                     f"{r['predicted_iteration_time_s']:11.3f} {r['error']:+7.1%} {r['predicted_mfu']:5.2f} "
+                     f"{'yes' if r['fits'] else 'NO'}")
+    for key in ("summary", "summary_high"):
+        s = result.get(key)
+        if s:
+            lines.append(f"{s['reliability']} records: count {s['count']}, skipped {s['skipped']}, MAPE {s['mape']:.1%}, "
+                         f"median abs error {s['median_abs_error']:.1%}, max abs error {s['max_abs_error']:.1%}")
+    return "\n".join(lines)
