@@ -32,17 +32,25 @@ from models.transformer import Transformer
 # et al. 2024). Forward 0.70 and backward 0.55 of the dense peak are used for every GPU.
 ATTN_FWD_EFFICIENCY = 0.70
 ATTN_BWD_EFFICIENCY = 0.55
+# FlashAttention v1 "only reaches 25-40% of the theoretical maximum FLOPs/s (e.g. up to 124
+# TFLOPs/s on A100)" (Dao 2023, FlashAttention-2 paper, Sec. 1): forward 0.40, backward 0.30.
+FLASH1_FWD_EFFICIENCY = 0.40
+FLASH1_BWD_EFFICIENCY = 0.30
 # Flash backward runs 5 matmuls against the forward's 2 (it recomputes QK^T): 2.5x the FLOPs.
 ATTN_BWD_FLOP_RATIO = 2.5
 # Adam step touches fp32 master weight (r/w 8 B), m and v (r/w 16 B), the gradient (2 B),
 # writes the 16-bit weight (2 B) and reads the gradient again for the norm clip (2 B).
 OPTIMIZER_BYTES_PER_PARAM = 30
+# Cross-entropy on fp32-upcast logits, pass by pass (PyTorch F.cross_entropy / Megatron's
+# vocab-parallel loss both upcast): upcast r2+w4, log-softmax r4+r4+w4, backward r4+r4+w4
+# plus the gradient fill w4, downcast r4+w2 = 40 bytes per logit element.
+LOSS_BYTES_PER_LOGIT = 40
 # Megatron/PyTorch DDP gradient bucket (Megatron-Core default 40M elements; torch DDP 25 MB):
 # the last bucket's reduction cannot overlap with backward.
 DP_BUCKET_BYTES = 40e6 * 2
 
 PLAN_FIELDS = ("dp", "tp", "pp", "cp", "ep", "vpp", "micro_batch_size", "global_batch_size", "sp",
-               "zero_stage", "recompute", "schedule", "flash", "overlap_grad_reduce",
+               "zero_stage", "recompute", "schedule", "flash", "flash1", "overlap_grad_reduce",
                "overlap_param_gather", "overlap_tp_comm")
 
 
@@ -75,8 +83,11 @@ def _layer_times(model: Transformer, km, a, moe: bool):
     gemms_fwd = proj + ffn
     # attention core: flash runs the causal half; unfused runs two full batched GEMMs + softmax
     causal_flops = 0.5 * 4 * mb * (s / cp) * s * hq / tp
-    flash_fwd = causal_flops / (peak * km.attn_fwd_efficiency)
-    flash_bwd = ATTN_BWD_FLOP_RATIO * causal_flops / (peak * km.attn_bwd_efficiency)
+    v1 = a["flash1"]
+    fwd_eff = np.where(v1, np.minimum(km.attn_fwd_efficiency, FLASH1_FWD_EFFICIENCY), km.attn_fwd_efficiency)
+    bwd_eff = np.where(v1, np.minimum(km.attn_bwd_efficiency, FLASH1_BWD_EFFICIENCY), km.attn_bwd_efficiency)
+    flash_fwd = causal_flops / (peak * fwd_eff)
+    flash_bwd = ATTN_BWD_FLOP_RATIO * causal_flops / (peak * bwd_eff)
     heads_rows = mb * model.num_heads / tp * (s / cp)
     mask = 1.0 if model.dropout else 0.0
     score_bytes = 2.0 * mb * model.num_heads / tp * (s / cp) * s
@@ -155,8 +166,12 @@ def stage_memory_arrays(model: Transformer, cl: Cluster, a, stage):
             "total_bytes": w1 + w2 + g1 + g2 + o1 + o2 + acts + other}
 
 
-def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", **a):
-    """Evaluate plans given as arrays (or scalars) of PLAN_FIELDS; returns a dict of arrays."""
+def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_stages: bool = False, **a):
+    """Evaluate plans given as arrays (or scalars) of PLAN_FIELDS; returns a dict of arrays.
+
+    ``all_stages`` (one scalar plan only) also returns memory for every pipeline stage under
+    ``memory_by_stage/<component>`` keys; otherwise only the first and last stage are costed.
+    """
     a = {k: np.asarray(v) for k, v in a.items()}
     g = cl.gpu
     km = kernel_model(cl, dtype, ATTN_FWD_EFFICIENCY, ATTN_BWD_EFFICIENCY)
@@ -200,7 +215,7 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", **a):
     layers_max = -(-model.num_layers // pp)
     T = mb * s / cp
     logit_gemm = km.gemm(T, model.vocab / tp, model.hidden)
-    loss_elem = km.memory_bound(T * model.vocab / tp * 16, 4)
+    loss_elem = km.memory_bound(T * model.vocab / tp * LOSS_BYTES_PER_LOGIT, 6)
     logits_mb = 3 * logit_gemm + loss_elem
     compute_layer = fwd + bwd + rcmp
     comm_layer = tp_layer + cp_layer + ep_layer
@@ -254,11 +269,17 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", **a):
     model_flops = fl.model_flops_per_iteration(model, gb)
     hw_flops = fl.hardware_flops_per_iteration(model, gb, a["recompute"])
 
-    # ---- memory: first and last stage (the largest is one of them)
-    m_first = stage_memory_arrays(model, cl, a, 0)
-    m_last = stage_memory_arrays(model, cl, a, pp - 1)
-    last_bigger = m_last["total_bytes"] > m_first["total_bytes"]
-    memory = {k: np.where(last_bigger, m_last[k], m_first[k]) for k in m_first}
+    # ---- memory: the largest is the first or the last stage (all stages for one scalar plan)
+    if all_stages:
+        by_stage = stage_memory_arrays(model, cl, a, np.arange(int(pp)))
+        worst = int(np.argmax(np.broadcast_to(by_stage["total_bytes"], (int(pp),))))
+        memory = {k: np.broadcast_to(v, (int(pp),))[worst] for k, v in by_stage.items()}
+    else:
+        m_first = stage_memory_arrays(model, cl, a, 0)
+        m_last = stage_memory_arrays(model, cl, a, pp - 1)
+        last_bigger = m_last["total_bytes"] > m_first["total_bytes"]
+        memory = {k: np.where(last_bigger, m_last[k], m_first[k]) for k in m_first}
+        by_stage = {}
     peak_mem = memory["total_bytes"]
     return {
         "step_time_s": step, "compute_s": compute,
@@ -272,6 +293,7 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", **a):
         "peak_memory_bytes": peak_mem, "fits": peak_mem <= g.hbm_bytes,
         "num_microbatches": m, "num_gpus": n_gpus, "model_flops": model_flops + 0 * step,
         **{f"memory/{k}": v for k, v in memory.items()},
+        **{f"memory_by_stage/{k}": v for k, v in by_stage.items()},
     }
 
 
@@ -338,7 +360,8 @@ class PlanError(ValueError):
 def plan_arrays(plan: Plan) -> dict:
     d = {k: getattr(plan, k) for k in PLAN_FIELDS if hasattr(plan, k)}
     d["zero_stage"], d["recompute"], d["schedule"] = int(plan.zero_stage), int(plan.recompute), int(plan.schedule)
-    d["flash"] = plan.attention == "flash"
+    d["flash"] = plan.attention in ("flash", "flash1")
+    d["flash1"] = plan.attention == "flash1"
     return d
 
 
@@ -353,9 +376,11 @@ def estimate(model: Transformer, cluster: Cluster, plan: Plan) -> StepEstimate:
     if errors:
         raise PlanError(errors)
     a = plan_arrays(plan)
-    r = estimate_arrays(model, cluster, plan.dtype, **a)
-    aa = {k: np.asarray(v) for k, v in a.items()}
-    stages = tuple(_mb(stage_memory_arrays(model, cluster, aa, j)) for j in range(plan.pp))
+    r = estimate_arrays(model, cluster, plan.dtype, all_stages=True, **a)
+    cols = [np.broadcast_to(r.pop(f"memory_by_stage/{k}"), (plan.pp,)).tolist() for k in
+            ("params_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes", "other_bytes")]
+    r.pop("memory_by_stage/total_bytes")
+    stages = tuple(MemoryBreakdown(*row) for row in zip(*cols))
     f = {k: float(v) for k, v in r.items()}
     est = StepEstimate(
         plan=plan, step_time_s=f["step_time_s"], compute_s=f["compute_s"], exposed_comm_s=f["exposed_comm_s"],

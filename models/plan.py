@@ -30,7 +30,7 @@ RECOMPUTE_NAMES = {"none": Recompute.NONE, "selective": Recompute.SELECTIVE, "fu
 SCHEDULE_NAMES = {"gpipe": Schedule.GPIPE, "1f1b": Schedule.ONE_F_ONE_B,
                   "interleaved": Schedule.INTERLEAVED, "zb-h1": Schedule.ZERO_BUBBLE}
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp8": 1}
-ATTENTION_KERNELS = ("flash", "unfused")
+ATTENTION_KERNELS = ("flash", "flash1", "unfused")
 
 
 def _enum(value, names: dict, field: str):
@@ -57,7 +57,7 @@ class Plan:
     recompute: Recompute = Recompute.NONE
     schedule: Schedule = Schedule.ONE_F_ONE_B
     dtype: str = "bf16"               # compute dtype of matmuls: bf16 | fp16 | fp8
-    attention: str = "flash"          # flash (FlashAttention) | unfused (materialised s x s scores)
+    attention: str = "flash"          # flash (FlashAttention-2/3) | flash1 (FlashAttention v1) | unfused (s x s scores)
     overlap_grad_reduce: bool = True  # DP gradient reduction overlapped with backward
     overlap_param_gather: bool = True  # ZeRO parameter all-gather overlapped with compute
     overlap_tp_comm: bool = False     # TP/SP collectives overlapped with GEMMs

@@ -6,7 +6,8 @@ Defaults for fields a source leaves null, each recorded in the record's ``defaul
   vp            1 (plain 1F1B) unless given
   zero_stage    0; FSDP FULL_SHARD -> 3, SHARD_GRAD_OP -> 2 as the record says
   sp            false;   recompute: none;   ep: 1;   cp: 1
-  attention     flash where the record names FlashAttention or the run is from 2023 on;
+  attention     flash where the record names FlashAttention or the run is from 2023 on; flash1
+                (FlashAttention v1) for the llm-foundry A100 tables (torch 1.13 era, see _FLASH1_GROUPS);
                 unfused (materialised scores) for Megatron 2020/2021 and BLOOM (2022) runs
   overlap       DP gradient reduction not overlapped for Megatron 2020/2021 ('--DDP-impl local'
                 all-reduces after backward) and BLOOM's DeepSpeed BF16 optimizer; overlapped otherwise
@@ -32,6 +33,9 @@ from models.transformer import Transformer
 from models.units import GBIT
 
 _UNFUSED_GROUPS = ("megatron_sc21", "megatron_2020", "bloom")
+# llm-foundry's benchmark README carries "TODO: Update tables with torch 2.0 after next Composer
+# release": its A100 tables were measured with torch 1.13, i.e. FlashAttention v1 (v2 needs newer stacks).
+_FLASH1_GROUPS = ("mosaicml_llmfoundry",)
 
 
 def _gpu_key(text: str) -> str:
@@ -123,6 +127,9 @@ def record_inputs(rec: dict):
         defaults.append("recompute=none")
     kernel = " ".join(str(x) for x in (rec["model"].get("attention"), par.get("attention_kernel")) if x).lower()
     attention = "flash" if "flash" in kernel else ("unfused" if group.startswith(_UNFUSED_GROUPS) else "flash")
+    if attention == "flash" and group.startswith(_FLASH1_GROUPS) and "flash_attention2" not in kernel:
+        attention = "flash1"
+        defaults.append("attention=flash1 (torch 1.13 era tables)")
     if "flash" not in kernel:
         defaults.append(f"attention={attention}")
     legacy = group.startswith(_UNFUSED_GROUPS)
