@@ -1,0 +1,44 @@
+"""`clustersim published` on the dev set: format, skipping, and the accuracy it reaches."""
+
+import json
+
+import yaml
+
+from simulator.cli import main
+from simulator.published import predict_record, predict_runs
+
+
+def test_published_json_format(dev_runs_path, tmp_path, capsys):
+    out = tmp_path / "pub.json"
+    assert main(["published", str(dev_runs_path), "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "MAPE" in text
+    d = json.loads(out.read_text())
+    assert set(d) >= {"records", "summary"}
+    rec = next(r for r in d["records"] if "error" in r)
+    for key in ("id", "measured_iteration_time_s", "predicted_iteration_time_s", "error",
+                "predicted_peak_memory_bytes", "fits", "predicted_mfu"):
+        assert key in rec
+    assert all(("error" in r) or ("skipped" in r) for r in d["records"])
+
+
+def test_records_without_times_are_skipped_with_reason():
+    r = predict_record({"id": "x", "measured": {"iteration_time_s": None}, "derived": None})
+    assert "no iteration time" in r["skipped"]
+
+
+def test_unexpressible_record_is_skipped_not_dropped(dev_runs_path):
+    runs = yaml.safe_load(dev_runs_path.read_text())
+    rec = dict(runs[0])
+    rec["hardware"] = dict(rec["hardware"], gpu="Imaginary TPU")
+    r = predict_record(rec)
+    assert "skipped" in r and "hardware.gpu" in r["skipped"]
+
+
+def test_dev_set_high_reliability_error(dev_runs_path):
+    """Measured, not tuned: the MAPE over high-reliability records. The issue's target is 10%;
+    the model stands at ~16% (see README: 'What the model gets wrong'). This guards against
+    regressions rather than asserting the target."""
+    s = predict_runs(dev_runs_path)["summary_high"]
+    assert s["count"] >= 80 and s["skipped"] == 0
+    assert s["mape"] < 0.20
