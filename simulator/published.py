@@ -4,7 +4,8 @@ Defaults for fields a source leaves null, each recorded in the record's ``defaul
   micro_batch   pp > 1: 1 (Megatron's usual setting for large models); pp = 1: the largest
                 divisor of the per-replica batch (up to 16) whose estimate fits in memory
   vp            1 (plain 1F1B) unless given
-  zero_stage    0; FSDP FULL_SHARD -> 3, SHARD_GRAD_OP -> 2 as the record says
+  zero_stage    the lowest stage that fits in memory (0 first); FSDP FULL_SHARD -> 3,
+                SHARD_GRAD_OP -> 2 as the record says
   sp            false;   recompute: none;   ep: 1;   cp: 1
   attention     flash where the record names FlashAttention or the run is from 2023 on; flash1
                 (FlashAttention v1) for the llm-foundry A100 tables (torch 1.13 era, see _FLASH1_GROUPS);
@@ -117,10 +118,11 @@ def record_inputs(rec: dict):
     if gpu.startswith("v100"):
         dtype = "fp16"
     zero = _int(par.get("zero_stage"), None)
+    zero_stated = zero is not None
     if zero is None:
         fsdp = str(par.get("fsdp_sharding_strategy") or "")
         zero = 3 if fsdp == "FULL_SHARD" else 2 if fsdp == "SHARD_GRAD_OP" else 0
-        defaults.append(f"zero_stage={zero}")
+        zero_stated = bool(fsdp)
     rc_text = str(par.get("recompute") or "none").split()[0].lower()
     recompute = rc_text if rc_text in ("none", "selective", "full") else "full" if "true" in rc_text else "none"
     if par.get("recompute") is None:
@@ -142,22 +144,34 @@ def record_inputs(rec: dict):
                 recompute=recompute, schedule="interleaved" if vp > 1 else "1f1b", dtype=dtype,
                 attention=attention, overlap_grad_reduce=not legacy, global_batch_size=int(bat["global_batch_seqs"]))
     mb = bat.get("micro_batch")
-    if mb is not None:
-        return model, cluster, Plan(micro_batch_size=int(mb), **base), defaults
     per_replica = base["global_batch_size"] // dp
-    if pp > 1:
+    if mb is not None:
+        mbs = [int(mb)]
+    elif pp > 1:
+        mbs = [1]
         defaults.append("micro_batch=1")
-        return model, cluster, Plan(micro_batch_size=1, **base), defaults
-    for cand in sorted((d for d in range(1, min(per_replica, 16) + 1) if per_replica % d == 0), reverse=True):
-        plan = Plan(micro_batch_size=cand, **base)
-        try:
-            if estimate(model, cluster, plan).fits:
-                defaults.append(f"micro_batch={cand} (largest that fits)")
+    else:
+        mbs = sorted((d for d in range(1, min(per_replica, 16) + 1) if per_replica % d == 0), reverse=True)
+    # ZeRO stage not stated: the lowest stage that fits (a run that was measured did fit).
+    zeros = [zero] if zero_stated else [zero, 1, 2, 3]
+    for z in zeros:
+        for cand in mbs:
+            plan = Plan(micro_batch_size=cand, **{**base, "zero_stage": z})
+            try:
+                fits = estimate(model, cluster, plan).fits
+            except PlanError:
+                fits = False
+            if fits:
+                if len(mbs) > 1:
+                    defaults.append(f"micro_batch={cand} (largest that fits)")
+                if not zero_stated:
+                    defaults.append(f"zero_stage={z} (lowest that fits)")
                 return model, cluster, plan, defaults
-        except PlanError:
-            break
-    defaults.append("micro_batch=1")
-    return model, cluster, Plan(micro_batch_size=1, **base), defaults
+    if not zero_stated:
+        defaults.append(f"zero_stage={zero}")
+    if len(mbs) > 1:
+        defaults.append("micro_batch=1")
+    return model, cluster, Plan(micro_batch_size=mbs[-1], **base), defaults
 
 
 def measured_iteration_time_s(rec: dict) -> float | None:
