@@ -21,10 +21,10 @@ import numpy as np
 from models import collectives as coll
 from models import flops as fl
 from models import memory as mem
-from models.profile import kernel_model
 from models.hardware import Cluster
 from models.parallel import context, expert, pipeline, tensor
 from models.plan import DTYPE_BYTES, Plan, check_plan
+from models.profile import kernel_model
 from models.transformer import Transformer
 
 # FlashAttention-2 reaches 50-73% of A100 peak (Dao 2023, "FlashAttention-2", abstract and
@@ -221,7 +221,6 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
     comm_layer = tp_layer + cp_layer + ep_layer
     t_mb_compute_max = np.maximum(layers_max * compute_layer, model.num_layers // pp * compute_layer + logits_mb)
     t_mb_comm_max = layers_max * comm_layer
-    t_mb_max = t_mb_compute_max + t_mb_comm_max
     t_mb_mean = (model.num_layers * (compute_layer + comm_layer) + logits_mb) / pp
 
     # ---- pipeline: bubble and blocking p2p sends

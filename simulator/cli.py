@@ -7,7 +7,7 @@ import importlib
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -22,28 +22,28 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 Model = Annotated[str, typer.Option("--model", help="preset name (see `clustersim presets`) or path to a HF config.json")]
 Gpu = Annotated[str, typer.Option("--gpu", help="GPU from the catalog, e.g. h100-sxm-80gb")]
 Nodes = Annotated[int, typer.Option("--nodes", help="number of nodes")]
-Node = Annotated[Optional[str], typer.Option("--node", help="node preset (default: the GPU's usual server)")]
-GpusPerNode = Annotated[Optional[int], typer.Option("--gpus-per-node", help="override GPUs per node")]
+Node = Annotated[str | None, typer.Option("--node", help="node preset (default: the GPU's usual server)")]
+GpusPerNode = Annotated[int | None, typer.Option("--gpus-per-node", help="override GPUs per node")]
 TP = Annotated[int, typer.Option("--tp", help="tensor-parallel degree")]
 PP = Annotated[int, typer.Option("--pp", help="pipeline-parallel degree")]
-DP = Annotated[Optional[int], typer.Option("--dp", help="data-parallel degree (default: fill the cluster)")]
+DP = Annotated[int | None, typer.Option("--dp", help="data-parallel degree (default: fill the cluster)")]
 CP = Annotated[int, typer.Option("--cp", help="context-parallel degree")]
 EP = Annotated[int, typer.Option("--ep", help="expert-parallel degree")]
 VPP = Annotated[int, typer.Option("--vpp", help="virtual pipeline stages per rank (interleaved)")]
 MicroBatch = Annotated[int, typer.Option("--micro-batch", help="sequences per micro-batch")]
-GlobalBatch = Annotated[Optional[int], typer.Option("--global-batch", help="sequences per iteration")]
-SeqLen = Annotated[Optional[int], typer.Option("--seq-len", help="override the model's sequence length")]
+GlobalBatch = Annotated[int | None, typer.Option("--global-batch", help="sequences per iteration")]
+SeqLen = Annotated[int | None, typer.Option("--seq-len", help="override the model's sequence length")]
 SP = Annotated[bool, typer.Option("--sp/--no-sp", help="Megatron sequence parallelism")]
 Recompute = Annotated[str, typer.Option("--recompute", help="none | selective | full")]
 Zero = Annotated[int, typer.Option("--zero", help="ZeRO stage 0-3")]
-Sched = Annotated[Optional[str], typer.Option("--schedule", help="gpipe | 1f1b | interleaved | zb-h1")]
+Sched = Annotated[str | None, typer.Option("--schedule", help="gpipe | 1f1b | interleaved | zb-h1")]
 Dtype = Annotated[str, typer.Option("--dtype", help="bf16 | fp16 | fp8")]
 Attention = Annotated[str, typer.Option("--attention", help="flash | unfused")]
 OverlapGrad = Annotated[bool, typer.Option("--overlap-grad-reduce/--no-overlap-grad-reduce")]
 OverlapParam = Annotated[bool, typer.Option("--overlap-param-gather/--no-overlap-param-gather")]
 OverlapTP = Annotated[bool, typer.Option("--overlap-tp-comm/--no-overlap-tp-comm")]
-Price = Annotated[Optional[float], typer.Option("--price-per-gpu-hour", help="USD per GPU-hour (default: catalog)")]
-Profile = Annotated[Optional[Path], typer.Option("--profile", help="calibration profile YAML (clustersim calibrate)")]
+Price = Annotated[float | None, typer.Option("--price-per-gpu-hour", help="USD per GPU-hour (default: catalog)")]
+Profile = Annotated[Path | None, typer.Option("--profile", help="calibration profile YAML (clustersim calibrate)")]
 Json = Annotated[bool, typer.Option("--json", help="print JSON on stdout instead of the report")]
 
 
@@ -99,7 +99,7 @@ def _extra_estimate_fields(inp, est) -> dict:
 
 @app.command("published")
 def published_cmd(file: Annotated[Path, typer.Argument(help="runs YAML in the format of dev_runs.yaml")],
-                  json_path: Annotated[Optional[Path], typer.Option("--json", help="write JSON here")] = None,
+                  json_path: Annotated[Path | None, typer.Option("--json", help="write JSON here")] = None,
                   profile: Profile = None) -> None:
     """Predict published measured runs and compare iteration times (count, MAPE, median, max error)."""
     from simulator.published import predict_runs

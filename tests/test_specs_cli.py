@@ -6,7 +6,7 @@ import pytest
 
 from models.hardware import get_gpu, make_cluster
 from models.plan import Plan, check_plan
-from models.transformer import load_hf_config, get_model
+from models.transformer import get_model, load_hf_config
 from simulator.cli import main
 
 BASE = ["estimate", "--model", "llama2-7b", "--gpu", "h100-sxm-80gb", "--nodes", "1"]
