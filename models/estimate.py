@@ -86,8 +86,9 @@ def _layer_times(model: Transformer, km, a, moe: bool):
     v1 = a["flash1"]
     fwd_eff = np.where(v1, np.minimum(km.attn_fwd_efficiency, FLASH1_FWD_EFFICIENCY), km.attn_fwd_efficiency)
     bwd_eff = np.where(v1, np.minimum(km.attn_bwd_efficiency, FLASH1_BWD_EFFICIENCY), km.attn_bwd_efficiency)
-    flash_fwd = causal_flops / (peak * fwd_eff)
-    flash_bwd = ATTN_BWD_FLOP_RATIO * causal_flops / (peak * bwd_eff)
+    attn_peak = km.attn_peak_flops_per_s or peak
+    flash_fwd = causal_flops / (attn_peak * fwd_eff)
+    flash_bwd = ATTN_BWD_FLOP_RATIO * causal_flops / (attn_peak * bwd_eff)
     heads_rows = mb * model.num_heads / tp * (s / cp)
     mask = 1.0 if model.dropout else 0.0
     score_bytes = 2.0 * mb * model.num_heads / tp * (s / cp) * s

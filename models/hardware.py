@@ -40,6 +40,7 @@ class GpuSpec:
     tdp_w: float                      # board power
     price_usd_per_hour: float         # default price of one GPU-hour (overridable)
     source: str                       # provenance of the numbers above
+    gemm_efficiency_fp8: float = 0.0  # MAMF fp8 e4m3 / fp8 peak; 0 = not measured (bf16 value used)
 
     def __post_init__(self) -> None:
         for f in ("hbm_bytes", "hbm_bytes_per_s", "peak_fp16_flops_per_s", "nvlink_bytes_per_s"):
@@ -60,11 +61,11 @@ class GpuSpec:
 
 
 def _gpu(name, hbm_gib, hbm_tb_s, fp32, tf32, bf16, fp16, fp8, nvlink_gb_s, busbw_gb_s,
-         gemm_eff, sms, tdp_w, price, source) -> GpuSpec:
+         gemm_eff, sms, tdp_w, price, source, fp8_eff=0.0) -> GpuSpec:
     # Converts the datasheet units once, at the edge (STYLE.md).
     return GpuSpec(name, hbm_gib * GIB, hbm_tb_s * 1e12, fp32 * TFLOPS, tf32 * TFLOPS,
                    bf16 * TFLOPS, fp16 * TFLOPS, fp8 * TFLOPS, nvlink_gb_s * GB,
-                   busbw_gb_s * GB, gemm_eff, sms, tdp_w, price, source)
+                   busbw_gb_s * GB, gemm_eff, sms, tdp_w, price, source, fp8_eff)
 
 
 _SPEC = "stas00/ml-engineering accelerator tables via hardware_measured.yaml (spec)"
@@ -81,19 +82,20 @@ GPUS: dict[str, GpuSpec] = {g.name: g for g in [
     _gpu("a100-sxm-80gb", 80, 2.0, 19.5, 156, 312, 312, 0, 300, 232, 0.869, 108, 400, 1.8,
          f"{_SPEC}; busbw 232 GB/s nccl-tests #175 (measured); {_MAMF} A100 SXM 0.869; {_PRICE}"),
     _gpu("h100-sxm-80gb", 80, 3.35, 67, 494.5, 989, 989, 1979, 450, 370, 0.803, 132, 700, 2.5,
-         f"{_SPEC}; busbw 370 GB/s ring (NVIDIA nccl-tests #212, maintainer); {_MAMF} H100 SXM 0.803; {_PRICE}"),
+         f"{_SPEC}; busbw 370 GB/s ring (NVIDIA nccl-tests #212, maintainer); {_MAMF} H100 SXM 0.803, "
+         f"fp8 0.709; {_PRICE}", 0.709),
     _gpu("h800-sxm-80gb", 80, 3.35, 67, 494.5, 989, 989, 1979, 200, 160, 0.803, 132, 700, 2.5,
          "compute and HBM as H100 SXM (same die; NVIDIA H800 datasheet); NVLink 400 GB/s bidir; "
          "busbw 160 GB/s = DeepSeek-V3 report Sec 3.2.2 stated NVLink 160 GB/s; gemm_efficiency as "
-         f"H100 (same die); {_PRICE}"),
+         f"H100 (same die); {_PRICE}", 0.709),
     _gpu("h200-sxm-141gb", 141, 4.8, 67, 494.5, 989, 989, 1979, 450, 370, 0.803, 132, 700, 3.5,
          f"{_SPEC}; busbw as H100 (NVLink4; nvbandwidth 396 GB/s pairwise measured); "
-         f"{_MAMF} 'H200 is the same' as H100 0.803; {_PRICE}"),
+         f"{_MAMF} 'H200 is the same' as H100 0.803, fp8 0.734; {_PRICE}", 0.734),
     _gpu("b200", 180, 8.0, 80, 1125, 2250, 2250, 4500, 900, 740, 0.776, 148, 1000, 5.0,
          f"{_SPEC}; busbw 740 GB/s = NVLink5 900 GB/s x NCCL protocol efficiency 370/450 (assumed); "
-         f"{_MAMF} B200 SXM 0.776; {_PRICE}"),
+         f"{_MAMF} B200 SXM 0.776, fp8 0.763; {_PRICE}", 0.763),
     _gpu("gb200", 186, 8.0, 80, 1250, 2500, 2500, 5000, 900, 740, 0.729, 148, 1200, 6.0,
-         f"{_SPEC}; busbw 740 GB/s as B200 (assumed); {_MAMF} GB200 0.729; {_PRICE}"),
+         f"{_SPEC}; busbw 740 GB/s as B200 (assumed); {_MAMF} GB200 0.729, fp8 0.723; {_PRICE}", 0.723),
     _gpu("mi300x", 192, 5.3, 163.4, 653.7, 1307.4, 1307.4, 2614.9, 448, 368, 0.60, 304, 750, 2.5,
          "AMD Instinct MI300X datasheet (dense peaks, 5.3 TB/s, Infinity Fabric 896 GB/s bidir); "
          "busbw = 448 GB/s x NCCL protocol efficiency (assumed, RCCL not measured); gemm_efficiency "

@@ -48,6 +48,8 @@ class KernelModel:
     attn_fwd_efficiency: float
     attn_bwd_efficiency: float
     profile: HardwareProfile | None = None
+    attn_peak_flops_per_s: float = 0.0       # attention runs in 16-bit even when GEMMs run in fp8
+    cast_bytes_per_elem: float = 0.0         # fp8: quantising each GEMM input (read 2 B, write 1 B)
 
     def gemm(self, m, n, k):
         p = self.profile
@@ -55,8 +57,11 @@ class KernelModel:
             flops = 2.0 * m * n * k
             e = np.interp(np.log2(np.maximum(flops, 1.0)), p.gemm_log2_flops, p.gemm_efficiency)
             return flops / (self.peak_flops_per_s * e) + (p.kernel_overhead_s or 0.0)
-        return eff.gemm_time_s(m, n, k, self.peak_flops_per_s, self.gemm_efficiency, self.num_sms,
-                               self.hbm_bytes_per_s)
+        t = eff.gemm_time_s(m, n, k, self.peak_flops_per_s, self.gemm_efficiency, self.num_sms, self.hbm_bytes_per_s,
+                            2 if self.cast_bytes_per_elem == 0 else 1)
+        if self.cast_bytes_per_elem:
+            t = t + eff.memory_bound_time_s(self.cast_bytes_per_elem * m * k, self.hbm_bytes_per_s)
+        return t
 
     def memory_bound(self, num_bytes, num_kernels=1):
         p = self.profile
@@ -66,11 +71,21 @@ class KernelModel:
 
 
 def kernel_model(cluster, dtype: str, attn_fwd_efficiency: float, attn_bwd_efficiency: float) -> KernelModel:
+    """Kernel times for ``cluster``'s GPU with GEMMs in ``dtype``.
+
+    fp8 (Micikevicius et al. 2022; Transformer Engine): GEMMs run at the fp8 peak times the
+    measured fp8 MAMF efficiency, attention stays 16-bit, and each GEMM input is quantised first.
+    """
     g = cluster.gpu
     p = getattr(cluster, "profile", None)
     peak = p.peak_flops_per_s if p is not None and p.peak_flops_per_s else g.peak_flops_per_s(dtype)
+    half = "bf16" if g.peak_bf16_flops_per_s > 0 else "fp16"
+    attn_peak = p.peak_flops_per_s if p is not None and p.peak_flops_per_s else g.peak_flops_per_s(
+        half if dtype == "fp8" else dtype)
+    gemm_eff = g.gemm_efficiency_fp8 if dtype == "fp8" and g.gemm_efficiency_fp8 else g.gemm_efficiency
     return KernelModel(
-        peak_flops_per_s=peak, gemm_efficiency=g.gemm_efficiency, num_sms=g.num_sms, hbm_bytes_per_s=g.hbm_bytes_per_s,
+        peak_flops_per_s=peak, gemm_efficiency=gemm_eff, num_sms=g.num_sms, hbm_bytes_per_s=g.hbm_bytes_per_s,
+        attn_peak_flops_per_s=attn_peak, cast_bytes_per_elem=3.0 if dtype == "fp8" else 0.0,
         attn_fwd_efficiency=(p.attn_fwd_efficiency if p is not None and p.attn_fwd_efficiency else attn_fwd_efficiency),
         attn_bwd_efficiency=(p.attn_bwd_efficiency if p is not None and p.attn_bwd_efficiency else attn_bwd_efficiency),
         profile=p)
