@@ -205,10 +205,10 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
     cp_layer = cp_layer * (1 + rc_full / 2)
     # ---- EP all-to-alls: 4 (+2) per MoE layer, not overlapped
     if model.is_moe:
-        ep_bw, ep_spans = _bw(cl, ep, tp * cp)
         a2a = expert.all_to_all_bytes(mb, s, model.hidden, model.top_k, model.capacity_factor, cp, bpe)
-        ep_layer = moe_frac * expert.all_to_alls_per_moe_layer(rc_full) * coll.collective_time_s(
-            "all_to_all", a2a, ep, ep_bw, ep_spans)
+        local = coll.ranks_per_node(ep, tp * cp, cl.node.nvlink_domain_gpus)
+        ep_layer = moe_frac * expert.all_to_alls_per_moe_layer(rc_full) * coll.all_to_all_time_s(
+            a2a, ep, local, cl.gpu.nvlink_busbw_bytes_per_s, cl.net_bytes_per_s_per_gpu)
     else:
         ep_layer = np.zeros_like(tp_layer)
 
