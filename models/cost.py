@@ -9,8 +9,11 @@ shows ~60-100 W idle for 400-700 W parts). Node overhead and PUE come from the c
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from models import reliability as rel
 from models.units import HOUR_S, KWH_J
 
 IDLE_POWER_FRACTION = 0.25
@@ -63,3 +66,273 @@ def run_figures(cluster, step_time_s, num_gpus, tokens, global_batch_size, seq_l
                  cluster.node.node_overhead_w, cluster.pue)
     return {"time_to_train_s": t, "gpu_hours": gpu_hours(t, num_gpus),
             "cost_usd": cost_usd(t, num_gpus, cluster.price_per_gpu_hour_usd), "energy_kwh": e / KWH_J}
+
+
+# --- with failures, checkpoints and restarts (issue 7) ------------------------------------------
+# The expected wall time is the exact renewal-reward expectation of an exponential failure
+# process (Daly 2006 eq. 13, see models/reliability.py), summed over checkpoint segments;
+# it splits exactly into useful + checkpoint + lost work + restart seconds.
+
+CHINCHILLA_TOKENS_PER_PARAM = 20      # Hoffmann et al. 2022 ("Chinchilla"), Table 3: ~20 tokens/parameter
+
+
+def segment_plan(iterations, iters_per_checkpoint):
+    """(segments, iterations in the last segment): a checkpoint after every k iterations, none at the end."""
+    it = np.asarray(iterations, dtype=float)
+    k = np.clip(np.asarray(iters_per_checkpoint, dtype=float), 1.0, np.maximum(it, 1.0))
+    nseg = np.ceil(it / k)
+    return nseg, it - (nseg - 1) * k
+
+
+def expected_run(step_time_s, iterations, iters_per_checkpoint, checkpoint_s, restart_s, mtbf):
+    """Expected seconds of a run with failures, split exactly (arrays in, dict of arrays out).
+
+    Keys: time_s, useful_s, checkpoint_s, lost_work_s, restart_s, failures, checkpoints, goodput.
+    With an infinite MTBF and no checkpoints the time is exactly iterations x step time:
+    >>> float(expected_run(2.0, 1000, 1000, 30.0, 600.0, np.inf)["time_s"])
+    2000.0
+    """
+    nseg, last = segment_plan(iterations, iters_per_checkpoint)
+    k = np.clip(np.asarray(iters_per_checkpoint, dtype=float), 1.0, None)
+    full_s, last_s = k * step_time_s, last * step_time_s
+    time_s = (nseg - 1) * rel.expected_segment_s(full_s, checkpoint_s, restart_s, mtbf) \
+        + rel.expected_segment_s(last_s, 0.0, restart_s, mtbf)
+    fail_full = rel.expected_failures_in_segment(full_s, checkpoint_s, mtbf)
+    fail_last = rel.expected_failures_in_segment(last_s, 0.0, mtbf)
+    failures = (nseg - 1) * fail_full + fail_last
+    lost = (nseg - 1) * fail_full * rel.expected_lost_work_s(full_s + checkpoint_s, mtbf) \
+        + fail_last * rel.expected_lost_work_s(last_s, mtbf)
+    useful = np.asarray(iterations, dtype=float) * step_time_s
+    ckpt = (nseg - 1) * checkpoint_s
+    return {"time_s": time_s, "useful_s": useful, "checkpoint_s": ckpt, "lost_work_s": lost,
+            "restart_s": failures * rel.expected_restart_phase_s(restart_s, mtbf), "failures": failures,
+            "checkpoints": nseg - 1, "goodput": useful / time_s}
+
+
+def best_iters_per_checkpoint(step_time_s, iterations, checkpoint_s, restart_s, mtbf, write_s=0.0,
+                              snapshot=None):
+    """Checkpoint every k iterations, k the integer nearest the exact optimum (reliability.exact_interval_s)
+    that minimises the expected run time (floor or ceil). Async checkpoints (``snapshot`` = blocking
+    snapshot seconds, ``write_s`` the background write) also try k = ceil(write/step), and the snapshot
+    waits for the previous write when k x step < write. Returns (k, blocking checkpoint seconds)."""
+    step = np.asarray(step_time_s, dtype=float)
+    it = np.asarray(iterations, dtype=float)
+    c0 = np.asarray(checkpoint_s if snapshot is None else snapshot, dtype=float)
+    tau = rel.exact_interval_s(c0, mtbf)
+    k_opt = np.where(np.isfinite(tau), tau / step, it)
+    cands = [np.floor(k_opt), np.ceil(k_opt), np.ceil(np.asarray(write_s) / step)]
+    best_k, best_c, best_t = None, None, None
+    for k in cands:
+        k = np.clip(k, 1.0, np.maximum(it, 1.0))
+        c = c0 if snapshot is None else c0 + np.maximum(0.0, np.asarray(write_s) - k * step)
+        t = expected_run(step, it, k, c, restart_s, mtbf)["time_s"]
+        if best_t is None:
+            best_k, best_c, best_t = k, c + 0 * t, t
+        else:
+            better = t < best_t
+            best_k, best_c, best_t = np.where(better, k, best_k), np.where(better, c, best_c), np.minimum(t, best_t)
+    return best_k, best_c
+
+
+def run_energy_j(cluster, num_gpus, busy_s, idle_s, utilisation):
+    """Facility joules: busy seconds (training, incl. lost work) at ``utilisation``, idle seconds
+    (checkpoint waits, restarts) at idle power; node overhead and PUE as in energy_j."""
+    busy = energy_j(busy_s, num_gpus, cluster.gpu.tdp_w, utilisation, cluster.gpus_per_node,
+                    cluster.node.node_overhead_w, cluster.pue)
+    idle = energy_j(idle_s, num_gpus, cluster.gpu.tdp_w, 0.0, cluster.gpus_per_node,
+                    cluster.node.node_overhead_w, cluster.pue)
+    return busy + idle
+
+
+def checkpoint_costs(cluster, num_params, tp, pp, dp, cp, zero_stage, spec=None):
+    """Checkpoint bytes and seconds for a plan: dict of arrays (bytes, write_s, read_s, blocking_s,
+    lag_s). Blocking: blocking = write. Async: blocking = snapshot to host; the write runs behind
+    and the checkpoint is durable ``lag_s`` = write seconds later (charged to each restart, first order)."""
+    spec = spec or rel.ReliabilitySpec()
+    nbytes = rel.checkpoint_bytes(num_params, spec.bytes_per_param)
+    writers = rel.checkpoint_writer_gpus(tp, pp, dp, cp, zero_stage)
+    gpn = cluster.gpus_per_node
+    write = rel.checkpoint_write_s(nbytes, writers, gpn, spec.node_write_bytes_per_s, spec.fs_write_bytes_per_s)
+    replicas = np.where(np.asarray(zero_stage) >= 1, 1, np.asarray(dp) * cp)   # every replica reads its copy
+    n_all = np.asarray(tp) * pp * dp * cp
+    read = rel.checkpoint_write_s(nbytes * replicas, n_all, gpn, spec.node_write_bytes_per_s,
+                                  spec.fs_write_bytes_per_s)
+    snap = rel.snapshot_s(nbytes, writers, spec.d2h_bytes_per_s)
+    blocking = snap if spec.async_checkpoint else write
+    return {"bytes": nbytes, "writer_gpus": writers, "write_s": write, "read_s": read, "snapshot_s": snap,
+            "blocking_s": blocking, "lag_s": write if spec.async_checkpoint else 0.0 * write}
+
+
+def run_figures_with_failures(cluster, step_time_s, num_gpus, tokens, global_batch_size, seq_len, utilisation,
+                              ckpt, spec=None, interval_s=None):
+    """Run totals with failures (arrays ok): run_figures' keys for the expected run plus the split,
+    the MTBF, the checkpoint interval and goodput. ``ckpt`` is checkpoint_costs(...); ``interval_s``
+    None picks the optimum, else the compute seconds between checkpoints (rounded to iterations)."""
+    spec = spec or rel.ReliabilitySpec()
+    num_nodes = np.ceil(np.asarray(num_gpus) / cluster.gpus_per_node)
+    mtbf = rel.mtbf_s(rel.job_failure_rate_per_s(num_gpus, num_nodes, spec.gpu_failures_per_gpu_hour,
+                                                 spec.node_failures_per_node_hour, spec.job_failures_per_hour))
+    iters = iterations_to_train(tokens, global_batch_size, seq_len)
+    restart = spec.detect_s + spec.restart_s + ckpt["read_s"] + ckpt["lag_s"]
+    step = np.asarray(step_time_s, dtype=float)
+    if interval_s is None:
+        k, c = best_iters_per_checkpoint(step, iters, ckpt["blocking_s"], restart, mtbf, ckpt["write_s"],
+                                         ckpt["snapshot_s"] if spec.async_checkpoint else None)
+    else:
+        k = np.clip(np.round(np.asarray(interval_s, dtype=float) / step), 1.0, np.maximum(iters, 1.0))
+        c = ckpt["blocking_s"] + (np.maximum(0.0, ckpt["write_s"] - k * step) if spec.async_checkpoint else 0.0)
+    r = expected_run(step, iters, k, c, restart, mtbf)
+    busy, idle = r["useful_s"] + r["lost_work_s"], r["checkpoint_s"] + r["restart_s"]
+    e = run_energy_j(cluster, num_gpus, busy, idle, utilisation)
+    price = cluster.price_per_gpu_hour_usd
+    return {"time_to_train_s": r["time_s"], "gpu_hours": gpu_hours(r["time_s"], num_gpus),
+            "cost_usd": cost_usd(r["time_s"], num_gpus, price), "energy_kwh": e / KWH_J,
+            "failure_free_s": r["useful_s"], "useful_s": r["useful_s"], "checkpoint_s": r["checkpoint_s"],
+            "lost_work_s": r["lost_work_s"], "restart_s": r["restart_s"], "expected_failures": r["failures"],
+            "num_checkpoints": r["checkpoints"], "goodput": r["goodput"], "mtbf_s": mtbf, "iterations": iters,
+            "iters_per_checkpoint": k, "checkpoint_interval_s": k * step, "checkpoint_blocking_s": c,
+            "restart_total_s": restart + 0 * step,
+            "young_interval_s": rel.young_interval_s(ckpt["blocking_s"], mtbf),
+            "daly_interval_s": rel.daly_interval_s(ckpt["blocking_s"], mtbf),
+            "exact_interval_s": rel.exact_interval_s(ckpt["blocking_s"], mtbf)}
+
+
+def _f(x) -> float:
+    return float(np.asarray(x))
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingRun:
+    """Expected time, cost and energy to train ``tokens`` tokens with failures (issue 7)."""
+    tokens: float
+    iterations: int
+    step_time_s: float                # failure-free iteration time
+    num_gpus: int
+    utilisation: float                # GPU busy fraction of a step (compute / step time), for power
+    mtbf_s: float                     # mean time between job failures
+    checkpoint_bytes: float           # unique model + optimizer state
+    checkpoint_write_s: float         # write to storage
+    checkpoint_blocking_s: float      # training stalls this long per checkpoint
+    restart_s: float                  # detection + restart + checkpoint read (+ async lag)
+    iters_per_checkpoint: int
+    checkpoint_interval_s: float      # compute seconds between checkpoints (the chosen interval)
+    young_interval_s: float           # Young 1974 sqrt(2CM)
+    daly_interval_s: float            # Daly 2006 eq. 20
+    exact_interval_s: float           # exact optimum of Daly eq. 13 (Lambert W)
+    failure_free_s: float             # iterations x step time, no failures and no checkpoints
+    time_to_train_s: float            # expected wall time with failures
+    checkpoint_s: float               # of which: checkpoint stalls
+    lost_work_s: float                # of which: work redone after failures
+    restart_total_s: float            # of which: detection and restarts
+    expected_failures: float
+    goodput: float                    # failure_free_s / time_to_train_s
+    gpu_hours: float
+    cost_usd: float
+    energy_kwh: float
+    failure_free_cost_usd: float
+    failure_free_energy_kwh: float
+    async_checkpoint: bool = False
+
+    def as_dict(self) -> dict:
+        return {f: getattr(self, f) for f in self.__dataclass_fields__}
+
+
+def time_to_train(model, cluster, plan, tokens: float, est=None, spec=None,
+                  checkpoint_interval_s: float | None = None) -> TrainingRun:
+    """Expected time, GPU-hours, dollars and energy to train ``tokens`` tokens on ``plan``, with
+    failures, checkpoints and restarts. ``est`` is models.estimate.estimate(...) (computed when None);
+    ``checkpoint_interval_s`` None means the optimal interval."""
+    if not np.isfinite(tokens) or tokens <= 0:
+        raise ValueError(f"tokens: must be a positive number, got {tokens!r}")
+    if checkpoint_interval_s is not None and not checkpoint_interval_s > 0:
+        raise ValueError(f"checkpoint_interval: must be > 0 seconds, got {checkpoint_interval_s!r}")
+    if est is None:
+        from models.estimate import estimate
+        est = estimate(model, cluster, plan)
+    spec = spec or rel.ReliabilitySpec()
+    util = est.compute_s / est.step_time_s
+    ckpt = checkpoint_costs(cluster, model.num_params, plan.tp, plan.pp, plan.dp, plan.cp, int(plan.zero_stage), spec)
+    r = run_figures_with_failures(cluster, est.step_time_s, plan.world_size, tokens, plan.global_batch_size,
+                                  model.seq_len, util, ckpt, spec, checkpoint_interval_s)
+    ff = run_figures(cluster, est.step_time_s, plan.world_size, tokens, plan.global_batch_size, model.seq_len, util)
+    return TrainingRun(
+        tokens=float(tokens), iterations=int(_f(r["iterations"])), step_time_s=est.step_time_s,
+        num_gpus=plan.world_size, utilisation=float(util), mtbf_s=_f(r["mtbf_s"]),
+        checkpoint_bytes=_f(ckpt["bytes"]), checkpoint_write_s=_f(ckpt["write_s"]),
+        checkpoint_blocking_s=_f(r["checkpoint_blocking_s"]), restart_s=_f(r["restart_total_s"]),
+        iters_per_checkpoint=int(_f(r["iters_per_checkpoint"])), checkpoint_interval_s=_f(r["checkpoint_interval_s"]),
+        young_interval_s=_f(r["young_interval_s"]), daly_interval_s=_f(r["daly_interval_s"]),
+        exact_interval_s=_f(r["exact_interval_s"]), failure_free_s=_f(ff["time_to_train_s"]),
+        time_to_train_s=_f(r["time_to_train_s"]), checkpoint_s=_f(r["checkpoint_s"]),
+        lost_work_s=_f(r["lost_work_s"]), restart_total_s=_f(r["restart_s"]),
+        expected_failures=_f(r["expected_failures"]), goodput=_f(r["goodput"]), gpu_hours=_f(r["gpu_hours"]),
+        cost_usd=_f(r["cost_usd"]), energy_kwh=_f(r["energy_kwh"]), failure_free_cost_usd=_f(ff["cost_usd"]),
+        failure_free_energy_kwh=_f(ff["energy_kwh"]), async_checkpoint=spec.async_checkpoint)
+
+
+def _dur(s: float) -> str:
+    if not np.isfinite(s):
+        return "inf"
+    if s >= 2 * 86400:
+        return f"{s / 86400:.1f} days"
+    if s >= 2 * 3600:
+        return f"{s / 3600:.1f} h"
+    if s >= 120:
+        return f"{s / 60:.1f} min"
+    return f"{s:.1f} s"
+
+
+def _g(x: float) -> str:
+    """A readable number: thousands separators from 1,000, else 3 significant figures."""
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
+
+
+def run_report_lines(run: TrainingRun) -> list[str]:
+    """Text lines describing a TrainingRun (shared by `estimate` and `train-time`)."""
+    if run.iters_per_checkpoint >= run.iterations:
+        interval = "none: the whole run is shorter than the optimum interval"
+    else:
+        interval = f"every {run.iters_per_checkpoint:,} iterations = {_dur(run.checkpoint_interval_s)}"
+    return [
+        f"time to train {run.tokens:.3g} tokens ({run.iterations:,} iterations) on {run.num_gpus:,} GPUs:",
+        f"  failure-free        {_dur(run.failure_free_s):>12s}",
+        f"  with failures       {_dur(run.time_to_train_s):>12s}  (goodput {run.goodput:.1%}; "
+        f"checkpoints {_dur(run.checkpoint_s)}, lost work {_dur(run.lost_work_s)}, restarts {_dur(run.restart_total_s)})",
+        f"  expected failures   {run.expected_failures:12.3g}  (job MTBF {_dur(run.mtbf_s)})",
+        f"  GPU-hours           {_g(run.gpu_hours):>12s}",
+        f"  cost                {'$' + _g(run.cost_usd):>12s}  (failure-free ${_g(run.failure_free_cost_usd)})",
+        f"  energy              {_g(run.energy_kwh):>12s} kWh  (failure-free {_g(run.failure_free_energy_kwh)} kWh)",
+        f"checkpoint: {run.checkpoint_bytes / 1e9:,.4g} GB, write {_dur(run.checkpoint_write_s)}, stall "
+        f"{_dur(run.checkpoint_blocking_s)} ({'async' if run.async_checkpoint else 'blocking'}), restart "
+        f"{_dur(run.restart_s)}",
+        f"  interval: {interval} (optimum exact {_dur(run.exact_interval_s)}, Young {_dur(run.young_interval_s)}, "
+        f"Daly {_dur(run.daly_interval_s)})",
+    ]
+
+
+def estimate_extras(model, cluster, plan, est) -> dict:
+    """Keys added to `clustersim estimate --json`: "cost" (per-iteration GPU-hours, dollars, energy;
+    reliability figures; time to train a Chinchilla budget of 20 tokens/parameter with failures) and
+    "_report_lines" for the text report. Never raises for a valid estimate."""
+    n = plan.world_size
+    util = est.compute_s / est.step_time_s if est.step_time_s > 0 else 0.0
+    tokens_per_iter = plan.global_batch_size * model.seq_len
+    e_it = energy_j(est.step_time_s, n, cluster.gpu.tdp_w, util, cluster.gpus_per_node,
+                    cluster.node.node_overhead_w, cluster.pue)
+    cost_it = _f(cost_usd(est.step_time_s, n, cluster.price_per_gpu_hour_usd))
+    tokens = CHINCHILLA_TOKENS_PER_PARAM * model.num_params
+    run = time_to_train(model, cluster, plan, tokens, est=est)
+    out = {"gpu_hours_per_iteration": _f(gpu_hours(est.step_time_s, n)), "cost_usd_per_iteration": cost_it,
+           "energy_kwh_per_iteration": _f(e_it) / KWH_J, "cost_usd_per_million_tokens": cost_it / tokens_per_iter * 1e6,
+           "price_usd_per_gpu_hour": cluster.price_per_gpu_hour_usd, "utilisation": util,
+           "default_tokens": tokens, "default_tokens_rule": "Chinchilla, 20 tokens per parameter (Hoffmann 2022)",
+           "time_to_train_s": run.time_to_train_s, "failure_free_time_to_train_s": run.failure_free_s,
+           "gpu_hours": run.gpu_hours, "cost_usd": run.cost_usd, "energy_kwh": run.energy_kwh,
+           "goodput": run.goodput, "mtbf_s": run.mtbf_s, "expected_failures": run.expected_failures,
+           "checkpoint_bytes": run.checkpoint_bytes, "checkpoint_write_s": run.checkpoint_write_s,
+           "checkpoint_interval_s": run.checkpoint_interval_s, "iters_per_checkpoint": run.iters_per_checkpoint,
+           "young_interval_s": run.young_interval_s}
+    lines = ["", f"cost per iteration  ${_g(cost_it)} at ${cluster.price_per_gpu_hour_usd:.2f}/GPU-hour, "
+             f"{_g(_f(e_it) / KWH_J)} kWh; ${_g(out['cost_usd_per_million_tokens'])} per million tokens",
+             "(Chinchilla budget, 20 tokens/parameter; `clustersim train-time --tokens N` for another)"]
+    return {"cost": out, "_report_lines": lines + run_report_lines(run)}

@@ -1,0 +1,231 @@
+"""CLI command `train-time`: time to train N tokens with failures, checkpoints and stragglers;
+GPU-hours, dollars, energy, the optimal checkpoint interval, goodput and a Monte Carlo spread."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from simulator.cli import (
+    CP,
+    DP,
+    EP,
+    PP,
+    SP,
+    TP,
+    VPP,
+    Attention,
+    Dtype,
+    GlobalBatch,
+    Gpu,
+    GpusPerNode,
+    Json,
+    MicroBatch,
+    Model,
+    Node,
+    Nodes,
+    OverlapGrad,
+    OverlapParam,
+    OverlapTP,
+    Price,
+    Profile,
+    Recompute,
+    Sched,
+    SeqLen,
+    Zero,
+    inputs_from_flags,
+)
+
+Tokens = Annotated[float | None, typer.Option(
+    "--tokens", help="tokens to train, e.g. 15.6e12 (default: 20 per parameter, Chinchilla)")]
+Interval = Annotated[str, typer.Option(
+    "--checkpoint-interval", help="compute seconds between checkpoints, or optimal | young | daly")]
+AsyncCkpt = Annotated[bool, typer.Option("--async-checkpoint/--blocking-checkpoint",
+                                         help="async: stall only for the host snapshot; the write runs behind")]
+GpuRate = Annotated[float | None, typer.Option(
+    "--gpu-failure-rate", help="failures per GPU-hour (default: Llama 3 Table 5, 1.56e-5)")]
+NodeRate = Annotated[float | None, typer.Option(
+    "--node-failure-rate", help="failures per node-hour (default: Llama 3 Table 5, 3.3e-5)")]
+JobRate = Annotated[float | None, typer.Option("--job-failure-rate", help="extra whole-job failures per hour")]
+Mtbf = Annotated[float | None, typer.Option(
+    "--mtbf-hours", help="job MTBF in hours (replaces the per-GPU/node rates; 'inf' for none)")]
+Detect = Annotated[float | None, typer.Option("--detect-s", help="seconds to detect a failure (default 300)")]
+Restart = Annotated[float | None, typer.Option(
+    "--restart-s", help="seconds to restart, checkpoint read excluded (default 600)")]
+Storage = Annotated[float | None, typer.Option(
+    "--storage-gb-per-s", help="file-system write bandwidth, GB/s (default 2000, Llama 3 Tectonic)")]
+NodeStorage = Annotated[float | None, typer.Option(
+    "--node-storage-gb-per-s", help="write bandwidth of one node's storage client, GB/s (default 5)")]
+MonteCarlo = Annotated[int, typer.Option("--monte-carlo", help="Monte Carlo trials (0: off)")]
+Seed = Annotated[int, typer.Option("--seed", help="Monte Carlo seed")]
+Stragglers = Annotated[str, typer.Option("--stragglers", help="none | typical (assumed values, see docs/cost.md)")]
+SpeedCv = Annotated[float | None, typer.Option("--gpu-speed-cv", help="persistent per-GPU speed spread")]
+JitterCv = Annotated[float | None, typer.Option("--jitter-cv", help="per-GPU per-iteration time noise")]
+ScenarioOpt = Annotated[Path | None, typer.Option(
+    "--scenario", help="take model, cluster, plan and tokens from a scenario YAML (its first plan)")]
+PlanIndex = Annotated[int, typer.Option("--plan-index", help="which plan of --scenario")]
+StepTime = Annotated[float | None, typer.Option(
+    "--step-time-s", help="use this measured iteration time instead of the analytical estimate")]
+
+
+def reliability_spec(gpu_failure_rate=None, node_failure_rate=None, job_failure_rate=None, mtbf_hours=None,
+                     detect_s=None, restart_s=None, storage_gb_per_s=None, node_storage_gb_per_s=None,
+                     async_checkpoint=False):
+    """A models.reliability.ReliabilitySpec from CLI-style overrides (None keeps the default)."""
+    from models.reliability import ReliabilitySpec
+    over = {"async_checkpoint": async_checkpoint}
+    if mtbf_hours is not None:
+        if not mtbf_hours > 0:
+            raise ValueError(f"mtbf-hours: must be > 0 (or inf), got {mtbf_hours}")
+        over |= {"gpu_failures_per_gpu_hour": 0.0, "node_failures_per_node_hour": 0.0,
+                 "job_failures_per_hour": 0.0 if mtbf_hours == float("inf") else 1.0 / mtbf_hours}
+    for key, v in (("gpu_failures_per_gpu_hour", gpu_failure_rate), ("node_failures_per_node_hour", node_failure_rate),
+                   ("job_failures_per_hour", job_failure_rate), ("detect_s", detect_s), ("restart_s", restart_s)):
+        if v is not None:
+            over[key] = v
+    if storage_gb_per_s is not None:
+        over["fs_write_bytes_per_s"] = storage_gb_per_s * 1e9
+    if node_storage_gb_per_s is not None:
+        over["node_write_bytes_per_s"] = node_storage_gb_per_s * 1e9
+    return ReliabilitySpec(**over)
+
+
+def straggler_spec(name: str, gpu_speed_cv=None, jitter_cv=None):
+    from simulator.montecarlo import TYPICAL_STRAGGLERS, StragglerSpec
+    table = {"none": StragglerSpec(), "typical": TYPICAL_STRAGGLERS}
+    if name.lower() not in table:
+        raise ValueError(f"stragglers: {name!r} unknown; choose one of {', '.join(table)}")
+    st = table[name.lower()]
+    over = {k: v for k, v in (("gpu_speed_cv", gpu_speed_cv), ("iteration_jitter_cv", jitter_cv)) if v is not None}
+    return dataclasses.replace(st, **over) if over else st
+
+
+def _scenario_inputs(path: Path, index: int):
+    """(model, cluster, plan, tokens) of plan ``index`` of a scenario file (simulator.scenario)."""
+    from simulator.scenario import _plan_rows, build_cluster_spec, build_model, load_scenario, plan_from_spec
+    scn = load_scenario(path)
+    rows = _plan_rows(scn)
+    if not 0 <= index < len(rows):
+        raise ValueError(f"plan-index: {path} has {len(rows)} listed plans/sweep points; got {index}")
+    model, cluster = build_model(scn), build_cluster_spec(scn)
+    spec = {k: v for k, v in rows[index][2].items() if k != "name"}
+    return model, cluster, plan_from_spec(spec, model, cluster, scn.training), scn.training.tokens
+
+
+def _interval(text: str, run_default):
+    """None (optimal) or seconds; 'young' / 'daly' are resolved after a first evaluation."""
+    t = text.strip().lower()
+    if t in ("optimal", "exact", "young", "daly"):
+        return t
+    try:
+        v = float(t)
+    except ValueError:
+        raise ValueError(f"checkpoint-interval: expected seconds or optimal | young | daly, got {text!r}") from None
+    if not v > 0:
+        raise ValueError(f"checkpoint-interval: must be > 0 seconds, got {text!r}")
+    return v
+
+
+def with_step_time(est, step_time_s):
+    """``est`` with its iteration time replaced by a measured one; the parts scale in proportion."""
+    if step_time_s is None:
+        return est
+    if not step_time_s > 0:
+        raise ValueError(f"step-time-s: must be > 0 seconds, got {step_time_s}")
+    f = step_time_s / est.step_time_s
+    return dataclasses.replace(est, step_time_s=step_time_s, compute_s=est.compute_s * f,
+                               exposed_comm_s=est.exposed_comm_s * f, bubble_s=est.bubble_s * f,
+                               tokens_per_s=est.tokens_per_s / f, tflops_per_gpu=est.tflops_per_gpu / f,
+                               mfu=est.mfu / f, hfu=est.hfu / f)
+
+
+def train_time(model, cluster, plan, tokens, spec, interval="optimal", est=None):
+    """models.cost.time_to_train with the interval given as seconds or optimal | young | daly."""
+    from models.cost import time_to_train
+    from models.estimate import estimate
+    est = est or estimate(model, cluster, plan)
+    run = time_to_train(model, cluster, plan, tokens, est=est, spec=spec)
+    if isinstance(interval, float):
+        run = time_to_train(model, cluster, plan, tokens, est=est, spec=spec, checkpoint_interval_s=interval)
+    elif interval in ("young", "daly"):
+        tau = run.young_interval_s if interval == "young" else run.daly_interval_s
+        if tau != float("inf"):
+            run = time_to_train(model, cluster, plan, tokens, est=est, spec=spec, checkpoint_interval_s=tau)
+    return run, est
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train-time")
+    def train_time_cmd(model: Model = "gpt3-175b", gpu: Gpu = "a100-sxm-80gb", nodes: Nodes = 1, node: Node = None,
+                       gpus_per_node: GpusPerNode = None, tp: TP = 1, pp: PP = 1, dp: DP = None, cp: CP = 1,
+                       ep: EP = 1, vpp: VPP = 1, micro_batch: MicroBatch = 1, global_batch: GlobalBatch = None,
+                       seq_len: SeqLen = None, sp: SP = False, recompute: Recompute = "none", zero: Zero = 0,
+                       schedule: Sched = None, dtype: Dtype = "bf16", attention: Attention = "flash",
+                       overlap_grad_reduce: OverlapGrad = True, overlap_param_gather: OverlapParam = True,
+                       overlap_tp_comm: OverlapTP = False, price_per_gpu_hour: Price = None, profile: Profile = None,
+                       tokens: Tokens = None, checkpoint_interval: Interval = "optimal",
+                       async_checkpoint: AsyncCkpt = False, gpu_failure_rate: GpuRate = None,
+                       node_failure_rate: NodeRate = None, job_failure_rate: JobRate = None, mtbf_hours: Mtbf = None,
+                       detect_s: Detect = None, restart_s: Restart = None, storage_gb_per_s: Storage = None,
+                       node_storage_gb_per_s: NodeStorage = None, monte_carlo: MonteCarlo = 0, seed: Seed = 0,
+                       stragglers: Stragglers = "none", gpu_speed_cv: SpeedCv = None, jitter_cv: JitterCv = None,
+                       scenario: ScenarioOpt = None, plan_index: PlanIndex = 0, step_time_s: StepTime = None,
+                       json_out: Json = False) -> None:
+        """Time to train N tokens with failures, checkpoints and restarts: wall time, GPU-hours, dollars,
+        energy, the optimal checkpoint interval, goodput, and (--monte-carlo N) its distribution."""
+        from models.cost import CHINCHILLA_TOKENS_PER_PARAM, run_report_lines
+        from models.estimate import estimate
+        from simulator.montecarlo import monte_carlo_run
+        if scenario is not None:
+            m, cl, plan, scn_tokens = _scenario_inputs(scenario, plan_index)
+            if price_per_gpu_hour is not None:
+                cl = dataclasses.replace(cl, price_usd_per_gpu_hour=price_per_gpu_hour)
+            tokens = tokens or scn_tokens
+        else:
+            inp = inputs_from_flags(model=model, gpu=gpu, nodes=nodes, node=node, gpus_per_node=gpus_per_node,
+                                    tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, vpp=vpp, micro_batch=micro_batch,
+                                    global_batch=global_batch, seq_len=seq_len, sp=sp, recompute=recompute,
+                                    zero=zero, schedule=schedule, dtype=dtype, attention=attention,
+                                    overlap_grad_reduce=overlap_grad_reduce, overlap_param_gather=overlap_param_gather,
+                                    overlap_tp_comm=overlap_tp_comm, price_per_gpu_hour=price_per_gpu_hour,
+                                    profile=profile)
+            m, cl, plan = inp.model, inp.cluster, inp.plan
+        if monte_carlo < 0:
+            raise ValueError(f"monte-carlo: trials must be >= 0, got {monte_carlo}")
+        tokens = tokens or CHINCHILLA_TOKENS_PER_PARAM * m.num_params
+        spec = reliability_spec(gpu_failure_rate, node_failure_rate, job_failure_rate, mtbf_hours, detect_s,
+                                restart_s, storage_gb_per_s, node_storage_gb_per_s, async_checkpoint)
+        st = straggler_spec(stragglers, gpu_speed_cv, jitter_cv)
+        est = with_step_time(estimate(m, cl, plan), step_time_s)
+        run, est = train_time(m, cl, plan, tokens, spec, _interval(checkpoint_interval, None), est)
+        out = {"model": m.name, "gpu": cl.gpu.name, "num_gpus": plan.world_size, "plan_id": plan.plan_id,
+               "price_usd_per_gpu_hour": cl.price_per_gpu_hour_usd, **run.as_dict(),
+               "reliability": dataclasses.asdict(spec)}
+        mc = None
+        if monte_carlo:
+            mc = monte_carlo_run(run, monte_carlo, seed, est.exposed_comm_s, st)
+            out["monte_carlo"] = mc.as_dict() | {"stragglers": dataclasses.asdict(st)}
+        if json_out:
+            typer.echo(json.dumps(out, indent=2, default=float))
+            return
+        typer.echo(f"clustersim train-time: {m.name} on {plan.world_size:,} x {cl.gpu.name}, plan {plan.plan_id}, "
+                   f"iteration {est.step_time_s:.3f} s (MFU {est.mfu:.1%})")
+        if not est.fits:
+            typer.echo(f"warning: the plan does not fit in memory (peak {est.peak_memory_bytes / 2**30:.1f} GiB)")
+        for line in run_report_lines(run):
+            typer.echo(line)
+        if mc is not None:
+            typer.echo(mc_report_line(mc, stragglers))
+
+
+def mc_report_line(mc, stragglers: str = "none") -> str:
+    """One line summarising a MonteCarloResult, in the unit that suits its size."""
+    unit, div = ("days", 86400.0) if mc.median_s >= 2 * 86400 else ("h", 3600.0) if mc.median_s >= 7200 else ("s", 1.0)
+    return (f"Monte Carlo ({mc.trials} trials, seed {mc.seed}, stragglers {stragglers}): median "
+            f"{mc.median_s / div:.4g} {unit}, p10 {mc.p10_s / div:.4g}, p90 {mc.p90_s / div:.4g}; mean "
+            f"{mc.mean_s / div:.5g} +- {mc.sem_s / div:.2g} {unit} (analytic, no stragglers: {mc.analytic_s / div:.5g}); "
+            f"failures p10-p90 {mc.failures_p10:.0f}-{mc.failures_p90:.0f}")
