@@ -1,0 +1,90 @@
+"""Planner speed: plans per second of models.estimate.estimate_arrays, and a full 405B search.
+
+    python benchmarks/bench_planner.py            # prints the figures
+    python benchmarks/bench_planner.py --quick    # smaller grids (CI smoke run)
+
+1. estimate_arrays on a grid of ~1,000,000 plans for Llama-3 405B on 16,384 H100s, given as numpy
+   arrays that broadcast (one axis per plan field: the planner's form), and the same plans given
+   as flat 1-D arrays (one element per plan), in chunks of 100,000.
+2. search() for Llama-3 405B on 16,384 H100s (global batch 2,048 x 8,192 tokens), serial and process pool.
+Targets (issue 4): >= 1e6 plans/s on a 2-core machine; full search < 10 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+
+from models.estimate import estimate_arrays, plan_arrays
+from models.hardware import make_cluster
+from models.plan import Plan
+from models.transformer import get_model
+from simulator.planner import Training, search
+
+MODEL, GPU, NODES, GLOBAL_BATCH = "llama3-405b", "h100-sxm-80gb", 2048, 2048
+
+
+def grid(quick: bool = False) -> tuple[dict, tuple]:
+    """Broadcastable plan-field arrays: tp x pp x cp layouts (dp fills 16,384 GPUs) x the other fields."""
+    n_gpus = NODES * 8
+    lay = [(tp, pp, cp) for tp in (1, 2, 4, 8, 16, 32, 64, 128) for pp in (1, 2, 4, 8, 16, 32, 64)
+           for cp in (1, 2, 4, 8, 16, 32, 64) if tp * pp * cp <= n_gpus]
+    lay = np.array(lay[: 40 if quick else None])
+    sv = np.array([(0, 1), (1, 1), (3, 1), (2, 2), (2, 3), (2, 4), (2, 6), (2, 8)])
+    ax = lambda v, i, dt=np.int64: np.asarray(v, dtype=dt).reshape([-1 if j == i else 1 for j in range(10)])  # noqa: E731
+    a = {"tp": ax(lay[:, 0], 0), "pp": ax(lay[:, 1], 0), "cp": ax(lay[:, 2], 0),
+         "dp": ax(n_gpus // lay.prod(axis=1), 0), "ep": np.int64(1), "micro_batch_size": ax([1, 2, 4, 8], 1),
+         "schedule": ax(sv[:, 0], 2), "vpp": ax(sv[:, 1], 2), "zero_stage": ax([0, 1, 2, 3], 3),
+         "recompute": ax([0, 1, 2], 4), "sp": ax([False, True], 5, bool),
+         "overlap_grad_reduce": ax([True, False], 6, bool),
+         "overlap_tp_comm": ax([False, True], 7, bool), "global_batch_size": np.int64(GLOBAL_BATCH * 64)}
+    # every other field (attention kernel, ...) as estimate's own plan_arrays gives it for a default plan
+    a = {k: np.asarray(v) for k, v in plan_arrays(Plan()).items() if k not in a} | a
+    shape = np.broadcast_shapes(*(np.shape(v) for v in a.values()))
+    return a, shape
+
+
+def timed(fn, repeat: int = 3) -> float:
+    best = np.inf
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    model, cl = get_model(MODEL), make_cluster(GPU, NODES)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, numpy {np.__version__}")
+    a, shape = grid(args.quick)
+    n = int(np.prod(shape))
+    with np.errstate(all="ignore"):
+        t = timed(lambda: estimate_arrays(model, cl, "bf16", **a))
+        print(f"estimate_arrays, broadcast grid: {n:,} plans in {t:.3f} s = {n / t:,.0f} plans/s")
+        flat = {k: np.broadcast_to(v, shape).ravel() for k, v in a.items()}
+        m = min(n, 200_000 if args.quick else 1_000_000)
+        chunk = 100_000
+        def run_flat():
+            for i in range(0, m, chunk):
+                estimate_arrays(model, cl, "bf16", **{k: v[i:i + chunk] for k, v in flat.items()})
+        t = timed(run_flat, repeat=1 if args.quick else 2)
+        print(f"estimate_arrays, flat arrays (chunks of {chunk:,}): {m:,} plans in {t:.3f} s = {m / t:,.0f} plans/s")
+    tr = Training(global_batch_size=GLOBAL_BATCH, tokens=15.6e12)
+    for backend in ("serial", "process"):
+        t = time.perf_counter()
+        r = search(model, cl, tr, top=10, backend=backend)
+        el = time.perf_counter() - t
+        print(f"search {MODEL} on {cl.num_gpus:,} H100s ({backend}): {r.plans_evaluated:,} valid plans "
+              f"({r.grid_points:,} grid points, {r.plans_fit:,} fit) in {el:.2f} s; best {r.plans['plan_id'][0]} "
+              f"step {r.plans['step_time_s'][0]:.3f} s MFU {r.plans['mfu'][0]:.1%}")
+
+
+if __name__ == "__main__":
+    main()
