@@ -110,6 +110,12 @@ def _layer_times(model: Transformer, km, a, moe: bool):
     return fwd, bwd, recompute, gemms_fwd, attn_fwd
 
 
+def logits_time_s(model: Transformer, km, tokens, tp):
+    """Output layer + loss of one micro-batch on the last stage, forward + backward, seconds."""
+    return 3 * km.gemm(tokens, model.vocab / tp, model.hidden) + km.memory_bound(
+        tokens * model.vocab / tp * LOSS_BYTES_PER_LOGIT, 6)
+
+
 def _bw(cl: Cluster, group, stride):
     """(bus bytes/s, spans nodes) for a group of ``group`` ranks at rank distance ``stride``."""
     gpn = cl.node.nvlink_domain_gpus
@@ -215,9 +221,7 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
     # ---- stages: the heaviest has ceil(L/pp) layers; the last adds the logits and loss
     layers_max = -(-model.num_layers // pp)
     T = mb * s / cp
-    logit_gemm = km.gemm(T, model.vocab / tp, model.hidden)
-    loss_elem = km.memory_bound(T * model.vocab / tp * LOSS_BYTES_PER_LOGIT, 6)
-    logits_mb = 3 * logit_gemm + loss_elem
+    logits_mb = logits_time_s(model, km, T, tp)
     compute_layer = fwd + bwd + rcmp
     comm_layer = tp_layer + cp_layer + ep_layer
     t_mb_compute_max = np.maximum(layers_max * compute_layer, model.num_layers // pp * compute_layer + logits_mb)

@@ -1,0 +1,321 @@
+"""The simpy engine: per-GPU compute and communication streams, links shared by flows.
+
+Network (flow level): every transfer is a flow with a byte count, the links it loads (each
+with a weight: how many identical flows of the symmetric ranks it stands for) and a rate cap
+(the group's bus bandwidth). Rates are weighted max-min fair (progressive filling, Bertsekas &
+Gallager, "Data Networks", Sec. 6.5.2) and recomputed whenever a flow starts or ends; one
+timer per change drives completions. Alone on its links a flow runs at its cap, so the
+engine reproduces models/collectives.py exactly; sharing a link slows every flow on it.
+
+Processes (module-level generators taking env, as SimPy's examples do): one per pipeline
+stage walks its op order (from simulator.schedules), waiting for the neighbour's data,
+running the compute, the inline TP/CP/EP collectives and the blocking p2p send; gradient
+buckets run on the stage's DP stream, overlapping the backward.
+"""
+
+from __future__ import annotations
+
+import math
+
+import simpy
+
+from simulator.program import Comm, Program, StageProgram
+from simulator.schedules import dependency
+
+
+class _Flow:
+    __slots__ = ("remaining", "nbytes", "links", "cap", "done", "rate")
+
+    def __init__(self, nbytes, links, cap, done):
+        self.remaining, self.nbytes, self.links, self.cap, self.done, self.rate = nbytes, nbytes, links, cap, done, 0.0
+
+
+class Network:
+    """Links with capacities (bytes/s) shared max-min fairly by the flows on them."""
+
+    def __init__(self, env: simpy.Environment, capacities: dict):
+        for k, v in capacities.items():
+            if not v > 0:
+                raise ValueError(f"topology: link {k} capacity must be > 0 bytes/s, got {v}")
+        self.env, self.capacity, self.flows = env, dict(capacities), []
+        self._t_last, self._gen = 0.0, 0
+        self.num_reallocations = 0
+
+    def transfer(self, nbytes: float, links, cap_bytes_per_s: float) -> simpy.Event:
+        """An event that fires when ``nbytes`` have crossed ``links`` ((name, weight), ...)."""
+        ev = self.env.event()
+        if nbytes <= 0:
+            return ev.succeed()
+        self._advance()
+        self.flows.append(_Flow(nbytes, tuple(links), cap_bytes_per_s, ev))
+        self._reallocate()
+        return ev
+
+    def _advance(self) -> None:
+        dt = self.env.now - self._t_last
+        if dt > 0:
+            for f in self.flows:
+                f.remaining -= f.rate * dt
+        self._t_last = self.env.now
+
+    def _reallocate(self) -> None:
+        self.num_reallocations += 1
+        max_min_rates(self.flows, self.capacity)
+        t = min(f.remaining / f.rate for f in self.flows)
+        self._gen += 1
+        gen = self._gen
+        self.env.timeout(max(t, 0.0)).callbacks.append(lambda _e: self._tick(gen))
+
+    def _tick(self, gen: int) -> None:
+        if gen != self._gen:
+            return
+        self._advance()
+        still = []
+        for f in self.flows:
+            if f.remaining <= 1e-9 * f.nbytes:
+                f.done.succeed()
+            else:
+                still.append(f)
+        self.flows = still
+        if still:
+            self._reallocate()
+
+
+def max_min_rates(flows, capacity: dict) -> None:
+    """Set ``f.rate`` for each flow: weighted max-min fair shares of link capacity, each flow
+    at most ``f.cap`` (progressive filling). A flow of weight w uses w x rate of each link."""
+    rem, load = {}, {}
+    for f in flows:
+        for link, w in f.links:
+            rem[link] = capacity[link]
+            load[link] = load.get(link, 0.0) + w
+    unfrozen = list(flows)
+    while unfrozen:
+        level, bottleneck = math.inf, None
+        for link, w in load.items():
+            if w > 1e-12:
+                x = rem[link] / w
+                if x < level:
+                    level, bottleneck = x, link
+        cap = min(f.cap for f in unfrozen)
+        if cap <= level:
+            freeze = [f for f in unfrozen if f.cap <= cap]
+            level = cap
+        else:
+            freeze = [f for f in unfrozen if any(link == bottleneck for link, _ in f.links)]
+        for f in freeze:
+            f.rate = max(level, 1e-30)
+            for link, w in f.links:
+                rem[link] = max(0.0, rem[link] - w * level)
+                load[link] -= w
+        unfrozen = [f for f in unfrozen if f not in freeze]
+
+
+class Sim:
+    """State shared by the processes of one simulated iteration."""
+
+    def __init__(self, env: simpy.Environment, program: Program, capacities: dict, slowdown: list[float]):
+        self.env, self.program = env, program
+        self.net = Network(env, capacities)
+        self.slowdown = slowdown
+        self.records: list[tuple] = []       # (stage, stream, op, kind, start, end, bytes, flops, mb, layer)
+        self.memory: list[tuple] = []        # (stage, time_s, activation bytes)
+        self.acc = [{"compute": 0.0, "bubble": 0.0, "tp": 0.0, "cp": 0.0, "ep": 0.0, "pp": 0.0, "dp": 0.0}
+                    for _ in program.stages]
+        self.end_s = [0.0] * len(program.stages)
+        self._ready: dict = {}
+        self.ops = [[] for _ in program.stages]   # per stage: (op, start_s, ready_s, dependency waited on)
+        self.dp_streams = [simpy.Resource(env, 1) for _ in program.stages]
+
+    def ready(self, key) -> simpy.Event:
+        ev = self._ready.get(key)
+        if ev is None:
+            ev = self._ready[key] = self.env.event()
+        return ev
+
+    def comm(self, c: Comm):
+        """Generator: one collective or send (latency, then its bytes as a flow)."""
+        if c.latency_s > 0:
+            yield self.env.timeout(c.latency_s)
+        if c.wire_bytes > 0:
+            yield self.net.transfer(c.wire_bytes, c.links, c.cap_bytes_per_s)
+
+
+def _comms(env, sim: Sim, stage: int, comms, mb, layer):
+    for c in comms:
+        t0 = env.now
+        yield from sim.comm(c)
+        sim.records.append((stage, c.kind, f"{c.kind}-{c.op}", c.kind, t0, env.now, c.wire_bytes, 0.0, mb, layer))
+
+
+def grad_bucket(env, sim: Sim, stage: int, c: Comm, ready_at_s: float, mb: int, layer: int):
+    """One gradient bucket: ready at ``ready_at_s``, then reduced on the stage's DP stream."""
+    if ready_at_s > env.now:
+        yield env.timeout(ready_at_s - env.now)
+    with sim.dp_streams[stage].request() as req:
+        yield req
+        t0 = env.now
+        yield from sim.comm(c)
+    sim.records.append((stage, "dp", f"dp-{c.op}", "dp", t0, env.now, c.wire_bytes, 0.0, mb, layer))
+
+
+def _gather(env, sim: Sim, stage: int, comms, mb: int, layer: int):
+    for c in comms:
+        with sim.dp_streams[stage].request() as req:
+            yield req
+            t0 = env.now
+            yield from sim.comm(c)
+        sim.records.append((stage, "dp", "dp-all_gather", "dp", t0, env.now, c.wire_bytes, 0.0, mb, layer))
+
+
+def _last_grad_ops(sp: StageProgram, grad_phase: str) -> set:
+    last = {}
+    for op in sp.order:
+        if op[0] == grad_phase:
+            last[op[2]] = op
+    return set(last.values())
+
+
+def _wait_input(env, sim: Sim, s: int, op: tuple):
+    """Generator: wait for the neighbour's data ``op`` needs; returns what it waited on (or None)."""
+    prog = sim.program
+    dep = dependency(op, s, prog.pp, prog.vpp)
+    if dep is None:
+        return None
+    ev = sim.ready(dep)
+    if ev.triggered:
+        return None
+    t0 = env.now
+    yield ev
+    sim.acc[s]["bubble"] += env.now - t0
+    return dep
+
+
+def _zero3_weights(env, sim: Sim, sp: StageProgram, op: tuple):
+    """Generator: ZeRO-3 gathers the chunk's first layer before the op computes; returns the
+    process gathering the other layers (overlapped with compute when overlap_param_gather)."""
+    s, (_, j, c) = sp.stage, op
+    first, rest = sp.gather[c]
+    t0 = env.now
+    yield env.process(_gather(env, sim, s, first, j, sp.first_layer[c]))
+    later = env.process(_gather(env, sim, s, rest, j, sp.first_layer[c]))
+    if not sim.program.overlap_param_gather:
+        yield later
+    sim.acc[s]["dp"] += env.now - t0
+    return later
+
+
+def _compute(env, sim: Sim, sp: StageProgram, op: tuple, grads: bool, buckets: list, act: list, weights=None):
+    """Generator: the op's kernels, then (or overlapped with them) its TP/CP/EP collectives.
+    ``grads``: this op produces gradients to reduce, bucket by bucket as the backward runs."""
+    s, (phase, j, c) = sp.stage, op
+    acc, layer, cost = sim.acc[s], sp.first_layer[c], sp.costs[(op[0], op[2])]
+    t0, dur = env.now, cost.compute_s * sim.slowdown[s]
+    act[0] += max(cost.act_bytes, 0.0)
+    sim.memory.append((s, t0, act[0] + cost.transient_bytes))
+    hidden = tuple(cm for cm in cost.comms if cm.kind == "tp") if sim.program.overlap_tp_comm else ()
+    inline = tuple(cm for cm in cost.comms if cm not in hidden)
+    overlapped = env.process(_comms(env, sim, s, hidden, j, layer)) if hidden else None
+    if grads:
+        bs = sp.grad_buckets[c]
+        for k, b in enumerate(bs):   # gradients appear layer by layer over the backward
+            buckets.append(env.process(grad_bucket(env, sim, s, b, t0 + (k + 1) / len(bs) * dur, j, layer)))
+    yield env.timeout(dur)
+    sim.records.append((s, "compute", phase, "compute", t0, env.now, 0.0, cost.flops, j, layer))
+    acc["compute"] += dur
+    if weights is not None and not weights.triggered:   # ZeRO-3: the last layers' weights still on the way
+        t1 = env.now
+        yield weights
+        acc["dp"] += env.now - t1
+    t1 = env.now
+    if overlapped is not None:                # TP collectives overlapped with the GEMMs (--overlap-tp-comm)
+        if not overlapped.triggered:
+            yield overlapped
+        acc["tp"] += env.now - t1
+    for cm in inline:
+        t1 = env.now
+        yield from sim.comm(cm)
+        sim.records.append((s, cm.kind, f"{cm.kind}-{cm.op}", cm.kind, t1, env.now, cm.wire_bytes, 0.0, j, layer))
+        acc[cm.kind] += env.now - t1
+    act[0] += min(cost.act_bytes, 0.0)
+    sim.memory.append((s, env.now, act[0]))
+
+
+def _send(env, sim: Sim, sp: StageProgram, op: tuple):
+    """Generator: the blocking send of the op's output to the neighbouring stage, if any."""
+    s, (phase, j, c) = sp.stage, op
+    pp, vpp = sim.program.pp, sim.program.vpp
+    v = c * pp + s
+    send = sp.send.get(phase) if (phase == "F" and v < pp * vpp - 1) or (phase == "B" and v > 0) else None
+    if send is not None:
+        t1 = env.now
+        yield from sim.comm(send)
+        sim.records.append((s, "pp", f"pp-send-{phase}", "pp", t1, env.now, send.wire_bytes, 0.0, j, sp.first_layer[c]))
+        sim.acc[s]["pp"] += env.now - t1
+
+
+def _finish(env, sim: Sim, sp: StageProgram, buckets: list):
+    """Generator: wait for the gradient reductions, step the optimizer, gather updated weights."""
+    s, acc, prog = sp.stage, sim.acc[sp.stage], sim.program
+    t1 = env.now
+    if buckets:
+        yield env.all_of(buckets)
+    acc["dp"] += env.now - t1
+    t0 = env.now
+    yield env.timeout(sp.optimizer_s * sim.slowdown[s])
+    sim.records.append((s, "compute", "optimizer", "compute", t0, env.now, 0.0, 0.0, -1, -1))
+    acc["compute"] += env.now - t0
+    sim.end_s[s] = env.now
+    if sp.param_gather:                       # ZeRO-1/2: gather the updated weights
+        t0 = env.now
+        yield from _gather(env, sim, s, sp.param_gather, -1, -1)
+        exposed = env.now - t0
+        if prog.overlap_param_gather:          # hidden behind the next iteration's first forward
+            exposed = max(0.0, exposed - prog.first_fwd_s)
+        acc["dp"] += exposed
+        sim.end_s[s] = t0 + exposed
+
+
+def stage_process(env, sim: Sim, sp: StageProgram):
+    """Run stage ``sp.stage``'s ops in schedule order; then wait for gradients, step the optimizer."""
+    s = sp.stage
+    grad_phase = "W" if sim.program.schedule == "zb-h1" else "B"
+    last_grads = _last_grad_ops(sp, grad_phase)
+    buckets, act = [], [0.0]
+    for op in sp.order:
+        waited = yield from _wait_input(env, sim, s, op)
+        t_op = env.now
+        weights = (yield from _zero3_weights(env, sim, sp, op)) if sp.gather and op[0] != "W" else None
+        grads = op[0] == grad_phase and bool(sp.grad_buckets.get(op[2])) and (
+            sp.grad_every_microbatch or op in last_grads)
+        yield from _compute(env, sim, sp, op, grads, buckets, act, weights)
+        yield from _send(env, sim, sp, op)
+        sim.ready((s, op)).succeed()
+        sim.ops[s].append((op, t_op, env.now, waited))
+    yield from _finish(env, sim, sp, buckets)
+
+
+def run(program: Program, capacities: dict, slowdown: list[float] | None = None) -> Sim:
+    """Simulate one iteration of ``program``; returns the Sim with records and accumulators."""
+    env = simpy.Environment()
+    sim = Sim(env, program, capacities, slowdown or [1.0] * len(program.stages))
+    procs = [env.process(stage_process(env, sim, sp)) for sp in program.stages]
+    env.run()
+    stuck = [p for p in procs if not p.triggered]
+    if stuck:
+        raise RuntimeError(f"schedule deadlock: {len(stuck)} stage(s) never finished")  # a bug, not bad input
+    return sim
+
+
+def critical_path(sim: Sim, stage: int) -> list[tuple]:
+    """Ops on the critical path ending at ``stage``'s last op, first to last: (stage, op, start_s, ready_s).
+    Walk back: an op that waited for a neighbour's data continues at that neighbour's op,
+    otherwise at the previous op on the same stage."""
+    index = {(s, rec[0]): (s, i) for s, recs in enumerate(sim.ops) for i, rec in enumerate(recs)}
+    path, cur = [], (stage, len(sim.ops[stage]) - 1) if sim.ops[stage] else None
+    while cur is not None and cur[1] >= 0:
+        s, i = cur
+        op, start, ready, waited = sim.ops[s][i]
+        path.append((s, op, start, ready))
+        cur = index[waited] if waited is not None else (s, i - 1)
+    return path[::-1]

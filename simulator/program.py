@@ -1,0 +1,398 @@
+"""The program of one iteration: per pipeline stage, the ordered ops (from the schedule) and
+what each costs, all taken from models/ (the engine only decides *when*).
+
+One op per layer chunk per micro-batch (the coarsening that keeps big clusters fast):
+forward, backward (with recompute), and for ZB-H1 the weight gradient W split off the
+backward (W = the weight-gradient GEMMs, as many FLOPs as the forward GEMMs; Qi et al. 2023
+Sec. 2). Communication is described by :class:`Comm` records: the bytes each member puts on
+its bottleneck link (nccl-tests bus-bandwidth convention, models/collectives.py), the
+alpha-beta latency, the links it loads, and the bus bandwidth the analytical model gives the
+group (its rate cap). Alone on its links a Comm takes exactly ``collective_time_s``.
+
+Symmetry: one representative rank per stage (tp = dp = cp rank 0). TP ranks of a stage do
+identical work; the dp replicas run the same schedule, so their flows on a shared node's NICs
+enter as a multiplicity ``weight`` on the representative's flow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models import collectives as coll
+from models import estimate as est_mod
+from models import flops as fl
+from models import memory as mem
+from models.estimate import (
+    ATTN_BWD_EFFICIENCY,
+    ATTN_BWD_FLOP_RATIO,
+    ATTN_FWD_EFFICIENCY,
+    DP_BUCKET_BYTES,
+    OPTIMIZER_BYTES_PER_PARAM,
+    _layer_times,
+    _stage_params,
+    plan_arrays,
+)
+from models.hardware import Cluster
+from models.parallel import context, expert, pipeline, tensor
+from models.plan import DTYPE_BYTES, Plan, Schedule
+from models.profile import kernel_model
+from models.transformer import Transformer
+from simulator.schedules import stage_orders
+from simulator.topology import Placement
+
+# Share of a layer's saved activations that only the weight gradient needs (the inputs of
+# the four linear layers, 14 of Korthikanti et al.'s 34 sbh): ZB-H1 frees them at W.
+W_ACTIVATION_FRACTION = 14 / 34
+
+
+@dataclass(frozen=True, slots=True)
+class Comm:
+    kind: str                     # tp | cp | ep | pp | dp
+    op: str                       # all_reduce | reduce_scatter | all_gather | all_to_all | send_recv
+    wire_bytes: float             # bytes each member moves over its bottleneck link
+    latency_s: float              # alpha terms (hops, base latency): not bandwidth-bound
+    links: tuple                  # ((link name, weight), ...): weight = identical flows it stands for
+    cap_bytes_per_s: float        # bus bandwidth the analytical model gives the group
+
+    @property
+    def alone_s(self) -> float:
+        """Seconds with nothing else on its links (= models.collectives.collective_time_s)."""
+        return self.latency_s + (self.wire_bytes / self.cap_bytes_per_s if self.wire_bytes > 0 else 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class OpCost:
+    compute_s: float              # kernel time on the stage's GPU
+    flops: float                  # FLOPs on one rank
+    comms: tuple                  # TP/CP/EP Comms run after (or overlapped with) the compute, in order
+    act_bytes: float              # activations this op allocates (>0) or frees (<0)
+    transient_bytes: float = 0.0  # held only while the op runs (recomputed layer)
+
+
+@dataclass(frozen=True, slots=True)
+class StageProgram:
+    stage: int
+    rank: int                                   # representative global rank
+    order: tuple                                # ((phase, microbatch, chunk), ...)
+    costs: dict                                 # (phase, chunk) -> OpCost
+    first_layer: tuple                          # first layer index of each chunk
+    send: dict                                  # phase -> Comm to the neighbour (None: no send)
+    grad_buckets: dict                          # chunk -> (Comm, ...) reduced after the chunk's last backward
+    grad_every_microbatch: bool                 # ZeRO-2/3: reduce-scatter after every backward
+    gather: dict                                # chunk -> ((first layer Comms), (other layers Comms)): ZeRO-3
+    optimizer_s: float
+    param_gather: tuple                         # ZeRO-1/2 all-gathers of the updated weights
+    static_bytes: float                         # weights + grads + optimizer (+ ZeRO-3 buffers)
+
+
+@dataclass(frozen=True, slots=True)
+class Program:
+    stages: tuple                               # StageProgram per stage
+    pp: int
+    vpp: int
+    num_microbatches: int
+    schedule: str
+    overlap_tp_comm: bool
+    overlap_param_gather: bool
+    first_fwd_s: float                          # one micro-batch's forward on a stage (hides the param gather)
+    notes: tuple = field(default_factory=tuple)
+
+
+def memory_total_bytes(static_bytes, act_bytes):
+    """Allocated bytes of a rank as models.estimate.stage_memory_arrays counts them."""
+    tensors = static_bytes + act_bytes
+    return tensors + mem.FRAMEWORK_OVERHEAD_BYTES + mem.ALLOCATOR_FRAGMENTATION * tensors
+
+
+def _comm(kind, op, nbytes, group, bw, spans, links) -> Comm | None:
+    """A Comm whose time alone equals collective_time_s(op, nbytes, group, bw, spans)."""
+    if group <= 1 or nbytes <= 0:
+        return None
+    total = float(coll.collective_time_s(op, nbytes, group, bw, spans))
+    frac = (group - 1) / group
+    wire = nbytes * {"all_reduce": 2 * frac, "send_recv": 1.0}.get(op, frac)
+    return Comm(kind, op, wire, total - wire / bw, tuple(links), float(bw))
+
+
+def _ep_comm(cluster: Cluster, nbytes, ep, stride, links, links_nvl) -> Comm | None:
+    """An all-to-all whose time alone equals collectives.all_to_all_time_s: the cross-node part
+    on each rank's own NIC (the node-local part overlaps it on NVLink)."""
+    if ep <= 1 or nbytes <= 0:
+        return None
+    gpn = cluster.node.nvlink_domain_gpus
+    r = int(coll.ranks_per_node(ep, stride, gpn))
+    net, nvl = cluster.net_bytes_per_s_per_gpu, cluster.gpu.nvlink_busbw_bytes_per_s
+    total = float(coll.all_to_all_time_s(nbytes, ep, r, nvl, net))
+    if ep > r:
+        wire, cap = (ep - r) / ep * nbytes, net
+    else:
+        wire, cap, links = (r - 1) / ep * nbytes, nvl, links_nvl
+    return Comm("ep", "all_to_all", wire, max(0.0, total - wire / cap), tuple(links), float(cap))
+
+
+def _scale(c: Comm | None, n: float) -> Comm | None:
+    """n back-to-back collectives merged into one flow (same links, n times bytes and latency)."""
+    if c is None or n == 0:
+        return None
+    return Comm(c.kind, c.op, c.wire_bytes * n, c.latency_s * n, c.links, c.cap_bytes_per_s)
+
+
+def _seq(*cs: Comm | None) -> tuple:
+    return tuple(c for c in cs if c is not None)
+
+
+class _Links:
+    """Names and weights of the links a representative rank's flows load."""
+
+    def __init__(self, pl: Placement, cluster: Cluster):
+        self.pl, self.cl = pl, cluster
+
+    def group(self, stage, dim, size, stride=None):
+        """Links of a collective along ``dim`` (or at rank distance ``stride``) among ``size``
+        ranks, from stage ``stage``'s rank."""
+        pl, gpn = self.pl, self.cl.node.nvlink_domain_gpus
+        r = pl.rank(stage)
+        local = int(coll.ranks_per_node(size, stride or pl.stride(dim), gpn))
+        if size <= local:
+            return ((f"nvl.tx{r}", 1), (f"nvl.rx{r}", 1))
+        # the group's bus bandwidth already counts its ``local`` NICs; the node carries one such
+        # flow per group of this stage on it (the other replicas, the other TP ranks)
+        w = max(1, pl.stage_ranks_on_node(stage) // local)
+        n = pl.node(r)
+        return ((f"net.tx{n}", w), (f"net.rx{n}", w))
+
+    def per_rank_nic(self, stage):
+        """Links of traffic each rank sends over its own NIC (all-to-all): one flow per rank of the stage."""
+        n, w = self.pl.node(self.pl.rank(stage)), self.pl.stage_ranks_on_node(stage)
+        return ((f"net.tx{n}", w), (f"net.rx{n}", w))
+
+    def p2p(self, src_stage, dst_stage):
+        pl = self.pl
+        a, b = pl.rank(src_stage), pl.rank(dst_stage)
+        if a // self.cl.node.nvlink_domain_gpus == b // self.cl.node.nvlink_domain_gpus:
+            return ((f"nvl.tx{a}", 1), (f"nvl.rx{b}", 1))
+        w = pl.stage_ranks_on_node(src_stage)
+        return ((f"net.tx{pl.node(a)}", w), (f"net.rx{pl.node(b)}", w))
+
+
+def link_capacities(cluster: Cluster, pl: Placement) -> dict:
+    """Capacity in bytes/s of every link the program can name: per-GPU NVLink (bus bandwidth),
+    per-node network (NICs x achieved per-GPU rate, oversubscription folded in as estimate does)."""
+    caps = {}
+    nvl = cluster.gpu.nvlink_busbw_bytes_per_s
+    net = cluster.gpus_per_node * cluster.net_bytes_per_s_per_gpu
+    for s in range(pl.pp):          # the representative rank of each stage and its node
+        r = pl.rank(s)
+        caps[f"nvl.tx{r}"] = caps[f"nvl.rx{r}"] = nvl
+        caps[f"net.tx{pl.node(r)}"] = caps[f"net.rx{pl.node(r)}"] = net
+    return caps
+
+
+def _logits_s(model: Transformer, km, tokens, tp) -> float:
+    """Output layer and loss of one micro-batch on the last stage (fwd + bwd), seconds: the
+    analytical model's own helper when it has one, else its formula (3 GEMMs + fp32 loss passes)."""
+    helper = getattr(est_mod, "logits_time_s", None)
+    if helper is not None:
+        return float(helper(model, km, tokens, tp))
+    loss_bytes = getattr(est_mod, "LOSS_BYTES_PER_LOGIT", 40)
+    return float(3 * km.gemm(tokens, model.vocab / tp, model.hidden)
+                 + km.memory_bound(tokens * model.vocab / tp * loss_bytes, 6))
+
+
+def _virtual_layers(num_layers, pp, vpp):
+    n = pp * vpp
+    counts = [num_layers // n + (v < num_layers % n) for v in range(n)]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return counts, starts
+
+
+@dataclass(frozen=True, slots=True)
+class LayerCosts:
+    """Per-layer, per-micro-batch costs on one rank, from models/ (estimate's own formulas)."""
+    fwd_s: float                  # forward kernels
+    bwd_s: float                  # backward kernels incl. recompute
+    wgrad_s: float                # weight-gradient GEMMs (ZB-H1's W): the forward GEMMs' FLOPs
+    logits_s: float               # output layer + loss, fwd + bwd, on the last stage
+    flops: float                  # forward FLOPs of one layer on one rank
+    act_bytes: float              # activations a layer keeps for backward
+    full_act_bytes: float         # one layer's activations without recompute (transient when recomputed)
+    out_act_bytes: float          # output layer's activations (last stage)
+    tp_bytes: float               # one TP all-reduce buffer
+    cp_fwd_s: float               # exposed CP ring time per layer, forward
+    cp_bwd_s: float               # exposed CP ring time per layer, backward (+ recompute)
+    a2a_bytes: float              # one MoE all-to-all buffer
+    p2p_bytes: float              # one pipeline send
+    rc_full: float                # 1.0 under full recompute
+    moe_frac: float               # share of MoE layers
+
+
+def layer_costs(model: Transformer, cluster: Cluster, plan: Plan) -> LayerCosts:
+    """What one layer of ``plan`` costs per micro-batch: models.estimate's kernel times, the
+    Korthikanti activation bytes and the collective buffer sizes of models/parallel."""
+    a = {k: np.asarray(v) for k, v in plan_arrays(plan).items()}
+    km = kernel_model(cluster, plan.dtype, ATTN_FWD_EFFICIENCY, ATTN_BWD_EFFICIENCY)
+    tp, cp, mb, s = plan.tp, plan.cp, plan.micro_batch_size, model.seq_len
+    bpe = DTYPE_BYTES[plan.dtype] if plan.dtype != "fp8" else 2
+    rc_full, moe_frac = float(plan.recompute == 2), model.num_moe_layers / model.num_layers
+    fwd, bwd, rcmp, gemms_fwd, attn_fwd = (float(x) for x in _layer_times(model, km, a, moe=False))
+    if model.is_moe:
+        f2, b2, r2, g2, _ = (float(x) for x in _layer_times(model, km, a, moe=True))
+        fwd, bwd, rcmp, gemms_fwd = [(1 - moe_frac) * x + moe_frac * y for x, y in
+                                     ((fwd, f2), (bwd, b2), (rcmp, r2), (gemms_fwd, g2))]
+    flash = plan.attention == "flash"
+    args = (model, mb, s, tp, plan.sp, int(plan.recompute), flash, cp)
+    act = float(mem.layer_activation_bytes(*args))
+    if model.is_moe:
+        act = (1 - moe_frac) * act + moe_frac * float(mem.layer_activation_bytes(*args, moe=True))
+    cp_bw, cp_spans = _group_bw(cluster, tp, cp)
+    kv = float(context.kv_block_bytes(mb, s, model.num_kv_heads, model.dh, tp, cp, bpe))
+    t_ring = float(context.ring_steps(cp) * coll.collective_time_s("send_recv", kv, cp, cp_bw, cp_spans))
+    cp_f = max(0.0, t_ring - attn_fwd)
+    return LayerCosts(
+        fwd_s=fwd, bwd_s=bwd + rcmp, wgrad_s=gemms_fwd, logits_s=_logits_s(model, km, mb * s / cp, tp),
+        flops=float((fl.forward_flops(model, mb, s) - fl.logits_flops(model, mb * s)) / model.num_layers / tp),
+        act_bytes=act, full_act_bytes=float(mem.layer_activation_bytes(model, mb, s, tp, plan.sp, 0, flash, cp)),
+        out_act_bytes=float(mem.output_layer_activation_bytes(model, mb, s, tp, plan.sp, cp)),
+        tp_bytes=float(tensor.tp_collective_bytes(mb, s, model.hidden, cp, bpe)),
+        cp_fwd_s=cp_f, cp_bwd_s=max(0.0, 2 * t_ring - ATTN_BWD_FLOP_RATIO * attn_fwd) + rc_full * cp_f,
+        a2a_bytes=float(expert.all_to_all_bytes(mb, s, model.hidden, model.top_k, model.capacity_factor, cp, bpe))
+        if model.is_moe else 0.0,
+        p2p_bytes=float(pipeline.p2p_bytes_per_microbatch(mb, s, model.hidden, tp, cp, True, bpe)),
+        rc_full=rc_full, moe_frac=moe_frac)
+
+
+def _group_bw(cluster: Cluster, stride: int, size: int) -> tuple[float, bool]:
+    """(bus bytes/s, spans nodes) of a group of ``size`` ranks at rank distance ``stride`` (estimate._bw)."""
+    gpn = cluster.node.nvlink_domain_gpus
+    b = coll.group_bus_bytes_per_s(size, stride, gpn, cluster.gpu.nvlink_busbw_bytes_per_s,
+                                   cluster.net_bytes_per_s_per_gpu)
+    return float(b), size > int(coll.ranks_per_node(size, stride, gpn))
+
+
+def _stage_comms(cluster: Cluster, plan: Plan, pl: Placement, links: _Links, lc: LayerCosts, st: int) -> dict:
+    """Templates of one collective of each kind from stage ``st``'s rank (None where the group is 1)."""
+    tp, cp, pp, ep = plan.tp, plan.cp, plan.pp, plan.ep
+    dpcp = plan.dp * cp
+    edp = max(dpcp // ep, 1)
+    if hasattr(coll, "all_to_all_time_s"):
+        ep1 = _ep_comm(cluster, lc.a2a_bytes, ep, tp * cp, links.per_rank_nic(st), links.group(st, "dp", 1))
+    else:
+        ep1 = _comm("ep", "all_to_all", lc.a2a_bytes, ep, *_group_bw(cluster, tp * cp, ep), links.group(st, "dp", ep))
+    pp_bw = _group_bw(cluster, pl.stride("pp"), pp)
+    return {
+        "tp": _comm("tp", "all_reduce", lc.tp_bytes, tp, *_group_bw(cluster, pl.stride("tp"), tp),
+                    links.group(st, "tp", tp)),
+        "cp": _comm("cp", "send_recv", 1.0, cp, *_group_bw(cluster, pl.stride("cp"), cp), links.group(st, "cp", cp)),
+        "ep": ep1,
+        "dp": (dpcp, *_group_bw(cluster, tp, dpcp), links.group(st, "dp", dpcp, tp)),
+        "edp": (edp, *_group_bw(cluster, tp * ep, edp), links.group(st, "dp", edp, tp * ep)),
+        "send_F": _comm("pp", "send_recv", lc.p2p_bytes, pp, *pp_bw, links.p2p(st, (st + 1) % pp)) if pp > 1 else None,
+        "send_B": _comm("pp", "send_recv", lc.p2p_bytes, pp, *pp_bw, links.p2p(st, (st - 1) % pp)) if pp > 1 else None,
+    }
+
+
+def _cp_exposed(cp1: Comm | None, exposed_s: float) -> Comm | None:
+    """CP ring traffic enters the network as its exposed (not hidden behind attention) part."""
+    if cp1 is None or exposed_s <= 0:
+        return None
+    return Comm("cp", "send_recv", exposed_s * cp1.cap_bytes_per_s, 0.0, cp1.links, cp1.cap_bytes_per_s)
+
+
+def _chunk_costs(lc: LayerCosts, comms: dict, num_layers: int, last: bool, zb: bool, c: int) -> dict:
+    """OpCosts of a chunk of ``num_layers`` layers: F, B (and W for ZB-H1)."""
+    L, rc = num_layers, lc.rc_full
+    ep_n = lc.moe_frac * L
+    comm_f = _seq(_scale(comms["tp"], 2 * L), _cp_exposed(comms["cp"], L * lc.cp_fwd_s), _scale(comms["ep"], 2 * ep_n))
+    comm_b = _seq(_scale(comms["tp"], (2 + 2 * rc) * L), _cp_exposed(comms["cp"], L * lc.cp_bwd_s),
+                  _scale(comms["ep"], (2 + 2 * rc) * ep_n))
+    act = L * lc.act_bytes + (lc.out_act_bytes if last else 0.0)
+    f_s = L * lc.fwd_s + (lc.logits_s / 3 if last else 0.0)
+    b_s = L * lc.bwd_s + (2 * lc.logits_s / 3 if last else 0.0)
+    transient = lc.full_act_bytes if rc else 0.0
+    out = {("F", c): OpCost(f_s, L * lc.flops, comm_f, act)}
+    if zb:
+        w_s = L * lc.wgrad_s
+        out[("B", c)] = OpCost(b_s - w_s, L * lc.flops, comm_b, -act * (1 - W_ACTIVATION_FRACTION), transient)
+        out[("W", c)] = OpCost(w_s, L * lc.flops, (), -act * W_ACTIVATION_FRACTION)
+    else:
+        out[("B", c)] = OpCost(b_s, (2 + rc) * L * lc.flops, comm_b, -act, transient)
+    return out
+
+
+def _dp_comms(kind: str, comms: dict, nonexp: float, exp: float, bucket_bytes: float | None) -> tuple:
+    """Gradient (or weight) collectives of ``nonexp`` + ``exp`` parameters: non-expert ones over
+    dp*cp ranks, expert ones over the dp*cp/ep expert-data-parallel ranks; in buckets if given."""
+    out = []
+    for nparams, (group, bw, spans, links) in ((nonexp, comms["dp"]), (exp, comms["edp"])):
+        nbytes = 2.0 * nparams
+        nb = max(1, int(np.ceil(nbytes / bucket_bytes))) if bucket_bytes else 1
+        one = _comm("dp", kind, nbytes / nb, group, bw, spans, links)
+        out += [one] * nb if one is not None else []
+    return tuple(out)
+
+
+def _stage_program(model, cluster, plan, pl, links, lc, km, orders, st) -> StageProgram:
+    pp, vpp, z = plan.pp, plan.vpp, int(plan.zero_stage)
+    a = {k: np.asarray(v) for k, v in plan_arrays(plan).items()}
+    counts, starts = _virtual_layers(model.num_layers, pp, vpp)
+    comms = _stage_comms(cluster, plan, pl, links, lc, st)
+    zb = plan.schedule == Schedule.ZERO_BUBBLE
+    costs, buckets, gathers, nonexp, exp = {}, {}, {}, 0.0, 0.0
+    for c in range(vpp):
+        v = c * pp + st
+        costs.update(_chunk_costs(lc, comms, counts[v], v == pp * vpp - 1, zb, c))
+        ne, ex = (float(x) for x in _stage_params(model, a, counts[v], v == 0, v == pp * vpp - 1))
+        nonexp, exp = nonexp + ne, exp + ex
+        buckets[c] = _dp_comms("all_reduce" if z == 0 else "reduce_scatter", comms, ne, ex, DP_BUCKET_BYTES)
+        if z >= 3:   # the first layer's weights, then the rest (gathered while the first layers compute)
+            f = 1.0 / max(counts[v], 1)
+            gathers[c] = (_dp_comms("all_gather", comms, f * ne, f * ex, None),
+                          _dp_comms("all_gather", comms, (1 - f) * ne, (1 - f) * ex, None))
+    dpcp, edp = comms["dp"][0], comms["edp"][0]
+    w1, g1, o1 = (float(x) for x in mem.model_state_bytes(nonexp, dpcp, z))
+    w2, g2, o2 = (float(x) for x in mem.model_state_bytes(exp, dpcp / plan.ep, z))
+    layer_w = (model.attn_params + model.dense_mlp_params) / plan.tp * mem.BYTES_WEIGHT
+    static = w1 + g1 + o1 + w2 + g2 + o2 + (2 * layer_w if z >= 3 else 0.0)   # ZeRO-3: current + prefetched layer
+    opt_params = nonexp / (dpcp if z >= 1 else 1) + exp / (edp if z >= 1 else 1)
+    t_opt = float(km.memory_bound(OPTIMIZER_BYTES_PER_PARAM * opt_params, 10))
+    param_gather = _dp_comms("all_gather", comms, nonexp, exp, None) if z in (1, 2) else ()
+    send = {"F": comms["send_F"], "B": comms["send_B"]} if pp > 1 else {}
+    return StageProgram(st, pl.rank(st), tuple(orders[st]), costs, tuple(int(starts[c * pp + st]) for c in range(vpp)),
+                        send, buckets, z >= 2, gathers, t_opt, param_gather, static)
+
+
+def build_program(model: Transformer, cluster: Cluster, plan: Plan, placement_order=None) -> Program:
+    """The ops of one iteration of ``plan`` with their costs from models/."""
+    pl = Placement(plan.tp, plan.cp, plan.dp, plan.pp, cluster.gpus_per_node,
+                   tuple(placement_order or ("tp", "cp", "dp", "pp")))
+    km = kernel_model(cluster, plan.dtype, ATTN_FWD_EFFICIENCY, ATTN_BWD_EFFICIENCY)
+    lc = layer_costs(model, cluster, plan)
+    orders = stage_orders(int(plan.schedule), plan.pp, plan.num_microbatches, plan.vpp)
+    links = _Links(pl, cluster)
+    stages = tuple(_stage_program(model, cluster, plan, pl, links, lc, km, orders, st) for st in range(plan.pp))
+    first_fwd = max(sum(sp.costs[("F", c)].compute_s for c in range(plan.vpp)) for sp in stages)
+    return Program(stages, plan.pp, plan.vpp, plan.num_microbatches,
+                   ("gpipe", "1f1b", "interleaved", "zb-h1")[int(plan.schedule)],
+                   plan.overlap_tp_comm, plan.overlap_param_gather, first_fwd)
+
+
+def uniform_program(schedule: str, pp: int, num_microbatches: int, vpp: int = 1, t_f_s: float = 1.0,
+                    t_b_s: float = 2.0, t_w_s: float = 0.0) -> Program:
+    """A communication-free program with identical stages: forward ``t_f_s`` and backward
+    ``t_b_s`` per micro-batch and stage (split over vpp chunks); for zb-h1 the backward's
+    weight-gradient part ``t_w_s`` runs as the separate W op. For checking schedules against
+    their closed forms, e.g. 1F1B makespan (m + p - 1)(t_f + t_b)."""
+    orders = stage_orders(schedule, pp, num_microbatches, vpp)
+    zb = schedule == "zb-h1"
+    stages = []
+    for s in range(pp):
+        costs = {}
+        for c in range(vpp):
+            costs[("F", c)] = OpCost(t_f_s / vpp, 0.0, (), 1.0)
+            costs[("B", c)] = OpCost((t_b_s - (t_w_s if zb else 0.0)) / vpp, 0.0, (), -1.0 if not zb else -0.5)
+            if zb:
+                costs[("W", c)] = OpCost(t_w_s / vpp, 0.0, (), -0.5)
+        stages.append(StageProgram(s, s, tuple(orders[s]), costs, tuple(range(vpp)), {}, {}, False, {}, 0.0, (), 0.0))
+    return Program(tuple(stages), pp, vpp, num_microbatches, schedule, False, False, t_f_s)

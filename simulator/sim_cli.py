@@ -1,0 +1,129 @@
+"""The ``clustersim simulate`` command (registered into simulator.cli's app)."""
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from simulator.cli import (
+    CP,
+    DP,
+    EP,
+    PP,
+    SP,
+    TP,
+    VPP,
+    Attention,
+    Dtype,
+    GlobalBatch,
+    Gpu,
+    GpusPerNode,
+    Json,
+    MicroBatch,
+    Model,
+    Node,
+    Nodes,
+    OverlapGrad,
+    OverlapParam,
+    OverlapTP,
+    Price,
+    Profile,
+    Recompute,
+    Sched,
+    SeqLen,
+    Zero,
+    inputs_from_flags,
+)
+
+Trace = Annotated[Path | None, typer.Option("--trace", help="write a Chrome/Perfetto trace JSON here")]
+Timeline = Annotated[Path | None, typer.Option("--timeline", help="write the timeline table (.csv or .parquet)")]
+Seed = Annotated[int, typer.Option("--seed", help="random seed (per-GPU speed spread)")]
+StragglerRank = Annotated[int | None, typer.Option("--straggler-rank", help="global rank of a slow GPU")]
+StragglerSlowdown = Annotated[float, typer.Option("--straggler-slowdown",
+                                                  help="time multiplier of the straggler's kernels (e.g. 1.2)")]
+Placement = Annotated[str | None, typer.Option("--placement", help="rank order, innermost first "
+                                                                      "(default tp,cp,dp,pp: TP inside a node)")]
+Oversub = Annotated[float, typer.Option("--oversubscription", help="fat-tree oversubscription above the leaf "
+                                                                    "(1 = full bisection)")]
+NicGbit = Annotated[float | None, typer.Option("--nic-gbit-per-s", help="override the per-GPU NIC line rate")]
+SpeedCV = Annotated[float, typer.Option("--speed-cv", help="per-GPU speed spread: coefficient of variation "
+                                                           "of a lognormal time multiplier (0 = identical GPUs)")]
+
+
+def _placement(text: str | None) -> tuple | None:
+    if text is None:
+        return None
+    order = tuple(x.strip() for x in text.split(",") if x.strip())
+    if sorted(order) != ["cp", "dp", "pp", "tp"]:
+        raise ValueError(f"--placement: {text!r} must list tp, cp, dp, pp once each, innermost first")
+    return order
+
+
+def simulate_report(res) -> str:
+    """The text report: simulated breakdown next to the analytical one."""
+    est, plan = res.analytical, res.analytical.plan
+    lines = [f"clustersim simulate: plan {plan.plan_id}, {est.num_microbatches} micro-batches on {est.num_gpus} GPUs",
+             "", f"{'':26}{'simulated':>12}{'analytical':>12}"]
+
+    def row(label, sim, ana):
+        lines.append(f"{label:26}{sim:>10.3f} s{ana:>10.3f} s")
+    row("iteration time", res.step_time_s, est.step_time_s)
+    row("  compute", res.compute_s, est.compute_s)
+    row("  exposed comm", res.exposed_comm_s, est.exposed_comm_s)
+    for k, v in res.exposed_comm_by_kind_s.items():
+        if v > 0 or est.exposed_comm_by_kind_s.get(k, 0) > 0:
+            row(f"    {k}", v, est.exposed_comm_by_kind_s.get(k, 0.0))
+    row("  pipeline bubble", res.bubble_s, est.bubble_s)
+    lines.append(f"{'  idle':26}{res.idle_s:>10.3f} s{'':>12}")
+    diff = res.step_time_s / est.step_time_s - 1
+    lines.append(f"simulated vs analytical    {diff:+.1%}")
+    lines.append(f"peak memory per GPU        {res.peak_memory_bytes / 2**30:>8.2f} GiB (analytical "
+                 f"{est.peak_memory_bytes / 2**30:.2f} GiB, HBM {est.hbm_bytes / 2**30:.0f} GiB)")
+    lines.append(f"bottleneck stage {res.critical_stage} (the breakdown above is its timeline); "
+                 f"{res.num_events:,} events in {res.wall_s:.2f} s ({res.events_per_s:,.0f} events/s)")
+    lines.append(res.critical_path_summary())
+    if any(s != 1.0 for s in res.slowdown_by_stage):
+        lines.append("stage slowdowns: " + ", ".join(f"{s:.3f}" for s in res.slowdown_by_stage))
+    lines += [f"warning: {w}" for w in est.warnings]
+    return "\n".join(lines)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("simulate")
+    def simulate_cmd(model: Model = "gpt3-175b", gpu: Gpu = "a100-sxm-80gb", nodes: Nodes = 1, node: Node = None,
+                     gpus_per_node: GpusPerNode = None, tp: TP = 1, pp: PP = 1, dp: DP = None, cp: CP = 1, ep: EP = 1,
+                     vpp: VPP = 1, micro_batch: MicroBatch = 1, global_batch: GlobalBatch = None,
+                     seq_len: SeqLen = None, sp: SP = False, recompute: Recompute = "none", zero: Zero = 0,
+                     schedule: Sched = None, dtype: Dtype = "bf16", attention: Attention = "flash",
+                     overlap_grad_reduce: OverlapGrad = True, overlap_param_gather: OverlapParam = True,
+                     overlap_tp_comm: OverlapTP = False, price_per_gpu_hour: Price = None, profile: Profile = None,
+                     trace: Trace = None, timeline: Timeline = None, seed: Seed = 0,
+                     straggler_rank: StragglerRank = None, straggler_slowdown: StragglerSlowdown = 1.2,
+                     speed_cv: SpeedCV = 0.0, placement: Placement = None, oversubscription: Oversub = 1.0,
+                     nic_gbit_per_s: NicGbit = None, json_out: Json = False) -> None:
+        """Discrete-event simulation of one iteration: timeline, exposed communication, bubble, trace."""
+        from simulator.simulate import simulate
+        kw = {k: v for k, v in locals().items()
+              if k not in ("json_out", "trace", "timeline", "seed", "straggler_rank", "straggler_slowdown",
+                           "speed_cv", "simulate", "placement")}
+        inp = inputs_from_flags(**kw)
+        if timeline is not None and timeline.suffix not in (".csv", ".parquet"):
+            raise ValueError(f"--timeline: {timeline} must end in .csv or .parquet")
+        res = simulate(inp.model, inp.cluster, inp.plan, seed=seed, straggler_rank=straggler_rank,
+                       straggler_slowdown=straggler_slowdown if straggler_rank is not None else 1.0,
+                       speed_cv=speed_cv, placement_order=_placement(placement))
+        if trace is not None:
+            trace.parent.mkdir(parents=True, exist_ok=True)
+            trace.write_text(json.dumps(res.chrome_trace()))
+        if timeline is not None:
+            timeline.parent.mkdir(parents=True, exist_ok=True)
+            (res.timeline.to_csv if timeline.suffix == ".csv" else res.timeline.to_parquet)(timeline, index=False)
+        if json_out:
+            typer.echo(json.dumps(res.as_dict(), indent=2))
+            return
+        typer.echo(simulate_report(res))
+        if trace is not None:
+            typer.echo(f"wrote {trace} (open in ui.perfetto.dev)")
+        if timeline is not None:
+            typer.echo(f"wrote {timeline}")
