@@ -12,9 +12,14 @@ __all__ = ["estimate", "estimate_arrays", "StepEstimate", "PlanError", "Plan", "
            "GpuSpec", "NodeSpec", "make_cluster", "get_gpu", "get_model", "load_hf_config", "resolve_model",
            "check_plan", "ZeroStage", "Recompute", "Schedule", "PRESETS", "GPUS", "NODES"]
 
+# `simulate` shares its name with the module simulator/simulate.py: importing the module would
+# rebind the package attribute to the module, hiding the function, so it is imported eagerly here.
+from simulator.simulate import SimResult, simulate  # noqa: E402
+
+__all__ += ["simulate", "SimResult"]
+
 # Names provided by later modules, imported on first use so `import simulator` stays light.
 _LAZY = {
-    "simulate": "simulator.simulate", "SimResult": "simulator.simulate",
     "search": "simulator.planner", "run_scenario": "simulator.scenario", "load_scenario": "simulator.scenario",
     "time_to_train": "models.cost",
 }

@@ -1,0 +1,23 @@
+"""clustersim dashboard: `clustersim ui` or `streamlit run ui/app.py`.
+
+The sidebar holds the shared inputs (model, cluster, training settings); each page reads the
+resulting Setup from ``st.session_state.setup`` and the pinned plans from ``st.session_state.plans``.
+"""
+
+import streamlit as st
+
+from ui import state
+
+st.set_page_config(page_title="clustersim", page_icon=":material/hub:", layout="wide")
+state.init_state()
+pages = [
+    st.Page("views/plans.py", title="Compare plans", icon=":material/compare:", default=True),
+    st.Page("views/timeline.py", title="Timeline", icon=":material/view_timeline:"),
+    st.Page("views/network.py", title="Network", icon=":material/lan:"),
+    st.Page("views/search.py", title="Search", icon=":material/travel_explore:"),
+    st.Page("views/scenario.py", title="Scenario", icon=":material/description:"),
+    st.Page("views/validation.py", title="Validation", icon=":material/fact_check:"),
+]
+nav = st.navigation(pages)
+st.session_state.setup = state.sidebar()
+nav.run()

@@ -1,0 +1,450 @@
+"""Plotly figure builders shared by the dashboard and the CLI.
+
+Each builder takes plain data (a tidy pandas DataFrame, or a dict of StepEstimates via the
+``*_frame`` helpers) and returns a ``plotly.graph_objects.Figure``; none of them touches
+Streamlit. Units: seconds and bytes inside, GiB / ms / USD only on axis labels.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+
+GIB = 2**30
+COMM_KINDS = ("tp", "cp", "ep", "pp", "dp")
+MEMORY_COMPONENTS = ("params_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes", "other_bytes")
+# Fewest bars a Gantt draws before it aggregates: a browser draws ~5,000 SVG bars without stalling.
+MAX_GANTT_BARS = 4000
+MAX_GANTT_ROWS = 64
+
+
+# ---------------------------------------------------------------- time breakdown
+def breakdown_frame(estimates: dict) -> pd.DataFrame:
+    """Long frame (plan, component, seconds) of each plan's step time split: compute,
+    exposed communication by kind, pipeline bubble. ``estimates`` maps a label to a StepEstimate."""
+    rows = []
+    for label, est in estimates.items():
+        rows.append({"plan": label, "component": "compute", "seconds": est.compute_s})
+        for kind in COMM_KINDS:
+            rows.append({"plan": label, "component": f"{kind} comm",
+                         "seconds": float(est.exposed_comm_by_kind_s.get(kind, 0.0))})
+        rows.append({"plan": label, "component": "bubble", "seconds": est.bubble_s})
+    return pd.DataFrame(rows, columns=["plan", "component", "seconds"])
+
+
+def time_breakdown_figure(df: pd.DataFrame) -> go.Figure:
+    """Stacked bars of the iteration time per plan: compute, exposed comm by kind, bubble."""
+    d = df.assign(ms=df["seconds"] * 1e3)
+    fig = px.bar(d, x="plan", y="ms", color="component", barmode="stack",
+                 labels={"ms": "time per iteration (ms)", "plan": "plan"},
+                 category_orders={"component": ["compute", *[f"{k} comm" for k in COMM_KINDS], "bubble"]},
+                 color_discrete_sequence=PALETTE,
+                 title="Where the iteration time goes")
+    fig.update_layout(legend_title_text="")
+    return fig
+
+
+# ---------------------------------------------------------------- memory
+def memory_frame(estimates: dict) -> pd.DataFrame:
+    """Long frame (plan, stage, component, gib) of one rank's memory per pipeline stage."""
+    rows = []
+    for label, est in estimates.items():
+        for stage, mb in enumerate(est.memory_by_stage):
+            d = mb.as_dict()
+            for comp in MEMORY_COMPONENTS:
+                rows.append({"plan": label, "stage": stage, "component": comp.removesuffix("_bytes"),
+                             "gib": d[comp] / GIB})
+    return pd.DataFrame(rows, columns=["plan", "stage", "component", "gib"])
+
+
+def memory_figure(df: pd.DataFrame, hbm_bytes: float) -> go.Figure:
+    """Stacked bars of memory per pipeline stage by component (one panel per plan), with the
+    GPU's HBM capacity as a horizontal line."""
+    facet = "plan" if df["plan"].nunique() > 1 else None
+    fig = px.bar(df, x="stage", y="gib", color="component", barmode="stack", facet_col=facet,
+                 color_discrete_sequence=PALETTE,
+                 labels={"gib": "memory per GPU (GiB)", "stage": "pipeline stage"},
+                 title="Memory per pipeline stage")
+    fig.add_hline(y=hbm_bytes / GIB, line_dash="dash", line_color="red",
+                  annotation_text=f"HBM {hbm_bytes / GIB:.0f} GiB", annotation_position="top left")
+    fig.update_xaxes(type="category", matches=None)
+    fig.update_layout(legend_title_text="")
+    return fig
+
+
+# ---------------------------------------------------------------- Gantt timeline
+STREAM_ORDER = ("compute", "tp", "cp", "ep", "pp", "dp")
+OP_NAMES = {"F": "forward", "B": "backward", "W": "weight grad", "R": "recompute"}
+
+
+def _row_label(df: pd.DataFrame) -> pd.Series:
+    lab = "GPU " + df["rank"].astype(str)
+    if "stage" in df.columns:
+        lab = lab + " (stage " + df["stage"].astype(str) + ")"
+    if "stream" in df.columns:
+        lab = lab + " · " + df["stream"].astype(str)
+    return lab
+
+
+def _row_key(label: str) -> tuple:
+    rank = int(label.split()[1])
+    stream = label.rsplit("· ", 1)[-1] if "· " in label else ""
+    return rank, STREAM_ORDER.index(stream) if stream in STREAM_ORDER else len(STREAM_ORDER), stream
+
+
+def _phase_col(df: pd.DataFrame) -> str:
+    for c in ("phase", "op", "kind", "name"):
+        if c in df.columns:
+            return c
+    raise ValueError("timeline: needs a 'phase' or 'op' column (forward, backward, recompute, collective names)")
+
+
+PHASE_COLOURS = {"forward": "#1f77b4", "backward": "#ff7f0e", "recompute": "#2ca02c", "weight grad": "#9467bd",
+                 "optimizer": "#7f7f7f"}
+# collectives: one hue per kind (tp-, cp-, ...), a darker / lighter shade for each further op of that kind
+KIND_SHADES = {"tp": ("#d62728", "#ff9896", "#8c1a1b"), "cp": ("#17becf", "#9edae5", "#0e7c87"),
+               "ep": ("#bcbd22", "#dbdb8d", "#7a7b16"), "pp": ("#8c564b", "#c49c94", "#5a3730"),
+               "dp": ("#e377c2", "#f7b6d2", "#a3448a")}
+PALETTE = px.colors.qualitative.Plotly
+
+
+def phase_colours(phases) -> dict:
+    """A fixed colour per op: compute phases by name, collectives by their kind prefix (tp-, pp-, ...).
+
+    >>> phase_colours(["backward", "dp-all_gather", "dp-reduce_scatter"])["dp-reduce_scatter"]
+    '#f7b6d2'
+    """
+    out, seen = {}, {}
+    for i, p in enumerate(sorted(set(map(str, phases)))):
+        kind = p.split("-")[0]
+        if p in PHASE_COLOURS:
+            out[p] = PHASE_COLOURS[p]
+        elif kind in KIND_SHADES:
+            n = seen[kind] = seen.get(kind, -1) + 1
+            out[p] = KIND_SHADES[kind][n % len(KIND_SHADES[kind])]
+        else:
+            out[p] = PALETTE[i % len(PALETTE)]
+    return out
+
+
+def tidy_timeline(df: pd.DataFrame) -> pd.DataFrame:
+    """A timeline with ``duration_s`` (from ``end_s`` when missing) and readable op names."""
+    d = df
+    if "duration_s" not in d.columns:
+        if "end_s" not in d.columns:
+            raise ValueError("timeline: needs start_s and duration_s (or end_s) columns")
+        d = d.assign(duration_s=d["end_s"] - d["start_s"])
+    if "op" in d.columns and "phase" not in d.columns:
+        d = d.assign(phase=d["op"].map(lambda o: OP_NAMES.get(o, o)))
+    return d
+
+
+def pick_ranks(df: pd.DataFrame, max_rows: int = MAX_GANTT_ROWS) -> list:
+    """Ranks to draw when there are too many: the first rank of every pipeline stage first
+    (the schedule stays visible), then more ranks in order up to ``max_rows`` rows."""
+    ranks = sorted(df["rank"].unique())
+    streams = df["stream"].nunique() if "stream" in df.columns else 1
+    budget = max(1, max_rows // max(streams, 1))
+    if len(ranks) <= budget:
+        return ranks
+    chosen = []
+    if "stage" in df.columns:
+        chosen = list(df.sort_values("rank").groupby("stage")["rank"].first().sort_values())[:budget]
+    for r in ranks:
+        if len(chosen) >= budget:
+            break
+        if r not in chosen:
+            chosen.append(r)
+    return sorted(chosen)
+
+
+def _merge_bars(d: pd.DataFrame, phase: str, quantum: float, same_phase: bool) -> pd.DataFrame:
+    """Join consecutive bars of a row closer than ``quantum`` seconds (only bars of one phase when
+    ``same_phase``); a joined bar takes the phase that fills most of it and counts its ops."""
+    d = d.sort_values(["row", "start_s"]).reset_index(drop=True)
+    end = d["start_s"] + d["duration_s"]
+    prev_end = end.groupby(d["row"]).cummax().groupby(d["row"]).shift()
+    new = prev_end.isna() | (d["start_s"] - prev_end > quantum)
+    if same_phase:
+        new |= d[phase] != d.groupby("row")[phase].shift()
+    grp = new.cumsum()
+    keys = {c: "first" for c in ("row", "rank", "stage", "stream") if c in d.columns}
+    merged = d.assign(end_s=end).groupby(grp).agg({**keys, "start_s": "min", "end_s": "max", "count": "sum"})
+    merged[phase] = d.loc[d.groupby(grp)["duration_s"].idxmax(), phase].to_numpy()
+    merged["duration_s"] = merged.pop("end_s") - merged["start_s"]
+    return merged.reset_index(drop=True)
+
+
+def aggregate_timeline(df: pd.DataFrame, max_bars: int = MAX_GANTT_BARS,
+                       max_rows: int = MAX_GANTT_ROWS) -> tuple[pd.DataFrame, str]:
+    """Reduce a timeline to what a browser can draw: at most ``max_rows`` GPU/stream rows and
+    at most ``max_bars`` bars. Ops of one row closer than a time quantum (span x rows / max_bars)
+    are joined: first those of the same phase, then, if still too many, any (the bar takes the
+    phase that fills most of it; its ``count`` says how many ops it holds). Returns (frame, note)."""
+    df = tidy_timeline(df)
+    phase = _phase_col(df)
+    notes = []
+    total_ranks = df["rank"].nunique()
+    ranks = pick_ranks(df, max_rows)
+    d = df[df["rank"].isin(ranks)].copy()
+    if len(ranks) < total_ranks:
+        notes.append(f"showing {len(ranks)} of {total_ranks} GPUs (first GPU of each pipeline stage first)")
+    d["row"] = _row_label(d)
+    d["count"] = 1
+    n_ops = len(d)
+    span = float((d["start_s"] + d["duration_s"]).max() - d["start_s"].min()) or 1.0
+    quantum = span * d["row"].nunique() / max_bars
+    for same_phase in (True, False):
+        if len(d) > max_bars:
+            d = _merge_bars(d, phase, quantum, same_phase)
+    if len(d) > max_bars:  # rows so dense that even joined bars overflow: widen the quantum
+        while len(d) > max_bars:
+            quantum *= 2
+            d = _merge_bars(d, phase, quantum, False)
+    if len(d) < n_ops:
+        notes.append(f"joined {n_ops:,} ops into {len(d):,} bars (gaps under {quantum * 1e3:.3g} ms; "
+                     "zoom shows the joined bars, raise 'most bars' for detail)")
+    return d, "; ".join(notes)
+
+
+def gantt_figure(timeline: pd.DataFrame, max_bars: int = MAX_GANTT_BARS,
+                 max_rows: int = MAX_GANTT_ROWS) -> tuple[go.Figure, str]:
+    """Gantt chart of a simulated iteration: one row per GPU and stream, bars coloured by phase
+    (forward, backward, recompute, each collective). Aggregates big timelines (see
+    aggregate_timeline). Returns (figure, note about what was aggregated)."""
+    if timeline is None or len(timeline) == 0:
+        raise ValueError("timeline: no operations to draw")
+    timeline = tidy_timeline(timeline)
+    phase = _phase_col(timeline)
+    d, note = aggregate_timeline(timeline, max_bars, max_rows)
+    d = d.assign(start_ms=d["start_s"] * 1e3, duration_ms=d["duration_s"] * 1e3)
+    order = sorted(d["row"].unique(), key=_row_key)
+    hover = [c for c in ("microbatch", "layer", "count") if c in d.columns]
+    fig = px.bar(d, base="start_ms", x="duration_ms", y="row", color=phase, orientation="h",
+                 hover_data=hover, category_orders={"row": order}, color_discrete_map=phase_colours(d[phase]),
+                 labels={"duration_ms": "time (ms)", "row": ""}, title="Simulated iteration timeline")
+    fig.update_layout(barmode="overlay", height=max(300, 22 * len(order) + 120), legend_title_text="",
+                      margin={"l": 180})
+    fig.update_traces(marker_line_width=0)
+    return fig, note
+
+
+# ---------------------------------------------------------------- topology
+def cluster_graph(num_nodes: int, gpus_per_node: int, max_nodes: int = 16):
+    """A networkx graph of the cluster: GPUs -> NVSwitch per node -> leaf switch(es) -> spine.
+    Draws at most ``max_nodes`` nodes (the rest are identical); node attribute ``kind``."""
+    g = nx.Graph()
+    shown = min(num_nodes, max_nodes)
+    leaves = max(1, math.ceil(shown / 8))
+    if num_nodes > 1:
+        g.add_node("spine", kind="switch")
+        for lf in range(leaves):
+            g.add_node(f"leaf{lf}", kind="switch")
+            g.add_edge(f"leaf{lf}", "spine", kind="network")
+    for n in range(shown):
+        sw = f"n{n}/nvswitch"
+        g.add_node(sw, kind="nvswitch")
+        for k in range(gpus_per_node):
+            gpu = f"n{n}/gpu{k}"
+            g.add_node(gpu, kind="gpu")
+            g.add_edge(gpu, sw, kind="nvlink")
+        if num_nodes > 1:
+            g.add_edge(sw, f"leaf{n // 8}", kind="network")
+    g.graph["hidden_nodes"] = num_nodes - shown
+    return g
+
+
+def _natural(name) -> tuple:
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(name)))
+
+
+def _level(name, kind: str) -> int:
+    s = str(name)
+    if "spine" in s:
+        return 4
+    if "leaf" in s or kind == "switch":
+        return 3
+    return {"nic": 2, "gpu": 1, "nvswitch": 0}.get(kind, 1)
+
+
+def _layout(g) -> dict:
+    """Layered layout: spines on top, then leaves, NICs, GPUs, NVSwitches at the bottom."""
+    by_level: dict[int, list] = {}
+    for n, data in g.nodes(data=True):
+        by_level.setdefault(_level(n, data.get("kind", "gpu")), []).append(n)
+    pos = {}
+    width = max(len(v) for v in by_level.values())
+    for lvl, nodes in by_level.items():
+        for i, n in enumerate(sorted(nodes, key=_natural)):
+            pos[n] = ((i + 0.5) * width / len(nodes), float(lvl))
+    return pos
+
+
+def trim_topology(g, max_gpus: int = 64):
+    """The part of a big topology graph worth drawing: the GPUs of the first nodes (at most
+    ``max_gpus``), their NVSwitches and NICs, and every switch above them. Sets
+    ``graph["hidden_nodes"]`` to the number of nodes left out."""
+    gpus = [n for n, d in g.nodes(data=True) if d.get("kind") == "gpu"]
+    if len(gpus) <= max_gpus:
+        return g
+    node_of = {n: g.nodes[n].get("node", i // 8) for i, n in enumerate(sorted(gpus, key=_natural))}
+    per_node = max(1, len(gpus) // (max(node_of.values()) + 1))
+    keep_nodes = max(1, max_gpus // per_node)
+    keep = {n for n, nd in node_of.items() if nd < keep_nodes}
+    for n in list(keep):
+        keep.update(m for m in g.neighbors(n) if g.nodes[m].get("kind") in ("nvswitch", "nic"))
+    for n in list(keep):
+        keep.update(m for m in g.neighbors(n) if g.nodes[m].get("kind") == "switch")
+    keep.update(n for n, d in g.nodes(data=True) if "spine" in str(n))
+    sub = g.subgraph(keep).copy()
+    sub.graph["hidden_nodes"] = g.graph.get("hidden_nodes", 0) + max(node_of.values()) + 1 - keep_nodes
+    return sub
+
+
+def topology_figure(g, utilisation: dict | None = None, pos: dict | None = None) -> go.Figure:
+    """The network as drawn from a networkx graph: links coloured by utilisation during the
+    iteration (0..1, busy time / iteration time) where ``utilisation`` maps an edge (u, v) to it,
+    else by link kind. Positions from the nodes' ``pos`` attribute, ``pos`` or a tree layout."""
+    if pos is None:
+        attr = nx.get_node_attributes(g, "pos")
+        pos = attr if len(attr) == g.number_of_nodes() else _layout(g)
+    util = {}
+    for (u, v), x in (utilisation or {}).items():
+        util[(u, v)] = util[(v, u)] = float(x)
+    fig = go.Figure()
+    buckets = [(0.0, 0.25, "#2c7bb6"), (0.25, 0.5, "#abd9e9"), (0.5, 0.75, "#fdae61"), (0.75, 1.01, "#d7191c")]
+    mids_x, mids_y, mids_u, mids_t = [], [], [], []
+    groups: dict[str, tuple[list, list]] = {}
+    for u, v, data in g.edges(data=True):
+        x0, y0 = pos[u]
+        x1, y1 = pos[v]
+        if utilisation is not None:
+            x = util.get((u, v), 0.0)
+            name = next(f"{lo:.0%}-{min(hi, 1):.0%} busy" for lo, hi, _ in buckets if lo <= min(x, 1.0) < hi)
+            mids_x.append((x0 + x1) / 2)
+            mids_y.append((y0 + y1) / 2)
+            mids_u.append(x)
+            mids_t.append(f"{u} - {v}: {x:.0%} busy")
+        else:
+            name = str(data.get("kind", "link"))
+        xs, ys = groups.setdefault(name, ([], []))
+        xs += [x0, x1, None]
+        ys += [y0, y1, None]
+    colours = {f"{lo:.0%}-{min(hi, 1):.0%} busy": c for lo, hi, c in buckets}
+    colours.update({"nvlink": "#9467bd", "pcie": "#bbbbbb", "nic": "#8c564b", "network": "#8c564b",
+                    "uplink": "#444444"})
+    for name, (xs, ys) in sorted(groups.items()):
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=name, hoverinfo="skip",
+                                 line={"width": 2, "color": colours.get(name)}))
+    if mids_x:
+        fig.add_trace(go.Scatter(x=mids_x, y=mids_y, mode="markers", name="link utilisation", text=mids_t,
+                                 hoverinfo="text", marker={"size": 7, "color": mids_u, "colorscale": "RdYlBu_r",
+                                                           "cmin": 0, "cmax": 1, "showscale": True,
+                                                           "colorbar": {"title": "busy"}}))
+    kinds: dict[str, tuple[list, list, list]] = {}
+    for n, data in g.nodes(data=True):
+        xs, ys, ts = kinds.setdefault(str(data.get("kind", "node")), ([], [], []))
+        xs.append(pos[n][0])
+        ys.append(pos[n][1])
+        ts.append(str(n))
+    symbols = {"gpu": "square", "nvswitch": "diamond", "switch": "circle", "nic": "triangle-up"}
+    node_colours = {"gpu": "#2ca02c", "nvswitch": "#9467bd", "switch": "#444444", "nic": "#8c564b"}
+    for kind, (xs, ys, ts) in kinds.items():
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name=kind, text=ts, hoverinfo="text",
+                                 marker={"size": 10 if kind != "gpu" else 8, "symbol": symbols.get(kind, "circle"),
+                                         "color": node_colours.get(kind, "#17becf")}))
+    hidden = g.graph.get("hidden_nodes", 0)
+    title = "Cluster topology" + (f" ({hidden} more identical nodes not drawn)" if hidden else "")
+    fig.update_layout(title=title, xaxis={"visible": False}, yaxis={"visible": False}, hovermode="closest",
+                      legend={"orientation": "h", "y": -0.05})
+    return fig
+
+
+# ---------------------------------------------------------------- Pareto
+def pareto_mask(x, y) -> np.ndarray:
+    """True for points on the lower-left Pareto frontier of (x, y), both minimised.
+
+    >>> pareto_mask([1, 2, 3, 4], [4, 1, 2, 0.5]).tolist()
+    [True, True, False, True]
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    order = np.lexsort((y, x))
+    best = np.minimum.accumulate(y[order])
+    prev = np.concatenate([[np.inf], best[:-1]])
+    on = y[order] < prev
+    mask = np.zeros(len(x), bool)
+    mask[order[on]] = True
+    return mask
+
+
+def pareto_figure(df: pd.DataFrame, x: str = "time_to_train_s", y: str = "cost_usd",
+                  label: str = "plan_id", color: str | None = None) -> go.Figure:
+    """Scatter of the plans (time vs cost) with the Pareto frontier as a step line
+    (sort by x, cumulative minimum of y). Each point's customdata holds its row position."""
+    d = df.reset_index(drop=True).assign(row=np.arange(len(df)))
+    xlab = {"time_to_train_s": "time to train (days)", "step_time_s": "iteration time (s)"}.get(x, x)
+    scale = 1 / 86400 if x == "time_to_train_s" else 1.0
+    d = d.assign(_x=d[x] * scale)
+    fig = px.scatter(d, x="_x", y=y, color=color, color_discrete_sequence=PALETTE,
+                     hover_name=label if label in d.columns else None,
+                     custom_data=["row"], labels={"_x": xlab, y: y.replace("_usd", " (USD)")},
+                     title="Plans: time vs cost (click a point to pin it)")
+    front = d[pareto_mask(d["_x"], d[y])].sort_values("_x")
+    fig.add_trace(go.Scatter(x=front["_x"], y=front[y].cummin(), mode="lines", line_shape="hv",
+                             name="Pareto frontier", line={"color": "black", "dash": "dot"}, hoverinfo="skip"))
+    return fig
+
+
+def pareto_point_row(point: dict, df: pd.DataFrame, x: str = "time_to_train_s", y: str = "cost_usd") -> int | None:
+    """The row of ``df`` behind a point clicked on :func:`pareto_figure` (a Streamlit selection point):
+    its customdata (plotly.js sends it as a list, a dict or a bare number), else the nearest (x, y).
+
+    >>> pareto_point_row({"customdata": [2]}, pd.DataFrame({"time_to_train_s": [1, 2, 3], "cost_usd": [3, 2, 1]}))
+    2
+    """
+    cd = point.get("customdata")
+    if isinstance(cd, dict):
+        cd = next(iter(cd.values()), None)
+    if isinstance(cd, (list, tuple)):
+        cd = cd[0] if cd else None
+    if isinstance(cd, (int, float)) and 0 <= int(cd) < len(df):
+        return int(cd)
+    px_, py_ = point.get("x"), point.get("y")
+    if px_ is None or py_ is None or not len(df):
+        return None
+    scale = 1 / 86400 if x == "time_to_train_s" else 1.0
+    dist = ((df[x] * scale - float(px_)).abs() / max(abs(float(px_)), 1e-12)
+            + (df[y] - float(py_)).abs() / max(abs(float(py_)), 1e-12))
+    return int(np.argmin(dist.to_numpy()))
+
+
+# ---------------------------------------------------------------- validation
+def validation_figure(df: pd.DataFrame, predicted: str = "predicted_iteration_time_s",
+                      measured: str = "measured_iteration_time_s", label: str = "id",
+                      color: str | None = None, band: float = 0.2) -> go.Figure:
+    """Predicted vs measured scatter on log axes with the y = x line and a +-``band`` corridor."""
+    fig = px.scatter(df, x=measured, y=predicted, color=color, color_discrete_sequence=PALETTE, hover_name=label,
+                     log_x=True, log_y=True,
+                     labels={measured: "measured (s)", predicted: "predicted (s)"},
+                     title="Predicted vs measured iteration time")
+    vals = pd.concat([df[measured], df[predicted]]).astype(float)
+    lo, hi = float(vals.min()) / 1.5, float(vals.max()) * 1.5
+    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="y = x", line={"color": "black"}))
+    for f, name in ((1 + band, f"+{band:.0%}"), (1 - band, f"-{band:.0%}")):
+        fig.add_trace(go.Scatter(x=[lo, hi], y=[lo * f, hi * f], mode="lines", name=name,
+                                 line={"color": "grey", "dash": "dash"}))
+    return fig
+
+
+def figure_png(fig: go.Figure) -> bytes | None:
+    """PNG bytes of a figure through kaleido, or None when kaleido (or its browser) is missing."""
+    try:
+        return fig.to_image(format="png")
+    except Exception:  # kaleido missing or cannot start a browser: the modebar still saves PNGs
+        return None

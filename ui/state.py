@@ -1,0 +1,318 @@
+"""Dashboard state: the shared inputs (model, cluster, training), the pinned plans, and cached
+pure wrappers around the public API. Only ``simulator``'s public names are used."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+import simulator as cs
+from models.cost import run_figures
+from simulator import GPUS, NODES, PRESETS, Cluster, Plan, Transformer, estimate
+
+MAX_PLANS = 5
+MODEL_FIELDS = ("num_layers", "hidden", "num_heads", "num_kv_heads", "ffn_hidden", "vocab")
+RECOMPUTE = ("none", "selective", "full")
+SCHEDULES = ("1f1b", "gpipe", "interleaved", "zb-h1")
+DTYPES = ("bf16", "fp16", "fp8")
+# The fields of one plan (as a scenario file's plans[] entries); dp 0 = fill the cluster.
+DEFAULT_SPEC = {"tp": 1, "pp": 1, "dp": 0, "cp": 1, "ep": 1, "vpp": 1, "micro_batch_size": 1, "sp": False,
+                "zero_stage": 0, "recompute": "none", "schedule": "1f1b"}
+ATTENTION = ("flash", "unfused")
+DEFAULT_PLANS = ({"tp": 2, "zero_stage": 1}, {"tp": 4, "pp": 2, "sp": True, "recompute": "selective"})
+DEFAULT_INPUTS = {"in_source": "preset", "in_preset": "llama2-7b", "in_edit": False, "in_gpu": "h100-sxm-80gb",
+                  "in_nodes": 2, "in_node": "auto", "in_nic_gbit": 0.0, "in_oversub": 1.0,
+                  "in_gpn": 0, "in_pue": 1.2, "in_global_batch": 256, "in_dtype": "bf16", "in_tokens_b": 1000.0,
+                  "in_attention": "flash", "in_overlap_grad_reduce": True, "in_overlap_param_gather": True,
+                  "in_overlap_tp_comm": False}
+
+
+@dataclass(frozen=True, slots=True)
+class Training:
+    global_batch_size: int            # sequences per iteration
+    tokens: float                     # tokens to train
+    dtype: str                        # matmul dtype
+    attention: str = "flash"          # flash | unfused
+    overlap_grad_reduce: bool = True
+    overlap_param_gather: bool = True
+    overlap_tp_comm: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Setup:
+    model: Transformer
+    cluster: Cluster
+    training: Training
+
+
+# ------------------------------------------------------------------ cached pure wrappers
+@st.cache_data(max_entries=1024, show_spinner=False)
+def evaluate(model: Transformer, cluster: Cluster, plan: Plan, tokens: float) -> dict:
+    """{"est": StepEstimate, "run": {time_to_train_s, gpu_hours, cost_usd, energy_kwh}} or {"errors": [...]}."""
+    try:
+        est = estimate(model, cluster, plan)
+    except ValueError as e:  # PlanError (a ValueError) lists every reason
+        return {"errors": list(getattr(e, "errors", [str(e)]))}
+    run = run_figures(cluster, est.step_time_s, est.num_gpus, tokens, plan.global_batch_size, model.seq_len, est.mfu)
+    return {"est": est, "run": {k: float(v) for k, v in run.items()}}
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def model_from_config(data: bytes, name: str) -> Transformer:
+    """A Transformer from the bytes of an uploaded Hugging Face config.json."""
+    stem = Path(name).stem
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Path(tmp) / (stem if stem and stem != "config" else "uploaded") / "config.json"
+        p.parent.mkdir(parents=True)
+        p.write_bytes(data)
+        try:
+            return cs.load_hf_config(p)
+        except ValueError as e:
+            raise ValueError(str(e).replace(str(p), name)) from None
+
+
+# ------------------------------------------------------------------ session state
+def init_state() -> None:
+    """Defaults for every input key, the pinned plans, and any pending update from a loaded
+    scenario or a pinned search result (applied before the widgets are drawn)."""
+    ss = st.session_state
+    for k, v in DEFAULT_INPUTS.items():
+        ss.setdefault(k, v)
+    if "plans" not in ss:
+        ss.plans = [new_spec(d) for d in DEFAULT_PLANS]
+    pending = ss.pop("_pending_inputs", None)
+    if pending:
+        for k, v in pending.items():
+            ss[k] = v
+
+
+def new_spec(fields: dict | None = None) -> dict:
+    """A plan spec (the editor's fields) with a fresh id for widget keys."""
+    ss = st.session_state
+    ss["_uid"] = ss.get("_uid", 0) + 1
+    return {**DEFAULT_SPEC, **(fields or {}), "uid": ss["_uid"]}
+
+
+def pin(plan_fields: dict) -> bool:
+    """Pin a plan (editor fields); False when five are pinned already."""
+    plans = st.session_state.plans
+    if len(plans) >= MAX_PLANS:
+        return False
+    plans.append(new_spec(plan_fields))
+    return True
+
+
+def build_plan(spec: dict, setup: Setup) -> Plan:
+    """The Plan for an editor spec under the shared training settings; ValueError says why not."""
+    tp, pp, cp = int(spec["tp"]), int(spec["pp"]), int(spec["cp"])
+    n = setup.cluster.num_gpus
+    dp = int(spec.get("dp") or 0)
+    if dp == 0:
+        if n % (tp * pp * cp):
+            raise ValueError(f"dp: the cluster's {n} GPUs are not divisible by tp*pp*cp = {tp * pp * cp}")
+        dp = n // (tp * pp * cp)
+    tr = setup.training
+    return Plan(dp=dp, tp=tp, pp=pp, cp=cp, ep=int(spec["ep"]), vpp=int(spec["vpp"]),
+                micro_batch_size=int(spec["micro_batch_size"]), global_batch_size=tr.global_batch_size,
+                sp=bool(spec["sp"]), zero_stage=int(spec["zero_stage"]), recompute=spec["recompute"],
+                schedule=spec["schedule"], dtype=tr.dtype, attention=tr.attention,
+                overlap_grad_reduce=tr.overlap_grad_reduce, overlap_param_gather=tr.overlap_param_gather,
+                overlap_tp_comm=tr.overlap_tp_comm)
+
+
+def plan_results(setup: Setup) -> list[dict]:
+    """For each pinned plan: {"label", "spec", "plan", "est", "run", "errors"}."""
+    out = []
+    for i, spec in enumerate(st.session_state.plans):
+        item = {"label": f"P{i + 1}", "spec": spec, "plan": None, "est": None, "run": {}, "errors": []}
+        try:
+            item["plan"] = build_plan(spec, setup)
+        except ValueError as e:
+            item["errors"] = [str(e)]
+            out.append(item)
+            continue
+        r = evaluate(setup.model, setup.cluster, item["plan"], setup.training.tokens)
+        item.update(est=r.get("est"), run=r.get("run", {}), errors=r.get("errors", []))
+        out.append(item)
+    return out
+
+
+def result_row(item: dict) -> dict:
+    """One row of the comparison table (units in the column names)."""
+    row = {"plan": item["label"], "plan_id": item["plan"].plan_id if item["plan"] else ""}
+    est, run = item["est"], item["run"]
+    if est is None:
+        return row | {"error": "; ".join(item["errors"])}
+    return row | {
+        "iteration_s": est.step_time_s, "tokens_per_s": est.tokens_per_s, "mfu": est.mfu,
+        "tflops_per_gpu": est.tflops_per_gpu, "peak_memory_gib": est.peak_memory_bytes / 2**30, "fits": est.fits,
+        "time_to_train_days": run.get("time_to_train_s", float("nan")) / 86400,
+        "gpu_hours": run.get("gpu_hours", float("nan")), "cost_usd": run.get("cost_usd", float("nan")),
+        "energy_mwh": run.get("energy_kwh", float("nan")) / 1e3, "num_gpus": est.num_gpus,
+        "num_microbatches": est.num_microbatches, "error": "",
+    }
+
+
+# ------------------------------------------------------------------ inputs -> Setup
+def model_inputs() -> Transformer:
+    """The model chosen in the sidebar (preset or uploaded config.json, optionally edited)."""
+    ss = st.session_state
+    loaded = ss.get("_scenario_model")
+    sources = ("preset", "config.json") + (("scenario",) if loaded is not None else ())
+    if ss.get("in_source") not in sources:
+        ss["in_source"] = "preset"
+    src = st.radio("Model from", sources, key="in_source", horizontal=True)
+    if src == "preset":
+        base = PRESETS[st.selectbox("Preset", list(PRESETS), key="in_preset")]
+    elif src == "scenario":
+        base = loaded
+        st.caption(f"{base.name} from the loaded scenario")
+    else:
+        up = st.file_uploader("Hugging Face config.json", type=["json"], key="in_upload")
+        if up is None:
+            raise ValueError("model: upload a Hugging Face config.json, or pick a preset")
+        base = model_from_config(up.getvalue(), up.name)
+    seq_key = f"in_seq_len_{base.name}"
+    ss.setdefault(seq_key, base.seq_len)
+    seq_len = st.number_input("Sequence length (tokens)", min_value=1, step=512, key=seq_key)
+    model = base.with_seq_len(int(seq_len))
+    if st.toggle("Edit model fields", key="in_edit"):
+        vals = {}
+        cols = st.columns(2)
+        for i, f in enumerate(MODEL_FIELDS):
+            key = f"in_m_{f}_{base.name}"
+            ss.setdefault(key, getattr(base, f))
+            vals[f] = int(cols[i % 2].number_input(f, min_value=1, step=1, key=key))
+        model = dataclasses.replace(model, **vals)
+    st.caption(f"{model.num_params / 1e9:.2f} B parameters"
+               + (f" ({model.num_active_params / 1e9:.2f} B active)" if model.is_moe else ""))
+    return model
+
+
+def cluster_inputs() -> Cluster:
+    ss = st.session_state
+    gpu = st.selectbox("GPU", list(GPUS), key="in_gpu")
+    nodes = int(st.number_input("Nodes", min_value=1, max_value=100_000, step=1, key="in_nodes"))
+    node = st.selectbox("Node / network preset", ["auto", *NODES], key="in_node")
+    nic = st.number_input("NIC Gb/s per GPU (0 = preset)", min_value=0.0, step=100.0, key="in_nic_gbit")
+    over = st.number_input("Fabric oversubscription", min_value=1.0, step=0.5, key="in_oversub")
+    gpn = int(st.number_input("GPUs per node (0 = preset)", min_value=0, step=1, key="in_gpn"))
+    pue = st.number_input("PUE (facility power / IT power)", min_value=1.0, step=0.05, key="in_pue")
+    price_key = f"in_price_{gpu}"
+    ss.setdefault(price_key, float(GPUS[gpu].price_usd_per_hour))
+    price = st.number_input("Price per GPU-hour (USD)", min_value=0.0, step=0.1, key=price_key)
+    extra = {"nic_bytes_per_s_per_gpu": nic * 1e9 / 8} if nic else {}
+    if gpn:
+        extra["gpus_per_node"] = gpn
+    cl = cs.make_cluster(gpu, nodes, None if node == "auto" else node, oversubscription=float(over),
+                         price_usd_per_gpu_hour=float(price), pue=float(pue), **extra)
+    st.caption(f"{cl.num_gpus} GPUs, {cl.gpus_per_node} per node ({cl.node.name})")
+    return cl
+
+
+def training_inputs() -> Training:
+    gb = int(st.number_input("Global batch (sequences)", min_value=1, step=8, key="in_global_batch"))
+    dtype = st.selectbox("Matmul dtype", DTYPES, key="in_dtype")
+    tokens_b = st.number_input("Tokens to train (billions)", min_value=0.001, step=100.0, key="in_tokens_b")
+    attention = st.selectbox("Attention kernel", ATTENTION, key="in_attention")
+    og = st.toggle("Overlap DP gradient reduction", key="in_overlap_grad_reduce")
+    opg = st.toggle("Overlap ZeRO parameter gather", key="in_overlap_param_gather")
+    otp = st.toggle("Overlap TP communication", key="in_overlap_tp_comm")
+    return Training(gb, float(tokens_b) * 1e9, dtype, attention, og, opg, otp)
+
+
+def sidebar() -> Setup | None:
+    """Draw the shared inputs in the sidebar; None (with the reason shown) when they are invalid."""
+    parts = {}
+    with st.sidebar:
+        for name, fn in (("Model", model_inputs), ("Cluster", cluster_inputs), ("Training", training_inputs)):
+            with st.expander(name, expanded=True):
+                try:
+                    parts[name] = fn()
+                except ValueError as e:  # every section still draws, so no widget loses its value
+                    st.error(str(e))
+    if len(parts) < 3:
+        return None
+    return Setup(parts["Model"], parts["Cluster"], parts["Training"])
+
+
+# ------------------------------------------------------------------ scenario files
+def scenario_dict(setup: Setup, plans: list[dict]) -> dict:
+    """The inputs and pinned plans in the scenario file format of simulator.scenario
+    (`clustersim scenario` runs it)."""
+    m, cl, tr = setup.model, setup.cluster, setup.training
+    preset = next((k for k, v in PRESETS.items() if v.with_seq_len(m.seq_len) == m), None)
+    if preset:
+        model = preset
+    else:
+        base = PRESETS.get(m.name)
+        fields = [f for f in Transformer.__dataclass_fields__ if f not in ("seq_len", "note")]
+        model = ({"preset": m.name, **{f: getattr(m, f) for f in fields if getattr(m, f) != getattr(base, f)}}
+                 if base else {f: getattr(m, f) for f in (*fields, "seq_len") if getattr(m, f) not in (None, "")})
+    cluster = {"gpu": cl.gpu.name, "nodes": cl.num_nodes, "node": cl.node.name}
+    if cl.gpus_per_node != NODES[cl.node.name].gpus_per_node:
+        cluster["gpus_per_node"] = cl.gpus_per_node
+    if cl.node.nic_bytes_per_s_per_gpu != NODES[cl.node.name].nic_bytes_per_s_per_gpu:
+        cluster["nic_gbit_per_s"] = cl.node.nic_bytes_per_s_per_gpu * 8 / 1e9
+    cluster.update(oversubscription=cl.oversubscription, pue=cl.pue)
+    training = {"global_batch_size": tr.global_batch_size, "seq_len": m.seq_len, "dtype": tr.dtype,
+                "tokens": tr.tokens, "price_per_gpu_hour": cl.price_per_gpu_hour_usd, "attention": tr.attention,
+                "overlap_grad_reduce": tr.overlap_grad_reduce, "overlap_param_gather": tr.overlap_param_gather,
+                "overlap_tp_comm": tr.overlap_tp_comm}
+    out_plans = []
+    for i, spec in enumerate(plans):
+        p = {"name": f"P{i + 1}", "tp": int(spec["tp"]), "pp": int(spec["pp"])}
+        p.update({k: v for k, v in spec.items() if k in DEFAULT_SPEC and k not in p and v != DEFAULT_SPEC[k]})
+        if p.get("schedule") == "1f1b" or (p.get("schedule") == "interleaved" and p.get("vpp", 1) > 1):
+            p.pop("schedule")
+        out_plans.append(p)
+    return {"name": "dashboard", "description": "plans pinned in the clustersim dashboard", "model": model,
+            "cluster": cluster, "training": training, "objective": "time", "plans": out_plans}
+
+
+def scenario_yaml(setup: Setup, plans: list[dict]) -> str:
+    import yaml
+    return yaml.safe_dump(scenario_dict(setup, plans), sort_keys=False)
+
+
+def inputs_from_scenario(scn) -> tuple[dict, list[dict], object | None, list[str]]:
+    """(sidebar values, plan specs, Transformer for the 'scenario' model source or None, notes)
+    from a simulator.scenario.Scenario; ValueError (ScenarioError) names the field."""
+    scenario = importlib.import_module("simulator.scenario")
+    model = scenario.build_model(scn)
+    vals: dict = {}
+    notes: list[str] = []
+    custom = None
+    if isinstance(scn.model, str) and model.name in PRESETS:
+        vals.update(in_source="preset", in_preset=model.name, in_edit=False)
+    else:
+        custom = model
+        vals.update(in_source="scenario", in_edit=False)
+    vals[f"in_seq_len_{model.name}"] = model.seq_len
+    c, tr = scn.cluster, scn.training
+    gpu = scenario.build_cluster_spec(scn).gpu.name
+    vals.update(in_gpu=gpu, in_nodes=int(c.nodes), in_node=c.node or "auto", in_oversub=float(c.oversubscription),
+                in_nic_gbit=float(c.nic_gbit_per_s or 0.0), in_gpn=int(c.gpus_per_node or 0), in_pue=float(c.pue),
+                in_global_batch=int(tr.global_batch_size), in_dtype=tr.dtype, in_attention=tr.attention,
+                in_overlap_grad_reduce=bool(tr.overlap_grad_reduce),
+                in_overlap_param_gather=bool(tr.overlap_param_gather), in_overlap_tp_comm=bool(tr.overlap_tp_comm))
+    if tr.tokens:
+        vals["in_tokens_b"] = float(tr.tokens) / 1e9
+    if tr.price_per_gpu_hour is not None:
+        vals[f"in_price_{gpu}"] = float(tr.price_per_gpu_hour)
+    specs = []
+    for p in scn.plans[:MAX_PLANS]:
+        d = {k: v for k, v in dataclasses.asdict(p).items() if k in DEFAULT_SPEC and v is not None}
+        d.setdefault("schedule", "interleaved" if d.get("vpp", 1) > 1 else "1f1b")
+        specs.append(d)
+    if len(scn.plans) > MAX_PLANS:
+        notes.append(f"the scenario lists {len(scn.plans)} plans; the first {MAX_PLANS} are pinned")
+    if scn.sweep or scn.search is not None:
+        notes.append("its sweep / search rows appear when you run the whole scenario below")
+    return vals, specs, custom, notes
+

@@ -1,0 +1,139 @@
+"""Compare up to five plans side by side: edit each, see the numbers, the time breakdown and
+memory per pipeline stage; download the plans as a scenario YAML and the results as CSV."""
+
+import pandas as pd
+import streamlit as st
+
+from ui import figures, state
+from ui.pages_common import plot, png_button, require_setup
+
+NUMBER_FIELDS = (("tp", "TP", 1), ("pp", "PP", 1), ("dp", "DP (0 = fill)", 0), ("micro_batch_size", "micro-batch", 1))
+MORE_NUMBERS = (("cp", "CP", 1), ("ep", "EP", 1), ("vpp", "virtual stages", 1))
+
+
+def _remove(uid: int) -> None:
+    st.session_state.plans = [p for p in st.session_state.plans if p["uid"] != uid]
+
+
+def _add() -> None:
+    last = st.session_state.plans[-1] if st.session_state.plans else {}
+    state.pin({k: v for k, v in last.items() if k != "uid"})
+
+
+def _widget(spec: dict, field: str, draw):
+    key = f"p{spec['uid']}_{field}"
+    if key not in st.session_state:
+        st.session_state[key] = spec[field]
+    spec[field] = draw(key)
+
+
+def plan_editor(spec: dict) -> None:
+    """The widgets of one plan; they write straight back into its spec."""
+    c1, c2 = st.columns(2)
+    for i, (f, name, lo) in enumerate(NUMBER_FIELDS):
+        col = (c1, c2)[i % 2]
+        _widget(spec, f, lambda k, n=name, lo=lo, c=col: int(c.number_input(n, min_value=lo, step=1, key=k)))
+    _widget(spec, "zero_stage", lambda k: c1.selectbox("ZeRO stage", (0, 1, 2, 3), key=k))
+    _widget(spec, "recompute", lambda k: c2.selectbox("recompute", state.RECOMPUTE, key=k))
+    _widget(spec, "schedule", lambda k: c1.selectbox("schedule", state.SCHEDULES, key=k))
+    _widget(spec, "sp", lambda k: c2.toggle("sequence parallel", key=k))
+    with st.expander("more"):
+        for f, name, lo in MORE_NUMBERS:
+            _widget(spec, f, lambda k, n=name, lo=lo: int(st.number_input(n, min_value=lo, step=1, key=k)))
+    st.button("Remove", key=f"rm_{spec['uid']}", on_click=_remove, args=(spec["uid"],),
+              disabled=len(st.session_state.plans) <= 1)
+
+
+def fmt_time(seconds: float) -> str:
+    if seconds != seconds:  # nan
+        return "n/a"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:,.1f} {unit}"
+    return f"{seconds:.3g} s"
+
+
+def plan_metrics(item: dict) -> None:
+    est, run = item["est"], item["run"]
+    if est is None:
+        for msg in item["errors"]:
+            st.error(msg)
+        return
+    a, b = st.columns(2)
+    a.metric("Iteration time", f"{est.step_time_s:.3f} s")
+    b.metric("Tokens/s", f"{est.tokens_per_s:,.0f}")
+    a, b = st.columns(2)
+    a.metric("MFU", f"{est.mfu:.1%}")
+    mem = f"{est.peak_memory_bytes / 2**30:.1f} / {est.hbm_bytes / 2**30:.0f} GiB"
+    b.metric("Memory", mem, delta="fits" if est.fits else "OOM", delta_color="normal" if est.fits else "inverse")
+    if run:
+        a, b = st.columns(2)
+        a.metric("Time to train", fmt_time(run["time_to_train_s"]))
+        b.metric("Cost", f"${run['cost_usd']:,.0f}")
+
+
+def results_table(items: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame([state.result_row(it) for it in items])
+    st.dataframe(df, hide_index=True, key="results_table", column_config={
+        "mfu": st.column_config.ProgressColumn("MFU", format="percent", min_value=0, max_value=1),
+        "iteration_s": st.column_config.NumberColumn("iteration (s)", format="%.3f"),
+        "tokens_per_s": st.column_config.NumberColumn("tokens/s", format="%.0f"),
+        "tflops_per_gpu": st.column_config.NumberColumn("TFLOP/s per GPU", format="%.0f"),
+        "peak_memory_gib": st.column_config.NumberColumn("peak memory (GiB)", format="%.1f"),
+        "time_to_train_days": st.column_config.NumberColumn("time to train (days)", format="%.1f"),
+        "cost_usd": st.column_config.NumberColumn("cost (USD)", format="%.0f"),
+        "gpu_hours": st.column_config.NumberColumn("GPU-hours", format="%.0f"),
+        "energy_mwh": st.column_config.NumberColumn("energy (MWh)", format="%.1f"),
+    })
+    return df
+
+
+def charts(items: list[dict], setup) -> None:
+    ok = {it["label"]: it["est"] for it in items if it["est"] is not None}
+    if not ok:
+        st.info("No valid plan to chart: fix the plans above.")
+        return
+    t1, t2, t3 = st.tabs(["Time breakdown", "Memory per stage", "Warnings"])
+    with t1:
+        fig = figures.time_breakdown_figure(figures.breakdown_frame(ok))
+        plot(fig, "fig_breakdown")
+        png_button(fig, "fig_breakdown", "time_breakdown")
+    with t2:
+        fig = figures.memory_figure(figures.memory_frame(ok), setup.cluster.gpu.hbm_bytes)
+        plot(fig, "fig_memory")
+        png_button(fig, "fig_memory", "memory_per_stage")
+    with t3:
+        for label, est in ok.items():
+            for w in est.warnings:
+                st.warning(f"{label}: {w}")
+
+
+st.title("Compare plans")
+setup = require_setup()
+m, cl = setup.model, setup.cluster
+st.caption(f"{m.name}, {m.num_params / 1e9:.1f} B parameters, seq {m.seq_len} · {cl.num_gpus} x {cl.gpu.name} · "
+           f"global batch {setup.training.global_batch_size} · {setup.training.tokens / 1e9:,.0f} B tokens")
+
+plans = st.session_state.plans
+boxes = []
+for i, (col, spec) in enumerate(zip(st.columns(len(plans), border=True), plans)):
+    with col:
+        st.subheader(f"P{i + 1}")
+        boxes.append(st.container())   # the numbers go above the editor, filled once all plans are read
+        with st.expander("edit plan", expanded=True):
+            plan_editor(spec)
+items = state.plan_results(setup)
+for box, item in zip(boxes, items):
+    with box:
+        plan_metrics(item)
+st.button("Add plan", key="add_plan", on_click=_add, disabled=len(plans) >= state.MAX_PLANS,
+          help=f"copy the last plan (at most {state.MAX_PLANS})")
+
+st.subheader("Results")
+df = results_table(items)
+charts(items, setup)
+c1, c2 = st.columns(2)
+c1.download_button("Results as CSV", df.to_csv(index=False), file_name="clustersim_results.csv", mime="text/csv",
+                   key="dl_csv")
+c2.download_button("Plans as scenario YAML", state.scenario_yaml(setup, plans), file_name="clustersim_scenario.yaml",
+                   mime="application/x-yaml", key="dl_yaml")

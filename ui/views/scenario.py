@@ -1,0 +1,91 @@
+"""Load a scenario YAML (model, cluster, training, plans) into the dashboard, run a whole scenario
+(plans, sweep and search rows), or download the current inputs and pinned plans as one."""
+
+import importlib
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+
+from ui import state
+from ui.pages_common import require_setup
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "scenarios"
+
+
+def load(data: bytes, name: str):
+    """A validated Scenario from uploaded bytes; errors name the uploaded file, line and field."""
+    scenario = importlib.import_module("simulator.scenario")
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Path(tmp) / Path(name).name
+        p.write_bytes(data)
+        try:
+            return scenario.load_scenario(p)
+        except ValueError as e:
+            raise ValueError(str(e).replace(str(p), name)) from None
+
+
+def apply(scn) -> list[str]:
+    """Queue the scenario's inputs and plans; they take effect on the next run (st.rerun)."""
+    vals, specs, custom, notes = state.inputs_from_scenario(scn)
+    st.session_state["_pending_inputs"] = vals
+    st.session_state["_scenario_model"] = custom
+    if specs:
+        st.session_state.plans = [state.new_spec(s) for s in specs]
+    else:
+        notes.insert(0, "it lists no plans: the pinned plans are kept")
+    return notes
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def run_all(data: bytes, name: str):
+    scn = load(data, name)
+    return importlib.import_module("simulator.scenario").run_scenario(scn)
+
+
+st.title("Scenario")
+try:
+    importlib.import_module("simulator.scenario")
+    have_scenarios = True
+except ImportError:
+    have_scenarios = False
+    st.info("Loading scenario files needs `simulator.scenario`, which is not in this installation; "
+            "downloading the pinned plans as a scenario works below.")
+msg = st.session_state.pop("_scenario_msg", None)
+if msg:
+    st.success(msg)
+
+if have_scenarios:
+    c1, c2 = st.columns(2)
+    up = c1.file_uploader("Scenario YAML", type=["yaml", "yml"], key="sc_upload")
+    examples = sorted(p.name for p in EXAMPLES.glob("*.yaml")) if EXAMPLES.is_dir() else []
+    example = c2.selectbox("or an example from scenarios/", ["(none)", *examples], key="sc_example")
+    source = (up.getvalue(), up.name) if up is not None else (
+        ((EXAMPLES / example).read_bytes(), example) if example != "(none)" else None)
+    b1, b2 = st.columns(2)
+    if source and b1.button("Load into the dashboard", key="sc_load", type="primary"):
+        try:
+            notes = apply(load(*source))
+        except ValueError as e:
+            st.error(str(e))
+        else:
+            st.session_state["_scenario_msg"] = (f"Loaded {source[1]}: {len(st.session_state.plans)} plans pinned"
+                                                 + ("; " + "; ".join(notes) if notes else "") + ".")
+            st.rerun()
+    if source and b2.button("Run the whole scenario", key="sc_run"):
+        try:
+            with st.spinner(f"Running {source[1]}..."):
+                df = run_all(*source)
+        except ValueError as e:
+            st.error(str(e))
+        else:
+            st.dataframe(df, hide_index=True, key="sc_results")
+            st.download_button("Scenario results as CSV", df.to_csv(index=False), key="sc_results_csv",
+                               file_name=f"{Path(source[1]).stem}.csv", mime="text/csv")
+
+setup = require_setup()
+st.subheader("The dashboard as a scenario")
+text = state.scenario_yaml(setup, st.session_state.plans)
+st.download_button("Download as scenario YAML", text, file_name="clustersim_scenario.yaml",
+                   mime="application/x-yaml", key="sc_download")
+st.code(text, language="yaml")

@@ -1,0 +1,89 @@
+"""Predicted vs measured: the published runs (dev set) and the local calibration runs."""
+
+import importlib
+import json
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from ui import figures
+from ui.pages_common import plot
+
+ROOT = Path(__file__).resolve().parents[2]
+DEV_RUNS = ROOT.parent / "shared" / "validation" / "dev_runs.yaml"
+LOCAL_RESULTS = ROOT / "out" / "validate.json"
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def predicted(path: str, mtime: float) -> dict:
+    return importlib.import_module("simulator.published").predict_runs(path)
+
+
+st.title("Validation")
+st.subheader("Published runs")
+path = Path(st.session_state.get("val_path") or DEV_RUNS)
+if not path.is_file():
+    st.info(f"The published runs file is not here ({path}). It is read from "
+            "`../shared/validation/dev_runs.yaml` next to the repository.")
+else:
+    try:
+        res = predicted(str(path), path.stat().st_mtime)
+    except ValueError as e:
+        st.error(str(e))
+        st.stop()
+    recs = pd.DataFrame(res["records"])
+    ok = recs[recs.get("error").notna()] if "error" in recs else recs.iloc[:0]
+    s, sh = res["summary"], res["summary_high"]
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Runs predicted", f"{s['count']}")
+    c2.metric("MAPE (all)", f"{s['mape']:.1%}")
+    c3.metric("MAPE (high reliability)", f"{sh['mape']:.1%}")
+    c4.metric("Median |error|", f"{s['median_abs_error']:.1%}")
+    if len(ok):
+        color = "group" if "group" in ok else None
+        plot(figures.validation_figure(ok, color=color), "fig_validation")
+        cols = [c for c in ("id", "group", "reliability", "measured_iteration_time_s", "predicted_iteration_time_s",
+                            "error", "predicted_mfu", "fits", "plan_id") if c in ok]
+        st.dataframe(ok[cols], hide_index=True, key="val_table", column_config={
+            "error": st.column_config.NumberColumn("error", format="percent"),
+            "predicted_mfu": st.column_config.NumberColumn("MFU", format="percent")})
+    skipped = recs[recs["skipped"].notna()] if "skipped" in recs else recs.iloc[:0]
+    if len(skipped):
+        with st.expander(f"{len(skipped)} runs skipped"):
+            st.dataframe(skipped[["id", "skipped"]], hide_index=True, key="val_skipped")
+
+st.subheader("Local calibration runs")
+st.caption("Small real training runs on this machine (`clustersim validate --json out/validate.json`): "
+           "measured step time and peak memory against the prediction with the calibrated profile.")
+up = st.file_uploader("validate JSON", type=["json"], key="val_upload")
+local = LOCAL_RESULTS if LOCAL_RESULTS.is_file() else None
+try:
+    doc = json.loads(up.getvalue()) if up is not None else (json.loads(local.read_text()) if local else None)
+except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    st.error(f"{up.name if up else local}: not valid JSON ({e})")
+    doc = None
+if doc is None:
+    st.info(f"No local results: run `clustersim validate --json {LOCAL_RESULTS.relative_to(ROOT)}` "
+            "(needs PyTorch), then reload, or upload the JSON it wrote.")
+else:
+    recs = pd.DataFrame(doc.get("records", []) if isinstance(doc, dict) else [])
+    need = {"plan", "measured_step_time_s", "predicted_step_time_s"}
+    if not need <= set(recs.columns):
+        st.error(f"validate JSON: expected records with {', '.join(sorted(need))}")
+    else:
+        summ = doc.get("summary", {})
+        if summ:
+            c1, c2 = st.columns(2)
+            c1.metric("Median |step-time error|", f"{summ.get('median_abs_step_time_error', float('nan')):.1%}")
+            c2.metric("Max |peak-memory error|", f"{summ.get('max_abs_peak_memory_error', float('nan')):.1%}")
+        fig = figures.validation_figure(recs, predicted="predicted_step_time_s", measured="measured_step_time_s",
+                                        label="plan")
+        fig.update_layout(title="Local runs: predicted vs measured step time")
+        plot(fig, "fig_local_validation")
+        cols = [c for c in ("plan", "device", "measured_step_time_s", "predicted_step_time_s", "step_time_error",
+                            "measured_peak_memory_bytes", "predicted_peak_memory_bytes", "peak_memory_error")
+                if c in recs]
+        st.dataframe(recs[cols], hide_index=True, key="local_table", column_config={
+            "step_time_error": st.column_config.NumberColumn("step error", format="percent"),
+            "peak_memory_error": st.column_config.NumberColumn("memory error", format="percent")})
