@@ -1,0 +1,153 @@
+"""Calibration profile: reading, writing and applying it (no PyTorch needed)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import yaml
+
+from models.estimate import estimate
+from simulator.calibrate import profile as prof
+from simulator.cli import main
+from simulator.inputs import build_inputs
+
+
+def _gemm(m, n, k, flops_per_s, dtype="bf16"):
+    return {"m": m, "n": n, "k": k, "dtype": dtype, "time_s": 2.0 * m * n * k / flops_per_s,
+            "flops_per_s": flops_per_s}
+
+
+def synthetic(kind="cpu", name="AMD EPYC", gemm_rate=4e11, attn_rate=3e10, mem_rate=1e10):
+    """A profile dict as `clustersim calibrate` writes it, with round numbers."""
+    return {
+        "format": prof.FORMAT, "device": {"kind": kind, "name": name, "num_threads": 1, "memory_bytes": 16 * 2**30},
+        "software": {"torch": "2.13.0", "python": "3.11"}, "date": "2026-01-01T00:00:00+00:00", "host": "test",
+        "dtype": "bf16", "target": dict(prof.DEFAULT_TARGET),
+        "peak_flops_per_s": {"bf16": gemm_rate, "fp32": gemm_rate / 4, "fp16": gemm_rate},
+        "gemm": [_gemm(1024, 1024, 1024, gemm_rate), _gemm(256, 256, 256, gemm_rate / 2),
+                 _gemm(256, 256, 256, gemm_rate / 2), _gemm(64, 64, 64, gemm_rate / 8)],
+        "attention": [{"seq_len": 512, "head_dim": 64, "num_heads": 4, "fwd_flops_per_s": attn_rate,
+                       "bwd_flops_per_s": attn_rate / 2},
+                      {"seq_len": 256, "head_dim": 64, "num_heads": 4, "fwd_flops_per_s": 1.0, "bwd_flops_per_s": 1.0}],
+        "memory_ops": [{"op": op, "bytes_per_s": mem_rate} for op in ("layernorm", "gelu", "residual_add", "adam")]
+        + [{"op": "copy", "bytes_per_s": 9e10}],
+        "copy_bytes_per_s": 9e10, "kernel_overhead_s": 2e-6,
+        "collectives": {"backend": "gloo", "world_size": 2,
+                        "fit": {"all_reduce": {"alpha_s": 1e-4, "busbw_bytes_per_s": 1e9}}},
+    }
+
+
+def test_write_read_roundtrip(tmp_path):
+    p = prof.write_profile(synthetic(), tmp_path / "p.yaml")
+    assert prof.read_profile(p) == synthetic()
+
+
+def test_gemm_table_merges_bins_and_is_relative_to_peak():
+    hp = prof.hardware_profile(synthetic())
+    # 2*64^3 = 2^19, 2*256^3 = 2^25, 2*1024^3 = 2^31 FLOPs; the two 256^3 GEMMs share a bin
+    assert hp.gemm_log2_flops == (19.0, 25.0, 31.0)
+    assert hp.gemm_efficiency == pytest.approx((0.125, 0.5, 1.0))
+    assert hp.peak_flops_per_s == 4e11
+
+
+def test_attention_taken_at_target_shape_and_memory_rate_median():
+    hp = prof.hardware_profile(synthetic())
+    assert hp.attn_fwd_efficiency == pytest.approx(3e10 / 4e11)     # seq 512, head dim 64 = the target
+    assert hp.attn_bwd_efficiency == pytest.approx(1.5e10 / 4e11)
+    assert hp.memory_bytes_per_s == 1e10                             # the copy is not a layer op
+    assert hp.allreduce_busbw_bytes_per_s == 1e9 and hp.allreduce_alpha_s == 1e-4
+
+
+def test_cpu_gpu_spec_describes_the_cpu():
+    g = prof.cpu_gpu_spec(synthetic())
+    assert g.peak_flops_per_s("bf16") == 4e11 and g.peak_flops_per_s("fp32") == 1e11
+    assert g.hbm_bytes == 16 * 2**30 and g.hbm_bytes_per_s == 9e10
+    assert g.nvlink_busbw_bytes_per_s == 1e9 and g.gemm_efficiency == 1.0
+    assert "torch 2.13.0" in g.source
+
+
+def test_apply_cpu_profile_keeps_world_size_and_uses_measured_rates(tmp_path):
+    inp = build_inputs(model="gpt-tiny", gpu="h100", nodes=1)
+    fast = prof.apply_profile(inp, prof.write_profile(synthetic(), tmp_path / "fast.yaml"))
+    slow = prof.apply_profile(inp, prof.write_profile(synthetic(gemm_rate=2e11, attn_rate=1.5e10, mem_rate=5e9),
+                                                      tmp_path / "slow.yaml"))
+    assert fast.cluster.num_gpus == inp.cluster.num_gpus == 8
+    assert fast.cluster.gpu.name == "cpu-1t" and fast.cluster.profile is not None
+    t_fast = estimate(fast.model, fast.cluster, fast.plan)
+    t_slow = estimate(slow.model, slow.cluster, slow.plan)
+    # every kernel rate halved: compute (less the constant per-kernel overhead) doubles
+    assert t_slow.compute_s / t_fast.compute_s == pytest.approx(2.0, rel=0.02)
+
+
+def test_cuda_profile_applies_only_to_its_gpu(tmp_path):
+    p = prof.write_profile(synthetic("cuda", "NVIDIA H100 80GB HBM3", gemm_rate=7.9e14, attn_rate=5e14,
+                                     mem_rate=3e12), tmp_path / "h100.yaml")
+    h100 = build_inputs(model="llama2-7b", gpu="h100", nodes=1)
+    out = prof.apply_profile(h100, p)
+    assert out.cluster.gpu.name == "h100-sxm-80gb" and out.cluster.profile.peak_flops_per_s == 7.9e14
+    assert out.cluster.gpu.nvlink_busbw_bytes_per_s == 1e9      # the measured all-reduce bus bandwidth
+    a100 = build_inputs(model="llama2-7b", gpu="a100", nodes=1)
+    with pytest.raises(ValueError, match="measured on 'NVIDIA H100 80GB HBM3' but --gpu is a100-sxm-80gb"):
+        prof.apply_profile(a100, p)
+    assert prof.cluster_with_profile(a100.cluster, p) is a100.cluster
+    assert prof.cluster_with_profile(h100.cluster, p).profile is not None
+    cpu = prof.write_profile(synthetic(), tmp_path / "cpu.yaml")
+    assert prof.cluster_with_profile(h100.cluster, [cpu, p]).profile.peak_flops_per_s == 7.9e14   # first match
+    assert prof.cluster_with_profile(a100.cluster, [cpu, p]) is a100.cluster
+
+
+@pytest.mark.parametrize("name,expected", [("NVIDIA H100 80GB HBM3", "h100-sxm-80gb"),
+                                           ("NVIDIA H200", "h200-sxm-141gb"),
+                                           ("NVIDIA A100-SXM4-40GB", "a100-sxm-40gb"),
+                                           ("NVIDIA A100-SXM4-80GB", "a100-sxm-80gb"),
+                                           ("Tesla T4", None)])
+def test_catalog_gpu_name(name, expected):
+    assert prof.catalog_gpu_name(name) == expected
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda d: d.update(format="other"), "format"),
+    (lambda d: d.pop("gemm"), "missing field 'gemm'"),
+    (lambda d: d["gemm"][0].update(time_s=0), "gemm: every entry needs time_s > 0"),
+    (lambda d: d["device"].update(kind="tpu"), "device.kind"),
+])
+def test_read_profile_rejects_malformed_files(tmp_path, mutate, message):
+    d = synthetic()
+    mutate(d)
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump(d))
+    with pytest.raises(ValueError, match=message):
+        prof.read_profile(p)
+
+
+def test_cli_estimate_with_bad_profile_is_one_error_line(tmp_path, capsys):
+    p = tmp_path / "p.yaml"
+    p.write_text("format: nope\n")
+    assert main(["estimate", "--model", "gpt-tiny", "--gpu", "h100", "--profile", str(p)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "format" in err[0]
+
+
+def test_cli_estimate_with_cpu_profile(tmp_path, capsys):
+    p = prof.write_profile(synthetic(), tmp_path / "p.yaml")
+    assert main(["estimate", "--model", "gpt-tiny", "--gpu", "h100", "--profile", str(p), "--json"]) == 0
+    import json
+    out = json.loads(capsys.readouterr().out)
+    assert math.isfinite(out["step_time_s"]) and out["step_time_s"] > 0
+
+
+def test_cli_commands_need_torch_and_a_known_device(monkeypatch, capsys):
+    from simulator.calibrate import cli
+    assert main(["calibrate", "--device", "tpu"]) == 2
+    assert "device: 'tpu' unknown" in capsys.readouterr().err
+    monkeypatch.setattr(cli.importlib.util, "find_spec", lambda name: None)
+    assert main(["validate"]) == 2
+    assert "needs PyTorch" in capsys.readouterr().err
+
+
+def test_hardware_profile_is_a_valid_models_profile():
+    hp = prof.hardware_profile(synthetic())
+    again = dataclasses.replace(hp)
+    assert again == hp and all(e > 0 for e in hp.gemm_efficiency)
