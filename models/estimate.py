@@ -116,6 +116,12 @@ def logits_time_s(model: Transformer, km, tokens, tp):
         tokens * model.vocab / tp * LOSS_BYTES_PER_LOGIT, 6)
 
 
+def _kind_ratio(cl: Cluster, kind: str) -> float:
+    """A measured profile's bus bandwidth of ``kind`` relative to all-reduce (1 without one)."""
+    p = cl.profile
+    return p.busbw_ratio(kind) if p is not None and hasattr(p, "busbw_ratio") else 1.0
+
+
 def _bw(cl: Cluster, group, stride):
     """(bus bytes/s, spans nodes) for a group of ``group`` ranks at rank distance ``stride``."""
     gpn = cl.node.nvlink_domain_gpus
@@ -156,16 +162,16 @@ def stage_memory_arrays(model: Transformer, cl: Cluster, a, stage):
     m = a["global_batch_size"] // (a["micro_batch_size"] * a["dp"])
     inflight = mem.inflight_microbatches(stage, pp, a["vpp"], m, a["schedule"])
     acts = inflight * layers * layer_act
-    # during a recomputed backward one layer's full activations exist at once
-    no_rc = {**a, "recompute": np.zeros_like(a["recompute"])}
-    transient = np.where(a["recompute"] == 2, mem.layer_activation_bytes(
-        model, no_rc["micro_batch_size"], model.seq_len, a["tp"], a["sp"], no_rc["recompute"], a["flash"], a["cp"]), 0)
     out_act = np.where(last, mem.output_layer_activation_bytes(
         model, a["micro_batch_size"], model.seq_len, a["tp"], a["sp"], a["cp"]) * np.minimum(inflight, 1 + 0 * m), 0)
-    acts = acts + transient + out_act
-    # ZeRO-3 keeps the gathered weights of the current and the prefetched layer
-    layer_w = (model.attn_params + model.dense_mlp_params) / a["tp"] * mem.BYTES_WEIGHT
-    zero3_buf = np.where(a["zero_stage"] >= 3, 2 * layer_w, 0)
+    # With full recompute the output layer's tensors are freed before the blocks' backward, where
+    # the recomputed layer and its backward's gradients peak instead.
+    bwd_transient = mem.recompute_backward_transient_bytes(
+        model, a["micro_batch_size"], model.seq_len, a["tp"], a["sp"], a["flash"], a["cp"])
+    acts = acts + np.where(a["recompute"] == 2, np.maximum(out_act, bwd_transient), out_act)
+    # ZeRO-3 keeps the gathered weights of the current (and the prefetched) layer
+    zero3_buf = np.where(a["zero_stage"] >= 3, mem.zero3_gather_buffer_bytes(
+        model, a["tp"], a["overlap_param_gather"]), 0)
     tensors = w1 + w2 + g1 + g2 + o1 + o2 + acts + zero3_buf
     other = zero3_buf + mem.FRAMEWORK_OVERHEAD_BYTES + mem.ALLOCATOR_FRAGMENTATION * tensors
     return {"params_bytes": w1 + w2, "grads_bytes": g1 + g2, "optimizer_bytes": o1 + o2,
@@ -214,7 +220,7 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
         a2a = expert.all_to_all_bytes(mb, s, model.hidden, model.top_k, model.capacity_factor, cp, bpe)
         local = coll.ranks_per_node(ep, tp * cp, cl.node.nvlink_domain_gpus)
         ep_layer = moe_frac * expert.all_to_alls_per_moe_layer(rc_full) * coll.all_to_all_time_s(
-            a2a, ep, local, cl.gpu.nvlink_busbw_bytes_per_s, cl.net_bytes_per_s_per_gpu)
+            a2a, ep, local, cl.gpu.nvlink_busbw_bytes_per_s * _kind_ratio(cl, "all_to_all"), cl.net_bytes_per_s_per_gpu)
     else:
         ep_layer = np.zeros_like(tp_layer)
 
@@ -243,8 +249,9 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
     edp = np.maximum(dpcp // ep, 1)
     edp_bw, edp_spans = _bw(cl, edp, tp * ep)
     def dp_coll(kind, n_nonexp, n_exp):  # noqa: E306
-        return (coll.collective_time_s(kind, 2.0 * n_nonexp, dpcp, dp_bw, dp_spans)
-                + coll.collective_time_s(kind, 2.0 * n_exp, edp, edp_bw, edp_spans))
+        r = _kind_ratio(cl, kind)
+        return (coll.collective_time_s(kind, 2.0 * n_nonexp, dpcp, dp_bw * r, dp_spans)
+                + coll.collective_time_s(kind, 2.0 * n_exp, edp, edp_bw * r, edp_spans))
     t_ar = dp_coll("all_reduce", nonexp, exp)
     t_rs = dp_coll("reduce_scatter", nonexp, exp)
     t_ag = dp_coll("all_gather", nonexp, exp)

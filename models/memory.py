@@ -99,10 +99,12 @@ def layer_activation_bytes(model, micro_batch, seq_len, tp, sp, recompute, flash
 
 
 def output_layer_activation_bytes(model, micro_batch, seq_len, tp, sp, cp=1):
-    """Final norm input, output-projection input and fp32 logits for the loss (Korthikanti Sec. 4.3)."""
+    """Final norm input, output-projection input and fp32 logits for the loss (Korthikanti Sec. 4.3),
+    plus the 16-bit logits that live beside their fp32 copy during the loss (measured with the
+    live-tensor tracker of ``clustersim validate``)."""
     s = seq_len / cp
     sbh = s * micro_batch * model.hidden
-    return 4 * sbh / np.where(sp, tp, 1) + 4 * s * micro_batch * model.vocab / tp
+    return 4 * sbh / np.where(sp, tp, 1) + (4 + 2) * s * micro_batch * model.vocab / tp
 
 
 def inflight_microbatches(stage, pp, vpp, num_microbatches, schedule):
@@ -116,3 +118,20 @@ def inflight_microbatches(stage, pp, vpp, num_microbatches, schedule):
     one_f_one_b = np.minimum(pp - stage, m)
     interleaved = np.minimum((pp - stage) * (1 + (pp - 1) / (pp * vpp)), m * 1.0)
     return np.where(schedule == 0, m, np.where(schedule == 2, interleaved, one_f_one_b))
+
+
+def zero3_gather_buffer_bytes(model, tp, prefetch):
+    """16-bit weights of gathered layers a ZeRO-3/FSDP rank holds at once: the current layer,
+    plus the next one when its all-gather is prefetched (overlapped with compute; FSDP's
+    forward/backward prefetch needs a separate CUDA stream, so none on CPU)."""
+    layer_w = (model.attn_params + model.dense_mlp_params) / tp * BYTES_WEIGHT
+    return (1 + np.asarray(prefetch, dtype=float)) * layer_w
+
+
+def recompute_backward_transient_bytes(model, micro_batch, seq_len, tp, sp, flash, cp=1):
+    """Bytes that exist only during one layer's recomputed backward: the layer's full
+    activations (recompute = 0) plus its backward's input and FFN gradients, 2 s b (h/t_sp + f/t)
+    (measured with the live-tensor tracker of ``clustersim validate``)."""
+    s = seq_len / cp
+    full = layer_activation_bytes(model, micro_batch, seq_len, tp, sp, 0, flash, cp)
+    return full + 2 * s * micro_batch * (model.hidden / np.where(sp, tp, 1) + model.ffn_hidden / tp)

@@ -30,6 +30,13 @@ class HardwareProfile:
     kernel_overhead_s: float | None = None    # smallest kernel's time
     allreduce_alpha_s: float | None = None    # fitted per-collective latency
     allreduce_busbw_bytes_per_s: float | None = None  # fitted bus bandwidth (this device's group)
+    collective_busbw_bytes_per_s: tuple = ()  # ((kind, fitted bus bytes/s), ...) for each measured kind
+
+    def busbw_ratio(self, kind: str) -> float:
+        """Measured bus bandwidth of ``kind`` over that of all-reduce (1 when either is unmeasured)."""
+        table = dict(self.collective_busbw_bytes_per_s)
+        ref = table.get("all_reduce") or self.allreduce_busbw_bytes_per_s
+        return table[kind] / ref if ref and table.get(kind) else 1.0
 
     def __post_init__(self) -> None:
         if len(self.gemm_log2_flops) != len(self.gemm_efficiency):

@@ -217,7 +217,7 @@ class LayerCosts:
     logits_s: float               # output layer + loss, fwd + bwd, on the last stage
     flops: float                  # forward FLOPs of one layer on one rank
     act_bytes: float              # activations a layer keeps for backward
-    full_act_bytes: float         # one layer's activations without recompute (transient when recomputed)
+    full_act_bytes: float         # a recomputed layer's activations + its backward's gradients (transient)
     out_act_bytes: float          # output layer's activations (last stage)
     tp_bytes: float               # one TP all-reduce buffer
     cp_fwd_s: float               # exposed CP ring time per layer, forward
@@ -241,7 +241,7 @@ def layer_costs(model: Transformer, cluster: Cluster, plan: Plan) -> LayerCosts:
         f2, b2, r2, g2, _ = (float(x) for x in _layer_times(model, km, a, moe=True))
         fwd, bwd, rcmp, gemms_fwd = [(1 - moe_frac) * x + moe_frac * y for x, y in
                                      ((fwd, f2), (bwd, b2), (rcmp, r2), (gemms_fwd, g2))]
-    flash = plan.attention == "flash"
+    flash = plan.attention in ("flash", "flash1")
     args = (model, mb, s, tp, plan.sp, int(plan.recompute), flash, cp)
     act = float(mem.layer_activation_bytes(*args))
     if model.is_moe:
@@ -253,7 +253,7 @@ def layer_costs(model: Transformer, cluster: Cluster, plan: Plan) -> LayerCosts:
     return LayerCosts(
         fwd_s=fwd, bwd_s=bwd + rcmp, wgrad_s=gemms_fwd, logits_s=_logits_s(model, km, mb * s / cp, tp),
         flops=float((fl.forward_flops(model, mb, s) - fl.logits_flops(model, mb * s)) / model.num_layers / tp),
-        act_bytes=act, full_act_bytes=float(mem.layer_activation_bytes(model, mb, s, tp, plan.sp, 0, flash, cp)),
+        act_bytes=act, full_act_bytes=float(mem.recompute_backward_transient_bytes(model, mb, s, tp, plan.sp, flash, cp)),
         out_act_bytes=float(mem.output_layer_activation_bytes(model, mb, s, tp, plan.sp, cp)),
         tp_bytes=float(tensor.tp_collective_bytes(mb, s, model.hidden, cp, bpe)),
         cp_fwd_s=cp_f, cp_bwd_s=max(0.0, 2 * t_ring - ATTN_BWD_FLOP_RATIO * attn_fwd) + rc_full * cp_f,
@@ -310,7 +310,8 @@ def _chunk_costs(lc: LayerCosts, comms: dict, num_layers: int, last: bool, zb: b
     act = L * lc.act_bytes + (lc.out_act_bytes if last else 0.0)
     f_s = L * lc.fwd_s + (lc.logits_s / 3 if last else 0.0)
     b_s = L * lc.bwd_s + (2 * lc.logits_s / 3 if last else 0.0)
-    transient = lc.full_act_bytes if rc else 0.0
+    # the output layer's tensors are freed before the blocks' backward (models.estimate: max of the two)
+    transient = (max(0.0, lc.full_act_bytes - lc.out_act_bytes) if last else lc.full_act_bytes) if rc else 0.0
     out = {("F", c): OpCost(f_s, L * lc.flops, comm_f, act)}
     if zb:
         w_s = L * lc.wgrad_s
@@ -353,8 +354,8 @@ def _stage_program(model, cluster, plan, pl, links, lc, km, orders, st) -> Stage
     dpcp, edp = comms["dp"][0], comms["edp"][0]
     w1, g1, o1 = (float(x) for x in mem.model_state_bytes(nonexp, dpcp, z))
     w2, g2, o2 = (float(x) for x in mem.model_state_bytes(exp, dpcp / plan.ep, z))
-    layer_w = (model.attn_params + model.dense_mlp_params) / plan.tp * mem.BYTES_WEIGHT
-    static = w1 + g1 + o1 + w2 + g2 + o2 + (2 * layer_w if z >= 3 else 0.0)   # ZeRO-3: current + prefetched layer
+    gathered = float(mem.zero3_gather_buffer_bytes(model, plan.tp, plan.overlap_param_gather)) if z >= 3 else 0.0
+    static = w1 + g1 + o1 + w2 + g2 + o2 + gathered   # ZeRO-3: current (+ prefetched) layer
     opt_params = nonexp / (dpcp if z >= 1 else 1) + exp / (edp if z >= 1 else 1)
     t_opt = float(km.memory_bound(OPTIMIZER_BYTES_PER_PARAM * opt_params, 10))
     param_gather = _dp_comms("all_gather", comms, nonexp, exp, None) if z in (1, 2) else ()

@@ -181,13 +181,21 @@ def measured_iteration_time_s(rec: dict) -> float | None:
     return float(t) if t is not None else None
 
 
-def predict_record(rec: dict) -> dict:
+def predict_record(rec: dict, profile=None) -> dict:
+    """Measured vs predicted for one record; ``profile``: a measured profile dict (or list of them)
+    applied to the records whose GPU it was measured on."""
     out = {"id": rec.get("id", "?"), "reliability": rec.get("reliability"), "group": rec.get("group")}
     measured = measured_iteration_time_s(rec)
     if measured is None:
         return out | {"skipped": "no iteration time stated or derivable in the record"}
     try:
         model, cluster, plan, defaults = record_inputs(rec)
+        if profile is not None:
+            from simulator.calibrate.profile import cluster_with_profile
+            profiled = cluster_with_profile(cluster, profile)
+            if profiled is not cluster:
+                cluster = profiled
+                defaults = [*defaults, "measured profile"]
         est = estimate(model, cluster, plan)
     except (ValueError, KeyError, TypeError) as e:
         return out | {"skipped": f"{type(e).__name__ if isinstance(e, KeyError) else ''}{e}".strip(),
@@ -224,8 +232,14 @@ def summarize(records: list[dict], reliability: str | None = None) -> dict:
             "max_abs_error": float(np.max(errs)), "reliability": reliability or "all"}
 
 
-def predict_runs(path: str | Path) -> dict:
-    records = [predict_record(r) for r in load_runs(path)]
+def predict_runs(path: str | Path, profile: str | Path | None = None) -> dict:
+    """Predict every record of a runs file; ``profile``: a `clustersim calibrate` profile used for
+    the records on the GPU it was measured on."""
+    prof = None
+    if profile is not None:
+        from simulator.calibrate.profile import read_profile
+        prof = read_profile(profile)
+    records = [predict_record(r, prof) for r in load_runs(path)]
     return {"records": records, "summary": summarize(records),
             "summary_high": summarize(records, "high")}
 

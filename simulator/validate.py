@@ -34,6 +34,7 @@ import weakref
 from dataclasses import dataclass
 
 from models.estimate import estimate
+from models.memory import zero3_gather_buffer_bytes
 from models.plan import Plan
 
 ACTIVATION_TOLERANCE = 0.05      # issue 5: predicted peak activation memory within 5% (CPU, CI)
@@ -77,15 +78,18 @@ class RunPlan:
         return (f"{self.impl}-dp{self.dp}{tp}-mb{self.micro_batch_size}-ga{self.num_microbatches}"
                 f"-rc{'full' if self.recompute else 'none'}")
 
-    def plan(self) -> Plan:
-        """The models.plan.Plan clustersim predicts this run with."""
+    def plan(self, device: str = "cpu") -> Plan:
+        """The models.plan.Plan clustersim predicts this run with. Overlap of communication with
+        compute needs separate streams: on CUDA, torch DDP and FSDP overlap gradient reduction
+        with backward (and FSDP prefetches the next layer's all-gather); on CPU each rank's one
+        core runs gloo's communication and the compute in turn, so nothing overlaps."""
         return Plan(dp=self.dp, tp=self.tp, micro_batch_size=self.micro_batch_size,
                     global_batch_size=self.micro_batch_size * self.dp * self.num_microbatches,
                     zero_stage=ZERO_STAGE[self.impl], recompute="full" if self.recompute else "none",
                     dtype="bf16", attention="flash",
-                    # torch DDP and FSDP overlap gradient reduction with backward (and FSDP the
-                    # parameter all-gathers with compute); our ZeRO-1 reduces after backward
-                    overlap_grad_reduce=self.impl in ("ddp", "fsdp"), overlap_param_gather=self.impl == "fsdp")
+                    # our ZeRO-1 reduces after backward
+                    overlap_grad_reduce=self.impl in ("ddp", "fsdp") and device.startswith("cuda"),
+                    overlap_param_gather=self.impl == "fsdp" and device.startswith("cuda"))
 
 
 def default_plans(device: str = "cpu", num_devices: int = 2) -> list[RunPlan]:
@@ -323,16 +327,16 @@ def _measure_plan(cfg, rp: RunPlan, device: str, steps: int, warmup: int, thread
 
 # ------------------------------------------------------------------ prediction and comparison
 
-def predict_plan(cfg, rp: RunPlan, cluster) -> dict:
+def predict_plan(cfg, rp: RunPlan, cluster, device: str = "cpu") -> dict:
     """clustersim's prediction for the run: step time, and peak tensor memory = weights + grads +
     optimizer state + activations (the framework overhead and fragmentation of models.memory
     are left out: neither the CPU tracker nor max_memory_allocated sees them)."""
-    est = estimate(cfg.transformer(), cluster, rp.plan())
+    plan = rp.plan(device)
+    est = estimate(cfg.transformer(), cluster, plan)
     m = est.memory
-    model = cfg.transformer()
-    # ZeRO-3 gathers the current and the prefetched layer's 16-bit weights (models.estimate
-    # counts them in memory.other_bytes as 2 x layer weights / tp x 2 bytes)
-    gathered = 2 * (model.attn_params + model.dense_mlp_params) * 2 if rp.impl == "fsdp" else 0
+    # ZeRO-3's gathered 16-bit layer weights (models.estimate counts them in memory.other_bytes)
+    gathered = float(zero3_gather_buffer_bytes(cfg.transformer(), plan.tp, plan.overlap_param_gather)) \
+        if rp.impl == "fsdp" else 0.0
     act = m.activations_bytes + gathered
     return {"predicted_step_time_s": est.step_time_s,
             "predicted_peak_memory_bytes": m.params_bytes + m.grads_bytes + m.optimizer_bytes + act,
@@ -398,8 +402,8 @@ def validate(cfg=None, plans=None, device: str = "cpu", profile: str | dict | No
             cl = cluster_with_profile(make_cluster(gpu, 1, gpus_per_node=rp.world_size), d)
         else:
             cl = cpu_cluster(d, rp.world_size)
-        pred = predict_plan(cfg, rp, cl)
-        rec = {"plan": rp.name, **dataclasses.asdict(rp), "plan_id": rp.plan().plan_id, **meas, **pred,
+        pred = predict_plan(cfg, rp, cl, device)
+        rec = {"plan": rp.name, **dataclasses.asdict(rp), "plan_id": rp.plan(device).plan_id, **meas, **pred,
                "device": device, "profile": source, "calibration_foreign_cpu_share": d.get("foreign_cpu_share")}
         rec["step_time_error"] = _rel(pred["predicted_step_time_s"], meas["measured_step_time_s"])
         rec["peak_memory_error"] = _rel(pred["predicted_peak_memory_bytes"], meas["measured_peak_memory_bytes"])

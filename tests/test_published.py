@@ -42,3 +42,18 @@ def test_dev_set_high_reliability_error(dev_runs_path):
     s = predict_runs(dev_runs_path)["summary_high"]
     assert s["count"] >= 80 and s["skipped"] == 0
     assert s["mape"] < 0.20
+
+
+def test_published_with_a_measured_profile_changes_only_that_gpu(dev_runs_path, tmp_path):
+    """`published --profile` applies a measured profile to the records on its GPU only."""
+    from tests.test_calibrate import synthetic
+    from simulator.calibrate import profile as prof
+    slow = synthetic("cuda", "NVIDIA A100-SXM4-40GB", gemm_rate=1.5e14, attn_rate=5e13, mem_rate=1e12)
+    p = prof.write_profile(slow, tmp_path / "a100-40.yaml")
+    base = {r["id"]: r for r in predict_runs(dev_runs_path)["records"] if "error" in r}
+    prof_run = {r["id"]: r for r in predict_runs(dev_runs_path, profile=p)["records"] if "error" in r}
+    mpt = [k for k in base if k.startswith("mpt_a100_40g")]
+    sc21 = [k for k in base if k.startswith("megatron_sc21")]
+    assert all(prof_run[k]["predicted_iteration_time_s"] > base[k]["predicted_iteration_time_s"] for k in mpt)
+    assert all("measured profile" in prof_run[k]["defaults"] for k in mpt)
+    assert all(prof_run[k]["predicted_iteration_time_s"] == base[k]["predicted_iteration_time_s"] for k in sc21)

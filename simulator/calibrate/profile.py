@@ -245,13 +245,16 @@ def hardware_profile(d: dict) -> HardwareProfile:
     fwd, bwd = _attention_at(d, peak)
     ops = {o["op"]: o["bytes_per_s"] for o in d.get("memory_ops", [])}
     layer_ops = [ops[k] for k in LAYER_MEMORY_OPS if k in ops]
-    fit = ((d.get("collectives") or {}).get("fit") or {}).get("all_reduce") or {}
+    fits = (d.get("collectives") or {}).get("fit") or {}
+    fit = fits.get("all_reduce") or {}
+    per_kind = tuple((k, float(v["busbw_bytes_per_s"])) for k, v in sorted(fits.items())
+                     if isinstance(v, dict) and v.get("busbw_bytes_per_s"))
     return HardwareProfile(
         device=f"{d['device']['kind']}: {d['device'].get('name')}", source=provenance(d), dtype=dtype,
         peak_flops_per_s=peak, gemm_log2_flops=xs, gemm_efficiency=effs, attn_fwd_efficiency=fwd,
         attn_bwd_efficiency=bwd, memory_bytes_per_s=statistics.median(layer_ops) if layer_ops else None,
         kernel_overhead_s=d.get("kernel_overhead_s"), allreduce_alpha_s=fit.get("alpha_s"),
-        allreduce_busbw_bytes_per_s=fit.get("busbw_bytes_per_s"))
+        allreduce_busbw_bytes_per_s=fit.get("busbw_bytes_per_s"), collective_busbw_bytes_per_s=per_kind)
 
 
 def cpu_gpu_spec(d: dict) -> GpuSpec:
