@@ -62,7 +62,7 @@ NodeStorage = Annotated[float | None, typer.Option(
     "--node-storage-gb-per-s", help="write bandwidth of one node's storage client, GB/s (default 5)")]
 MonteCarlo = Annotated[int, typer.Option("--monte-carlo", help="Monte Carlo trials (0: off)")]
 Seed = Annotated[int, typer.Option("--seed", help="Monte Carlo seed")]
-Stragglers = Annotated[str, typer.Option("--stragglers", help="none | typical (assumed values, see docs/cost.md)")]
+Stragglers = Annotated[str, typer.Option("--stragglers", help="none | typical (assumed values, see README.md, Time to train)")]
 SpeedCv = Annotated[float | None, typer.Option("--gpu-speed-cv", help="persistent per-GPU speed spread")]
 JitterCv = Annotated[float | None, typer.Option("--jitter-cv", help="per-GPU per-iteration time noise")]
 ScenarioOpt = Annotated[Path | None, typer.Option(

@@ -12,7 +12,7 @@ from simulator.montecarlo import TYPICAL_STRAGGLERS, StragglerSpec, max_normal_m
 # (step s, iterations, iterations per checkpoint, checkpoint s, restart s, MTBF s)
 CASES = {
     "frequent-failures": (1.0, 10_000, 100, 10.0, 50.0, 500.0),
-    "llama3-405b-like": (5.085, 929_833, 49, 2.84, 903.0, 11_130.0),   # Llama 3 MTBF 3.1 h, docs/cost.md
+    "llama3-405b-like": (5.085, 929_833, 49, 2.84, 903.0, 11_130.0),   # Llama 3 MTBF 3.1 h, README.md, Time to train
     "long-restarts": (2.0, 50_000, 600, 30.0, 3600.0, 7200.0),
 }
 

@@ -46,8 +46,8 @@ def test_dev_set_high_reliability_error(dev_runs_path):
 
 def test_published_with_a_measured_profile_changes_only_that_gpu(dev_runs_path, tmp_path):
     """`published --profile` applies a measured profile to the records on its GPU only."""
-    from tests.test_calibrate import synthetic
     from simulator.calibrate import profile as prof
+    from tests.test_calibrate import synthetic
     slow = synthetic("cuda", "NVIDIA A100-SXM4-40GB", gemm_rate=1.5e14, attn_rate=5e13, mem_rate=1e12)
     p = prof.write_profile(slow, tmp_path / "a100-40.yaml")
     base = {r["id"]: r for r in predict_runs(dev_runs_path)["records"] if "error" in r}
