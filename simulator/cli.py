@@ -146,12 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, KeyError) as e:
         typer.echo(f"error: {e}", err=True)
         return 2
-    except Exception as e:  # click usage errors and friends
-        import click
-        if isinstance(e, click.exceptions.ClickException):
+    except Exception as e:  # click usage errors (typer may vendor its own click: match by shape)
+        if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             return e.exit_code
-        if isinstance(e, click.exceptions.Abort):
+        if type(e).__name__ == "Abort":
             return 1
         raise
     return 0

@@ -94,3 +94,9 @@ def test_cli_oom_verdict(capsys):
     code, out, _ = run(["estimate", "--model", "llama2-70b", "--gpu", "a100-sxm-40gb", "--nodes", "1",
                         "--global-batch", "8"], capsys)
     assert code == 0 and "OUT OF MEMORY" in out
+
+
+@pytest.mark.parametrize("args", [["schema", "--bogus"], ["estimate", "--tp"], ["nosuchcmd"]])
+def test_cli_usage_errors_are_one_message_not_a_traceback(args, capsys):
+    code, out, err = run(args, capsys)
+    assert code == 2 and "Traceback" not in out + err and "Error" in err
