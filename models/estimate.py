@@ -122,7 +122,7 @@ def _kind_ratio(cl: Cluster, kind: str) -> float:
     return p.busbw_ratio(kind) if p is not None and hasattr(p, "busbw_ratio") else 1.0
 
 
-def _bw(cl: Cluster, group, stride):
+def group_bandwidth(cl: Cluster, group, stride):
     """(bus bytes/s, spans nodes) for a group of ``group`` ranks at rank distance ``stride``."""
     gpn = cl.node.nvlink_domain_gpus
     bw = coll.group_bus_bytes_per_s(group, stride, gpn, cl.gpu.nvlink_busbw_bytes_per_s, cl.net_bytes_per_s_per_gpu)
@@ -204,13 +204,13 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
                                      ((fwd, f2), (bwd, b2), (rcmp, r2), (gemms_fwd, g2))]
 
     # ---- TP / SP collectives: 4 (+2 recompute) all-reduce equivalents per layer
-    tp_bw, tp_spans = _bw(cl, tp, 1)
+    tp_bw, tp_spans = group_bandwidth(cl, tp, 1)
     t_tp = coll.collective_time_s("all_reduce", tensor.tp_collective_bytes(mb, s, model.hidden, cp, bpe),
                                   tp, tp_bw, tp_spans)
     tp_layer = tensor.tp_allreduces_per_layer(rc_full) * t_tp
     tp_layer = np.where(a["overlap_tp_comm"], np.maximum(0, tp_layer - 3 * gemms_fwd), tp_layer)
     # ---- CP ring attention: (c-1) K/V block exchanges per layer, hidden behind attention
-    cp_bw, cp_spans = _bw(cl, cp, tp)
+    cp_bw, cp_spans = group_bandwidth(cl, cp, tp)
     kv = context.kv_block_bytes(mb, s, model.num_kv_heads, model.dh, tp, cp, bpe)
     t_ring = context.ring_steps(cp) * coll.collective_time_s("send_recv", kv, cp, cp_bw, cp_spans)
     cp_layer = np.maximum(0, t_ring - attn_fwd) + np.maximum(0, 2 * t_ring - ATTN_BWD_FLOP_RATIO * attn_fwd)
@@ -237,7 +237,7 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
     # ---- pipeline: bubble and blocking p2p sends
     ratio = pipeline.bubble_ratio(pp, m, vpp, a["schedule"])
     bubble = ratio * m * t_mb_mean
-    pp_bw, pp_spans = _bw(cl, pp, tp * cp * dp)
+    pp_bw, pp_spans = group_bandwidth(cl, pp, tp * cp * dp)
     p2p = coll.collective_time_s("send_recv", pipeline.p2p_bytes_per_microbatch(mb, s, model.hidden, tp, cp, True, bpe),
                                  pp, pp_bw, pp_spans)
     pp_comm = pipeline.num_p2p_on_critical_path(pp, m, vpp) * p2p
@@ -245,9 +245,9 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
     # ---- data parallel / ZeRO on the heaviest stage
     nonexp, exp = _stage_params(model, a, layers_max, pp == 1, True)
     dpcp = dp * cp
-    dp_bw, dp_spans = _bw(cl, dpcp, tp)
+    dp_bw, dp_spans = group_bandwidth(cl, dpcp, tp)
     edp = np.maximum(dpcp // ep, 1)
-    edp_bw, edp_spans = _bw(cl, edp, tp * ep)
+    edp_bw, edp_spans = group_bandwidth(cl, edp, tp * ep)
     def dp_coll(kind, n_nonexp, n_exp):  # noqa: E306
         r = _kind_ratio(cl, kind)
         return (coll.collective_time_s(kind, 2.0 * n_nonexp, dpcp, dp_bw * r, dp_spans)

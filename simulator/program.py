@@ -190,17 +190,6 @@ def link_capacities(cluster: Cluster, pl: Placement) -> dict:
     return caps
 
 
-def _logits_s(model: Transformer, km, tokens, tp) -> float:
-    """Output layer and loss of one micro-batch on the last stage (fwd + bwd), seconds: the
-    analytical model's own helper when it has one, else its formula (3 GEMMs + fp32 loss passes)."""
-    helper = getattr(est_mod, "logits_time_s", None)
-    if helper is not None:
-        return float(helper(model, km, tokens, tp))
-    loss_bytes = getattr(est_mod, "LOSS_BYTES_PER_LOGIT", 40)
-    return float(3 * km.gemm(tokens, model.vocab / tp, model.hidden)
-                 + km.memory_bound(tokens * model.vocab / tp * loss_bytes, 6))
-
-
 def _virtual_layers(num_layers, pp, vpp):
     n = pp * vpp
     counts = [num_layers // n + (v < num_layers % n) for v in range(n)]
@@ -251,7 +240,7 @@ def layer_costs(model: Transformer, cluster: Cluster, plan: Plan) -> LayerCosts:
     t_ring = float(context.ring_steps(cp) * coll.collective_time_s("send_recv", kv, cp, cp_bw, cp_spans))
     cp_f = max(0.0, t_ring - attn_fwd)
     return LayerCosts(
-        fwd_s=fwd, bwd_s=bwd + rcmp, wgrad_s=gemms_fwd, logits_s=_logits_s(model, km, mb * s / cp, tp),
+        fwd_s=fwd, bwd_s=bwd + rcmp, wgrad_s=gemms_fwd, logits_s=float(est_mod.logits_time_s(model, km, mb * s / cp, tp)),
         flops=float((fl.forward_flops(model, mb, s) - fl.logits_flops(model, mb * s)) / model.num_layers / tp),
         act_bytes=act, full_act_bytes=float(mem.recompute_backward_transient_bytes(model, mb, s, tp, plan.sp, flash, cp)),
         out_act_bytes=float(mem.output_layer_activation_bytes(model, mb, s, tp, plan.sp, cp)),
@@ -264,11 +253,10 @@ def layer_costs(model: Transformer, cluster: Cluster, plan: Plan) -> LayerCosts:
 
 
 def _group_bw(cluster: Cluster, stride: int, size: int) -> tuple[float, bool]:
-    """(bus bytes/s, spans nodes) of a group of ``size`` ranks at rank distance ``stride`` (estimate._bw)."""
-    gpn = cluster.node.nvlink_domain_gpus
-    b = coll.group_bus_bytes_per_s(size, stride, gpn, cluster.gpu.nvlink_busbw_bytes_per_s,
-                                   cluster.net_bytes_per_s_per_gpu)
-    return float(b), size > int(coll.ranks_per_node(size, stride, gpn))
+    """(bus bytes/s, spans nodes) of a group of ``size`` ranks at rank distance ``stride``, as the
+    analytical model sees it."""
+    bw, spans = est_mod.group_bandwidth(cluster, size, stride)
+    return float(bw), bool(spans)
 
 
 def _stage_comms(cluster: Cluster, plan: Plan, pl: Placement, links: _Links, lc: LayerCosts, st: int) -> dict:
@@ -276,10 +264,7 @@ def _stage_comms(cluster: Cluster, plan: Plan, pl: Placement, links: _Links, lc:
     tp, cp, pp, ep = plan.tp, plan.cp, plan.pp, plan.ep
     dpcp = plan.dp * cp
     edp = max(dpcp // ep, 1)
-    if hasattr(coll, "all_to_all_time_s"):
-        ep1 = _ep_comm(cluster, lc.a2a_bytes, ep, tp * cp, links.per_rank_nic(st), links.group(st, "dp", 1))
-    else:
-        ep1 = _comm("ep", "all_to_all", lc.a2a_bytes, ep, *_group_bw(cluster, tp * cp, ep), links.group(st, "dp", ep))
+    ep1 = _ep_comm(cluster, lc.a2a_bytes, ep, tp * cp, links.per_rank_nic(st), links.group(st, "dp", 1))
     pp_bw = _group_bw(cluster, pl.stride("pp"), pp)
     return {
         "tp": _comm("tp", "all_reduce", lc.tp_bytes, tp, *_group_bw(cluster, pl.stride("tp"), tp),
