@@ -12,7 +12,7 @@ from pathlib import Path
 import streamlit as st
 
 import simulator as cs
-from models.cost import run_figures
+from models.cost import time_to_train
 from simulator import GPUS, NODES, PRESETS, Cluster, Plan, Transformer, estimate
 
 MAX_PLANS = 5
@@ -53,12 +53,18 @@ class Setup:
 # ------------------------------------------------------------------ cached pure wrappers
 @st.cache_data(max_entries=1024, show_spinner=False)
 def evaluate(model: Transformer, cluster: Cluster, plan: Plan, tokens: float) -> dict:
-    """{"est": StepEstimate, "run": {time_to_train_s, gpu_hours, cost_usd, energy_kwh}} or {"errors": [...]}."""
+    """{"est": StepEstimate, "run": {...}} or {"errors": [...]}. The run figures count failures,
+    checkpoints and restarts (models.cost.time_to_train, default reliability spec, optimal
+    checkpoint interval); ``failure_free_*`` keys keep the figures without them."""
     try:
         est = estimate(model, cluster, plan)
     except ValueError as e:  # PlanError (a ValueError) lists every reason
         return {"errors": list(getattr(e, "errors", [str(e)]))}
-    run = run_figures(cluster, est.step_time_s, est.num_gpus, tokens, plan.global_batch_size, model.seq_len, est.mfu)
+    tr = time_to_train(model, cluster, plan, tokens, est=est)
+    run = {"time_to_train_s": tr.time_to_train_s, "gpu_hours": tr.gpu_hours, "cost_usd": tr.cost_usd,
+           "energy_kwh": tr.energy_kwh, "goodput": tr.goodput, "expected_failures": tr.expected_failures,
+           "checkpoint_interval_s": tr.checkpoint_interval_s, "failure_free_time_to_train_s": tr.failure_free_s,
+           "failure_free_cost_usd": tr.failure_free_cost_usd}
     return {"est": est, "run": {k: float(v) for k, v in run.items()}}
 
 
@@ -153,7 +159,8 @@ def result_row(item: dict) -> dict:
         "tflops_per_gpu": est.tflops_per_gpu, "peak_memory_gib": est.peak_memory_bytes / 2**30, "fits": est.fits,
         "time_to_train_days": run.get("time_to_train_s", float("nan")) / 86400,
         "gpu_hours": run.get("gpu_hours", float("nan")), "cost_usd": run.get("cost_usd", float("nan")),
-        "energy_mwh": run.get("energy_kwh", float("nan")) / 1e3, "num_gpus": est.num_gpus,
+        "energy_mwh": run.get("energy_kwh", float("nan")) / 1e3, "goodput": run.get("goodput", float("nan")),
+        "checkpoint_interval_min": run.get("checkpoint_interval_s", float("nan")) / 60, "num_gpus": est.num_gpus,
         "num_microbatches": est.num_microbatches, "error": "",
     }
 

@@ -68,8 +68,10 @@ def plan_metrics(item: dict) -> None:
     b.metric("Memory", mem, delta="fits" if est.fits else "OOM", delta_color="normal" if est.fits else "inverse")
     if run:
         a, b = st.columns(2)
-        a.metric("Time to train", fmt_time(run["time_to_train_s"]))
-        b.metric("Cost", f"${run['cost_usd']:,.0f}")
+        a.metric("Time to train", fmt_time(run["time_to_train_s"]),
+                  help=f"with failures and checkpoints (goodput {run.get('goodput', 1):.1%}); "
+                       f"failure-free {fmt_time(run.get('failure_free_time_to_train_s', run['time_to_train_s']))}")
+        b.metric("Cost", f"${run['cost_usd']:,.0f}", help="GPU-hours x price, failures and checkpoints included")
 
 
 def results_table(items: list[dict]) -> pd.DataFrame:
@@ -84,6 +86,8 @@ def results_table(items: list[dict]) -> pd.DataFrame:
         "cost_usd": st.column_config.NumberColumn("cost (USD)", format="%.0f"),
         "gpu_hours": st.column_config.NumberColumn("GPU-hours", format="%.0f"),
         "energy_mwh": st.column_config.NumberColumn("energy (MWh)", format="%.1f"),
+        "goodput": st.column_config.ProgressColumn("goodput", format="percent", min_value=0, max_value=1),
+        "checkpoint_interval_min": st.column_config.NumberColumn("checkpoint every (min)", format="%.1f"),
     })
     return df
 
