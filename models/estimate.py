@@ -51,7 +51,7 @@ DP_BUCKET_BYTES = 40e6 * 2
 
 PLAN_FIELDS = ("dp", "tp", "pp", "cp", "ep", "vpp", "micro_batch_size", "global_batch_size", "sp",
                "zero_stage", "recompute", "schedule", "flash", "flash1", "overlap_grad_reduce",
-               "overlap_param_gather", "overlap_tp_comm")
+               "overlap_param_gather", "overlap_tp_comm", "overlap_ep_comm")
 
 
 def _stage_layers(num_layers, pp, which):
@@ -221,6 +221,10 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
         local = coll.ranks_per_node(ep, tp * cp, cl.node.nvlink_domain_gpus)
         ep_layer = moe_frac * expert.all_to_alls_per_moe_layer(rc_full) * coll.all_to_all_time_s(
             a2a, ep, local, cl.gpu.nvlink_busbw_bytes_per_s * _kind_ratio(cl, "all_to_all"), cl.net_bytes_per_s_per_gpu)
+        # Overlapped dispatch/combine (DeepSeek-V3 DualPipe, Sec. 3.2.1; Megatron-Core a2a overlap) hides the
+        # all-to-alls behind the other micro-batch's layer compute; only what exceeds it stays exposed.
+        overlap_ep = np.asarray(a.get("overlap_ep_comm", False))
+        ep_layer = np.where(overlap_ep, np.maximum(0.0, ep_layer - (fwd + bwd + rcmp)), ep_layer)
     else:
         ep_layer = np.zeros_like(tp_layer)
 

@@ -61,6 +61,7 @@ class Plan:
     overlap_grad_reduce: bool = True  # DP gradient reduction overlapped with backward
     overlap_param_gather: bool = True  # ZeRO parameter all-gather overlapped with compute
     overlap_tp_comm: bool = False     # TP/SP collectives overlapped with GEMMs
+    overlap_ep_comm: bool = False     # EP all-to-alls overlapped with another micro-batch's compute (DualPipe)
 
     def __post_init__(self) -> None:
         for f in ("dp", "tp", "pp", "cp", "ep", "vpp", "micro_batch_size", "global_batch_size"):

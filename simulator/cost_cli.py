@@ -28,6 +28,7 @@ from simulator.cli import (
     Model,
     Node,
     Nodes,
+    OverlapEP,
     OverlapGrad,
     OverlapParam,
     OverlapTP,
@@ -166,8 +167,9 @@ def register(app: typer.Typer) -> None:
                        seq_len: SeqLen = None, sp: SP = False, recompute: Recompute = "none", zero: Zero = 0,
                        schedule: Sched = None, dtype: Dtype = "bf16", attention: Attention = "flash",
                        overlap_grad_reduce: OverlapGrad = True, overlap_param_gather: OverlapParam = True,
-                       overlap_tp_comm: OverlapTP = False, price_per_gpu_hour: Price = None, profile: Profile = None,
-                       tokens: Tokens = None, checkpoint_interval: Interval = "optimal",
+                       overlap_tp_comm: OverlapTP = False, overlap_ep_comm: OverlapEP = False,
+                       price_per_gpu_hour: Price = None, profile: Profile = None, tokens: Tokens = None,
+                       checkpoint_interval: Interval = "optimal",
                        async_checkpoint: AsyncCkpt = False, gpu_failure_rate: GpuRate = None,
                        node_failure_rate: NodeRate = None, job_failure_rate: JobRate = None, mtbf_hours: Mtbf = None,
                        detect_s: Detect = None, restart_s: Restart = None, storage_gb_per_s: Storage = None,
@@ -191,7 +193,8 @@ def register(app: typer.Typer) -> None:
                                     global_batch=global_batch, seq_len=seq_len, sp=sp, recompute=recompute,
                                     zero=zero, schedule=schedule, dtype=dtype, attention=attention,
                                     overlap_grad_reduce=overlap_grad_reduce, overlap_param_gather=overlap_param_gather,
-                                    overlap_tp_comm=overlap_tp_comm, price_per_gpu_hour=price_per_gpu_hour,
+                                    overlap_tp_comm=overlap_tp_comm, overlap_ep_comm=overlap_ep_comm,
+                                    price_per_gpu_hour=price_per_gpu_hour,
                                     profile=profile)
             m, cl, plan = inp.model, inp.cluster, inp.plan
         if monte_carlo < 0:

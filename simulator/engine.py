@@ -213,7 +213,8 @@ def _compute(env, sim: Sim, sp: StageProgram, op: tuple, grads: bool, buckets: l
     t0, dur = env.now, cost.compute_s * sim.slowdown[s]
     act[0] += max(cost.act_bytes, 0.0)
     sim.memory.append((s, t0, act[0] + cost.transient_bytes))
-    hidden = tuple(cm for cm in cost.comms if cm.kind == "tp") if sim.program.overlap_tp_comm else ()
+    hidden_kinds = {k for k, on in (("tp", sim.program.overlap_tp_comm), ("ep", sim.program.overlap_ep_comm)) if on}
+    hidden = tuple(cm for cm in cost.comms if cm.kind in hidden_kinds)
     inline = tuple(cm for cm in cost.comms if cm not in hidden)
     overlapped = env.process(_comms(env, sim, s, hidden, j, layer)) if hidden else None
     if grads:

@@ -56,7 +56,7 @@ BREAKDOWN_TERMS = {"compute_s": "compute", "bubble_s": "pipeline bubble",
                    "exposed_dp_comm_s": "exposed DP/ZeRO communication"}
 PLAN_COLUMNS = ("num_nodes", "dp", "tp", "pp", "cp", "ep", "vpp", "micro_batch_size", "global_batch_size", "sp",
                 "zero_stage", "recompute", "schedule", "dtype", "attention", "overlap_grad_reduce",
-                "overlap_param_gather", "overlap_tp_comm")
+                "overlap_param_gather", "overlap_tp_comm", "overlap_ep_comm")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +69,7 @@ class Training:
     overlap_grad_reduce: bool = True       # DP gradient reduction overlapped with backward
     overlap_param_gather: bool = True      # ZeRO parameter all-gather overlapped with compute
     overlap_tp_comm: bool = False          # TP collectives overlapped with GEMMs
+    overlap_ep_comm: bool = False          # MoE all-to-alls overlapped with another micro-batch's compute
     failures: bool = False                 # run figures with failures, checkpoints, restarts (models.cost)
 
     def __post_init__(self) -> None:
@@ -211,7 +212,7 @@ def _scalar_fields(training: Training) -> dict:
     base = plan_arrays(Plan(global_batch_size=training.global_batch_size, dtype=training.dtype,
                             attention=training.attention, overlap_grad_reduce=training.overlap_grad_reduce,
                             overlap_param_gather=training.overlap_param_gather,
-                            overlap_tp_comm=training.overlap_tp_comm))
+                            overlap_tp_comm=training.overlap_tp_comm, overlap_ep_comm=training.overlap_ep_comm))
     return {k: v for k, v in base.items() if k not in GRID_FIELDS}
 
 
@@ -435,7 +436,7 @@ def _plan(training: Training, row) -> Plan:
                 sp=bool(row.sp), zero_stage=int(row.zero_stage), recompute=int(row.recompute),
                 schedule=int(row.schedule), dtype=training.dtype, attention=training.attention,
                 overlap_grad_reduce=training.overlap_grad_reduce, overlap_param_gather=training.overlap_param_gather,
-                overlap_tp_comm=training.overlap_tp_comm)
+                overlap_tp_comm=training.overlap_tp_comm, overlap_ep_comm=training.overlap_ep_comm)
 
 
 def plan_fields(plan: Plan, num_nodes: int) -> dict:

@@ -98,6 +98,7 @@ class Program:
     overlap_param_gather: bool
     first_fwd_s: float                          # one micro-batch's forward on a stage (hides the param gather)
     notes: tuple = field(default_factory=tuple)
+    overlap_ep_comm: bool = False               # EP all-to-alls run beside compute (hidden unless longer)
 
 
 def memory_total_bytes(static_bytes, act_bytes):
@@ -361,7 +362,7 @@ def build_program(model: Transformer, cluster: Cluster, plan: Plan, placement_or
     first_fwd = max(sum(sp.costs[("F", c)].compute_s for c in range(plan.vpp)) for sp in stages)
     return Program(stages, plan.pp, plan.vpp, plan.num_microbatches,
                    ("gpipe", "1f1b", "interleaved", "zb-h1")[int(plan.schedule)],
-                   plan.overlap_tp_comm, plan.overlap_param_gather, first_fwd)
+                   plan.overlap_tp_comm, plan.overlap_param_gather, first_fwd, overlap_ep_comm=plan.overlap_ep_comm)
 
 
 def uniform_program(schedule: str, pp: int, num_microbatches: int, vpp: int = 1, t_f_s: float = 1.0,

@@ -70,6 +70,7 @@ class TrainingSpec:
     overlap_grad_reduce: bool = _f("DP gradient reduction overlapped with backward", "bool", True)
     overlap_param_gather: bool = _f("ZeRO parameter all-gather overlapped with compute", "bool", True)
     overlap_tp_comm: bool = _f("TP/SP collectives overlapped with GEMMs", "bool", False)
+    overlap_ep_comm: bool = _f("MoE all-to-alls overlapped with another micro-batch's compute (DualPipe)", "bool", False)
     failures: bool = _f("time to train, cost and energy with failures, checkpoints and restarts (Llama 3 failure "
                         "rates; adds goodput, expected_failures) instead of failure-free", "bool", False)
 
@@ -393,7 +394,8 @@ def plan_from_spec(spec: dict, model: Transformer, cluster: Cluster, training: T
                 sp=spec.get("sp", False), zero_stage=spec.get("zero_stage", 0), recompute=spec.get("recompute", "none"),
                 schedule=spec.get("schedule") or ("interleaved" if vpp > 1 else "1f1b"), dtype=training.dtype,
                 attention=training.attention, overlap_grad_reduce=training.overlap_grad_reduce,
-                overlap_param_gather=training.overlap_param_gather, overlap_tp_comm=training.overlap_tp_comm)
+                overlap_param_gather=training.overlap_param_gather, overlap_tp_comm=training.overlap_tp_comm,
+                overlap_ep_comm=training.overlap_ep_comm)
 
 
 def _plan_rows(scn: Scenario) -> list[tuple[str, int, dict]]:
@@ -487,7 +489,7 @@ def _search_rows(scn, model, cluster, ctx, sim, mode) -> list[dict]:
     t = scn.training
     training = Training(global_batch_size=t.global_batch_size, dtype=t.dtype, tokens=t.tokens, attention=t.attention,
                         overlap_grad_reduce=t.overlap_grad_reduce, overlap_param_gather=t.overlap_param_gather,
-                        overlap_tp_comm=t.overlap_tp_comm, failures=t.failures)
+                        overlap_tp_comm=t.overlap_tp_comm, overlap_ep_comm=t.overlap_ep_comm, failures=t.failures)
     try:
         res = search(model, cluster, training, cons, objective=s.objective or scn.objective, top=s.top,
                      backend=s.backend, simulate_top=s.simulate_top)

@@ -80,3 +80,15 @@ def test_array_path_equals_scalar_path():
         e = estimate(MODEL, CLUSTER, p)
         assert arr["step_time_s"][i] == pytest.approx(e.step_time_s, rel=1e-9)
         assert arr["peak_memory_bytes"][i] == pytest.approx(e.peak_memory_bytes, rel=1e-9)
+
+
+def test_overlapped_ep_comm_only_hides_what_compute_covers():
+    """DualPipe-style overlap (DeepSeek-V3 Sec. 3.2.1) never makes EP traffic negative and never adds time."""
+    from models.transformer import get_model as gm
+    m, c = gm("mixtral-8x22b"), make_cluster("h100-sxm-80gb", 8)
+    base = dict(dp=8, tp=2, pp=4, ep=8, micro_batch_size=1, global_batch_size=256, sp=True, zero_stage=1)
+    plain = estimate(m, c, Plan(**base))
+    hidden = estimate(m, c, Plan(overlap_ep_comm=True, **base))
+    assert plain.exposed_comm_by_kind_s["ep"] > 0
+    assert 0 <= hidden.exposed_comm_by_kind_s["ep"] < plain.exposed_comm_by_kind_s["ep"]
+    assert hidden.step_time_s < plain.step_time_s and hidden.compute_s == pytest.approx(plain.compute_s)

@@ -29,7 +29,7 @@ DEFAULT_INPUTS = {"in_source": "preset", "in_preset": "llama2-7b", "in_edit": Fa
                   "in_nodes": 2, "in_node": "auto", "in_nic_gbit": 0.0, "in_oversub": 1.0,
                   "in_gpn": 0, "in_pue": 1.2, "in_global_batch": 256, "in_dtype": "bf16", "in_tokens_b": 1000.0,
                   "in_attention": "flash", "in_overlap_grad_reduce": True, "in_overlap_param_gather": True,
-                  "in_overlap_tp_comm": False}
+                  "in_overlap_tp_comm": False, "in_overlap_ep_comm": False}
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +41,7 @@ class Training:
     overlap_grad_reduce: bool = True
     overlap_param_gather: bool = True
     overlap_tp_comm: bool = False
+    overlap_ep_comm: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +129,7 @@ def build_plan(spec: dict, setup: Setup) -> Plan:
                 sp=bool(spec["sp"]), zero_stage=int(spec["zero_stage"]), recompute=spec["recompute"],
                 schedule=spec["schedule"], dtype=tr.dtype, attention=tr.attention,
                 overlap_grad_reduce=tr.overlap_grad_reduce, overlap_param_gather=tr.overlap_param_gather,
-                overlap_tp_comm=tr.overlap_tp_comm)
+                overlap_tp_comm=tr.overlap_tp_comm, overlap_ep_comm=tr.overlap_ep_comm)
 
 
 def plan_results(setup: Setup) -> list[dict]:
@@ -230,7 +231,8 @@ def training_inputs() -> Training:
     og = st.toggle("Overlap DP gradient reduction", key="in_overlap_grad_reduce")
     opg = st.toggle("Overlap ZeRO parameter gather", key="in_overlap_param_gather")
     otp = st.toggle("Overlap TP communication", key="in_overlap_tp_comm")
-    return Training(gb, float(tokens_b) * 1e9, dtype, attention, og, opg, otp)
+    oep = st.toggle("Overlap MoE all-to-all (DualPipe)", key="in_overlap_ep_comm")
+    return Training(gb, float(tokens_b) * 1e9, dtype, attention, og, opg, otp, oep)
 
 
 def sidebar() -> Setup | None:
@@ -270,7 +272,7 @@ def scenario_dict(setup: Setup, plans: list[dict]) -> dict:
     training = {"global_batch_size": tr.global_batch_size, "seq_len": m.seq_len, "dtype": tr.dtype,
                 "tokens": tr.tokens, "price_per_gpu_hour": cl.price_per_gpu_hour_usd, "attention": tr.attention,
                 "overlap_grad_reduce": tr.overlap_grad_reduce, "overlap_param_gather": tr.overlap_param_gather,
-                "overlap_tp_comm": tr.overlap_tp_comm}
+                "overlap_tp_comm": tr.overlap_tp_comm, "overlap_ep_comm": tr.overlap_ep_comm}
     out_plans = []
     for i, spec in enumerate(plans):
         p = {"name": f"P{i + 1}", "tp": int(spec["tp"]), "pp": int(spec["pp"])}
@@ -307,7 +309,8 @@ def inputs_from_scenario(scn) -> tuple[dict, list[dict], object | None, list[str
                 in_nic_gbit=float(c.nic_gbit_per_s or 0.0), in_gpn=int(c.gpus_per_node or 0), in_pue=float(c.pue),
                 in_global_batch=int(tr.global_batch_size), in_dtype=tr.dtype, in_attention=tr.attention,
                 in_overlap_grad_reduce=bool(tr.overlap_grad_reduce),
-                in_overlap_param_gather=bool(tr.overlap_param_gather), in_overlap_tp_comm=bool(tr.overlap_tp_comm))
+                in_overlap_param_gather=bool(tr.overlap_param_gather), in_overlap_tp_comm=bool(tr.overlap_tp_comm),
+                in_overlap_ep_comm=bool(tr.overlap_ep_comm))
     if tr.tokens:
         vals["in_tokens_b"] = float(tr.tokens) / 1e9
     if tr.price_per_gpu_hour is not None:

@@ -95,7 +95,8 @@ try:
     tr = setup.training
     training = planner.Training(global_batch_size=tr.global_batch_size, dtype=tr.dtype, tokens=tr.tokens,
                                 attention=tr.attention, overlap_grad_reduce=tr.overlap_grad_reduce,
-                                overlap_param_gather=tr.overlap_param_gather, overlap_tp_comm=tr.overlap_tp_comm)
+                                overlap_param_gather=tr.overlap_param_gather, overlap_tp_comm=tr.overlap_tp_comm,
+                                overlap_ep_comm=tr.overlap_ep_comm)
     constraints = planner.Constraints(tp=tuple(tp) or None, pp=tuple(pp) or None, zero_stage=tuple(zero) or None,
                                       num_nodes=tuple(nodes) or None, max_memory_fraction=float(mem_frac))
 except ValueError as e:
