@@ -34,9 +34,11 @@ def ranks_per_node(group_size, stride, gpus_per_node):
     return np.maximum(1, np.minimum(group_size, gpus_per_node // np.minimum(stride, gpus_per_node)))
 
 
-def group_bus_bytes_per_s(group_size, stride, gpus_per_node, nvlink_busbw_bytes_per_s, net_bytes_per_s_per_gpu):
-    """Bus bandwidth a collective sees in bytes/s: NVLink inside a node, else the group's NICs on a node."""
-    local = ranks_per_node(group_size, stride, gpus_per_node)
+def group_bus_bytes_per_s(group_size, stride, gpus_per_node, nvlink_busbw_bytes_per_s, net_bytes_per_s_per_gpu,
+                          local=None):
+    """Bus bandwidth a collective sees in bytes/s: NVLink inside a node, else the group's NICs on a node.
+    ``local``: members per node when the group spans several dimensions (default: from ``stride``)."""
+    local = ranks_per_node(group_size, stride, gpus_per_node) if local is None else local
     spans_nodes = group_size > local
     return np.where(spans_nodes, np.minimum(nvlink_busbw_bytes_per_s, local * net_bytes_per_s_per_gpu),
                     nvlink_busbw_bytes_per_s)

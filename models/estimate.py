@@ -23,7 +23,7 @@ from models import flops as fl
 from models import memory as mem
 from models.hardware import Cluster
 from models.parallel import context, expert, pipeline, tensor
-from models.plan import DTYPE_BYTES, Plan, check_plan
+from models.plan import DTYPE_BYTES, PLACEMENT_DIMS, PLACEMENTS, Plan, check_plan
 from models.profile import kernel_model
 from models.transformer import Transformer
 
@@ -51,7 +51,25 @@ DP_BUCKET_BYTES = 40e6 * 2
 
 PLAN_FIELDS = ("dp", "tp", "pp", "cp", "ep", "vpp", "micro_batch_size", "global_batch_size", "sp",
                "zero_stage", "recompute", "schedule", "flash", "flash1", "overlap_grad_reduce",
-               "overlap_param_gather", "overlap_tp_comm", "overlap_ep_comm")
+               "overlap_param_gather", "overlap_tp_comm", "overlap_ep_comm", "placement")
+
+# _PRECEDES[code, i, j]: in placement PLACEMENTS[code], dimension j sits inside dimension i.
+_PRECEDES = np.array([[[o.index(dj) < o.index(di) for dj in PLACEMENT_DIMS] for di in PLACEMENT_DIMS]
+                      for o in (p.split("-") for p in PLACEMENTS)])
+
+
+def placement_strides(code, tp, cp, dp, pp):
+    """Rank distance between neighbours along tp, cp, dp, pp (arrays ok) for placement ``code``
+    (an index into models.plan.PLACEMENTS): the product of the sizes of the dimensions inside it.
+
+    >>> [int(x) for x in placement_strides(0, 8, 2, 4, 16)]  # Megatron order: tp, cp, dp, pp
+    [1, 8, 16, 64]
+    >>> [int(x) for x in placement_strides(PLACEMENTS.index("dp-tp-cp-pp"), 8, 2, 4, 16)]
+    [4, 32, 1, 64]
+    """
+    sizes = np.stack(np.broadcast_arrays(tp, cp, dp, pp), axis=-1)
+    prec = _PRECEDES[np.asarray(code)]
+    return tuple(np.moveaxis(np.prod(np.where(prec, sizes[..., None, :], 1), axis=-1), -1, 0))
 
 
 def _stage_layers(num_layers, pp, which):
@@ -122,11 +140,14 @@ def _kind_ratio(cl: Cluster, kind: str) -> float:
     return p.busbw_ratio(kind) if p is not None and hasattr(p, "busbw_ratio") else 1.0
 
 
-def group_bandwidth(cl: Cluster, group, stride):
-    """(bus bytes/s, spans nodes) for a group of ``group`` ranks at rank distance ``stride``."""
+def group_bandwidth(cl: Cluster, group, stride, local=None):
+    """(bus bytes/s, spans nodes) for a group of ``group`` ranks at rank distance ``stride``, or with
+    ``local`` members per node (a group over several placement dimensions, e.g. dp x cp)."""
     gpn = cl.node.nvlink_domain_gpus
-    bw = coll.group_bus_bytes_per_s(group, stride, gpn, cl.gpu.nvlink_busbw_bytes_per_s, cl.net_bytes_per_s_per_gpu)
-    return bw, group > coll.ranks_per_node(group, stride, gpn)
+    local = coll.ranks_per_node(group, stride, gpn) if local is None else local
+    bw = coll.group_bus_bytes_per_s(group, stride, gpn, cl.gpu.nvlink_busbw_bytes_per_s, cl.net_bytes_per_s_per_gpu,
+                                    local)
+    return bw, group > local
 
 
 def _stage_params(model: Transformer, a, layers, first, last):
@@ -203,14 +224,20 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
         fwd, bwd, rcmp, gemms_fwd = [(1 - moe_frac) * x + moe_frac * y for x, y in
                                      ((fwd, f2), (bwd, b2), (rcmp, r2), (gemms_fwd, g2))]
 
+    # ---- rank placement: how far apart the members of each group sit (which share a node)
+    s_tp, s_cp, s_dp, s_pp = placement_strides(a.get("placement", 0), tp, cp, dp, pp)
+    gpn = cl.node.nvlink_domain_gpus
+    # gradients reduce over the dp x cp ranks: their members per node multiply (strides nest)
+    dpcp_local = coll.ranks_per_node(cp, s_cp, gpn) * coll.ranks_per_node(dp, s_dp, gpn)
+
     # ---- TP / SP collectives: 4 (+2 recompute) all-reduce equivalents per layer
-    tp_bw, tp_spans = group_bandwidth(cl, tp, 1)
+    tp_bw, tp_spans = group_bandwidth(cl, tp, s_tp)
     t_tp = coll.collective_time_s("all_reduce", tensor.tp_collective_bytes(mb, s, model.hidden, cp, bpe),
                                   tp, tp_bw, tp_spans)
     tp_layer = tensor.tp_allreduces_per_layer(rc_full) * t_tp
     tp_layer = np.where(a["overlap_tp_comm"], np.maximum(0, tp_layer - 3 * gemms_fwd), tp_layer)
     # ---- CP ring attention: (c-1) K/V block exchanges per layer, hidden behind attention
-    cp_bw, cp_spans = group_bandwidth(cl, cp, tp)
+    cp_bw, cp_spans = group_bandwidth(cl, cp, s_cp)
     kv = context.kv_block_bytes(mb, s, model.num_kv_heads, model.dh, tp, cp, bpe)
     t_ring = context.ring_steps(cp) * coll.collective_time_s("send_recv", kv, cp, cp_bw, cp_spans)
     cp_layer = np.maximum(0, t_ring - attn_fwd) + np.maximum(0, 2 * t_ring - ATTN_BWD_FLOP_RATIO * attn_fwd)
@@ -218,7 +245,7 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
     # ---- EP all-to-alls: 4 (+2) per MoE layer, not overlapped
     if model.is_moe:
         a2a = expert.all_to_all_bytes(mb, s, model.hidden, model.top_k, model.capacity_factor, cp, bpe)
-        local = coll.ranks_per_node(ep, tp * cp, cl.node.nvlink_domain_gpus)
+        local = coll.ranks_per_node(ep, s_dp, cl.node.nvlink_domain_gpus)   # EP groups: consecutive DP ranks
         ep_layer = moe_frac * expert.all_to_alls_per_moe_layer(rc_full) * coll.all_to_all_time_s(
             a2a, ep, local, cl.gpu.nvlink_busbw_bytes_per_s * _kind_ratio(cl, "all_to_all"), cl.net_bytes_per_s_per_gpu)
         # Overlapped dispatch/combine (DeepSeek-V3 DualPipe, Sec. 3.2.1; Megatron-Core a2a overlap) hides the
@@ -241,7 +268,7 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
     # ---- pipeline: bubble and blocking p2p sends
     ratio = pipeline.bubble_ratio(pp, m, vpp, a["schedule"])
     bubble = ratio * m * t_mb_mean
-    pp_bw, pp_spans = group_bandwidth(cl, pp, tp * cp * dp)
+    pp_bw, pp_spans = group_bandwidth(cl, pp, s_pp)
     p2p = coll.collective_time_s("send_recv", pipeline.p2p_bytes_per_microbatch(mb, s, model.hidden, tp, cp, True, bpe),
                                  pp, pp_bw, pp_spans)
     pp_comm = pipeline.num_p2p_on_critical_path(pp, m, vpp) * p2p
@@ -249,9 +276,9 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
     # ---- data parallel / ZeRO on the heaviest stage
     nonexp, exp = _stage_params(model, a, layers_max, pp == 1, True)
     dpcp = dp * cp
-    dp_bw, dp_spans = group_bandwidth(cl, dpcp, tp)
+    dp_bw, dp_spans = group_bandwidth(cl, dpcp, s_dp, dpcp_local)
     edp = np.maximum(dpcp // ep, 1)
-    edp_bw, edp_spans = group_bandwidth(cl, edp, tp * ep)
+    edp_bw, edp_spans = group_bandwidth(cl, edp, s_dp * ep)
     def dp_coll(kind, n_nonexp, n_exp):  # noqa: E306
         r = _kind_ratio(cl, kind)
         return (coll.collective_time_s(kind, 2.0 * n_nonexp, dpcp, dp_bw * r, dp_spans)
@@ -377,6 +404,7 @@ def plan_arrays(plan: Plan) -> dict:
     d["zero_stage"], d["recompute"], d["schedule"] = int(plan.zero_stage), int(plan.recompute), int(plan.schedule)
     d["flash"] = plan.attention in ("flash", "flash1")
     d["flash1"] = plan.attention == "flash1"
+    d["placement"] = PLACEMENTS.index(plan.placement)
     return d
 
 
@@ -415,9 +443,10 @@ def _warnings(model, cluster, plan, est: StepEstimate, f) -> list[str]:
                  f"{cluster.gpu.hbm_bytes / 2**30:.0f} GiB; try recompute, ZeRO, more tp/pp, or a smaller micro-batch")
     elif est.peak_memory_bytes > 0.9 * cluster.gpu.hbm_bytes:
         w.append("memory: peak above 90% of HBM; fragmentation may cause OOM in practice")
-    if plan.tp > cluster.node.nvlink_domain_gpus:
-        w.append(f"tp: tp={plan.tp} spans more than one NVLink domain ({cluster.node.nvlink_domain_gpus} GPUs): "
-                 "TP traffic crosses the network")
+    s_tp = int(placement_strides(PLACEMENTS.index(plan.placement), plan.tp, plan.cp, plan.dp, plan.pp)[0])
+    if plan.tp > 1 and plan.tp * s_tp > cluster.node.nvlink_domain_gpus:
+        w.append(f"tp: the tp={plan.tp} group (placement {plan.placement}) spans more than one NVLink domain "
+                 f"({cluster.node.nvlink_domain_gpus} GPUs): TP traffic crosses the network")
     if model.num_layers % (plan.pp * plan.vpp):
         w.append(f"pp: {model.num_layers} layers do not split evenly over pp*vpp={plan.pp * plan.vpp}; "
                  "early stages get one more layer")

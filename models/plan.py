@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from itertools import permutations
 
 
 class ZeroStage(IntEnum):
@@ -31,6 +32,23 @@ SCHEDULE_NAMES = {"gpipe": Schedule.GPIPE, "1f1b": Schedule.ONE_F_ONE_B,
                   "interleaved": Schedule.INTERLEAVED, "zb-h1": Schedule.ZERO_BUBBLE}
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp8": 1}
 ATTENTION_KERNELS = ("flash", "flash1", "unfused")
+# Rank placement: the order of the parallel dimensions from innermost (consecutive ranks, on
+# NVLink) to outermost. Megatron's default puts TP innermost, then CP, DP, PP (EP inside DP).
+PLACEMENT_DIMS = ("tp", "cp", "dp", "pp")
+DEFAULT_PLACEMENT = "tp-cp-dp-pp"
+PLACEMENTS = (DEFAULT_PLACEMENT,) + tuple(sorted("-".join(p) for p in permutations(PLACEMENT_DIMS)
+                                                 if "-".join(p) != DEFAULT_PLACEMENT))
+# The planner's default choices: each dimension innermost once, the others in Megatron order.
+INNERMOST_PLACEMENTS = tuple("-".join((d,) + tuple(x for x in PLACEMENT_DIMS if x != d)) for d in PLACEMENT_DIMS)
+
+
+def normalise_placement(text: str) -> str:
+    """'tp,cp,dp,pp' or 'tp-cp-dp-pp' -> 'tp-cp-dp-pp'; ValueError unless a permutation of tp, cp, dp, pp."""
+    order = "-".join(x.strip().lower() for x in str(text).replace(",", "-").split("-") if x.strip())
+    if order not in PLACEMENTS:
+        raise ValueError(f"plan.placement: {text!r} must list tp, cp, dp, pp once each, innermost first "
+                         f"(e.g. {DEFAULT_PLACEMENT})")
+    return order
 
 
 def _enum(value, names: dict, field: str):
@@ -62,6 +80,7 @@ class Plan:
     overlap_param_gather: bool = True  # ZeRO parameter all-gather overlapped with compute
     overlap_tp_comm: bool = False     # TP/SP collectives overlapped with GEMMs
     overlap_ep_comm: bool = False     # EP all-to-alls overlapped with another micro-batch's compute (DualPipe)
+    placement: str = DEFAULT_PLACEMENT  # rank order, innermost (on NVLink) first
 
     def __post_init__(self) -> None:
         for f in ("dp", "tp", "pp", "cp", "ep", "vpp", "micro_batch_size", "global_batch_size"):
@@ -71,6 +90,7 @@ class Plan:
         object.__setattr__(self, "zero_stage", ZeroStage(int(self.zero_stage)))
         object.__setattr__(self, "recompute", _enum(self.recompute, RECOMPUTE_NAMES, "plan.recompute"))
         object.__setattr__(self, "schedule", _enum(self.schedule, SCHEDULE_NAMES, "plan.schedule"))
+        object.__setattr__(self, "placement", normalise_placement(self.placement))
         if self.dtype not in DTYPE_BYTES:
             raise ValueError(f"plan.dtype: {self.dtype!r} unknown; choose one of {', '.join(DTYPE_BYTES)}")
         if self.attention not in ATTENTION_KERNELS:
@@ -95,9 +115,10 @@ class Plan:
 
     @property
     def plan_id(self) -> str:
-        return (f"dp{self.dp}-tp{self.tp}-pp{self.pp}-cp{self.cp}-ep{self.ep}-vpp{self.vpp}-sp{int(self.sp)}"
-                f"-z{int(self.zero_stage)}-mb{self.micro_batch_size}-rc{self.recompute.name.lower()}"
-                f"-{self.schedule.name.lower()}")
+        pid = (f"dp{self.dp}-tp{self.tp}-pp{self.pp}-cp{self.cp}-ep{self.ep}-vpp{self.vpp}-sp{int(self.sp)}"
+               f"-z{int(self.zero_stage)}-mb{self.micro_batch_size}-rc{self.recompute.name.lower()}"
+               f"-{self.schedule.name.lower()}")
+        return pid if self.placement == DEFAULT_PLACEMENT else f"{pid}-{self.placement.split('-')[0]}inner"
 
 
 def check_plan(plan: Plan, model, cluster=None) -> list[str]:

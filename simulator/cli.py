@@ -44,6 +44,8 @@ OverlapParam = Annotated[bool, typer.Option("--overlap-param-gather/--no-overlap
 OverlapTP = Annotated[bool, typer.Option("--overlap-tp-comm/--no-overlap-tp-comm")]
 OverlapEP = Annotated[bool, typer.Option("--overlap-ep-comm/--no-overlap-ep-comm",
                                          help="hide MoE all-to-alls behind another micro-batch's compute")]
+PlacementOpt = Annotated[str, typer.Option("--placement", help="rank order, innermost (on NVLink) first, "
+                                          "e.g. tp-cp-dp-pp (Megatron, default) or dp-tp-cp-pp")]
 Price = Annotated[float | None, typer.Option("--price-per-gpu-hour", help="USD per GPU-hour (default: catalog)")]
 Profile = Annotated[Path | None, typer.Option("--profile", help="calibration profile YAML (clustersim calibrate)")]
 Json = Annotated[bool, typer.Option("--json", help="print JSON on stdout instead of the report")]
@@ -71,7 +73,7 @@ def estimate_cmd(model: Model = "gpt3-175b", gpu: Gpu = "a100-sxm-80gb", nodes: 
                  sp: SP = False, recompute: Recompute = "none", zero: Zero = 0, schedule: Sched = None,
                  dtype: Dtype = "bf16", attention: Attention = "flash", overlap_grad_reduce: OverlapGrad = True,
                  overlap_param_gather: OverlapParam = True, overlap_tp_comm: OverlapTP = False,
-                 overlap_ep_comm: OverlapEP = False,
+                 overlap_ep_comm: OverlapEP = False, placement: PlacementOpt = "tp-cp-dp-pp",
                  price_per_gpu_hour: Price = None, profile: Profile = None, json_out: Json = False) -> None:
     """Analytical estimate of one iteration: time and its breakdown, MFU, memory per GPU, OOM verdict."""
     kw = {k: v for k, v in locals().items() if k != "json_out"}

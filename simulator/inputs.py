@@ -33,7 +33,7 @@ def build_inputs(model: str, gpu: str, nodes: int = 1, tp: int = 1, pp: int = 1,
                  seq_len: int | None = None, sp: bool = False, recompute: str = "none", zero: int = 0,
                  schedule: str | None = None, dtype: str = "bf16", attention: str = "flash",
                  overlap_grad_reduce: bool = True, overlap_param_gather: bool = True, overlap_tp_comm: bool = False,
-                 overlap_ep_comm: bool = False,
+                 overlap_ep_comm: bool = False, placement: str = "tp-cp-dp-pp",
                  node: str | None = None, gpus_per_node: int | None = None, price_per_gpu_hour: float | None = None,
                  oversubscription: float = 1.0, nic_gbit_per_s: float | None = None) -> Inputs:
     """Resolve names and defaults: dp fills the cluster, global batch defaults to dp*micro_batch,
@@ -50,5 +50,5 @@ def build_inputs(model: str, gpu: str, nodes: int = 1, tp: int = 1, pp: int = 1,
     plan = Plan(dp=dp, tp=tp, pp=pp, cp=cp, ep=ep, vpp=vpp, micro_batch_size=micro_batch, global_batch_size=gb,
                 sp=sp, zero_stage=zero, recompute=recompute, schedule=sched, dtype=dtype, attention=attention,
                 overlap_grad_reduce=overlap_grad_reduce, overlap_param_gather=overlap_param_gather,
-                overlap_tp_comm=overlap_tp_comm, overlap_ep_comm=overlap_ep_comm)
+                overlap_tp_comm=overlap_tp_comm, overlap_ep_comm=overlap_ep_comm, placement=placement)
     return Inputs(m, cl, plan)

@@ -36,13 +36,25 @@ import numpy as np
 import pandas as pd
 
 from models.cost import run_figures
-from models.estimate import estimate, estimate_arrays, plan_arrays
+from models.estimate import estimate, estimate_arrays, placement_strides, plan_arrays
 from models.hardware import Cluster
-from models.plan import RECOMPUTE_NAMES, SCHEDULE_NAMES, Plan, Recompute, Schedule, ZeroStage, check_plan
+from models.plan import (
+    INNERMOST_PLACEMENTS,
+    PLACEMENTS,
+    RECOMPUTE_NAMES,
+    SCHEDULE_NAMES,
+    Plan,
+    Recompute,
+    Schedule,
+    ZeroStage,
+    check_plan,
+    normalise_placement,
+)
 from models.transformer import Transformer
 
 OBJECTIVES = {"time": "step_time_s", "time-to-train": "time_to_train_s", "cost": "cost_usd", "energy": "energy_kwh"}
-GRID_FIELDS = ("tp", "pp", "cp", "dp", "ep", "micro_batch_size", "schedule", "vpp", "zero_stage", "recompute", "sp")
+GRID_FIELDS = ("tp", "pp", "cp", "dp", "ep", "micro_batch_size", "schedule", "vpp", "zero_stage", "recompute", "sp",
+               "placement")
 BACKENDS = ("auto", "serial", "process", "ray")
 # Grid points per task: large enough to amortise numpy call overhead, small enough to stay in cache-friendly
 # memory (estimate_arrays keeps ~40 full-size float64 temporaries: 250k points ~ 80 MB).
@@ -56,7 +68,7 @@ BREAKDOWN_TERMS = {"compute_s": "compute", "bubble_s": "pipeline bubble",
                    "exposed_dp_comm_s": "exposed DP/ZeRO communication"}
 PLAN_COLUMNS = ("num_nodes", "dp", "tp", "pp", "cp", "ep", "vpp", "micro_batch_size", "global_batch_size", "sp",
                 "zero_stage", "recompute", "schedule", "dtype", "attention", "overlap_grad_reduce",
-                "overlap_param_gather", "overlap_tp_comm", "overlap_ep_comm")
+                "overlap_param_gather", "overlap_tp_comm", "overlap_ep_comm", "placement")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,11 +109,12 @@ class Constraints:
     sp: tuple | None = None                # default: false, true
     schedule: tuple | None = None          # default: gpipe, 1f1b, interleaved, zb-h1
     num_nodes: tuple | None = None         # node counts to try (default: the cluster's); gives the Pareto front
+    placement: tuple | None = None         # rank orders to try (default: each of tp, cp, dp, pp innermost once)
     max_memory_fraction: float = 1.0       # a plan fits when its peak memory <= this fraction of HBM
 
     def __post_init__(self) -> None:
         for f in ("tp", "pp", "cp", "ep", "vpp", "micro_batch_size", "zero_stage", "recompute", "sp", "schedule",
-                  "num_nodes"):
+                  "num_nodes", "placement"):
             v = _tuple(getattr(self, f))
             if v is not None and not v:
                 raise ValueError(f"constraints.{f}: give at least one value")
@@ -117,6 +130,11 @@ class Constraints:
             object.__setattr__(self, "recompute", rc)
         if self.schedule is not None:
             object.__setattr__(self, "schedule", tuple(_named(x, SCHEDULE_NAMES, "schedule") for x in self.schedule))
+        if self.placement is not None:
+            try:
+                object.__setattr__(self, "placement", tuple(normalise_placement(x) for x in self.placement))
+            except ValueError as e:
+                raise ValueError(f"constraints.{str(e).removeprefix('plan.')}") from None
         if not 0 < self.max_memory_fraction <= 1.5:
             raise ValueError(f"constraints.max_memory_fraction: must be in (0, 1.5], got {self.max_memory_fraction}")
 
@@ -171,7 +189,7 @@ def _space(model: Transformer, c: Constraints) -> Space:
 
 
 def layouts(model: Transformer, cluster: Cluster, training: Training, c: Constraints) -> np.ndarray:
-    """Valid (tp, pp, cp, dp) layouts for the cluster's GPU count, as an int array of shape (n, 4)."""
+    """Valid (tp, pp, cp, dp, placement code) layouts for the cluster's GPU count, an int array of shape (n, 5)."""
     n_gpus = cluster.num_gpus
     tps = c.tp or _pow2_upto(cluster.node.nvlink_domain_gpus)
     cps = c.cp or _pow2_upto(32)
@@ -189,8 +207,23 @@ def layouts(model: Transformer, cluster: Cluster, training: Training, c: Constra
                 plan = Plan(dp=dp, tp=tp, pp=pp, cp=cp, global_batch_size=training.global_batch_size,
                             dtype=training.dtype, attention=training.attention)
                 if not check_plan(plan, model, cluster):
-                    out.append((tp, pp, cp, dp))
-    return np.array(out, dtype=np.int64).reshape(-1, 4)
+                    out += [(tp, pp, cp, dp, code) for code in _distinct_placements(c, tp, cp, dp, pp)]
+    return np.array(out, dtype=np.int64).reshape(-1, 5)
+
+
+def _distinct_placements(c: Constraints, tp, cp, dp, pp) -> list[int]:
+    """Codes (models.plan.PLACEMENTS indices) of the allowed placements that give distinct rank
+    strides for the groups that exist in this layout (with cp = 1, 'cp-tp-dp-pp' is 'tp-cp-dp-pp': an
+    exact repeat)."""
+    seen, out = set(), []
+    for name in c.placement or INNERMOST_PLACEMENTS:
+        code = PLACEMENTS.index(name)
+        strides = placement_strides(code, tp, cp, dp, pp)
+        key = tuple(int(x) if size > 1 else 0 for x, size in zip(strides, (tp, cp, dp, pp)))  # size-1 dims: no group
+        if key not in seen:
+            seen.add(key)
+            out.append(code)
+    return out
 
 
 def _grid_arrays(lay: np.ndarray, sp_: Space, training: Training) -> dict:
@@ -201,7 +234,7 @@ def _grid_arrays(lay: np.ndarray, sp_: Space, training: Training) -> dict:
         return np.asarray(values, dtype=dtype).reshape(shape)
     col = lambda j: lay[:, j].reshape(-1, 1, 1, 1, 1, 1, 1)  # noqa: E731
     sv = np.asarray(sp_.sched_vpp, dtype=np.int64)
-    return {"tp": col(0), "pp": col(1), "cp": col(2), "dp": col(3), "ep": axis(sp_.ep, 1),
+    return {"tp": col(0), "pp": col(1), "cp": col(2), "dp": col(3), "placement": col(4), "ep": axis(sp_.ep, 1),
             "micro_batch_size": axis(sp_.micro_batch_size, 2), "schedule": axis(sv[:, 0], 3),
             "vpp": axis(sv[:, 1], 3), "zero_stage": axis(sp_.zero_stage, 4), "recompute": axis(sp_.recompute, 5),
             "sp": axis(sp_.sp, 6, bool)} | {k: np.asarray(v) for k, v in _scalar_fields(training).items()}
@@ -436,7 +469,8 @@ def _plan(training: Training, row) -> Plan:
                 sp=bool(row.sp), zero_stage=int(row.zero_stage), recompute=int(row.recompute),
                 schedule=int(row.schedule), dtype=training.dtype, attention=training.attention,
                 overlap_grad_reduce=training.overlap_grad_reduce, overlap_param_gather=training.overlap_param_gather,
-                overlap_tp_comm=training.overlap_tp_comm, overlap_ep_comm=training.overlap_ep_comm)
+                overlap_tp_comm=training.overlap_tp_comm, overlap_ep_comm=training.overlap_ep_comm,
+                placement=PLACEMENTS[int(row.placement)])
 
 
 def plan_fields(plan: Plan, num_nodes: int) -> dict:

@@ -36,7 +36,7 @@ from models.estimate import (
 )
 from models.hardware import Cluster
 from models.parallel import context, expert, pipeline, tensor
-from models.plan import DTYPE_BYTES, Plan, Schedule
+from models.plan import DTYPE_BYTES, PLACEMENTS, Plan, Schedule
 from models.profile import kernel_model
 from models.transformer import Transformer
 from simulator.schedules import stage_orders
@@ -150,12 +150,12 @@ class _Links:
     def __init__(self, pl: Placement, cluster: Cluster):
         self.pl, self.cl = pl, cluster
 
-    def group(self, stage, dim, size, stride=None):
-        """Links of a collective along ``dim`` (or at rank distance ``stride``) among ``size``
-        ranks, from stage ``stage``'s rank."""
+    def group(self, stage, dim, size, stride=None, local=None):
+        """Links of a collective along ``dim`` (or at rank distance ``stride``, or with ``local``
+        members per node) among ``size`` ranks, from stage ``stage``'s rank."""
         pl, gpn = self.pl, self.cl.node.nvlink_domain_gpus
         r = pl.rank(stage)
-        local = int(coll.ranks_per_node(size, stride or pl.stride(dim), gpn))
+        local = int(coll.ranks_per_node(size, stride or pl.stride(dim), gpn)) if local is None else int(local)
         if size <= local:
             return ((f"nvl.tx{r}", 1), (f"nvl.rx{r}", 1))
         # the group's bus bandwidth already counts its ``local`` NICs; the node carries one such
@@ -236,7 +236,8 @@ def layer_costs(model: Transformer, cluster: Cluster, plan: Plan) -> LayerCosts:
     act = float(mem.layer_activation_bytes(*args))
     if model.is_moe:
         act = (1 - moe_frac) * act + moe_frac * float(mem.layer_activation_bytes(*args, moe=True))
-    cp_bw, cp_spans = _group_bw(cluster, tp, cp)
+    s_cp = int(est_mod.placement_strides(PLACEMENTS.index(plan.placement), tp, cp, plan.dp, plan.pp)[1])
+    cp_bw, cp_spans = _group_bw(cluster, s_cp, cp)
     kv = float(context.kv_block_bytes(mb, s, model.num_kv_heads, model.dh, tp, cp, bpe))
     t_ring = float(context.ring_steps(cp) * coll.collective_time_s("send_recv", kv, cp, cp_bw, cp_spans))
     cp_f = max(0.0, t_ring - attn_fwd)
@@ -253,10 +254,10 @@ def layer_costs(model: Transformer, cluster: Cluster, plan: Plan) -> LayerCosts:
         rc_full=rc_full, moe_frac=moe_frac)
 
 
-def _group_bw(cluster: Cluster, stride: int, size: int) -> tuple[float, bool]:
-    """(bus bytes/s, spans nodes) of a group of ``size`` ranks at rank distance ``stride``, as the
-    analytical model sees it."""
-    bw, spans = est_mod.group_bandwidth(cluster, size, stride)
+def _group_bw(cluster: Cluster, stride: int, size: int, local=None) -> tuple[float, bool]:
+    """(bus bytes/s, spans nodes) of a group of ``size`` ranks at rank distance ``stride`` (or with
+    ``local`` members per node), as the analytical model sees it."""
+    bw, spans = est_mod.group_bandwidth(cluster, size, stride, local)
     return float(bw), bool(spans)
 
 
@@ -265,15 +266,18 @@ def _stage_comms(cluster: Cluster, plan: Plan, pl: Placement, links: _Links, lc:
     tp, cp, pp, ep = plan.tp, plan.cp, plan.pp, plan.ep
     dpcp = plan.dp * cp
     edp = max(dpcp // ep, 1)
-    ep1 = _ep_comm(cluster, lc.a2a_bytes, ep, tp * cp, links.per_rank_nic(st), links.group(st, "dp", 1))
+    s_dp = pl.stride("dp")                  # EP groups are consecutive DP ranks (Megatron)
+    gpn = cluster.node.nvlink_domain_gpus
+    dpcp_local = int(coll.ranks_per_node(cp, pl.stride("cp"), gpn) * coll.ranks_per_node(plan.dp, s_dp, gpn))
+    ep1 = _ep_comm(cluster, lc.a2a_bytes, ep, s_dp, links.per_rank_nic(st), links.group(st, "dp", 1))
     pp_bw = _group_bw(cluster, pl.stride("pp"), pp)
     return {
         "tp": _comm("tp", "all_reduce", lc.tp_bytes, tp, *_group_bw(cluster, pl.stride("tp"), tp),
                     links.group(st, "tp", tp)),
         "cp": _comm("cp", "send_recv", 1.0, cp, *_group_bw(cluster, pl.stride("cp"), cp), links.group(st, "cp", cp)),
         "ep": ep1,
-        "dp": (dpcp, *_group_bw(cluster, tp, dpcp), links.group(st, "dp", dpcp, tp)),
-        "edp": (edp, *_group_bw(cluster, tp * ep, edp), links.group(st, "dp", edp, tp * ep)),
+        "dp": (dpcp, *_group_bw(cluster, s_dp, dpcp, dpcp_local), links.group(st, "dp", dpcp, s_dp, dpcp_local)),
+        "edp": (edp, *_group_bw(cluster, s_dp * ep, edp), links.group(st, "dp", edp, s_dp * ep)),
         "send_F": _comm("pp", "send_recv", lc.p2p_bytes, pp, *pp_bw, links.p2p(st, (st + 1) % pp)) if pp > 1 else None,
         "send_B": _comm("pp", "send_recv", lc.p2p_bytes, pp, *pp_bw, links.p2p(st, (st - 1) % pp)) if pp > 1 else None,
     }
@@ -353,7 +357,7 @@ def _stage_program(model, cluster, plan, pl, links, lc, km, orders, st) -> Stage
 def build_program(model: Transformer, cluster: Cluster, plan: Plan, placement_order=None) -> Program:
     """The ops of one iteration of ``plan`` with their costs from models/."""
     pl = Placement(plan.tp, plan.cp, plan.dp, plan.pp, cluster.gpus_per_node,
-                   tuple(placement_order or ("tp", "cp", "dp", "pp")))
+                   tuple(placement_order or plan.placement.split("-")))
     km = kernel_model(cluster, plan.dtype, ATTN_FWD_EFFICIENCY, ATTN_BWD_EFFICIENCY)
     lc = layer_costs(model, cluster, plan)
     orders = stage_orders(int(plan.schedule), plan.pp, plan.num_microbatches, plan.vpp)

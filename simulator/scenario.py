@@ -91,6 +91,8 @@ class PlanSpec:
                         choices=("none", "selective", "full"))
     schedule: str | None = _f("gpipe | 1f1b | interleaved | zb-h1 (default: interleaved if vpp > 1, else 1f1b)",
                               "str", None, choices=("gpipe", "1f1b", "interleaved", "zb-h1"))
+    placement: str = _f("rank order, innermost (on NVLink) first: tp-cp-dp-pp (Megatron) or any order of "
+                        "tp, cp, dp, pp", "str", "tp-cp-dp-pp")
 
 
 @dataclass(frozen=True)
@@ -113,9 +115,12 @@ class SearchSpec:
     num_nodes: list | None = _f("node counts to try (default: the cluster's); more than one gives a time-vs-cost "
                                 "Pareto front", "int-list", None)
     max_memory_fraction: float = _f("a plan fits when peak memory <= this fraction of HBM", "float", 1.0)
+    placement: list | None = _f("rank orders to try (default: each of tp, cp, dp, pp innermost once)", "str-list",
+                                None)
 
 
-SWEEP_FIELDS = ("dp", "tp", "pp", "cp", "ep", "vpp", "micro_batch_size", "sp", "zero_stage", "recompute", "schedule")
+SWEEP_FIELDS = ("dp", "tp", "pp", "cp", "ep", "vpp", "micro_batch_size", "sp", "zero_stage", "recompute", "schedule",
+                "placement")
 
 
 @dataclass(frozen=True)
@@ -395,7 +400,7 @@ def plan_from_spec(spec: dict, model: Transformer, cluster: Cluster, training: T
                 schedule=spec.get("schedule") or ("interleaved" if vpp > 1 else "1f1b"), dtype=training.dtype,
                 attention=training.attention, overlap_grad_reduce=training.overlap_grad_reduce,
                 overlap_param_gather=training.overlap_param_gather, overlap_tp_comm=training.overlap_tp_comm,
-                overlap_ep_comm=training.overlap_ep_comm)
+                overlap_ep_comm=training.overlap_ep_comm, placement=spec.get("placement", "tp-cp-dp-pp"))
 
 
 def _plan_rows(scn: Scenario) -> list[tuple[str, int, dict]]:
@@ -483,7 +488,7 @@ def _search_rows(scn, model, cluster, ctx, sim, mode) -> list[dict]:
     try:
         cons = Constraints(**{k: getattr(s, k) for k in ("tp", "pp", "cp", "ep", "vpp", "micro_batch_size",
                                                           "zero_stage", "recompute", "sp", "schedule", "num_nodes",
-                                                          "max_memory_fraction")})
+                                                          "max_memory_fraction", "placement")})
     except ValueError as e:
         raise ctx.error(("search",), str(e).removeprefix("constraints.")) from None
     t = scn.training

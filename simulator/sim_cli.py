@@ -28,6 +28,7 @@ from simulator.cli import (
     OverlapGrad,
     OverlapParam,
     OverlapTP,
+    PlacementOpt,
     Price,
     Profile,
     Recompute,
@@ -43,8 +44,6 @@ Seed = Annotated[int, typer.Option("--seed", help="random seed (per-GPU speed sp
 StragglerRank = Annotated[int | None, typer.Option("--straggler-rank", help="global rank of a slow GPU")]
 StragglerSlowdown = Annotated[float, typer.Option("--straggler-slowdown",
                                                   help="time multiplier of the straggler's kernels (e.g. 1.2)")]
-Placement = Annotated[str | None, typer.Option("--placement", help="rank order, innermost first "
-                                                                      "(default tp,cp,dp,pp: TP inside a node)")]
 Oversub = Annotated[float, typer.Option("--oversubscription", help="fat-tree oversubscription above the leaf "
                                                                     "(1 = full bisection)")]
 NicGbit = Annotated[float | None, typer.Option("--nic-gbit-per-s", help="override the per-GPU NIC line rate")]
@@ -52,13 +51,6 @@ SpeedCV = Annotated[float, typer.Option("--speed-cv", help="per-GPU speed spread
                                                            "of a lognormal time multiplier (0 = identical GPUs)")]
 
 
-def _placement(text: str | None) -> tuple | None:
-    if text is None:
-        return None
-    order = tuple(x.strip() for x in text.split(",") if x.strip())
-    if sorted(order) != ["cp", "dp", "pp", "tp"]:
-        raise ValueError(f"--placement: {text!r} must list tp, cp, dp, pp once each, innermost first")
-    return order
 
 
 def simulate_report(res) -> str:
@@ -102,19 +94,19 @@ def register(app: typer.Typer) -> None:
                      price_per_gpu_hour: Price = None, profile: Profile = None, trace: Trace = None,
                      timeline: Timeline = None, seed: Seed = 0,
                      straggler_rank: StragglerRank = None, straggler_slowdown: StragglerSlowdown = 1.2,
-                     speed_cv: SpeedCV = 0.0, placement: Placement = None, oversubscription: Oversub = 1.0,
+                     speed_cv: SpeedCV = 0.0, placement: PlacementOpt = "tp-cp-dp-pp", oversubscription: Oversub = 1.0,
                      nic_gbit_per_s: NicGbit = None, json_out: Json = False) -> None:
         """Discrete-event simulation of one iteration: timeline, exposed communication, bubble, trace."""
         from simulator.simulate import simulate
         kw = {k: v for k, v in locals().items()
               if k not in ("json_out", "trace", "timeline", "seed", "straggler_rank", "straggler_slowdown",
-                           "speed_cv", "simulate", "placement")}
+                           "speed_cv", "simulate")}
         inp = inputs_from_flags(**kw)
         if timeline is not None and timeline.suffix not in (".csv", ".parquet"):
             raise ValueError(f"--timeline: {timeline} must end in .csv or .parquet")
         res = simulate(inp.model, inp.cluster, inp.plan, seed=seed, straggler_rank=straggler_rank,
                        straggler_slowdown=straggler_slowdown if straggler_rank is not None else 1.0,
-                       speed_cv=speed_cv, placement_order=_placement(placement))
+                       speed_cv=speed_cv)
         if trace is not None:
             trace.parent.mkdir(parents=True, exist_ok=True)
             trace.write_text(json.dumps(res.chrome_trace()))

@@ -17,6 +17,7 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -29,7 +30,7 @@ from models.plan import Plan, check_plan
 from models.transformer import Transformer
 from simulator import engine
 from simulator.program import build_program, link_capacities, memory_total_bytes
-from simulator.topology import DIMS, Placement
+from simulator.topology import Placement
 from simulator.trace import chrome_trace, memory_frame, timeline_frame
 
 KINDS = ("tp", "cp", "ep", "pp", "dp")
@@ -133,8 +134,10 @@ def simulate(model: Transformer, cluster: Cluster, plan: Plan, seed: int = 0, st
     errors = check_plan(plan, model, cluster)
     if errors:
         raise PlanError(errors)
+    if placement_order is not None:   # the simulation and its analytical comparison use the same placement
+        plan = dataclasses.replace(plan, placement="-".join(placement_order))
     est = estimate(model, cluster, plan)
-    order = tuple(placement_order or DIMS)
+    order = tuple(plan.placement.split("-"))
     pl = Placement(plan.tp, plan.cp, plan.dp, plan.pp, cluster.gpus_per_node, order)
     slow = _slowdowns(plan, pl, seed, straggler_rank, straggler_slowdown, speed_cv)
     t0 = time.perf_counter()

@@ -92,3 +92,19 @@ def test_overlapped_ep_comm_only_hides_what_compute_covers():
     assert plain.exposed_comm_by_kind_s["ep"] > 0
     assert 0 <= hidden.exposed_comm_by_kind_s["ep"] < plain.exposed_comm_by_kind_s["ep"]
     assert hidden.step_time_s < plain.step_time_s and hidden.compute_s == pytest.approx(plain.compute_s)
+
+
+def test_placement_decides_which_group_uses_nvlink():
+    """Rank placement: with dp innermost, the tp group spans nodes and TP traffic slows; strides nest."""
+    from models.estimate import placement_strides
+    from models.plan import PLACEMENTS
+    m, c = get_model("llama3-70b"), make_cluster("h100-sxm-80gb", 8)
+    base = dict(dp=8, tp=4, pp=2, micro_batch_size=1, global_batch_size=64, sp=True, zero_stage=1, recompute="full")
+    megatron = estimate(m, c, Plan(**base))
+    dp_inner = estimate(m, c, Plan(placement="dp,tp,cp,pp", **base))
+    assert dp_inner.exposed_comm_by_kind_s["tp"] > 3 * megatron.exposed_comm_by_kind_s["tp"]
+    assert dp_inner.exposed_comm_by_kind_s["dp"] <= megatron.exposed_comm_by_kind_s["dp"]
+    assert any("spans more than one NVLink domain" in w for w in dp_inner.warnings)
+    for code in range(len(PLACEMENTS)):
+        strides = sorted(int(s) for s in placement_strides(code, 4, 2, 8, 2))
+        assert strides[0] == 1 and all(b % a == 0 for a, b in zip(strides, strides[1:]))
