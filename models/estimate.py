@@ -200,6 +200,87 @@ def stage_memory_arrays(model: Transformer, cl: Cluster, a, stage):
             "total_bytes": w1 + w2 + g1 + g2 + o1 + o2 + acts + other}
 
 
+def _layer_comm_s(model: Transformer, cl: Cluster, a, km, strides, times, bpe):
+    """Exposed TP/SP, CP and EP seconds of one layer for one micro-batch on one rank."""
+    tp, cp, ep, mb, s = a["tp"], a["cp"], a["ep"], a["micro_batch_size"], model.seq_len
+    s_tp, s_cp, s_dp, _ = strides
+    fwd, bwd, rcmp, gemms_fwd, attn_fwd = times
+    rc_full = (a["recompute"] == 2).astype(float)
+    # TP / SP collectives: 4 (+2 recompute) all-reduce equivalents per layer
+    tp_bw, tp_spans = group_bandwidth(cl, tp, s_tp)
+    t_tp = coll.collective_time_s("all_reduce", tensor.tp_collective_bytes(mb, s, model.hidden, cp, bpe),
+                                  tp, tp_bw, tp_spans)
+    tp_layer = tensor.tp_allreduces_per_layer(rc_full) * t_tp
+    tp_layer = np.where(a["overlap_tp_comm"], np.maximum(0, tp_layer - 3 * gemms_fwd), tp_layer)
+    # CP ring attention: (c-1) K/V block exchanges per layer, hidden behind attention
+    cp_bw, cp_spans = group_bandwidth(cl, cp, s_cp)
+    kv = context.kv_block_bytes(mb, s, model.num_kv_heads, model.dh, tp, cp, bpe)
+    t_ring = context.ring_steps(cp) * coll.collective_time_s("send_recv", kv, cp, cp_bw, cp_spans)
+    cp_layer = np.maximum(0, t_ring - attn_fwd) + np.maximum(0, 2 * t_ring - ATTN_BWD_FLOP_RATIO * attn_fwd)
+    cp_layer = cp_layer * (1 + rc_full / 2)
+    if not model.is_moe:
+        return tp_layer, cp_layer, np.zeros_like(tp_layer)
+    # EP all-to-alls: 4 (+2) per MoE layer; EP groups are consecutive DP ranks
+    a2a = expert.all_to_all_bytes(mb, s, model.hidden, model.top_k, model.capacity_factor, cp, bpe)
+    local = coll.ranks_per_node(ep, s_dp, cl.node.nvlink_domain_gpus)
+    ep_layer = model.num_moe_layers / model.num_layers * expert.all_to_alls_per_moe_layer(rc_full) * \
+        coll.all_to_all_time_s(a2a, ep, local, cl.gpu.nvlink_busbw_bytes_per_s * _kind_ratio(cl, "all_to_all"),
+                               cl.net_bytes_per_s_per_gpu)
+    # Overlapped dispatch/combine (DeepSeek-V3 DualPipe, Sec. 3.2.1; Megatron-Core a2a overlap) hides the
+    # all-to-alls behind the other micro-batch's layer compute; only what exceeds it stays exposed.
+    overlap_ep = np.asarray(a.get("overlap_ep_comm", False))
+    return tp_layer, cp_layer, np.where(overlap_ep, np.maximum(0.0, ep_layer - (fwd + bwd + rcmp)), ep_layer)
+
+
+def _dp_comm_s(model: Transformer, cl: Cluster, a, strides, layers_max, t_fwd_mb, t_bwd_mb):
+    """(exposed, total) DP/ZeRO communication seconds per iteration on the heaviest stage, and
+    that stage's (non-expert, expert) parameters."""
+    dp, cp, ep, pp, z = a["dp"], a["cp"], a["ep"], a["pp"], a["zero_stage"]
+    m = a["global_batch_size"] // (a["micro_batch_size"] * dp)
+    _, s_cp, s_dp, _ = strides
+    gpn = cl.node.nvlink_domain_gpus
+    nonexp, exp = _stage_params(model, a, layers_max, pp == 1, True)
+    dpcp = dp * cp
+    # gradients reduce over the dp x cp ranks: their members per node multiply (strides nest)
+    dpcp_local = coll.ranks_per_node(cp, s_cp, gpn) * coll.ranks_per_node(dp, s_dp, gpn)
+    dp_bw, dp_spans = group_bandwidth(cl, dpcp, s_dp, dpcp_local)
+    edp = np.maximum(dpcp // ep, 1)
+    edp_bw, edp_spans = group_bandwidth(cl, edp, s_dp * ep)
+
+    def dp_coll(kind):
+        r = _kind_ratio(cl, kind)
+        return (coll.collective_time_s(kind, 2.0 * nonexp, dpcp, dp_bw * r, dp_spans)
+                + coll.collective_time_s(kind, 2.0 * exp, edp, edp_bw * r, edp_spans))
+    t_ar, t_rs, t_ag = dp_coll("all_reduce"), dp_coll("reduce_scatter"), dp_coll("all_gather")
+    t_bucket = coll.collective_time_s("all_reduce", np.minimum(DP_BUCKET_BYTES, 2.0 * (nonexp + exp)), dpcp, dp_bw,
+                                      dp_spans)
+    og, opg = a["overlap_grad_reduce"], a["overlap_param_gather"]
+    hide = lambda t, window: np.maximum(t - window, np.minimum(t, t_bucket))  # noqa: E731
+    ddp = np.where(og, hide(t_ar, t_bwd_mb), t_ar)
+    ag_once = np.where(opg, np.maximum(0, t_ag - t_fwd_mb), t_ag)
+    z1 = np.where(og, hide(t_rs, t_bwd_mb), t_rs) + ag_once
+    z2 = m * np.where(og, np.maximum(0, t_rs - t_bwd_mb), t_rs) + np.minimum(t_rs, t_bucket) + ag_once
+    z3 = m * np.where(opg, np.maximum(0, t_ag - t_fwd_mb) + t_ag / np.maximum(layers_max, 1)
+                      + np.maximum(0, t_ag + t_rs - t_bwd_mb), 2 * t_ag + t_rs)
+    exposed = np.where(dpcp > 1, np.select([z == 0, z == 1, z == 2], [ddp, z1, z2], z3), 0.0)
+    total = np.select([z == 0, z == 3], [t_ar, m * (2 * t_ag + t_rs)], t_rs + t_ag) * (dpcp > 1)
+    return exposed, total, nonexp, exp, dpcp, edp
+
+
+def _peak_memory(model: Transformer, cl: Cluster, a, all_stages: bool):
+    """(largest rank's memory by component, every stage's or {}): the largest is the first or the
+    last stage; all stages are costed for one scalar plan."""
+    pp = a["pp"]
+    if all_stages:
+        by_stage = stage_memory_arrays(model, cl, a, np.arange(int(pp)))
+        worst = int(np.argmax(np.broadcast_to(by_stage["total_bytes"], (int(pp),))))
+        return {k: np.broadcast_to(v, (int(pp),))[worst] for k, v in by_stage.items()}, by_stage
+    m_first = stage_memory_arrays(model, cl, a, 0)
+    m_last = stage_memory_arrays(model, cl, a, pp - 1)
+    last_bigger = m_last["total_bytes"] > m_first["total_bytes"]
+    return {k: np.where(last_bigger, m_last[k], m_first[k]) for k in m_first}, {}
+
+
 def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_stages: bool = False, **a):
     """Evaluate plans given as arrays (or scalars) of PLAN_FIELDS; returns a dict of arrays.
 
@@ -207,132 +288,62 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
     ``memory_by_stage/<component>`` keys; otherwise only the first and last stage are costed.
     """
     a = {k: np.asarray(v) for k, v in a.items()}
-    g = cl.gpu
     km = kernel_model(cl, dtype, ATTN_FWD_EFFICIENCY, ATTN_BWD_EFFICIENCY)
-    peak = km.peak_flops_per_s
     bpe = DTYPE_BYTES[dtype] if dtype != "fp8" else 2  # activations stay 16-bit under fp8 GEMMs
-    dp, tp, pp, cp, ep, vpp = a["dp"], a["tp"], a["pp"], a["cp"], a["ep"], a["vpp"]
+    dp, tp, pp, cp, vpp = a["dp"], a["tp"], a["pp"], a["cp"], a["vpp"]
     mb, gb, s = a["micro_batch_size"], a["global_batch_size"], model.seq_len
     m = gb // (mb * dp)
-    rc_full = (a["recompute"] == 2).astype(float)
     moe_frac = model.num_moe_layers / model.num_layers
 
-    # ---- compute per layer, per micro-batch
-    fwd, bwd, rcmp, gemms_fwd, attn_fwd = _layer_times(model, km, a, moe=False)
+    # ---- compute per layer, per micro-batch (dense and MoE layers averaged)
+    times = _layer_times(model, km, a, moe=False)
     if model.is_moe:
-        f2, b2, r2, g2, _ = _layer_times(model, km, a, moe=True)
-        fwd, bwd, rcmp, gemms_fwd = [(1 - moe_frac) * x + moe_frac * y for x, y in
-                                     ((fwd, f2), (bwd, b2), (rcmp, r2), (gemms_fwd, g2))]
-
+        times = tuple((1 - moe_frac) * x + moe_frac * y for x, y in zip(times, _layer_times(model, km, a, moe=True)))
+    fwd, bwd, rcmp, _, _ = times
     # ---- rank placement: how far apart the members of each group sit (which share a node)
-    s_tp, s_cp, s_dp, s_pp = placement_strides(a.get("placement", 0), tp, cp, dp, pp)
-    gpn = cl.node.nvlink_domain_gpus
-    # gradients reduce over the dp x cp ranks: their members per node multiply (strides nest)
-    dpcp_local = coll.ranks_per_node(cp, s_cp, gpn) * coll.ranks_per_node(dp, s_dp, gpn)
-
-    # ---- TP / SP collectives: 4 (+2 recompute) all-reduce equivalents per layer
-    tp_bw, tp_spans = group_bandwidth(cl, tp, s_tp)
-    t_tp = coll.collective_time_s("all_reduce", tensor.tp_collective_bytes(mb, s, model.hidden, cp, bpe),
-                                  tp, tp_bw, tp_spans)
-    tp_layer = tensor.tp_allreduces_per_layer(rc_full) * t_tp
-    tp_layer = np.where(a["overlap_tp_comm"], np.maximum(0, tp_layer - 3 * gemms_fwd), tp_layer)
-    # ---- CP ring attention: (c-1) K/V block exchanges per layer, hidden behind attention
-    cp_bw, cp_spans = group_bandwidth(cl, cp, s_cp)
-    kv = context.kv_block_bytes(mb, s, model.num_kv_heads, model.dh, tp, cp, bpe)
-    t_ring = context.ring_steps(cp) * coll.collective_time_s("send_recv", kv, cp, cp_bw, cp_spans)
-    cp_layer = np.maximum(0, t_ring - attn_fwd) + np.maximum(0, 2 * t_ring - ATTN_BWD_FLOP_RATIO * attn_fwd)
-    cp_layer = cp_layer * (1 + rc_full / 2)
-    # ---- EP all-to-alls: 4 (+2) per MoE layer, not overlapped
-    if model.is_moe:
-        a2a = expert.all_to_all_bytes(mb, s, model.hidden, model.top_k, model.capacity_factor, cp, bpe)
-        local = coll.ranks_per_node(ep, s_dp, cl.node.nvlink_domain_gpus)   # EP groups: consecutive DP ranks
-        ep_layer = moe_frac * expert.all_to_alls_per_moe_layer(rc_full) * coll.all_to_all_time_s(
-            a2a, ep, local, cl.gpu.nvlink_busbw_bytes_per_s * _kind_ratio(cl, "all_to_all"), cl.net_bytes_per_s_per_gpu)
-        # Overlapped dispatch/combine (DeepSeek-V3 DualPipe, Sec. 3.2.1; Megatron-Core a2a overlap) hides the
-        # all-to-alls behind the other micro-batch's layer compute; only what exceeds it stays exposed.
-        overlap_ep = np.asarray(a.get("overlap_ep_comm", False))
-        ep_layer = np.where(overlap_ep, np.maximum(0.0, ep_layer - (fwd + bwd + rcmp)), ep_layer)
-    else:
-        ep_layer = np.zeros_like(tp_layer)
+    strides = placement_strides(a.get("placement", 0), tp, cp, dp, pp)
+    tp_layer, cp_layer, ep_layer = _layer_comm_s(model, cl, a, km, strides, times, bpe)
 
     # ---- stages: the heaviest has ceil(L/pp) layers; the last adds the logits and loss
     layers_max = -(-model.num_layers // pp)
-    T = mb * s / cp
-    logits_mb = logits_time_s(model, km, T, tp)
+    logits_mb = logits_time_s(model, km, mb * s / cp, tp)
     compute_layer = fwd + bwd + rcmp
     comm_layer = tp_layer + cp_layer + ep_layer
     t_mb_compute_max = np.maximum(layers_max * compute_layer, model.num_layers // pp * compute_layer + logits_mb)
-    t_mb_comm_max = layers_max * comm_layer
     t_mb_mean = (model.num_layers * (compute_layer + comm_layer) + logits_mb) / pp
 
     # ---- pipeline: bubble and blocking p2p sends
-    ratio = pipeline.bubble_ratio(pp, m, vpp, a["schedule"])
-    bubble = ratio * m * t_mb_mean
-    pp_bw, pp_spans = group_bandwidth(cl, pp, s_pp)
+    bubble = pipeline.bubble_ratio(pp, m, vpp, a["schedule"]) * m * t_mb_mean
+    pp_bw, pp_spans = group_bandwidth(cl, pp, strides[3])
     p2p = coll.collective_time_s("send_recv", pipeline.p2p_bytes_per_microbatch(mb, s, model.hidden, tp, cp, True, bpe),
                                  pp, pp_bw, pp_spans)
     pp_comm = pipeline.num_p2p_on_critical_path(pp, m, vpp) * p2p
 
-    # ---- data parallel / ZeRO on the heaviest stage
-    nonexp, exp = _stage_params(model, a, layers_max, pp == 1, True)
-    dpcp = dp * cp
-    dp_bw, dp_spans = group_bandwidth(cl, dpcp, s_dp, dpcp_local)
-    edp = np.maximum(dpcp // ep, 1)
-    edp_bw, edp_spans = group_bandwidth(cl, edp, s_dp * ep)
-    def dp_coll(kind, n_nonexp, n_exp):  # noqa: E306
-        r = _kind_ratio(cl, kind)
-        return (coll.collective_time_s(kind, 2.0 * n_nonexp, dpcp, dp_bw * r, dp_spans)
-                + coll.collective_time_s(kind, 2.0 * n_exp, edp, edp_bw * r, edp_spans))
-    t_ar = dp_coll("all_reduce", nonexp, exp)
-    t_rs = dp_coll("reduce_scatter", nonexp, exp)
-    t_ag = dp_coll("all_gather", nonexp, exp)
-    t_bucket = coll.collective_time_s("all_reduce", np.minimum(DP_BUCKET_BYTES, 2.0 * (nonexp + exp)), dpcp, dp_bw, dp_spans)
-    t_fwd_mb = layers_max * fwd
-    t_bwd_mb = layers_max * (bwd + rcmp)
-    og, opg, z = a["overlap_grad_reduce"], a["overlap_param_gather"], a["zero_stage"]
-    hide = lambda t, window: np.maximum(t - window, np.minimum(t, t_bucket))  # noqa: E731
-    ddp = np.where(og, hide(t_ar, t_bwd_mb), t_ar)
-    ag_once = np.where(opg, np.maximum(0, t_ag - t_fwd_mb), t_ag)
-    z1 = np.where(og, hide(t_rs, t_bwd_mb), t_rs) + ag_once
-    z2 = m * np.where(og, np.maximum(0, t_rs - t_bwd_mb), t_rs) + np.minimum(t_rs, t_bucket) + ag_once
-    z3_mb = np.where(opg, np.maximum(0, t_ag - t_fwd_mb) + t_ag / np.maximum(layers_max, 1)
-                     + np.maximum(0, t_ag + t_rs - t_bwd_mb), 2 * t_ag + t_rs)
-    z3 = m * z3_mb
-    dp_comm = np.where(dpcp > 1, np.select([z == 0, z == 1, z == 2], [ddp, z1, z2], z3), 0.0)
-
-    # ---- optimizer step (memory-bound over this rank's share of the weights)
+    # ---- data parallel / ZeRO, then the optimizer step (memory-bound over this rank's share)
+    dp_comm, dp_total, nonexp, exp, dpcp, edp = _dp_comm_s(model, cl, a, strides, layers_max, layers_max * fwd,
+                                                           layers_max * (bwd + rcmp))
+    z = a["zero_stage"]
     opt_params = (nonexp / np.where(z >= 1, dpcp, 1) + exp / np.where(z >= 1, edp, 1))
     t_opt = km.memory_bound(OPTIMIZER_BYTES_PER_PARAM * opt_params, 10)
 
     compute = m * t_mb_compute_max + t_opt
-    exposed_mb_comm = m * t_mb_comm_max
+    exposed_mb_comm = m * layers_max * comm_layer
     step = compute + exposed_mb_comm + bubble + pp_comm + dp_comm
     n_gpus = dp * tp * pp * cp
+    peak = km.peak_flops_per_s
     model_flops = fl.model_flops_per_iteration(model, gb)
     hw_flops = fl.hardware_flops_per_iteration(model, gb, a["recompute"])
-
-    # ---- memory: the largest is the first or the last stage (all stages for one scalar plan)
-    if all_stages:
-        by_stage = stage_memory_arrays(model, cl, a, np.arange(int(pp)))
-        worst = int(np.argmax(np.broadcast_to(by_stage["total_bytes"], (int(pp),))))
-        memory = {k: np.broadcast_to(v, (int(pp),))[worst] for k, v in by_stage.items()}
-    else:
-        m_first = stage_memory_arrays(model, cl, a, 0)
-        m_last = stage_memory_arrays(model, cl, a, pp - 1)
-        last_bigger = m_last["total_bytes"] > m_first["total_bytes"]
-        memory = {k: np.where(last_bigger, m_last[k], m_first[k]) for k in m_first}
-        by_stage = {}
+    memory, by_stage = _peak_memory(model, cl, a, all_stages)
     peak_mem = memory["total_bytes"]
     return {
         "step_time_s": step, "compute_s": compute,
         "exposed_comm_s": exposed_mb_comm + pp_comm + dp_comm, "bubble_s": bubble,
         "exposed_tp_comm_s": m * layers_max * tp_layer, "exposed_cp_comm_s": m * layers_max * cp_layer,
         "exposed_ep_comm_s": m * layers_max * ep_layer, "exposed_pp_comm_s": pp_comm,
-        "exposed_dp_comm_s": dp_comm, "optimizer_s": t_opt,
-        "dp_comm_total_s": np.select([z == 0, z == 3], [t_ar, m * (2 * t_ag + t_rs)], t_rs + t_ag) * (dpcp > 1),
+        "exposed_dp_comm_s": dp_comm, "optimizer_s": t_opt, "dp_comm_total_s": dp_total,
         "tokens_per_s": gb * s / step, "tflops_per_gpu": model_flops / step / n_gpus / 1e12,
         "mfu": model_flops / (step * n_gpus * peak), "hfu": hw_flops / (step * n_gpus * peak),
-        "peak_memory_bytes": peak_mem, "fits": peak_mem <= g.hbm_bytes,
+        "peak_memory_bytes": peak_mem, "fits": peak_mem <= cl.gpu.hbm_bytes,
         "num_microbatches": m, "num_gpus": n_gpus, "model_flops": model_flops + 0 * step,
         **{f"memory/{k}": v for k, v in memory.items()},
         **{f"memory_by_stage/{k}": v for k, v in by_stage.items()},
