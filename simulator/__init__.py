@@ -5,12 +5,13 @@
 
 from models.estimate import PlanError, StepEstimate, estimate, estimate_arrays
 from models.hardware import GPUS, NODES, Cluster, GpuSpec, NodeSpec, get_gpu, make_cluster
-from models.plan import Plan, Recompute, Schedule, ZeroStage, check_plan
+from models.plan import DEFAULT_PLACEMENT, INNERMOST_PLACEMENTS, PLACEMENTS, Plan, Recompute, Schedule, ZeroStage, check_plan
 from models.transformer import PRESETS, Transformer, get_model, load_hf_config, resolve_model
 
 __all__ = ["estimate", "estimate_arrays", "StepEstimate", "PlanError", "Plan", "Cluster", "Transformer",
            "GpuSpec", "NodeSpec", "make_cluster", "get_gpu", "get_model", "load_hf_config", "resolve_model",
-           "check_plan", "ZeroStage", "Recompute", "Schedule", "PRESETS", "GPUS", "NODES"]
+           "check_plan", "ZeroStage", "Recompute", "Schedule", "PRESETS", "GPUS", "NODES", "PLACEMENTS",
+           "DEFAULT_PLACEMENT", "INNERMOST_PLACEMENTS"]
 
 # `simulate` shares its name with the module simulator/simulate.py: importing the module would
 # rebind the package attribute to the module, hiding the function, so it is imported eagerly here.

@@ -22,7 +22,7 @@ SCHEDULES = ("1f1b", "gpipe", "interleaved", "zb-h1")
 DTYPES = ("bf16", "fp16", "fp8")
 # The fields of one plan (as a scenario file's plans[] entries); dp 0 = fill the cluster.
 DEFAULT_SPEC = {"tp": 1, "pp": 1, "dp": 0, "cp": 1, "ep": 1, "vpp": 1, "micro_batch_size": 1, "sp": False,
-                "zero_stage": 0, "recompute": "none", "schedule": "1f1b"}
+                "zero_stage": 0, "recompute": "none", "schedule": "1f1b", "placement": "tp-cp-dp-pp"}
 ATTENTION = ("flash", "unfused")
 DEFAULT_PLANS = ({"tp": 2, "zero_stage": 1}, {"tp": 4, "pp": 2, "sp": True, "recompute": "selective"})
 DEFAULT_INPUTS = {"in_source": "preset", "in_preset": "llama2-7b", "in_edit": False, "in_gpu": "h100-sxm-80gb",
@@ -129,7 +129,8 @@ def build_plan(spec: dict, setup: Setup) -> Plan:
                 sp=bool(spec["sp"]), zero_stage=int(spec["zero_stage"]), recompute=spec["recompute"],
                 schedule=spec["schedule"], dtype=tr.dtype, attention=tr.attention,
                 overlap_grad_reduce=tr.overlap_grad_reduce, overlap_param_gather=tr.overlap_param_gather,
-                overlap_tp_comm=tr.overlap_tp_comm, overlap_ep_comm=tr.overlap_ep_comm)
+                overlap_tp_comm=tr.overlap_tp_comm, overlap_ep_comm=tr.overlap_ep_comm,
+                placement=spec.get("placement") or "tp-cp-dp-pp")
 
 
 def plan_results(setup: Setup) -> list[dict]:

@@ -4,6 +4,7 @@ memory per pipeline stage; download the plans as a scenario YAML and the results
 import pandas as pd
 import streamlit as st
 
+from simulator import DEFAULT_PLACEMENT, INNERMOST_PLACEMENTS
 from ui import figures, state
 from ui.pages_common import plot, png_button, require_setup
 
@@ -40,6 +41,8 @@ def plan_editor(spec: dict) -> None:
     with st.expander("more"):
         for f, name, lo in MORE_NUMBERS:
             _widget(spec, f, lambda k, n=name, lo=lo: int(st.number_input(n, min_value=lo, step=1, key=k)))
+        choices = tuple(dict.fromkeys((*INNERMOST_PLACEMENTS, spec.get("placement") or DEFAULT_PLACEMENT)))
+        _widget(spec, "placement", lambda k: st.selectbox("rank placement (innermost on NVLink first)", choices, key=k))
     st.button("Remove", key=f"rm_{spec['uid']}", on_click=_remove, args=(spec["uid"],),
               disabled=len(st.session_state.plans) <= 1)
 
