@@ -22,7 +22,7 @@ from models import collectives as coll
 from models import flops as fl
 from models import memory as mem
 from models.hardware import Cluster
-from models.parallel import context, expert, pipeline, tensor
+from models.parallel import context, data, expert, pipeline, tensor
 from models.plan import DTYPE_BYTES, PLACEMENT_DIMS, PLACEMENTS, Plan, check_plan
 from models.profile import kernel_model
 from models.transformer import Transformer
@@ -70,13 +70,6 @@ def placement_strides(code, tp, cp, dp, pp):
     sizes = np.stack(np.broadcast_arrays(tp, cp, dp, pp), axis=-1)
     prec = _PRECEDES[np.asarray(code)]
     return tuple(np.moveaxis(np.prod(np.where(prec, sizes[..., None, :], 1), axis=-1), -1, 0))
-
-
-def _stage_layers(num_layers, pp, which):
-    """Layers on the first / last / heaviest stage (Megatron gives any remainder to early stages)."""
-    base = num_layers // pp
-    extra = num_layers % pp
-    return np.where(which == "first", base + (extra > 0), base) if isinstance(which, str) else base
 
 
 def _layer_times(model: Transformer, km, a, moe: bool):
@@ -184,7 +177,7 @@ def stage_memory_arrays(model: Transformer, cl: Cluster, a, stage):
     inflight = mem.inflight_microbatches(stage, pp, a["vpp"], m, a["schedule"])
     acts = inflight * layers * layer_act
     out_act = np.where(last, mem.output_layer_activation_bytes(
-        model, a["micro_batch_size"], model.seq_len, a["tp"], a["sp"], a["cp"]) * np.minimum(inflight, 1 + 0 * m), 0)
+        model, a["micro_batch_size"], model.seq_len, a["tp"], a["sp"], a["cp"]) * np.minimum(inflight, 1), 0)
     # With full recompute the output layer's tensors are freed before the blocks' backward, where
     # the recomputed layer and its backward's gradients peak instead.
     bwd_transient = mem.recompute_backward_transient_bytes(
@@ -240,7 +233,7 @@ def _dp_comm_s(model: Transformer, cl: Cluster, a, strides, layers_max, t_fwd_mb
     _, s_cp, s_dp, _ = strides
     gpn = cl.node.nvlink_domain_gpus
     nonexp, exp = _stage_params(model, a, layers_max, pp == 1, True)
-    dpcp = dp * cp
+    dpcp = data.dp_comm_group(dp, cp)
     # gradients reduce over the dp x cp ranks: their members per node multiply (strides nest)
     dpcp_local = coll.ranks_per_node(cp, s_cp, gpn) * coll.ranks_per_node(dp, s_dp, gpn)
     dp_bw, dp_spans = group_bandwidth(cl, dpcp, s_dp, dpcp_local)
@@ -249,11 +242,11 @@ def _dp_comm_s(model: Transformer, cl: Cluster, a, strides, layers_max, t_fwd_mb
 
     def dp_coll(kind):
         r = _kind_ratio(cl, kind)
-        return (coll.collective_time_s(kind, 2.0 * nonexp, dpcp, dp_bw * r, dp_spans)
-                + coll.collective_time_s(kind, 2.0 * exp, edp, edp_bw * r, edp_spans))
+        return (coll.collective_time_s(kind, data.grad_sync_bytes(nonexp), dpcp, dp_bw * r, dp_spans)
+                + coll.collective_time_s(kind, data.grad_sync_bytes(exp), edp, edp_bw * r, edp_spans))
     t_ar, t_rs, t_ag = dp_coll("all_reduce"), dp_coll("reduce_scatter"), dp_coll("all_gather")
-    t_bucket = coll.collective_time_s("all_reduce", np.minimum(DP_BUCKET_BYTES, 2.0 * (nonexp + exp)), dpcp, dp_bw,
-                                      dp_spans)
+    t_bucket = coll.collective_time_s("all_reduce", np.minimum(DP_BUCKET_BYTES, data.grad_sync_bytes(nonexp + exp)),
+                                      dpcp, dp_bw, dp_spans)
     og, opg = a["overlap_grad_reduce"], a["overlap_param_gather"]
     hide = lambda t, window: np.maximum(t - window, np.minimum(t, t_bucket))  # noqa: E731
     ddp = np.where(og, hide(t_ar, t_bwd_mb), t_ar)
@@ -261,9 +254,10 @@ def _dp_comm_s(model: Transformer, cl: Cluster, a, strides, layers_max, t_fwd_mb
     z1 = np.where(og, hide(t_rs, t_bwd_mb), t_rs) + ag_once
     z2 = m * np.where(og, np.maximum(0, t_rs - t_bwd_mb), t_rs) + np.minimum(t_rs, t_bucket) + ag_once
     z3 = m * np.where(opg, np.maximum(0, t_ag - t_fwd_mb) + t_ag / np.maximum(layers_max, 1)
-                      + np.maximum(0, t_ag + t_rs - t_bwd_mb), 2 * t_ag + t_rs)
+                      + np.maximum(0, t_ag + t_rs - t_bwd_mb), data.zero3_gathers_per_microbatch() * t_ag + t_rs)
     exposed = np.where(dpcp > 1, np.select([z == 0, z == 1, z == 2], [ddp, z1, z2], z3), 0.0)
-    total = np.select([z == 0, z == 3], [t_ar, m * (2 * t_ag + t_rs)], t_rs + t_ag) * (dpcp > 1)
+    total = np.select([z == 0, z == 3], [t_ar, m * (data.zero3_gathers_per_microbatch() * t_ag + t_rs)],
+                      t_rs + t_ag) * (dpcp > 1)
     return exposed, total, nonexp, exp, dpcp, edp
 
 

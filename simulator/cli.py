@@ -51,11 +51,6 @@ Profile = Annotated[Path | None, typer.Option("--profile", help="calibration pro
 Json = Annotated[bool, typer.Option("--json", help="print JSON on stdout instead of the report")]
 
 
-def fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
 def inputs_from_flags(**kw):
     """build_inputs with a calibration profile applied when --profile is given."""
     profile = kw.pop("profile", None)

@@ -35,7 +35,7 @@ from models.estimate import (
     plan_arrays,
 )
 from models.hardware import Cluster
-from models.parallel import context, expert, pipeline, tensor
+from models.parallel import context, data, expert, pipeline, tensor
 from models.plan import DTYPE_BYTES, PLACEMENTS, Plan, Schedule
 from models.profile import kernel_model
 from models.transformer import Transformer
@@ -317,7 +317,7 @@ def _dp_comms(kind: str, comms: dict, nonexp: float, exp: float, bucket_bytes: f
     dp*cp ranks, expert ones over the dp*cp/ep expert-data-parallel ranks; in buckets if given."""
     out = []
     for nparams, (group, bw, spans, links) in ((nonexp, comms["dp"]), (exp, comms["edp"])):
-        nbytes = 2.0 * nparams
+        nbytes = data.grad_sync_bytes(nparams)
         nb = max(1, int(np.ceil(nbytes / bucket_bytes))) if bucket_bytes else 1
         one = _comm("dp", kind, nbytes / nb, group, bw, spans, links)
         out += [one] * nb if one is not None else []

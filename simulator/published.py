@@ -19,7 +19,6 @@ Defaults for fields a source leaves null, each recorded in the record's ``defaul
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from pathlib import Path
@@ -244,4 +243,4 @@ def predict_runs(path: str | Path, profile: str | Path | None = None) -> dict:
             "summary_high": summarize(records, "high")}
 
 
-__all__ = ["predict_runs", "predict_record", "record_inputs", "load_runs", "summarize", "dataclasses"]
+__all__ = ["predict_runs", "predict_record", "record_inputs", "load_runs", "summarize"]
