@@ -71,8 +71,11 @@ class Network:
             return
         self._advance()
         still = []
+        # done: all but a rounding residue of the bytes, or what is left would take less than the
+        # clock can resolve at this time (a timeout that short would not advance it: no progress)
+        resolution_s = 4 * math.ulp(max(self.env.now, 1e-9))
         for f in self.flows:
-            if f.remaining <= 1e-9 * f.nbytes:
+            if f.remaining <= 1e-9 * f.nbytes or f.remaining <= f.rate * resolution_s:
                 f.done.succeed()
             else:
                 still.append(f)
@@ -84,16 +87,18 @@ class Network:
 def max_min_rates(flows, capacity: dict) -> None:
     """Set ``f.rate`` for each flow: weighted max-min fair shares of link capacity, each flow
     at most ``f.cap`` (progressive filling). A flow of weight w uses w x rate of each link."""
-    rem, load = {}, {}
+    rem, load, users = {}, {}, {}
     for f in flows:
         for link, w in f.links:
             rem[link] = capacity[link]
             load[link] = load.get(link, 0.0) + w
+            users[link] = users.get(link, 0) + 1
     unfrozen = list(flows)
     while unfrozen:
         level, bottleneck = math.inf, None
         for link, w in load.items():
-            if w > 1e-12:
+            # a link none of the unfrozen flows uses is skipped even when rounding left load > 0
+            if users[link] and w > 1e-12:
                 x = rem[link] / w
                 if x < level:
                     level, bottleneck = x, link
@@ -108,7 +113,9 @@ def max_min_rates(flows, capacity: dict) -> None:
             for link, w in f.links:
                 rem[link] = max(0.0, rem[link] - w * level)
                 load[link] -= w
-        unfrozen = [f for f in unfrozen if f not in freeze]
+                users[link] -= 1
+        frozen = set(map(id, freeze))
+        unfrozen = [f for f in unfrozen if id(f) not in frozen]
 
 
 class Sim:

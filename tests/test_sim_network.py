@@ -83,3 +83,22 @@ def test_a_late_flow_slows_the_running_one():
 def test_bad_capacity_is_one_line_error():
     with pytest.raises(ValueError, match="capacity must be > 0"):
         Network(simpy.Environment(), {"nic0": 0.0})
+
+
+def test_max_min_terminates_when_rounding_leaves_load_on_a_frozen_link():
+    # large weights whose sum does not subtract back to 0 (7e-12 is left): once every flow on L is
+    # frozen, L must not be chosen as the bottleneck again (it was, forever, before users were counted)
+    ws = [2834.747652200631, 83576.51039198697, 43276.70679050533]
+    flows = [_F((("L", w),), 1e30) for w in ws] + [_F((("M", 1.0),), 1e30)]
+    max_min_rates(flows, {"L": sum(ws), "M": 5.0})
+    assert [f.rate for f in flows] == pytest.approx([1.0, 1.0, 1.0, 5.0])
+
+
+def test_a_flow_shorter_than_the_clock_resolution_completes():
+    # at t = 1e6 s a 1-byte flow at 1e12 B/s needs 1e-12 s, below the float clock's step there
+    # (~1e-10 s): the network must finish it rather than schedule timeouts that never advance time
+    env = simpy.Environment(initial_time=1e6)
+    net = Network(env, {"L": 1e12})
+    ev = net.transfer(1.0, (("L", 1),), 1e12)
+    env.run(until=1e6 + 1.0)
+    assert ev.triggered
