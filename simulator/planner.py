@@ -56,6 +56,8 @@ OBJECTIVES = {"time": "step_time_s", "time-to-train": "time_to_train_s", "cost":
 GRID_FIELDS = ("tp", "pp", "cp", "dp", "ep", "micro_batch_size", "schedule", "vpp", "zero_stage", "recompute", "sp",
                "placement")
 BACKENDS = ("auto", "serial", "process", "ray")
+# Equal scores are ordered by the plan itself (fewer nodes, then smaller tp, pp, ...), never by chunk.
+TIE_ORDER = ("num_nodes", *GRID_FIELDS)
 # Grid points per task: large enough to amortise numpy call overhead, small enough to stay in cache-friendly
 # memory (estimate_arrays keeps ~40 full-size float64 temporaries: 250k points ~ 80 MB).
 CHUNK_POINTS = 250_000
@@ -328,17 +330,18 @@ def _eval_task(t: _Task) -> dict:
     obj, key = _objective(t, r, a, shape)
     score = np.where(fits, obj, np.inf).ravel()
     k = min(t.keep, score.size)
-    idx = np.argpartition(score, k - 1)[:k] if k < score.size else np.arange(score.size)
+    # plans tied with the k-th best are all kept (and so are ties for the fastest): how the grid is cut
+    # into chunks must not decide between equal plans; the merge orders ties by the plan's fields
+    idx = np.flatnonzero(score <= np.partition(score, k - 1)[k - 1]) if k < score.size else np.arange(score.size)
     idx = idx[np.isfinite(score[idx])]
     fastest = np.where(fits, key, np.inf).ravel()
     best_step = int(np.argmin(fastest))
-    if np.isfinite(fastest[best_step]):
-        idx = np.union1d(idx, [best_step])
-    idx = np.sort(idx)
+    fastest_ties = np.flatnonzero(fastest == fastest[best_step]) if np.isfinite(fastest[best_step]) else idx[:0]
+    idx = np.union1d(idx, fastest_ties)
     return {"task_id": t.task_id, "num_nodes": t.cluster.num_nodes, "grid_points": int(np.prod(shape)),
             "valid": int(valid.sum()), "fit": int(fits.sum()), "points": _decode(t, a, shape, idx),
             "score": score[idx], "pareto_key": key.ravel()[idx], "flat_index": idx,
-            "fastest_index": best_step if np.isfinite(fastest[best_step]) else -1}
+            "is_fastest": np.isin(idx, fastest_ties)}
 
 
 def _decode(t: _Task, a: dict, shape, idx: np.ndarray) -> dict:
@@ -436,7 +439,7 @@ def search(model: Transformer, cluster: Cluster, training: Training, constraints
         raise ValueError(f"search: none of the {sum(r['valid'] for r in results)} valid plans fits in memory "
                          f"(max_memory_fraction={c.max_memory_fraction}); add GPUs, or allow zero_stage 3 / "
                          "full recompute / larger tp, pp")
-    ranked = cand.sort_values(["score", "task_id", "flat_index"], kind="stable").head(top)
+    ranked = cand.sort_values(["score", *TIE_ORDER], kind="stable").head(top)
     records = [_record(model, cluster, training, row) for row in ranked.itertuples()]
     if simulate_top:
         records, note = _simulate_rerank(model, cluster, records, simulate_top)
@@ -458,7 +461,7 @@ def _merge(results: list[dict]) -> pd.DataFrame:
         d = pd.DataFrame(r["points"])
         d["score"], d["pareto_key"], d["flat_index"] = r["score"], r["pareto_key"], r["flat_index"]
         d["task_id"], d["num_nodes"] = r["task_id"], r["num_nodes"]
-        d["is_fastest"] = r["flat_index"] == r["fastest_index"]
+        d["is_fastest"] = r["is_fastest"]
         frames.append(d)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -520,7 +523,7 @@ def _flat(rec: dict) -> dict:
 
 def _pareto(model, cluster, training, cand: pd.DataFrame) -> pd.DataFrame:
     """Time-to-train vs cost front over the fastest plan of every chunk (exact: see module docstring)."""
-    fastest = cand[cand["is_fastest"]].sort_values(["pareto_key", "task_id"], kind="stable")
+    fastest = cand[cand["is_fastest"]].sort_values(["pareto_key", *TIE_ORDER], kind="stable")
     best_per_nodes = fastest.groupby("num_nodes", sort=True).head(1)
     rows = [_flat(_record(model, cluster, training, r)) for r in best_per_nodes.itertuples()]
     df = pd.DataFrame(rows).sort_values(["time_to_train_s", "cost_usd"], kind="stable")
