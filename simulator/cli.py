@@ -146,6 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, KeyError) as e:
         typer.echo(f"error: {e}", err=True)
         return 2
+    except RuntimeError as e:
+        if type(e).__name__ != "RanksFailed":   # calibrate/validate's dead ranks; anything else is a bug
+            raise
+        typer.echo(f"error: {e}", err=True)
+        return 1
     except Exception as e:  # click usage errors (typer may vendor its own click: match by shape)
         if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
             e.show()

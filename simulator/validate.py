@@ -309,12 +309,10 @@ def _measure_plan(cfg, rp: RunPlan, device: str, steps: int, warmup: int, thread
             return _measure(cfg, rp, "cuda:0" if device.startswith("cuda") else "cpu", 0, steps, warmup)
         finally:
             torch.set_num_threads(old)
-    import torch.multiprocessing as mp
-
-    from simulator.calibrate.microbench import free_port
+    from simulator.calibrate.microbench import spawn_ranks
     with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_dist_worker, args=(cfg, rp, device, steps, warmup, threads, free_port(), tmp),
-                 nprocs=rp.world_size, join=True)
+        spawn_ranks(_dist_worker, (tmp,), rp.world_size, f"validate: plan {rp.name}",
+                    args_before_port=(cfg, rp, device, steps, warmup, threads))
         ranks = []
         for r in range(rp.world_size):
             with open(os.path.join(tmp, f"rank{r}.json")) as f:

@@ -200,3 +200,31 @@ def test_tensor_parallel_gpt_matches_the_unsharded_model(tmp_path):
         res = json.loads((tmp_path / f"{r}.json").read_text())
         assert res["loss_tp"] == pytest.approx(res["loss_full"], rel=1e-5)
         assert res["worst_grad_diff"] < 1e-5
+
+
+def _dying_worker(rank, port, marker):
+    import os
+    import sys
+    # the first attempt's rank 1 dies; the retry (on another port) succeeds, unless marker says "always"
+    if rank == 1 and (marker.endswith("always") or not os.path.exists(marker)):
+        open(marker, "w").close()
+        sys.exit(3)
+
+
+def test_spawn_ranks_retries_once_then_names_the_failure(tmp_path, capsys):
+    mb.spawn_ranks(_dying_worker, (str(tmp_path / "once"),), 2, "validate: plan x")   # second try passes
+    assert (tmp_path / "once").exists()
+    with pytest.raises(mb.RanksFailed, match=r"validate: plan x: a rank of 2 processes failed twice \(.*exit code 3"):
+        mb.spawn_ranks(_dying_worker, (str(tmp_path / "always"),), 2, "validate: plan x")
+
+
+def test_cli_reports_dead_ranks_in_one_line(monkeypatch, capsys):
+    from simulator import validate as v
+    from simulator.cli import main
+
+    def dead(*a, **k):
+        raise mb.RanksFailed("validate: plan ddp-dp2-mb1-ga1-rcnone: a rank of 2 processes failed twice (signal SIGABRT)")
+    monkeypatch.setattr(v, "validate", dead)
+    assert main(["validate", "--plans", "ddp"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "failed twice" in err and "Traceback" not in err

@@ -237,6 +237,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class RanksFailed(RuntimeError):
+    """A multi-process measurement whose ranks died twice (the message says which and how)."""
+
+
+def spawn_ranks(fn, args_after_port: tuple, nprocs: int, what: str, args_before_port: tuple = ()) -> None:
+    """``torch.multiprocessing.spawn(fn, args_before_port + (port,) + args_after_port)`` on a fresh
+    localhost port; once more on another port when a rank dies (a port taken between choosing and
+    binding it, or a gloo transport abort on a loaded machine). RanksFailed if the retry fails too."""
+    import torch.multiprocessing as mp
+    last = None
+    for _ in range(2):
+        try:
+            mp.spawn(fn, args=(*args_before_port, free_port(), *args_after_port), nprocs=nprocs, join=True)
+            return
+        except (mp.ProcessExitedException, mp.ProcessRaisedException) as e:
+            last = str(e).strip().splitlines()[-1][:300]
+    raise RanksFailed(f"{what}: a rank of {nprocs} processes failed twice ({last})")
+
+
 def init_process_group(rank, world_size, port, backend):
     import torch.distributed as dist
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
@@ -294,11 +313,10 @@ def bench_collectives(world_size=2, sizes=(1 << 16, 1 << 20, 1 << 22), dtype="bf
     Rank 0's median is reported; kinds the backend does not implement are listed with the error."""
     import json
 
-    import torch.multiprocessing as mp
     backend = "nccl" if str(device).startswith("cuda") else "gloo"
     with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_collective_worker, args=(world_size, free_port(), backend, list(sizes), dtype, threads_per_rank,
-                                           tmp, warmup, repeats), nprocs=world_size, join=True)
+        spawn_ranks(_collective_worker, (backend, list(sizes), dtype, threads_per_rank, tmp, warmup, repeats),
+                    world_size, f"calibrate: collectives ({backend})", args_before_port=(world_size,))
         with open(os.path.join(tmp, "collectives.json")) as f:
             results = json.load(f)
     return {"backend": backend, "world_size": world_size, "dtype": dtype, "results": results,
