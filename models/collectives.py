@@ -44,34 +44,47 @@ def group_bus_bytes_per_s(group_size, stride, gpus_per_node, nvlink_busbw_bytes_
                     nvlink_busbw_bytes_per_s)
 
 
-def collective_time_s(kind, num_bytes, group_size, bus_bytes_per_s, spans_nodes=False):
-    """Seconds for one collective of ``num_bytes`` (the full buffer) over ``group_size`` ranks.
+def collective_time_s(kind, num_bytes, group_size, bus_bytes_per_s, spans_nodes=False, latency_s=None, count=1):
+    """Seconds for ``count`` collectives of ``kind`` that together move ``num_bytes`` (full buffers)
+    over ``group_size`` ranks: every collective pays the latency, the bytes pay the bandwidth once.
+
+    ``latency_s``: a measured per-collective latency (the alpha of ``clustersim calibrate``'s
+    alpha-beta fit, models.profile) in place of the hop model's for a group inside one node; a
+    group that spans nodes adds the network hops to it. None: the hop model above.
 
     >>> round(float(collective_time_s("all_reduce", 1e9, 8, 232e9)) * 1e3, 2)  # 1 GB on 8 A100s
     7.56
     >>> float(collective_time_s("all_reduce", 1e9, 1, 232e9))
     0.0
+    >>> round(float(collective_time_s("all_gather", 4e6, 2, 1e9, latency_s=1e-3, count=4)) * 1e3, 1)
+    6.0
     """
     n = np.asarray(group_size, dtype=float)
     alpha = np.where(spans_nodes, ALPHA_NET_S, ALPHA_NVLINK_S)
     frac = (n - 1) / np.maximum(n, 1)
-    if kind == "all_reduce":
-        ring = 2 * (n - 1) * alpha + 2 * frac * num_bytes / bus_bytes_per_s
-        tree = 2 * np.log2(np.maximum(n, 2)) * alpha + 2 * frac * num_bytes / bus_bytes_per_s
-        t = np.minimum(ring, tree)
+    if kind == "all_reduce":   # ring 2(n-1) steps or tree 2 log2(n); equal bandwidth terms
+        steps, factor = np.minimum(2 * (n - 1), 2 * np.log2(np.maximum(n, 2))), 2 * frac
     elif kind in ("reduce_scatter", "all_gather", "all_to_all"):
-        t = (n - 1) * alpha + frac * num_bytes / bus_bytes_per_s
+        steps, factor = n - 1, frac
     elif kind == "send_recv":
-        t = alpha + num_bytes / bus_bytes_per_s
+        steps, factor = np.ones_like(n), 1.0
     else:
         raise ValueError(f"collective kind {kind!r} unknown; choose one of {', '.join(KINDS)}")
-    return np.where(n > 1, t + BASE_LATENCY_S, 0.0)
+    if latency_s is None:
+        latency = steps * alpha + BASE_LATENCY_S
+    else:
+        latency = latency_s + np.where(spans_nodes, steps * ALPHA_NET_S, 0.0)
+    t = count * latency + factor * num_bytes / bus_bytes_per_s
+    return np.where(n > 1, t, 0.0)
 
 
-def all_to_all_time_s(num_bytes, group_size, local_ranks, nvlink_busbw_bytes_per_s, net_bytes_per_s_per_gpu):
+def all_to_all_time_s(num_bytes, group_size, local_ranks, nvlink_busbw_bytes_per_s, net_bytes_per_s_per_gpu,
+                      latency_s=None):
     """Seconds for an all-to-all of ``num_bytes`` per rank over ``group_size`` ranks, ``local_ranks``
     of them on each node: each rank sends (n - r)/n of its buffer over its own NIC and (r - 1)/n
-    over NVLink, concurrently (no ring shares the NICs here, unlike all-reduce).
+    over NVLink, concurrently (no ring shares the NICs here, unlike all-reduce). ``latency_s``: a
+    measured per-collective latency replacing the base latency and the NVLink hops (see
+    collective_time_s).
 
     >>> round(float(all_to_all_time_s(1e9, 16, 8, 370e9, 47e9)) * 1e3, 2)  # 16 ranks on 2 DGX H100
     10.65
@@ -79,5 +92,8 @@ def all_to_all_time_s(num_bytes, group_size, local_ranks, nvlink_busbw_bytes_per
     n = np.asarray(group_size, dtype=float)
     r = np.minimum(np.asarray(local_ranks, dtype=float), n)
     t_net = (n - r) / n * num_bytes / net_bytes_per_s_per_gpu + np.where(n > r, (n / r - 1) * ALPHA_NET_S, 0.0)
-    t_nvl = (r - 1) / n * num_bytes / nvlink_busbw_bytes_per_s + (r - 1) * ALPHA_NVLINK_S
-    return np.where(n > 1, np.maximum(t_net, t_nvl) + BASE_LATENCY_S, 0.0)
+    if latency_s is None:
+        t_nvl = (r - 1) / n * num_bytes / nvlink_busbw_bytes_per_s + (r - 1) * ALPHA_NVLINK_S
+        return np.where(n > 1, np.maximum(t_net, t_nvl) + BASE_LATENCY_S, 0.0)
+    t_nvl = (r - 1) / n * num_bytes / nvlink_busbw_bytes_per_s
+    return np.where(n > 1, np.maximum(t_net, t_nvl) + latency_s, 0.0)

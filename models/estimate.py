@@ -127,6 +127,17 @@ def logits_time_s(model: Transformer, km, tokens, tp):
         tokens * model.vocab / tp * LOSS_BYTES_PER_LOGIT, 6)
 
 
+def collective_latency_s(cl: Cluster, kind: str) -> float | None:
+    """A measured profile's latency of one ``kind`` collective (None: models.collectives' hop model)."""
+    p = cl.profile
+    return p.latency_s(kind) if p is not None and hasattr(p, "latency_s") else None
+
+
+def dp_buckets(grad_bytes):
+    """Gradient buckets of a DDP / distributed-optimizer reduction (>= 1): each is one collective."""
+    return np.maximum(1, np.ceil(np.asarray(grad_bytes, dtype=float) / DP_BUCKET_BYTES))
+
+
 def _kind_ratio(cl: Cluster, kind: str) -> float:
     """A measured profile's bus bandwidth of ``kind`` relative to all-reduce (1 without one)."""
     p = cl.profile
@@ -194,7 +205,8 @@ def stage_memory_arrays(model: Transformer, cl: Cluster, a, stage):
 
 
 def _layer_comm_s(model: Transformer, cl: Cluster, a, km, strides, times, bpe):
-    """Exposed TP/SP, CP and EP seconds of one layer for one micro-batch on one rank."""
+    """Exposed TP/SP, CP and EP seconds of one layer for one micro-batch on one rank, and the TP
+    seconds outside the layers per micro-batch (embedding, output layer, loss)."""
     tp, cp, ep, mb, s = a["tp"], a["cp"], a["ep"], a["micro_batch_size"], model.seq_len
     s_tp, s_cp, s_dp, _ = strides
     fwd, bwd, rcmp, gemms_fwd, attn_fwd = times
@@ -202,27 +214,32 @@ def _layer_comm_s(model: Transformer, cl: Cluster, a, km, strides, times, bpe):
     # TP / SP collectives: 4 (+2 recompute) all-reduce equivalents per layer
     tp_bw, tp_spans = group_bandwidth(cl, tp, s_tp)
     t_tp = coll.collective_time_s("all_reduce", tensor.tp_collective_bytes(mb, s, model.hidden, cp, bpe),
-                                  tp, tp_bw, tp_spans)
+                                  tp, tp_bw, tp_spans, collective_latency_s(cl, "all_reduce"))
     tp_layer = tensor.tp_allreduces_per_layer(rc_full) * t_tp
     tp_layer = np.where(a["overlap_tp_comm"], np.maximum(0, tp_layer - 3 * gemms_fwd), tp_layer)
+    # outside the layers: embedding / output-layer all-reduces and the cross-entropy's, per micro-batch
+    tp_edge = tensor.tp_edge_allreduces(a["pp"]) * t_tp + coll.collective_time_s(
+        "all_reduce", tensor.TP_LOSS_ALLREDUCES * tensor.tp_loss_collective_bytes(mb, s, cp), tp, tp_bw, tp_spans,
+        collective_latency_s(cl, "all_reduce"), tensor.TP_LOSS_ALLREDUCES)
     # CP ring attention: (c-1) K/V block exchanges per layer, hidden behind attention
     cp_bw, cp_spans = group_bandwidth(cl, cp, s_cp)
     kv = context.kv_block_bytes(mb, s, model.num_kv_heads, model.dh, tp, cp, bpe)
-    t_ring = context.ring_steps(cp) * coll.collective_time_s("send_recv", kv, cp, cp_bw, cp_spans)
+    t_ring = context.ring_steps(cp) * coll.collective_time_s("send_recv", kv, cp, cp_bw, cp_spans,
+                                                             collective_latency_s(cl, "send_recv"))
     cp_layer = np.maximum(0, t_ring - attn_fwd) + np.maximum(0, 2 * t_ring - ATTN_BWD_FLOP_RATIO * attn_fwd)
     cp_layer = cp_layer * (1 + rc_full / 2)
     if not model.is_moe:
-        return tp_layer, cp_layer, np.zeros_like(tp_layer)
+        return tp_layer, cp_layer, np.zeros_like(tp_layer), tp_edge
     # EP all-to-alls: 4 (+2) per MoE layer; EP groups are consecutive DP ranks
     a2a = expert.all_to_all_bytes(mb, s, model.hidden, model.top_k, model.capacity_factor, cp, bpe)
     local = coll.ranks_per_node(ep, s_dp, cl.node.nvlink_domain_gpus)
     ep_layer = model.num_moe_layers / model.num_layers * expert.all_to_alls_per_moe_layer(rc_full) * \
         coll.all_to_all_time_s(a2a, ep, local, cl.gpu.nvlink_busbw_bytes_per_s * _kind_ratio(cl, "all_to_all"),
-                               cl.net_bytes_per_s_per_gpu)
+                               cl.net_bytes_per_s_per_gpu, collective_latency_s(cl, "all_to_all"))
     # Overlapped dispatch/combine (DeepSeek-V3 DualPipe, Sec. 3.2.1; Megatron-Core a2a overlap) hides the
     # all-to-alls behind the other micro-batch's layer compute; only what exceeds it stays exposed.
     overlap_ep = np.asarray(a.get("overlap_ep_comm", False))
-    return tp_layer, cp_layer, np.where(overlap_ep, np.maximum(0.0, ep_layer - (fwd + bwd + rcmp)), ep_layer)
+    return tp_layer, cp_layer, np.where(overlap_ep, np.maximum(0.0, ep_layer - (fwd + bwd + rcmp)), ep_layer), tp_edge
 
 
 def _dp_comm_s(model: Transformer, cl: Cluster, a, strides, layers_max, t_fwd_mb, t_bwd_mb):
@@ -240,19 +257,28 @@ def _dp_comm_s(model: Transformer, cl: Cluster, a, strides, layers_max, t_fwd_mb
     edp = np.maximum(dpcp // ep, 1)
     edp_bw, edp_spans = group_bandwidth(cl, edp, s_dp * ep)
 
-    def dp_coll(kind):
-        r = _kind_ratio(cl, kind)
-        return (coll.collective_time_s(kind, data.grad_sync_bytes(nonexp), dpcp, dp_bw * r, dp_spans)
-                + coll.collective_time_s(kind, data.grad_sync_bytes(exp), edp, edp_bw * r, edp_spans))
+    def dp_coll(kind, per_layer=False):
+        """Non-expert + expert ``kind`` collectives of the stage's weights: one per gradient bucket,
+        or one per layer (ZeRO-3 / FSDP gather and reduce every layer's weights separately)."""
+        r, lat = _kind_ratio(cl, kind), collective_latency_s(cl, kind)
+        b1, b2 = data.grad_sync_bytes(nonexp), data.grad_sync_bytes(exp)
+        n1, n2 = (layers_max, layers_max) if per_layer else (dp_buckets(b1), dp_buckets(b2))
+        return (coll.collective_time_s(kind, b1, dpcp, dp_bw * r, dp_spans, lat, n1)
+                + coll.collective_time_s(kind, b2, edp, edp_bw * r, edp_spans, lat, n2 * (b2 > 0)))
     t_ar, t_rs, t_ag = dp_coll("all_reduce"), dp_coll("reduce_scatter"), dp_coll("all_gather")
+    t_ag = np.where(z >= 3, dp_coll("all_gather", True), t_ag)
+    t_rs = np.where(z >= 3, dp_coll("reduce_scatter", True), t_rs)
     t_bucket = coll.collective_time_s("all_reduce", np.minimum(DP_BUCKET_BYTES, data.grad_sync_bytes(nonexp + exp)),
-                                      dpcp, dp_bw, dp_spans)
+                                      dpcp, dp_bw, dp_spans, collective_latency_s(cl, "all_reduce"))
     og, opg = a["overlap_grad_reduce"], a["overlap_param_gather"]
     hide = lambda t, window: np.maximum(t - window, np.minimum(t, t_bucket))  # noqa: E731
     ddp = np.where(og, hide(t_ar, t_bwd_mb), t_ar)
     ag_once = np.where(opg, np.maximum(0, t_ag - t_fwd_mb), t_ag)
     z1 = np.where(og, hide(t_rs, t_bwd_mb), t_rs) + ag_once
-    z2 = m * np.where(og, np.maximum(0, t_rs - t_bwd_mb), t_rs) + np.minimum(t_rs, t_bucket) + ag_once
+    # ZeRO-2 reduce-scatters every micro-batch's gradients on the DP stream: overlapped, they run
+    # beside the rest of the stage's compute from the first backward on (the next micro-batches too)
+    z2 = np.where(og, np.maximum(0, m * t_rs - (m * (t_fwd_mb + t_bwd_mb) - t_fwd_mb)), m * t_rs) \
+        + np.minimum(t_rs, t_bucket) + ag_once
     z3 = m * np.where(opg, np.maximum(0, t_ag - t_fwd_mb) + t_ag / np.maximum(layers_max, 1)
                       + np.maximum(0, t_ag + t_rs - t_bwd_mb), data.zero3_gathers_per_microbatch() * t_ag + t_rs)
     exposed = np.where(dpcp > 1, np.select([z == 0, z == 1, z == 2], [ddp, z1, z2], z3), 0.0)
@@ -296,7 +322,7 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
     fwd, bwd, rcmp, _, _ = times
     # ---- rank placement: how far apart the members of each group sit (which share a node)
     strides = placement_strides(a.get("placement", 0), tp, cp, dp, pp)
-    tp_layer, cp_layer, ep_layer = _layer_comm_s(model, cl, a, km, strides, times, bpe)
+    tp_layer, cp_layer, ep_layer, tp_edge = _layer_comm_s(model, cl, a, km, strides, times, bpe)
 
     # ---- stages: the heaviest has ceil(L/pp) layers; the last adds the logits and loss
     layers_max = -(-model.num_layers // pp)
@@ -310,7 +336,7 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
     bubble = pipeline.bubble_ratio(pp, m, vpp, a["schedule"]) * m * t_mb_mean
     pp_bw, pp_spans = group_bandwidth(cl, pp, strides[3])
     p2p = coll.collective_time_s("send_recv", pipeline.p2p_bytes_per_microbatch(mb, s, model.hidden, tp, cp, True, bpe),
-                                 pp, pp_bw, pp_spans)
+                                 pp, pp_bw, pp_spans, collective_latency_s(cl, "send_recv"))
     pp_comm = pipeline.num_p2p_on_critical_path(pp, m, vpp) * p2p
 
     # ---- data parallel / ZeRO, then the optimizer step (memory-bound over this rank's share)
@@ -321,7 +347,7 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
     t_opt = km.memory_bound(OPTIMIZER_BYTES_PER_PARAM * opt_params, 10)
 
     compute = m * t_mb_compute_max + t_opt
-    exposed_mb_comm = m * layers_max * comm_layer
+    exposed_mb_comm = m * (layers_max * comm_layer + tp_edge)
     step = compute + exposed_mb_comm + bubble + pp_comm + dp_comm
     n_gpus = dp * tp * pp * cp
     peak = km.peak_flops_per_s
@@ -332,7 +358,7 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
     return {
         "step_time_s": step, "compute_s": compute,
         "exposed_comm_s": exposed_mb_comm + pp_comm + dp_comm, "bubble_s": bubble,
-        "exposed_tp_comm_s": m * layers_max * tp_layer, "exposed_cp_comm_s": m * layers_max * cp_layer,
+        "exposed_tp_comm_s": m * (layers_max * tp_layer + tp_edge), "exposed_cp_comm_s": m * layers_max * cp_layer,
         "exposed_ep_comm_s": m * layers_max * ep_layer, "exposed_pp_comm_s": pp_comm,
         "exposed_dp_comm_s": dp_comm, "optimizer_s": t_opt, "dp_comm_total_s": dp_total,
         "tokens_per_s": gb * s / step, "tflops_per_gpu": model_flops / step / n_gpus / 1e12,

@@ -4,7 +4,8 @@ uses it in place of datasheet defaults.
 Without a profile, kernel times come from models.efficiency (MAMF x wave quantisation,
 HBM roofline) and the attention efficiencies in models.estimate. With one, GEMM efficiency
 is interpolated from the measured table by GEMM size (log2 FLOPs), attention and
-memory-bound rates are the measured ones, and collective alpha/bus bandwidth too.
+memory-bound rates are the measured ones, and so are each collective's latency (alpha) and bus
+bandwidth (models.estimate passes them to models.collectives).
 """
 
 from __future__ import annotations
@@ -31,12 +32,26 @@ class HardwareProfile:
     allreduce_alpha_s: float | None = None    # fitted per-collective latency
     allreduce_busbw_bytes_per_s: float | None = None  # fitted bus bandwidth (this device's group)
     collective_busbw_bytes_per_s: tuple = ()  # ((kind, fitted bus bytes/s), ...) for each measured kind
+    collective_alpha_s: tuple = ()            # ((kind, fitted latency s), ...) for each measured kind
 
     def busbw_ratio(self, kind: str) -> float:
         """Measured bus bandwidth of ``kind`` over that of all-reduce (1 when either is unmeasured)."""
         table = dict(self.collective_busbw_bytes_per_s)
         ref = table.get("all_reduce") or self.allreduce_busbw_bytes_per_s
         return table[kind] / ref if ref and table.get(kind) else 1.0
+
+    def latency_s(self, kind: str) -> float | None:
+        """Measured latency of one collective of ``kind`` (the alpha of the fit); None when unmeasured.
+
+        >>> HardwareProfile("cpu", "test", collective_alpha_s=(("all_gather", 7e-4),)).latency_s("all_gather")
+        0.0007
+        >>> HardwareProfile("cpu", "test", allreduce_alpha_s=3e-3).latency_s("all_reduce")
+        0.003
+        """
+        table = dict(self.collective_alpha_s)
+        if kind in table:
+            return table[kind]
+        return self.allreduce_alpha_s if kind == "all_reduce" else None
 
     def __post_init__(self) -> None:
         if len(self.gemm_log2_flops) != len(self.gemm_efficiency):

@@ -107,11 +107,11 @@ def memory_total_bytes(static_bytes, act_bytes):
     return tensors + mem.FRAMEWORK_OVERHEAD_BYTES + mem.ALLOCATOR_FRAGMENTATION * tensors
 
 
-def _comm(kind, op, nbytes, group, bw, spans, links) -> Comm | None:
-    """A Comm whose time alone equals collective_time_s(op, nbytes, group, bw, spans)."""
+def _comm(kind, op, nbytes, group, bw, spans, links, latency_s=None) -> Comm | None:
+    """A Comm whose time alone equals collective_time_s(op, nbytes, group, bw, spans, latency_s)."""
     if group <= 1 or nbytes <= 0:
         return None
-    total = float(coll.collective_time_s(op, nbytes, group, bw, spans))
+    total = float(coll.collective_time_s(op, nbytes, group, bw, spans, latency_s))
     frac = (group - 1) / group
     wire = nbytes * {"all_reduce": 2 * frac, "send_recv": 1.0}.get(op, frac)
     return Comm(kind, op, wire, total - wire / bw, tuple(links), float(bw))
@@ -125,7 +125,7 @@ def _ep_comm(cluster: Cluster, nbytes, ep, stride, links, links_nvl) -> Comm | N
     gpn = cluster.node.nvlink_domain_gpus
     r = int(coll.ranks_per_node(ep, stride, gpn))
     net, nvl = cluster.net_bytes_per_s_per_gpu, cluster.gpu.nvlink_busbw_bytes_per_s
-    total = float(coll.all_to_all_time_s(nbytes, ep, r, nvl, net))
+    total = float(coll.all_to_all_time_s(nbytes, ep, r, nvl, net, est_mod.collective_latency_s(cluster, "all_to_all")))
     if ep > r:
         wire, cap = (ep - r) / ep * nbytes, net
     else:
@@ -210,6 +210,7 @@ class LayerCosts:
     full_act_bytes: float         # a recomputed layer's activations + its backward's gradients (transient)
     out_act_bytes: float          # output layer's activations (last stage)
     tp_bytes: float               # one TP all-reduce buffer
+    tp_loss_bytes: float          # one of the vocab-parallel cross-entropy's all-reduces
     cp_fwd_s: float               # exposed CP ring time per layer, forward
     cp_bwd_s: float               # exposed CP ring time per layer, backward (+ recompute)
     a2a_bytes: float              # one MoE all-to-all buffer
@@ -239,7 +240,8 @@ def layer_costs(model: Transformer, cluster: Cluster, plan: Plan) -> LayerCosts:
     s_cp = int(est_mod.placement_strides(PLACEMENTS.index(plan.placement), tp, cp, plan.dp, plan.pp)[1])
     cp_bw, cp_spans = _group_bw(cluster, s_cp, cp)
     kv = float(context.kv_block_bytes(mb, s, model.num_kv_heads, model.dh, tp, cp, bpe))
-    t_ring = float(context.ring_steps(cp) * coll.collective_time_s("send_recv", kv, cp, cp_bw, cp_spans))
+    t_ring = float(context.ring_steps(cp) * coll.collective_time_s("send_recv", kv, cp, cp_bw, cp_spans,
+                                                                   est_mod.collective_latency_s(cluster, "send_recv")))
     cp_f = max(0.0, t_ring - attn_fwd)
     return LayerCosts(
         fwd_s=fwd, bwd_s=bwd + rcmp, wgrad_s=gemms_fwd, logits_s=float(est_mod.logits_time_s(model, km, mb * s / cp, tp)),
@@ -247,6 +249,7 @@ def layer_costs(model: Transformer, cluster: Cluster, plan: Plan) -> LayerCosts:
         act_bytes=act, full_act_bytes=float(mem.recompute_backward_transient_bytes(model, mb, s, tp, plan.sp, flash, cp)),
         out_act_bytes=float(mem.output_layer_activation_bytes(model, mb, s, tp, plan.sp, cp)),
         tp_bytes=float(tensor.tp_collective_bytes(mb, s, model.hidden, cp, bpe)),
+        tp_loss_bytes=float(tensor.tp_loss_collective_bytes(mb, s, cp)),
         cp_fwd_s=cp_f, cp_bwd_s=max(0.0, 2 * t_ring - ATTN_BWD_FLOP_RATIO * attn_fwd) + rc_full * cp_f,
         a2a_bytes=float(expert.all_to_all_bytes(mb, s, model.hidden, model.top_k, model.capacity_factor, cp, bpe))
         if model.is_moe else 0.0,
@@ -271,15 +274,21 @@ def _stage_comms(cluster: Cluster, plan: Plan, pl: Placement, links: _Links, lc:
     dpcp_local = int(coll.ranks_per_node(cp, pl.stride("cp"), gpn) * coll.ranks_per_node(plan.dp, s_dp, gpn))
     ep1 = _ep_comm(cluster, lc.a2a_bytes, ep, s_dp, links.per_rank_nic(st), links.group(st, "dp", 1))
     pp_bw = _group_bw(cluster, pl.stride("pp"), pp)
+    lat = {k: est_mod.collective_latency_s(cluster, k) for k in coll.KINDS}
+    tp_bw = _group_bw(cluster, pl.stride("tp"), tp)
     return {
-        "tp": _comm("tp", "all_reduce", lc.tp_bytes, tp, *_group_bw(cluster, pl.stride("tp"), tp),
-                    links.group(st, "tp", tp)),
-        "cp": _comm("cp", "send_recv", 1.0, cp, *_group_bw(cluster, pl.stride("cp"), cp), links.group(st, "cp", cp)),
+        "tp": _comm("tp", "all_reduce", lc.tp_bytes, tp, *tp_bw, links.group(st, "tp", tp), lat["all_reduce"]),
+        "tp_loss": _comm("tp", "all_reduce", lc.tp_loss_bytes, tp, *tp_bw, links.group(st, "tp", tp), lat["all_reduce"]),
+        "cp": _comm("cp", "send_recv", 1.0, cp, *_group_bw(cluster, pl.stride("cp"), cp), links.group(st, "cp", cp),
+                    lat["send_recv"]),
         "ep": ep1,
         "dp": (dpcp, *_group_bw(cluster, s_dp, dpcp, dpcp_local), links.group(st, "dp", dpcp, s_dp, dpcp_local)),
         "edp": (edp, *_group_bw(cluster, s_dp * ep, edp), links.group(st, "dp", edp, s_dp * ep)),
-        "send_F": _comm("pp", "send_recv", lc.p2p_bytes, pp, *pp_bw, links.p2p(st, (st + 1) % pp)) if pp > 1 else None,
-        "send_B": _comm("pp", "send_recv", lc.p2p_bytes, pp, *pp_bw, links.p2p(st, (st - 1) % pp)) if pp > 1 else None,
+        "latency": lat,
+        "send_F": _comm("pp", "send_recv", lc.p2p_bytes, pp, *pp_bw, links.p2p(st, (st + 1) % pp), lat["send_recv"])
+        if pp > 1 else None,
+        "send_B": _comm("pp", "send_recv", lc.p2p_bytes, pp, *pp_bw, links.p2p(st, (st - 1) % pp), lat["send_recv"])
+        if pp > 1 else None,
     }
 
 
@@ -290,12 +299,16 @@ def _cp_exposed(cp1: Comm | None, exposed_s: float) -> Comm | None:
     return Comm("cp", "send_recv", exposed_s * cp1.cap_bytes_per_s, 0.0, cp1.links, cp1.cap_bytes_per_s)
 
 
-def _chunk_costs(lc: LayerCosts, comms: dict, num_layers: int, last: bool, zb: bool, c: int) -> dict:
-    """OpCosts of a chunk of ``num_layers`` layers: F, B (and W for ZB-H1)."""
+def _chunk_costs(lc: LayerCosts, comms: dict, num_layers: int, last: bool, zb: bool, c: int, first: bool = False) -> dict:
+    """OpCosts of a chunk of ``num_layers`` layers: F, B (and W for ZB-H1). The first chunk's
+    forward adds the embedding's TP all-reduce; the last chunk the cross-entropy's (forward) and the
+    output layer's input-gradient all-reduce (backward), as models.parallel.tensor counts them."""
     L, rc = num_layers, lc.rc_full
     ep_n = lc.moe_frac * L
-    comm_f = _seq(_scale(comms["tp"], 2 * L), _cp_exposed(comms["cp"], L * lc.cp_fwd_s), _scale(comms["ep"], 2 * ep_n))
-    comm_b = _seq(_scale(comms["tp"], (2 + 2 * rc) * L), _cp_exposed(comms["cp"], L * lc.cp_bwd_s),
+    tp_f = 2 * L + first
+    comm_f = _seq(_scale(comms["tp"], tp_f), _scale(comms["tp_loss"], tensor.TP_LOSS_ALLREDUCES * last),
+                  _cp_exposed(comms["cp"], L * lc.cp_fwd_s), _scale(comms["ep"], 2 * ep_n))
+    comm_b = _seq(_scale(comms["tp"], (2 + 2 * rc) * L + last), _cp_exposed(comms["cp"], L * lc.cp_bwd_s),
                   _scale(comms["ep"], (2 + 2 * rc) * ep_n))
     act = L * lc.act_bytes + (lc.out_act_bytes if last else 0.0)
     f_s = L * lc.fwd_s + (lc.logits_s / 3 if last else 0.0)
@@ -312,14 +325,16 @@ def _chunk_costs(lc: LayerCosts, comms: dict, num_layers: int, last: bool, zb: b
     return out
 
 
-def _dp_comms(kind: str, comms: dict, nonexp: float, exp: float, bucket_bytes: float | None) -> tuple:
+def _dp_comms(kind: str, comms: dict, nonexp: float, exp: float, bucket_bytes: float | None,
+              count: int | None = None) -> tuple:
     """Gradient (or weight) collectives of ``nonexp`` + ``exp`` parameters: non-expert ones over
-    dp*cp ranks, expert ones over the dp*cp/ep expert-data-parallel ranks; in buckets if given."""
+    dp*cp ranks, expert ones over the dp*cp/ep expert-data-parallel ranks; in buckets if given,
+    or in ``count`` equal collectives (ZeRO-3: one per layer)."""
     out = []
     for nparams, (group, bw, spans, links) in ((nonexp, comms["dp"]), (exp, comms["edp"])):
         nbytes = data.grad_sync_bytes(nparams)
-        nb = max(1, int(np.ceil(nbytes / bucket_bytes))) if bucket_bytes else 1
-        one = _comm("dp", kind, nbytes / nb, group, bw, spans, links)
+        nb = count or (int(est_mod.dp_buckets(nbytes)) if bucket_bytes else 1)
+        one = _comm("dp", kind, nbytes / nb, group, bw, spans, links, comms["latency"][kind])
         out += [one] * nb if one is not None else []
     return tuple(out)
 
@@ -333,14 +348,16 @@ def _stage_program(model, cluster, plan, pl, links, lc, km, orders, st) -> Stage
     costs, buckets, gathers, nonexp, exp = {}, {}, {}, 0.0, 0.0
     for c in range(vpp):
         v = c * pp + st
-        costs.update(_chunk_costs(lc, comms, counts[v], v == pp * vpp - 1, zb, c))
+        costs.update(_chunk_costs(lc, comms, counts[v], v == pp * vpp - 1, zb, c, first=v == 0))
         ne, ex = (float(x) for x in _stage_params(model, a, counts[v], v == 0, v == pp * vpp - 1))
         nonexp, exp = nonexp + ne, exp + ex
-        buckets[c] = _dp_comms("all_reduce" if z == 0 else "reduce_scatter", comms, ne, ex, DP_BUCKET_BYTES)
+        # ZeRO-3 / FSDP gather and reduce-scatter every layer's weights separately
+        buckets[c] = _dp_comms("all_reduce" if z == 0 else "reduce_scatter", comms, ne, ex, DP_BUCKET_BYTES,
+                               max(counts[v], 1) if z >= 3 else None)
         if z >= 3:   # the first layer's weights, then the rest (gathered while the first layers compute)
             f = 1.0 / max(counts[v], 1)
-            gathers[c] = (_dp_comms("all_gather", comms, f * ne, f * ex, None),
-                          _dp_comms("all_gather", comms, (1 - f) * ne, (1 - f) * ex, None))
+            gathers[c] = (_dp_comms("all_gather", comms, f * ne, f * ex, None, 1),
+                          _dp_comms("all_gather", comms, (1 - f) * ne, (1 - f) * ex, None, max(counts[v] - 1, 1)))
     dpcp, edp = comms["dp"][0], comms["edp"][0]
     w1, g1, o1 = (float(x) for x in mem.model_state_bytes(nonexp, dpcp, z))
     w2, g2, o2 = (float(x) for x in mem.model_state_bytes(exp, dpcp / plan.ep, z))
@@ -348,7 +365,7 @@ def _stage_program(model, cluster, plan, pl, links, lc, km, orders, st) -> Stage
     static = w1 + g1 + o1 + w2 + g2 + o2 + gathered   # ZeRO-3: current (+ prefetched) layer
     opt_params = nonexp / (dpcp if z >= 1 else 1) + exp / (edp if z >= 1 else 1)
     t_opt = float(km.memory_bound(OPTIMIZER_BYTES_PER_PARAM * opt_params, 10))
-    param_gather = _dp_comms("all_gather", comms, nonexp, exp, None) if z in (1, 2) else ()
+    param_gather = _dp_comms("all_gather", comms, nonexp, exp, DP_BUCKET_BYTES) if z in (1, 2) else ()
     send = {"F": comms["send_F"], "B": comms["send_B"]} if pp > 1 else {}
     return StageProgram(st, pl.rank(st), tuple(orders[st]), costs, tuple(int(starts[c * pp + st]) for c in range(vpp)),
                         send, buckets, z >= 2, gathers, t_opt, param_gather, static)

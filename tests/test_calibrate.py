@@ -151,3 +151,39 @@ def test_hardware_profile_is_a_valid_models_profile():
     hp = prof.hardware_profile(synthetic())
     again = dataclasses.replace(hp)
     assert again == hp and all(e > 0 for e in hp.gemm_efficiency)
+
+
+def _with_alpha(d: dict, alpha_s: float) -> dict:
+    d = dict(d)
+    d["collectives"] = {"backend": "gloo", "world_size": 2, "fit": {
+        kind: {"alpha_s": alpha_s, "busbw_bytes_per_s": 1e9}
+        for kind in ("all_reduce", "all_gather", "reduce_scatter")}}
+    return d
+
+
+def test_measured_collective_latency_is_paid_once_per_collective(tmp_path):
+    """The fitted alpha of every collective kind reaches the model: a TP=2 micro-batch of gpt-tiny
+    runs 4 all-reduces per layer plus 2 outside the layers and the cross-entropy's 3 (Megatron-LM);
+    ZeRO-3 gathers every layer twice and reduce-scatters it once. Raising alpha by 1 ms adds 1 ms
+    per collective, so the step-time difference counts them."""
+    inp = build_inputs(model="gpt-tiny", gpu="h100", nodes=1, tp=2, dp=4, micro_batch=1, global_batch=4)
+    lo = prof.apply_profile(inp, prof.write_profile(_with_alpha(synthetic(), 0.0), tmp_path / "lo.yaml"))
+    hi = prof.apply_profile(inp, prof.write_profile(_with_alpha(synthetic(), 1e-3), tmp_path / "hi.yaml"))
+    assert hi.cluster.profile.latency_s("all_gather") == 1e-3
+    layers = inp.model.num_layers
+    e_lo, e_hi = (estimate(x.model, x.cluster, x.plan) for x in (lo, hi))
+    tp_count = (e_hi.exposed_comm_by_kind_s["tp"] - e_lo.exposed_comm_by_kind_s["tp"]) / 1e-3
+    assert tp_count == pytest.approx(4 * layers + 2 + 3)
+    z3 = dataclasses.replace(inp.plan, tp=1, dp=8, global_batch_size=8, zero_stage=3, overlap_grad_reduce=False,
+                             overlap_param_gather=False)
+    d_lo, d_hi = (estimate(x.model, x.cluster, z3).exposed_comm_by_kind_s["dp"] for x in (lo, hi))
+    assert (d_hi - d_lo) / 1e-3 == pytest.approx(3 * layers)
+
+
+def test_simulator_uses_the_measured_latency_too(tmp_path):
+    from simulator.simulate import simulate
+    inp = build_inputs(model="gpt-tiny", gpu="h100", nodes=1, tp=2, dp=4, micro_batch=1, global_batch=4)
+    hi = prof.apply_profile(inp, prof.write_profile(_with_alpha(synthetic(), 1e-3), tmp_path / "hi.yaml"))
+    r = simulate(hi.model, hi.cluster, hi.plan)
+    assert r.exposed_comm_by_kind_s["tp"] == pytest.approx(r.analytical.exposed_comm_by_kind_s["tp"], rel=1e-6)
+    assert r.exposed_comm_by_kind_s["tp"] > (4 * inp.model.num_layers + 5) * 1e-3

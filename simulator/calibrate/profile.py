@@ -150,7 +150,9 @@ def _calibrate(device, quick, dtype, threads, world_size, target, say) -> dict:
         sizes = (1 << 16, 1 << 20, 1 << 22) if quick else (1 << 14, 1 << 16, 1 << 18, 1 << 20, 1 << 22, 1 << 24)
         if device == "cuda":
             sizes = (1 << 20, 1 << 24, 1 << 28) if quick else tuple(1 << e for e in range(16, 31, 2))
-        prof["collectives"] = mb.bench_collectives(world_size, sizes, dtype, dev, threads, **reps)
+        # collectives are cheap to repeat and noisy on a shared host: at least 9 repeats each
+        prof["collectives"] = mb.bench_collectives(world_size, sizes, dtype, dev, threads, warmup=reps["warmup"],
+                                                   repeats=max(9, reps["repeats"]))
     return prof
 
 
@@ -249,12 +251,15 @@ def hardware_profile(d: dict) -> HardwareProfile:
     fit = fits.get("all_reduce") or {}
     per_kind = tuple((k, float(v["busbw_bytes_per_s"])) for k, v in sorted(fits.items())
                      if isinstance(v, dict) and v.get("busbw_bytes_per_s"))
+    alphas = tuple((k, float(v["alpha_s"])) for k, v in sorted(fits.items())
+                   if isinstance(v, dict) and v.get("alpha_s") is not None)
     return HardwareProfile(
         device=f"{d['device']['kind']}: {d['device'].get('name')}", source=provenance(d), dtype=dtype,
         peak_flops_per_s=peak, gemm_log2_flops=xs, gemm_efficiency=effs, attn_fwd_efficiency=fwd,
         attn_bwd_efficiency=bwd, memory_bytes_per_s=statistics.median(layer_ops) if layer_ops else None,
         kernel_overhead_s=d.get("kernel_overhead_s"), allreduce_alpha_s=fit.get("alpha_s"),
-        allreduce_busbw_bytes_per_s=fit.get("busbw_bytes_per_s"), collective_busbw_bytes_per_s=per_kind)
+        allreduce_busbw_bytes_per_s=fit.get("busbw_bytes_per_s"), collective_busbw_bytes_per_s=per_kind,
+        collective_alpha_s=alphas)
 
 
 def cpu_gpu_spec(d: dict) -> GpuSpec:
