@@ -12,6 +12,8 @@ All functions accept numpy arrays.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 # Per-hop latency (NCCL's tuning model, src/graph/tuning.cc, is of this order: ~1 us per
@@ -21,6 +23,21 @@ ALPHA_NET_S = 5e-6
 BASE_LATENCY_S = 8e-6
 
 KINDS = ("all_reduce", "reduce_scatter", "all_gather", "all_to_all", "send_recv")
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """One collective kind as ``clustersim calibrate`` measured it (models.profile): the fitted
+    latency, and the measured times of single collectives over ``world`` ranks of one node
+    (log2 bytes ascending, log2 seconds), which are interpolated inside their size range."""
+    alpha_s: float | None = None
+    world: int = 0
+    log2_bytes: tuple = ()
+    log2_time_s: tuple = ()
+
+    def __post_init__(self) -> None:
+        if len(self.log2_bytes) != len(self.log2_time_s) or list(self.log2_bytes) != sorted(self.log2_bytes):
+            raise ValueError("profile: collective points must be (bytes, seconds) pairs in ascending size")
 
 
 def ranks_per_node(group_size, stride, gpus_per_node):
@@ -44,20 +61,24 @@ def group_bus_bytes_per_s(group_size, stride, gpus_per_node, nvlink_busbw_bytes_
                     nvlink_busbw_bytes_per_s)
 
 
-def collective_time_s(kind, num_bytes, group_size, bus_bytes_per_s, spans_nodes=False, latency_s=None, count=1):
+def collective_time_s(kind, num_bytes, group_size, bus_bytes_per_s, spans_nodes=False, measured=None, count=1):
     """Seconds for ``count`` collectives of ``kind`` that together move ``num_bytes`` (full buffers)
     over ``group_size`` ranks: every collective pays the latency, the bytes pay the bandwidth once.
 
-    ``latency_s``: a measured per-collective latency (the alpha of ``clustersim calibrate``'s
-    alpha-beta fit, models.profile) in place of the hop model's for a group inside one node; a
-    group that spans nodes adds the network hops to it. None: the hop model above.
+    ``measured`` (a :class:`Measured`, from a calibration profile): its fitted latency replaces the
+    hop model's for a group inside one node (a group spanning nodes adds the network hops), and for
+    a group of the measured size inside one node, a collective whose size lies within the measured
+    sizes takes the time interpolated between them (log-log). None: the hop model above.
 
     >>> round(float(collective_time_s("all_reduce", 1e9, 8, 232e9)) * 1e3, 2)  # 1 GB on 8 A100s
     7.56
     >>> float(collective_time_s("all_reduce", 1e9, 1, 232e9))
     0.0
-    >>> round(float(collective_time_s("all_gather", 4e6, 2, 1e9, latency_s=1e-3, count=4)) * 1e3, 1)
+    >>> round(float(collective_time_s("all_gather", 4e6, 2, 1e9, measured=Measured(alpha_s=1e-3), count=4)) * 1e3, 1)
     6.0
+    >>> pts = Measured(1e-3, 2, (20.0, 22.0), (-10.0, -8.0))   # 1 MiB in 2^-10 s, 4 MiB in 2^-8 s
+    >>> round(float(collective_time_s("all_reduce", 2 * 2**21, 2, 1e9, measured=pts, count=2)) * 1e3, 3)
+    3.906
     """
     n = np.asarray(group_size, dtype=float)
     alpha = np.where(spans_nodes, ALPHA_NET_S, ALPHA_NVLINK_S)
@@ -70,21 +91,25 @@ def collective_time_s(kind, num_bytes, group_size, bus_bytes_per_s, spans_nodes=
         steps, factor = np.ones_like(n), 1.0
     else:
         raise ValueError(f"collective kind {kind!r} unknown; choose one of {', '.join(KINDS)}")
-    if latency_s is None:
+    if measured is None or measured.alpha_s is None:
         latency = steps * alpha + BASE_LATENCY_S
     else:
-        latency = latency_s + np.where(spans_nodes, steps * ALPHA_NET_S, 0.0)
+        latency = measured.alpha_s + np.where(spans_nodes, steps * ALPHA_NET_S, 0.0)
     t = count * latency + factor * num_bytes / bus_bytes_per_s
+    if measured is not None and len(measured.log2_bytes) >= 2:
+        xs, ys = measured.log2_bytes, measured.log2_time_s
+        each = np.log2(np.maximum(num_bytes / np.maximum(count, 1), 1.0))
+        inside = (n == measured.world) & ~np.asarray(spans_nodes, dtype=bool) & (each >= xs[0]) & (each <= xs[-1])
+        t = np.where(inside, count * np.exp2(np.interp(each, xs, ys)), t)
     return np.where(n > 1, t, 0.0)
 
 
 def all_to_all_time_s(num_bytes, group_size, local_ranks, nvlink_busbw_bytes_per_s, net_bytes_per_s_per_gpu,
-                      latency_s=None):
+                      measured=None):
     """Seconds for an all-to-all of ``num_bytes`` per rank over ``group_size`` ranks, ``local_ranks``
     of them on each node: each rank sends (n - r)/n of its buffer over its own NIC and (r - 1)/n
-    over NVLink, concurrently (no ring shares the NICs here, unlike all-reduce). ``latency_s``: a
-    measured per-collective latency replacing the base latency and the NVLink hops (see
-    collective_time_s).
+    over NVLink, concurrently (no ring shares the NICs here, unlike all-reduce). ``measured``: a
+    calibrated :class:`Measured` whose latency replaces the base latency and the NVLink hops.
 
     >>> round(float(all_to_all_time_s(1e9, 16, 8, 370e9, 47e9)) * 1e3, 2)  # 16 ranks on 2 DGX H100
     10.65
@@ -92,8 +117,8 @@ def all_to_all_time_s(num_bytes, group_size, local_ranks, nvlink_busbw_bytes_per
     n = np.asarray(group_size, dtype=float)
     r = np.minimum(np.asarray(local_ranks, dtype=float), n)
     t_net = (n - r) / n * num_bytes / net_bytes_per_s_per_gpu + np.where(n > r, (n / r - 1) * ALPHA_NET_S, 0.0)
-    if latency_s is None:
+    if measured is None or measured.alpha_s is None:
         t_nvl = (r - 1) / n * num_bytes / nvlink_busbw_bytes_per_s + (r - 1) * ALPHA_NVLINK_S
         return np.where(n > 1, np.maximum(t_net, t_nvl) + BASE_LATENCY_S, 0.0)
     t_nvl = (r - 1) / n * num_bytes / nvlink_busbw_bytes_per_s
-    return np.where(n > 1, np.maximum(t_net, t_nvl) + latency_s, 0.0)
+    return np.where(n > 1, np.maximum(t_net, t_nvl) + measured.alpha_s, 0.0)

@@ -127,10 +127,11 @@ def logits_time_s(model: Transformer, km, tokens, tp):
         tokens * model.vocab / tp * LOSS_BYTES_PER_LOGIT, 6)
 
 
-def collective_latency_s(cl: Cluster, kind: str) -> float | None:
-    """A measured profile's latency of one ``kind`` collective (None: models.collectives' hop model)."""
+def measured_collective(cl: Cluster, kind: str):
+    """What a measured profile says about ``kind`` collectives (models.collectives.Measured: fitted
+    latency, timed sizes), or None: models.collectives' hop model and the cluster's bandwidths."""
     p = cl.profile
-    return p.latency_s(kind) if p is not None and hasattr(p, "latency_s") else None
+    return p.collective(kind) if p is not None and hasattr(p, "collective") else None
 
 
 def dp_buckets(grad_bytes):
@@ -214,18 +215,18 @@ def _layer_comm_s(model: Transformer, cl: Cluster, a, km, strides, times, bpe):
     # TP / SP collectives: 4 (+2 recompute) all-reduce equivalents per layer
     tp_bw, tp_spans = group_bandwidth(cl, tp, s_tp)
     t_tp = coll.collective_time_s("all_reduce", tensor.tp_collective_bytes(mb, s, model.hidden, cp, bpe),
-                                  tp, tp_bw, tp_spans, collective_latency_s(cl, "all_reduce"))
+                                  tp, tp_bw, tp_spans, measured_collective(cl, "all_reduce"))
     tp_layer = tensor.tp_allreduces_per_layer(rc_full) * t_tp
     tp_layer = np.where(a["overlap_tp_comm"], np.maximum(0, tp_layer - 3 * gemms_fwd), tp_layer)
     # outside the layers: embedding / output-layer all-reduces and the cross-entropy's, per micro-batch
     tp_edge = tensor.tp_edge_allreduces(a["pp"]) * t_tp + coll.collective_time_s(
         "all_reduce", tensor.TP_LOSS_ALLREDUCES * tensor.tp_loss_collective_bytes(mb, s, cp), tp, tp_bw, tp_spans,
-        collective_latency_s(cl, "all_reduce"), tensor.TP_LOSS_ALLREDUCES)
+        measured_collective(cl, "all_reduce"), tensor.TP_LOSS_ALLREDUCES)
     # CP ring attention: (c-1) K/V block exchanges per layer, hidden behind attention
     cp_bw, cp_spans = group_bandwidth(cl, cp, s_cp)
     kv = context.kv_block_bytes(mb, s, model.num_kv_heads, model.dh, tp, cp, bpe)
     t_ring = context.ring_steps(cp) * coll.collective_time_s("send_recv", kv, cp, cp_bw, cp_spans,
-                                                             collective_latency_s(cl, "send_recv"))
+                                                             measured_collective(cl, "send_recv"))
     cp_layer = np.maximum(0, t_ring - attn_fwd) + np.maximum(0, 2 * t_ring - ATTN_BWD_FLOP_RATIO * attn_fwd)
     cp_layer = cp_layer * (1 + rc_full / 2)
     if not model.is_moe:
@@ -235,7 +236,7 @@ def _layer_comm_s(model: Transformer, cl: Cluster, a, km, strides, times, bpe):
     local = coll.ranks_per_node(ep, s_dp, cl.node.nvlink_domain_gpus)
     ep_layer = model.num_moe_layers / model.num_layers * expert.all_to_alls_per_moe_layer(rc_full) * \
         coll.all_to_all_time_s(a2a, ep, local, cl.gpu.nvlink_busbw_bytes_per_s * _kind_ratio(cl, "all_to_all"),
-                               cl.net_bytes_per_s_per_gpu, collective_latency_s(cl, "all_to_all"))
+                               cl.net_bytes_per_s_per_gpu, measured_collective(cl, "all_to_all"))
     # Overlapped dispatch/combine (DeepSeek-V3 DualPipe, Sec. 3.2.1; Megatron-Core a2a overlap) hides the
     # all-to-alls behind the other micro-batch's layer compute; only what exceeds it stays exposed.
     overlap_ep = np.asarray(a.get("overlap_ep_comm", False))
@@ -260,7 +261,7 @@ def _dp_comm_s(model: Transformer, cl: Cluster, a, strides, layers_max, t_fwd_mb
     def dp_coll(kind, per_layer=False):
         """Non-expert + expert ``kind`` collectives of the stage's weights: one per gradient bucket,
         or one per layer (ZeRO-3 / FSDP gather and reduce every layer's weights separately)."""
-        r, lat = _kind_ratio(cl, kind), collective_latency_s(cl, kind)
+        r, lat = _kind_ratio(cl, kind), measured_collective(cl, kind)
         b1, b2 = data.grad_sync_bytes(nonexp), data.grad_sync_bytes(exp)
         n1, n2 = (layers_max, layers_max) if per_layer else (dp_buckets(b1), dp_buckets(b2))
         return (coll.collective_time_s(kind, b1, dpcp, dp_bw * r, dp_spans, lat, n1)
@@ -269,7 +270,7 @@ def _dp_comm_s(model: Transformer, cl: Cluster, a, strides, layers_max, t_fwd_mb
     t_ag = np.where(z >= 3, dp_coll("all_gather", True), t_ag)
     t_rs = np.where(z >= 3, dp_coll("reduce_scatter", True), t_rs)
     t_bucket = coll.collective_time_s("all_reduce", np.minimum(DP_BUCKET_BYTES, data.grad_sync_bytes(nonexp + exp)),
-                                      dpcp, dp_bw, dp_spans, collective_latency_s(cl, "all_reduce"))
+                                      dpcp, dp_bw, dp_spans, measured_collective(cl, "all_reduce"))
     og, opg = a["overlap_grad_reduce"], a["overlap_param_gather"]
     hide = lambda t, window: np.maximum(t - window, np.minimum(t, t_bucket))  # noqa: E731
     ddp = np.where(og, hide(t_ar, t_bwd_mb), t_ar)
@@ -336,7 +337,7 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
     bubble = pipeline.bubble_ratio(pp, m, vpp, a["schedule"]) * m * t_mb_mean
     pp_bw, pp_spans = group_bandwidth(cl, pp, strides[3])
     p2p = coll.collective_time_s("send_recv", pipeline.p2p_bytes_per_microbatch(mb, s, model.hidden, tp, cp, True, bpe),
-                                 pp, pp_bw, pp_spans, collective_latency_s(cl, "send_recv"))
+                                 pp, pp_bw, pp_spans, measured_collective(cl, "send_recv"))
     pp_comm = pipeline.num_p2p_on_critical_path(pp, m, vpp) * p2p
 
     # ---- data parallel / ZeRO, then the optimizer step (memory-bound over this rank's share)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models import collectives as coll
 from models import efficiency as eff
 
 
@@ -33,6 +34,8 @@ class HardwareProfile:
     allreduce_busbw_bytes_per_s: float | None = None  # fitted bus bandwidth (this device's group)
     collective_busbw_bytes_per_s: tuple = ()  # ((kind, fitted bus bytes/s), ...) for each measured kind
     collective_alpha_s: tuple = ()            # ((kind, fitted latency s), ...) for each measured kind
+    collective_world: int = 0                 # ranks (of one node) the collectives were measured over
+    collective_points: tuple = ()             # ((kind, ((bytes, seconds), ...)), ...) measured single collectives
 
     def busbw_ratio(self, kind: str) -> float:
         """Measured bus bandwidth of ``kind`` over that of all-reduce (1 when either is unmeasured)."""
@@ -52,6 +55,16 @@ class HardwareProfile:
         if kind in table:
             return table[kind]
         return self.allreduce_alpha_s if kind == "all_reduce" else None
+
+    def collective(self, kind: str) -> coll.Measured | None:
+        """What was measured of ``kind`` (latency and timed sizes) for models.collectives; None if nothing."""
+        alpha = self.latency_s(kind)
+        pts = sorted(dict(self.collective_points).get(kind, ()))
+        if alpha is None and len(pts) < 2:
+            return None
+        xs = tuple(float(np.log2(b)) for b, _ in pts) if len(pts) >= 2 else ()
+        ys = tuple(float(np.log2(t)) for _, t in pts) if len(pts) >= 2 else ()
+        return coll.Measured(alpha, self.collective_world, xs, ys)
 
     def __post_init__(self) -> None:
         if len(self.gemm_log2_flops) != len(self.gemm_efficiency):

@@ -107,14 +107,15 @@ def memory_total_bytes(static_bytes, act_bytes):
     return tensors + mem.FRAMEWORK_OVERHEAD_BYTES + mem.ALLOCATOR_FRAGMENTATION * tensors
 
 
-def _comm(kind, op, nbytes, group, bw, spans, links, latency_s=None) -> Comm | None:
-    """A Comm whose time alone equals collective_time_s(op, nbytes, group, bw, spans, latency_s)."""
+def _comm(kind, op, nbytes, group, bw, spans, links, measured=None) -> Comm | None:
+    """A Comm whose time alone equals collective_time_s(op, nbytes, group, bw, spans, measured) (its
+    latency part at least 0: a measured collective faster than ``bw`` allows keeps the bandwidth time)."""
     if group <= 1 or nbytes <= 0:
         return None
-    total = float(coll.collective_time_s(op, nbytes, group, bw, spans, latency_s))
+    total = float(coll.collective_time_s(op, nbytes, group, bw, spans, measured))
     frac = (group - 1) / group
     wire = nbytes * {"all_reduce": 2 * frac, "send_recv": 1.0}.get(op, frac)
-    return Comm(kind, op, wire, total - wire / bw, tuple(links), float(bw))
+    return Comm(kind, op, wire, max(0.0, total - wire / bw), tuple(links), float(bw))
 
 
 def _ep_comm(cluster: Cluster, nbytes, ep, stride, links, links_nvl) -> Comm | None:
@@ -125,7 +126,7 @@ def _ep_comm(cluster: Cluster, nbytes, ep, stride, links, links_nvl) -> Comm | N
     gpn = cluster.node.nvlink_domain_gpus
     r = int(coll.ranks_per_node(ep, stride, gpn))
     net, nvl = cluster.net_bytes_per_s_per_gpu, cluster.gpu.nvlink_busbw_bytes_per_s
-    total = float(coll.all_to_all_time_s(nbytes, ep, r, nvl, net, est_mod.collective_latency_s(cluster, "all_to_all")))
+    total = float(coll.all_to_all_time_s(nbytes, ep, r, nvl, net, est_mod.measured_collective(cluster, "all_to_all")))
     if ep > r:
         wire, cap = (ep - r) / ep * nbytes, net
     else:
@@ -241,7 +242,7 @@ def layer_costs(model: Transformer, cluster: Cluster, plan: Plan) -> LayerCosts:
     cp_bw, cp_spans = _group_bw(cluster, s_cp, cp)
     kv = float(context.kv_block_bytes(mb, s, model.num_kv_heads, model.dh, tp, cp, bpe))
     t_ring = float(context.ring_steps(cp) * coll.collective_time_s("send_recv", kv, cp, cp_bw, cp_spans,
-                                                                   est_mod.collective_latency_s(cluster, "send_recv")))
+                                                                   est_mod.measured_collective(cluster, "send_recv")))
     cp_f = max(0.0, t_ring - attn_fwd)
     return LayerCosts(
         fwd_s=fwd, bwd_s=bwd + rcmp, wgrad_s=gemms_fwd, logits_s=float(est_mod.logits_time_s(model, km, mb * s / cp, tp)),
@@ -274,7 +275,7 @@ def _stage_comms(cluster: Cluster, plan: Plan, pl: Placement, links: _Links, lc:
     dpcp_local = int(coll.ranks_per_node(cp, pl.stride("cp"), gpn) * coll.ranks_per_node(plan.dp, s_dp, gpn))
     ep1 = _ep_comm(cluster, lc.a2a_bytes, ep, s_dp, links.per_rank_nic(st), links.group(st, "dp", 1))
     pp_bw = _group_bw(cluster, pl.stride("pp"), pp)
-    lat = {k: est_mod.collective_latency_s(cluster, k) for k in coll.KINDS}
+    lat = {k: est_mod.measured_collective(cluster, k) for k in coll.KINDS}
     tp_bw = _group_bw(cluster, pl.stride("tp"), tp)
     return {
         "tp": _comm("tp", "all_reduce", lc.tp_bytes, tp, *tp_bw, links.group(st, "tp", tp), lat["all_reduce"]),

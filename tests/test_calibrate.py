@@ -187,3 +187,24 @@ def test_simulator_uses_the_measured_latency_too(tmp_path):
     r = simulate(hi.model, hi.cluster, hi.plan)
     assert r.exposed_comm_by_kind_s["tp"] == pytest.approx(r.analytical.exposed_comm_by_kind_s["tp"], rel=1e-6)
     assert r.exposed_comm_by_kind_s["tp"] > (4 * inp.model.num_layers + 5) * 1e-3
+
+
+def test_measured_collective_times_are_interpolated_for_the_measured_group(tmp_path):
+    """Inside the measured sizes, a collective of the measured group size takes the measured time
+    (log-log interpolation), not the alpha-beta line: gloo's 2-rank all-reduce jumps from ~0.3 ms
+    at 64 KiB to ~3 ms at 256 KiB on a 2-core host, which no single alpha-beta line follows."""
+    d = _with_alpha(synthetic(), 1e-4)
+    d["collectives"]["results"] = [{"kind": "all_reduce", "num_bytes": 1 << 16, "time_s": 3e-4},
+                                   {"kind": "all_reduce", "num_bytes": 1 << 18, "time_s": 3e-3},
+                                   {"kind": "all_reduce", "num_bytes": 1 << 20, "time_s": 4e-3}]
+    hp = prof.hardware_profile(d)
+    m = hp.collective("all_reduce")
+    assert m.world == 2 and m.log2_bytes == (16.0, 18.0, 20.0) and m.alpha_s == 1e-4
+    from models import collectives as coll
+    assert float(coll.collective_time_s("all_reduce", 1 << 18, 2, 1e9, False, m)) == pytest.approx(3e-3)
+    assert float(coll.collective_time_s("all_reduce", 1 << 17, 2, 1e9, False, m)) == pytest.approx((3e-4 * 3e-3) ** 0.5)
+    # another group size, a group across nodes, or a size outside the table: the alpha-beta line
+    line = 1e-4 + 2 * 0.75 * (1 << 18) / 1e9
+    assert float(coll.collective_time_s("all_reduce", 1 << 18, 4, 1e9, False, m)) == pytest.approx(line)
+    assert float(coll.collective_time_s("all_reduce", 1 << 22, 2, 1e9, False, m)) == pytest.approx(1e-4 + (1 << 22) / 1e9)
+    assert hp.collective("send_recv") is None

@@ -147,7 +147,7 @@ def _calibrate(device, quick, dtype, threads, world_size, target, say) -> dict:
         world_size = torch.cuda.device_count() if device == "cuda" else max(1, (os.cpu_count() or 1) // threads)
     if world_size > 1:
         say(f"collectives over {world_size} ranks")
-        sizes = (1 << 16, 1 << 20, 1 << 22) if quick else (1 << 14, 1 << 16, 1 << 18, 1 << 20, 1 << 22, 1 << 24)
+        sizes = (1 << 14, 1 << 16, 1 << 18, 1 << 20, 1 << 22) if quick else tuple(1 << e for e in range(14, 25))
         if device == "cuda":
             sizes = (1 << 20, 1 << 24, 1 << 28) if quick else tuple(1 << e for e in range(16, 31, 2))
         # collectives are cheap to repeat and noisy on a shared host: at least 9 repeats each
@@ -259,7 +259,17 @@ def hardware_profile(d: dict) -> HardwareProfile:
         attn_bwd_efficiency=bwd, memory_bytes_per_s=statistics.median(layer_ops) if layer_ops else None,
         kernel_overhead_s=d.get("kernel_overhead_s"), allreduce_alpha_s=fit.get("alpha_s"),
         allreduce_busbw_bytes_per_s=fit.get("busbw_bytes_per_s"), collective_busbw_bytes_per_s=per_kind,
-        collective_alpha_s=alphas)
+        collective_alpha_s=alphas, collective_world=int((d.get("collectives") or {}).get("world_size") or 0),
+        collective_points=_collective_points(d))
+
+
+def _collective_points(d: dict) -> tuple:
+    """((kind, ((bytes, seconds), ...)), ...): the timed collectives of the profile, one median per size."""
+    by_kind: dict[str, dict[int, float]] = {}
+    for r in (d.get("collectives") or {}).get("results") or []:
+        if r.get("time_s", 0) > 0 and r.get("num_bytes", 0) > 0:
+            by_kind.setdefault(r["kind"], {})[int(r["num_bytes"])] = float(r["time_s"])
+    return tuple((k, tuple(sorted(v.items()))) for k, v in sorted(by_kind.items()))
 
 
 def cpu_gpu_spec(d: dict) -> GpuSpec:
