@@ -3,7 +3,9 @@ the reason and exits with status 2; no tracebacks."""
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -51,6 +53,37 @@ Profile = Annotated[Path | None, typer.Option("--profile", help="calibration pro
 Json = Annotated[bool, typer.Option("--json", help="print JSON on stdout instead of the report")]
 
 
+def _plan_options(model: Model = "gpt3-175b", gpu: Gpu = "a100-sxm-80gb", nodes: Nodes = 1, node: Node = None,
+                  gpus_per_node: GpusPerNode = None, tp: TP = 1, pp: PP = 1, dp: DP = None, cp: CP = 1, ep: EP = 1,
+                  vpp: VPP = 1, micro_batch: MicroBatch = 1, global_batch: GlobalBatch = None, seq_len: SeqLen = None,
+                  sp: SP = False, recompute: Recompute = "none", zero: Zero = 0, schedule: Sched = None,
+                  dtype: Dtype = "bf16", attention: Attention = "flash", overlap_grad_reduce: OverlapGrad = True,
+                  overlap_param_gather: OverlapParam = True, overlap_tp_comm: OverlapTP = False,
+                  overlap_ep_comm: OverlapEP = False, placement: PlacementOpt = "tp-cp-dp-pp",
+                  price_per_gpu_hour: Price = None, profile: Profile = None) -> None:
+    """The model / cluster / plan options of estimate, simulate and train-time (declared once)."""
+
+
+PLAN_OPTIONS = inspect.signature(_plan_options, eval_str=True).parameters
+
+
+def with_plan_options(command):
+    """Decorator for a typer command ``command(flags, **own_options)``: the command takes the shared
+    PLAN_OPTIONS too, and receives them collected in ``flags`` (keyword arguments of
+    :func:`inputs_from_flags`). Typer reads the combined signature, so every command using it
+    has the same options with the same defaults and help."""
+    own = [p for name, p in inspect.signature(command, eval_str=True).parameters.items() if name != "flags"]
+    params = [*PLAN_OPTIONS.values(), *own]
+
+    @functools.wraps(command)
+    def wrapper(**kw):
+        flags = {name: kw.pop(name) for name in PLAN_OPTIONS}
+        return command(flags, **kw)
+    wrapper.__signature__ = inspect.Signature(params)
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper
+
+
 def inputs_from_flags(**kw):
     """build_inputs with a calibration profile applied when --profile is given."""
     profile = kw.pop("profile", None)
@@ -62,17 +95,10 @@ def inputs_from_flags(**kw):
 
 
 @app.command("estimate")
-def estimate_cmd(model: Model = "gpt3-175b", gpu: Gpu = "a100-sxm-80gb", nodes: Nodes = 1, node: Node = None,
-                 gpus_per_node: GpusPerNode = None, tp: TP = 1, pp: PP = 1, dp: DP = None, cp: CP = 1, ep: EP = 1,
-                 vpp: VPP = 1, micro_batch: MicroBatch = 1, global_batch: GlobalBatch = None, seq_len: SeqLen = None,
-                 sp: SP = False, recompute: Recompute = "none", zero: Zero = 0, schedule: Sched = None,
-                 dtype: Dtype = "bf16", attention: Attention = "flash", overlap_grad_reduce: OverlapGrad = True,
-                 overlap_param_gather: OverlapParam = True, overlap_tp_comm: OverlapTP = False,
-                 overlap_ep_comm: OverlapEP = False, placement: PlacementOpt = "tp-cp-dp-pp",
-                 price_per_gpu_hour: Price = None, profile: Profile = None, json_out: Json = False) -> None:
+@with_plan_options
+def estimate_cmd(flags: dict, json_out: Json = False) -> None:
     """Analytical estimate of one iteration: time and its breakdown, MFU, memory per GPU, OOM verdict."""
-    kw = {k: v for k, v in locals().items() if k != "json_out"}
-    inp = inputs_from_flags(**kw)
+    inp = inputs_from_flags(**flags)
     est = estimate(inp.model, inp.cluster, inp.plan)
     out = est.as_dict()
     extra = _extra_estimate_fields(inp, est)

@@ -10,36 +10,7 @@ from typing import Annotated
 
 import typer
 
-from simulator.cli import (
-    CP,
-    DP,
-    EP,
-    PP,
-    SP,
-    TP,
-    VPP,
-    Attention,
-    Dtype,
-    GlobalBatch,
-    Gpu,
-    GpusPerNode,
-    Json,
-    MicroBatch,
-    Model,
-    Node,
-    Nodes,
-    OverlapEP,
-    OverlapGrad,
-    OverlapParam,
-    OverlapTP,
-    Price,
-    Profile,
-    Recompute,
-    Sched,
-    SeqLen,
-    Zero,
-    inputs_from_flags,
-)
+from simulator.cli import Json, inputs_from_flags, with_plan_options
 
 Tokens = Annotated[float | None, typer.Option(
     "--tokens", help="tokens to train, e.g. 15.6e12 (default: 20 per parameter, Chinchilla)")]
@@ -161,15 +132,8 @@ def train_time(model, cluster, plan, tokens, spec, interval="optimal", est=None)
 
 def register(app: typer.Typer) -> None:
     @app.command("train-time")
-    def train_time_cmd(model: Model = "gpt3-175b", gpu: Gpu = "a100-sxm-80gb", nodes: Nodes = 1, node: Node = None,
-                       gpus_per_node: GpusPerNode = None, tp: TP = 1, pp: PP = 1, dp: DP = None, cp: CP = 1,
-                       ep: EP = 1, vpp: VPP = 1, micro_batch: MicroBatch = 1, global_batch: GlobalBatch = None,
-                       seq_len: SeqLen = None, sp: SP = False, recompute: Recompute = "none", zero: Zero = 0,
-                       schedule: Sched = None, dtype: Dtype = "bf16", attention: Attention = "flash",
-                       overlap_grad_reduce: OverlapGrad = True, overlap_param_gather: OverlapParam = True,
-                       overlap_tp_comm: OverlapTP = False, overlap_ep_comm: OverlapEP = False,
-                       price_per_gpu_hour: Price = None, profile: Profile = None, tokens: Tokens = None,
-                       checkpoint_interval: Interval = "optimal",
+    @with_plan_options
+    def train_time_cmd(flags: dict, tokens: Tokens = None, checkpoint_interval: Interval = "optimal",
                        async_checkpoint: AsyncCkpt = False, gpu_failure_rate: GpuRate = None,
                        node_failure_rate: NodeRate = None, job_failure_rate: JobRate = None, mtbf_hours: Mtbf = None,
                        detect_s: Detect = None, restart_s: Restart = None, storage_gb_per_s: Storage = None,
@@ -184,18 +148,11 @@ def register(app: typer.Typer) -> None:
         from simulator.montecarlo import monte_carlo_run
         if scenario is not None:
             m, cl, plan, scn_tokens = _scenario_inputs(scenario, plan_index)
-            if price_per_gpu_hour is not None:
-                cl = dataclasses.replace(cl, price_usd_per_gpu_hour=price_per_gpu_hour)
+            if flags["price_per_gpu_hour"] is not None:
+                cl = dataclasses.replace(cl, price_usd_per_gpu_hour=flags["price_per_gpu_hour"])
             tokens = tokens or scn_tokens
         else:
-            inp = inputs_from_flags(model=model, gpu=gpu, nodes=nodes, node=node, gpus_per_node=gpus_per_node,
-                                    tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, vpp=vpp, micro_batch=micro_batch,
-                                    global_batch=global_batch, seq_len=seq_len, sp=sp, recompute=recompute,
-                                    zero=zero, schedule=schedule, dtype=dtype, attention=attention,
-                                    overlap_grad_reduce=overlap_grad_reduce, overlap_param_gather=overlap_param_gather,
-                                    overlap_tp_comm=overlap_tp_comm, overlap_ep_comm=overlap_ep_comm,
-                                    price_per_gpu_hour=price_per_gpu_hour,
-                                    profile=profile)
+            inp = inputs_from_flags(**flags)
             m, cl, plan = inp.model, inp.cluster, inp.plan
         if monte_carlo < 0:
             raise ValueError(f"monte-carlo: trials must be >= 0, got {monte_carlo}")

@@ -6,37 +6,7 @@ from typing import Annotated
 
 import typer
 
-from simulator.cli import (
-    CP,
-    DP,
-    EP,
-    PP,
-    SP,
-    TP,
-    VPP,
-    Attention,
-    Dtype,
-    GlobalBatch,
-    Gpu,
-    GpusPerNode,
-    Json,
-    MicroBatch,
-    Model,
-    Node,
-    Nodes,
-    OverlapEP,
-    OverlapGrad,
-    OverlapParam,
-    OverlapTP,
-    PlacementOpt,
-    Price,
-    Profile,
-    Recompute,
-    Sched,
-    SeqLen,
-    Zero,
-    inputs_from_flags,
-)
+from simulator.cli import Json, inputs_from_flags, with_plan_options
 
 Trace = Annotated[Path | None, typer.Option("--trace", help="write a Chrome/Perfetto trace JSON here")]
 Timeline = Annotated[Path | None, typer.Option("--timeline", help="write the timeline table (.csv or .parquet)")]
@@ -84,24 +54,14 @@ def simulate_report(res) -> str:
 
 def register(app: typer.Typer) -> None:
     @app.command("simulate")
-    def simulate_cmd(model: Model = "gpt3-175b", gpu: Gpu = "a100-sxm-80gb", nodes: Nodes = 1, node: Node = None,
-                     gpus_per_node: GpusPerNode = None, tp: TP = 1, pp: PP = 1, dp: DP = None, cp: CP = 1, ep: EP = 1,
-                     vpp: VPP = 1, micro_batch: MicroBatch = 1, global_batch: GlobalBatch = None,
-                     seq_len: SeqLen = None, sp: SP = False, recompute: Recompute = "none", zero: Zero = 0,
-                     schedule: Sched = None, dtype: Dtype = "bf16", attention: Attention = "flash",
-                     overlap_grad_reduce: OverlapGrad = True, overlap_param_gather: OverlapParam = True,
-                     overlap_tp_comm: OverlapTP = False, overlap_ep_comm: OverlapEP = False,
-                     price_per_gpu_hour: Price = None, profile: Profile = None, trace: Trace = None,
-                     timeline: Timeline = None, seed: Seed = 0,
+    @with_plan_options
+    def simulate_cmd(flags: dict, trace: Trace = None, timeline: Timeline = None, seed: Seed = 0,
                      straggler_rank: StragglerRank = None, straggler_slowdown: StragglerSlowdown = 1.2,
-                     speed_cv: SpeedCV = 0.0, placement: PlacementOpt = "tp-cp-dp-pp", oversubscription: Oversub = 1.0,
-                     nic_gbit_per_s: NicGbit = None, json_out: Json = False) -> None:
+                     speed_cv: SpeedCV = 0.0, oversubscription: Oversub = 1.0, nic_gbit_per_s: NicGbit = None,
+                     json_out: Json = False) -> None:
         """Discrete-event simulation of one iteration: timeline, exposed communication, bubble, trace."""
         from simulator.simulate import simulate
-        kw = {k: v for k, v in locals().items()
-              if k not in ("json_out", "trace", "timeline", "seed", "straggler_rank", "straggler_slowdown",
-                           "speed_cv", "simulate")}
-        inp = inputs_from_flags(**kw)
+        inp = inputs_from_flags(**flags, oversubscription=oversubscription, nic_gbit_per_s=nic_gbit_per_s)
         if timeline is not None and timeline.suffix not in (".csv", ".parquet"):
             raise ValueError(f"--timeline: {timeline} must end in .csv or .parquet")
         res = simulate(inp.model, inp.cluster, inp.plan, seed=seed, straggler_rank=straggler_rank,

@@ -100,3 +100,26 @@ def test_cli_oom_verdict(capsys):
 def test_cli_usage_errors_are_one_message_not_a_traceback(args, capsys):
     code, out, err = run(args, capsys)
     assert code == 2 and "Traceback" not in out + err and "Error" in err
+
+
+def test_estimate_simulate_and_train_time_share_every_plan_option(capsys, monkeypatch):
+    """The model/cluster/plan options are declared once (simulator.cli.PLAN_OPTIONS): each command
+    lists all of them, and a plan flag means the same in each (train-time had lost --placement when
+    the three declared their options separately)."""
+    import re
+
+    from simulator.cli import PLAN_OPTIONS
+    flags = {"--" + name.replace("_", "-") for name in PLAN_OPTIONS}
+    monkeypatch.setenv("COLUMNS", "250")
+    for cmd in ("estimate", "simulate", "train-time"):
+        assert main([cmd, "--help"]) == 0
+        text = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)
+        missing = {f for f in flags if f not in text}
+        assert not missing, (cmd, missing)
+    args = ["--model", "llama2-7b", "--gpu", "h100", "--nodes", "2", "--tp", "2", "--dp", "8",
+            "--global-batch", "64", "--placement", "dp-tp-cp-pp", "--json"]
+    assert main(["estimate", *args]) == 0
+    est = json.loads(capsys.readouterr().out)
+    assert main(["train-time", *args, "--tokens", "1e9"]) == 0
+    tt = json.loads(capsys.readouterr().out)
+    assert tt["plan_id"] == est["plan_id"] and tt["plan_id"].endswith("dpinner")
