@@ -276,12 +276,15 @@ def _dp_comm_s(model: Transformer, cl: Cluster, a, strides, layers_max, t_fwd_mb
     ddp = np.where(og, hide(t_ar, t_bwd_mb), t_ar)
     ag_once = np.where(opg, np.maximum(0, t_ag - t_fwd_mb), t_ag)
     z1 = np.where(og, hide(t_rs, t_bwd_mb), t_rs) + ag_once
-    # ZeRO-2 reduce-scatters every micro-batch's gradients on the DP stream: overlapped, they run
-    # beside the rest of the stage's compute from the first backward on (the next micro-batches too)
-    z2 = np.where(og, np.maximum(0, m * t_rs - (m * (t_fwd_mb + t_bwd_mb) - t_fwd_mb)), m * t_rs) \
-        + np.minimum(t_rs, t_bucket) + ag_once
+    # ZeRO-2 reduce-scatters every micro-batch's gradients, overlapped with that backward, which
+    # returns only when they are done (FSDP's post-backward wait, DeepSpeed's partition epilogue):
+    # per micro-batch the excess over the backward, at least the last bucket
+    z2 = m * np.where(og, np.maximum(t_rs - t_bwd_mb, np.minimum(t_rs, t_bucket)), t_rs) + ag_once
+    # ZeRO-3 without prefetch: every gather blocks; the per-layer reduce-scatters still overlap the
+    # backward when overlap_grad_reduce (all but the last layer's)
+    rs_alone = np.where(og, np.maximum(t_rs - t_bwd_mb, t_rs / np.maximum(layers_max, 1)), t_rs)
     z3 = m * np.where(opg, np.maximum(0, t_ag - t_fwd_mb) + t_ag / np.maximum(layers_max, 1)
-                      + np.maximum(0, t_ag + t_rs - t_bwd_mb), data.zero3_gathers_per_microbatch() * t_ag + t_rs)
+                      + np.maximum(0, t_ag + t_rs - t_bwd_mb), data.zero3_gathers_per_microbatch() * t_ag + rs_alone)
     exposed = np.where(dpcp > 1, np.select([z == 0, z == 1, z == 2], [ddp, z1, z2], z3), 0.0)
     total = np.select([z == 0, z == 3], [t_ar, m * (data.zero3_gathers_per_microbatch() * t_ag + t_rs)],
                       t_rs + t_ag) * (dpcp > 1)

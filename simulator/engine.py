@@ -296,7 +296,15 @@ def stage_process(env, sim: Sim, sp: StageProgram):
         weights = (yield from _zero3_weights(env, sim, sp, op)) if sp.gather and op[0] != "W" else None
         grads = op[0] == grad_phase and bool(sp.grad_buckets.get(op[2])) and (
             sp.grad_every_microbatch or op in last_grads)
+        n_before = len(buckets)
         yield from _compute(env, sim, sp, op, grads, buckets, act, weights)
+        if grads and sp.grad_every_microbatch and len(buckets) > n_before:
+            # ZeRO-2/3 reduce-scatter every micro-batch, and the backward returns only once they are
+            # done (PyTorch FSDP's post-backward wait on its reduce-scatter stream; DeepSpeed ZeRO-2's
+            # gradient-partition epilogue): the next op starts after this micro-batch's reductions
+            t1 = env.now
+            yield env.all_of(buckets[n_before:])
+            sim.acc[s]["dp"] += env.now - t1
         yield from _send(env, sim, sp, op)
         sim.ready((s, op)).succeed()
         sim.ops[s].append((op, t_op, env.now, waited))

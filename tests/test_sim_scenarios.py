@@ -13,6 +13,10 @@ EXPECTED_DIFFERENCES = {
     ("llama3-405b-16k-h100-failures", "meta-interleaved"):
         ("126 layers over 112 virtual stages: 14 two-layer chunks pace the interleaved pipeline; ZeRO-2 "
          "reduce-scatters every micro-batch on the NICs the pipeline sends use", (1.05, 1.35)),
+    ("llama3-405b-16k-h100-failures", "meta-1f1b"):
+        ("ZeRO-2 waits for each micro-batch's reduce-scatters at the end of its backward; in the simulation "
+         "the waits of the last micro-batches fall into the 1F1B cool-down, where the stage idles anyway; the "
+         "analytical model adds them all", (0.93, 0.99)),
     ("llama3-405b-h100-cp", "table4-interleaved"):
         ("uneven 3-4 layer chunks: the analytical bubble uses the mean stage time", (0.94, 1.0)),
 }
