@@ -214,14 +214,15 @@ def _layer_comm_s(model: Transformer, cl: Cluster, a, km, strides, times, bpe):
     rc_full = (a["recompute"] == 2).astype(float)
     # TP / SP collectives: 4 (+2 recompute) all-reduce equivalents per layer
     tp_bw, tp_spans = group_bandwidth(cl, tp, s_tp)
+    measured_ar = measured_collective(cl, "all_reduce")
     t_tp = coll.collective_time_s("all_reduce", tensor.tp_collective_bytes(mb, s, model.hidden, cp, bpe),
-                                  tp, tp_bw, tp_spans, measured_collective(cl, "all_reduce"))
+                                  tp, tp_bw, tp_spans, measured_ar)
     tp_layer = tensor.tp_allreduces_per_layer(rc_full) * t_tp
     tp_layer = np.where(a["overlap_tp_comm"], np.maximum(0, tp_layer - 3 * gemms_fwd), tp_layer)
     # outside the layers: embedding / output-layer all-reduces and the cross-entropy's, per micro-batch
     tp_edge = tensor.tp_edge_allreduces(a["pp"]) * t_tp + coll.collective_time_s(
         "all_reduce", tensor.TP_LOSS_ALLREDUCES * tensor.tp_loss_collective_bytes(mb, s, cp), tp, tp_bw, tp_spans,
-        measured_collective(cl, "all_reduce"), tensor.TP_LOSS_ALLREDUCES)
+        measured_ar, tensor.TP_LOSS_ALLREDUCES)
     # CP ring attention: (c-1) K/V block exchanges per layer, hidden behind attention
     cp_bw, cp_spans = group_bandwidth(cl, cp, s_cp)
     kv = context.kv_block_bytes(mb, s, model.num_kv_heads, model.dh, tp, cp, bpe)
@@ -258,17 +259,15 @@ def _dp_comm_s(model: Transformer, cl: Cluster, a, strides, layers_max, t_fwd_mb
     edp = np.maximum(dpcp // ep, 1)
     edp_bw, edp_spans = group_bandwidth(cl, edp, s_dp * ep)
 
-    def dp_coll(kind, per_layer=False):
+    def dp_coll(kind, per_layer):
         """Non-expert + expert ``kind`` collectives of the stage's weights: one per gradient bucket,
-        or one per layer (ZeRO-3 / FSDP gather and reduce every layer's weights separately)."""
+        or, where ``per_layer``, one per layer (ZeRO-3 / FSDP gather and reduce each layer's weights)."""
         r, lat = _kind_ratio(cl, kind), measured_collective(cl, kind)
         b1, b2 = data.grad_sync_bytes(nonexp), data.grad_sync_bytes(exp)
-        n1, n2 = (layers_max, layers_max) if per_layer else (dp_buckets(b1), dp_buckets(b2))
+        n1, n2 = (np.where(per_layer, layers_max, dp_buckets(b)) for b in (b1, b2))
         return (coll.collective_time_s(kind, b1, dpcp, dp_bw * r, dp_spans, lat, n1)
                 + coll.collective_time_s(kind, b2, edp, edp_bw * r, edp_spans, lat, n2 * (b2 > 0)))
-    t_ar, t_rs, t_ag = dp_coll("all_reduce"), dp_coll("reduce_scatter"), dp_coll("all_gather")
-    t_ag = np.where(z >= 3, dp_coll("all_gather", True), t_ag)
-    t_rs = np.where(z >= 3, dp_coll("reduce_scatter", True), t_rs)
+    t_ar, t_rs, t_ag = dp_coll("all_reduce", False), dp_coll("reduce_scatter", z >= 3), dp_coll("all_gather", z >= 3)
     t_bucket = coll.collective_time_s("all_reduce", np.minimum(DP_BUCKET_BYTES, data.grad_sync_bytes(nonexp + exp)),
                                       dpcp, dp_bw, dp_spans, measured_collective(cl, "all_reduce"))
     og, opg = a["overlap_grad_reduce"], a["overlap_param_gather"]
