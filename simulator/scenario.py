@@ -245,15 +245,19 @@ def _kind_name(v) -> str:
         type(v), f"{type(v).__name__} {v!r}")
 
 
+def _unknown(what: str, key, known, known_label: str) -> str:
+    """The message for a key not in ``known``: the closest known name, else the whole list."""
+    hint = difflib.get_close_matches(str(key), known, n=1)
+    return what + (f"; did you mean {hint[0]!r}?" if hint else f"; {known_label}: {', '.join(known)}")
+
+
 def _fields(cls, data: dict, path: tuple, ctx: _Ctx) -> dict:
     """Check a mapping against a schema dataclass: unknown keys, missing keys, kinds, choices."""
     schema = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     out = {}
     for key, value in data.items():
         if key not in schema:
-            hint = difflib.get_close_matches(str(key), schema, n=1)
-            raise ctx.error(path + (key,), "unknown field" + (f"; did you mean {hint[0]!r}?" if hint else
-                                                            f"; allowed: {', '.join(schema)}"))
+            raise ctx.error(path + (key,), _unknown("unknown field", key, schema, "allowed"))
         out[key] = _check(schema[key], value, path + (key,), ctx)
     for k, f in schema.items():
         if k not in out and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
@@ -319,9 +323,7 @@ def _check_sweep(v, path, ctx) -> dict:
     out = {}
     for key, values in v.items():
         if key not in SWEEP_FIELDS:
-            hint = difflib.get_close_matches(str(key), SWEEP_FIELDS, n=1)
-            raise ctx.error(path + (key,), "unknown plan field" + (f"; did you mean {hint[0]!r}?" if hint else
-                                                                  f"; sweepable: {', '.join(SWEEP_FIELDS)}"))
+            raise ctx.error(path + (key,), _unknown("unknown plan field", key, SWEEP_FIELDS, "sweepable"))
         values = values if isinstance(values, list) else [values]
         if not values:
             raise ctx.error(path + (key,), "give at least one value")
