@@ -41,6 +41,10 @@ class GpuSpec:
     price_usd_per_hour: float         # default price of one GPU-hour (overridable)
     source: str                       # provenance of the numbers above
     gemm_efficiency_fp8: float = 0.0  # MAMF fp8 e4m3 / fp8 peak; 0 = not measured (bf16 value used)
+    # MSMF / peak: the matmul rate a GPU sustains once a long run holds it at its power limit and
+    # the SM clock settles below boost (stas00/ml-engineering mamf-finder.py, "Maximum Sustainable
+    # Matmul FLOPS"). 0 = no sustained measurement for this part (the burst MAMF is used).
+    gemm_efficiency_sustained: float = 0.0
 
     def __post_init__(self) -> None:
         for f in ("hbm_bytes", "hbm_bytes_per_s", "peak_fp16_flops_per_s", "nvlink_bytes_per_s"):
@@ -48,6 +52,14 @@ class GpuSpec:
                 raise ValueError(f"GpuSpec {self.name}: {f} must be > 0, got {getattr(self, f)}")
         if not 0 < self.gemm_efficiency <= 1:
             raise ValueError(f"GpuSpec {self.name}: gemm_efficiency must be in (0, 1], got {self.gemm_efficiency}")
+        if not 0 <= self.gemm_efficiency_sustained <= self.gemm_efficiency:
+            raise ValueError(f"GpuSpec {self.name}: gemm_efficiency_sustained must be in [0, gemm_efficiency="
+                             f"{self.gemm_efficiency}] (0 = not measured), got {self.gemm_efficiency_sustained}")
+
+    @property
+    def sustained_clock_ratio(self) -> float:
+        """Sustained / burst tensor-core rate (MSMF / MAMF); 1.0 where no sustained rate was measured."""
+        return self.gemm_efficiency_sustained / self.gemm_efficiency if self.gemm_efficiency_sustained else 1.0
 
     def peak_flops_per_s(self, dtype: str) -> float:
         """Dense tensor-core peak for ``dtype`` in FLOP/s; ValueError if the part has none."""
@@ -61,16 +73,24 @@ class GpuSpec:
 
 
 def _gpu(name, hbm_gib, hbm_tb_s, fp32, tf32, bf16, fp16, fp8, nvlink_gb_s, busbw_gb_s,
-         gemm_eff, sms, tdp_w, price, source, fp8_eff=0.0) -> GpuSpec:
+         gemm_eff, sms, tdp_w, price, source, fp8_eff=0.0, sustained=0.0) -> GpuSpec:
     # Converts the datasheet units once, at the edge (STYLE.md).
     return GpuSpec(name, hbm_gib * GIB, hbm_tb_s * 1e12, fp32 * TFLOPS, tf32 * TFLOPS,
                    bf16 * TFLOPS, fp16 * TFLOPS, fp8 * TFLOPS, nvlink_gb_s * GB,
-                   busbw_gb_s * GB, gemm_eff, sms, tdp_w, price, source, fp8_eff)
+                   busbw_gb_s * GB, gemm_eff, sms, tdp_w, price, source, fp8_eff, sustained)
 
 
 _SPEC = "stas00/ml-engineering accelerator tables via hardware_measured.yaml (spec)"
 _MAMF = "MAMF bf16 (hardware_measured.yaml gemm_efficiency_measured)"
 _PRICE = "price: assumed typical 2025 on-demand cloud rate, override with --price-per-gpu-hour"
+# Sustained (power-limited) matmul rate, measured by mamf-finder.py (stas00/ml-engineering
+# compute/accelerator/README.md MAMF/MSMF tables, 2026): H200 bf16 MSMF 755 TFLOP/s (MAMF 834 in the same
+# run); H100 and H800 are the same GH100 die at the same 700 W limit: same MSMF (assumed). B200 MSMF 1429.
+# No MSMF is published for A100, GB200, V100 or MI300X: they keep the burst MAMF, which overstates
+# what a long run sustains by the clock drop at the power limit (about 10% on H200).
+_HOPPER_SUSTAINED = 755.0 / 989.0
+_B200_SUSTAINED = 1429.0 / 2250.0
+_MSMF = "sustained matmul MSMF (mamf-finder.py, stas00/ml-engineering)"
 
 GPUS: dict[str, GpuSpec] = {g.name: g for g in [
     _gpu("v100-sxm-32gb", 32, 0.9, 15.7, 0, 0, 125, 0, 150, 122, 0.80, 80, 300, 1.0,
@@ -83,17 +103,20 @@ GPUS: dict[str, GpuSpec] = {g.name: g for g in [
          f"{_SPEC}; busbw 232 GB/s nccl-tests #175 (measured); {_MAMF} A100 SXM 0.869; {_PRICE}"),
     _gpu("h100-sxm-80gb", 80, 3.35, 67, 494.5, 989, 989, 1979, 450, 370, 0.803, 132, 700, 2.5,
          f"{_SPEC}; busbw 370 GB/s ring (NVIDIA nccl-tests #212, maintainer); {_MAMF} H100 SXM 0.803, "
-         f"fp8 0.709; {_PRICE}", 0.709),
+         f"fp8 0.709; {_MSMF} H200 755, same die and power limit (assumed); {_PRICE}", 0.709,
+         _HOPPER_SUSTAINED),
     _gpu("h800-sxm-80gb", 80, 3.35, 67, 494.5, 989, 989, 1979, 200, 160, 0.803, 132, 700, 2.5,
          "compute and HBM as H100 SXM (same die; NVIDIA H800 datasheet); NVLink 400 GB/s bidir; "
          "busbw 160 GB/s = DeepSeek-V3 report Sec 3.2.2 stated NVLink 160 GB/s; gemm_efficiency as "
-         f"H100 (same die); {_PRICE}", 0.709),
+         f"H100 (same die); {_MSMF} as H100 (same die, 700 W); {_PRICE}", 0.709, _HOPPER_SUSTAINED),
     _gpu("h200-sxm-141gb", 141, 4.8, 67, 494.5, 989, 989, 1979, 450, 370, 0.803, 132, 700, 3.5,
          f"{_SPEC}; busbw as H100 (NVLink4; nvbandwidth 396 GB/s pairwise measured); "
-         f"{_MAMF} 'H200 is the same' as H100 0.803, fp8 0.734; {_PRICE}", 0.734),
+         f"{_MAMF} 'H200 is the same' as H100 0.803, fp8 0.734; {_MSMF} H200 755 (measured); {_PRICE}",
+         0.734, _HOPPER_SUSTAINED),
     _gpu("b200", 180, 8.0, 80, 1125, 2250, 2250, 4500, 900, 740, 0.776, 148, 1000, 5.0,
          f"{_SPEC}; busbw 740 GB/s = NVLink5 900 GB/s x NCCL protocol efficiency 370/450 (assumed); "
-         f"{_MAMF} B200 SXM 0.776, fp8 0.763; {_PRICE}", 0.763),
+         f"{_MAMF} B200 SXM 0.776, fp8 0.763; {_MSMF} B200 1429 (measured); {_PRICE}",
+         0.763, _B200_SUSTAINED),
     _gpu("gb200", 186, 8.0, 80, 1250, 2500, 2500, 5000, 900, 740, 0.729, 148, 1200, 6.0,
          f"{_SPEC}; busbw 740 GB/s as B200 (assumed); {_MAMF} GB200 0.729, fp8 0.723; {_PRICE}", 0.723),
     _gpu("mi300x", 192, 5.3, 163.4, 653.7, 1307.4, 1307.4, 2614.9, 448, 368, 0.60, 304, 750, 2.5,

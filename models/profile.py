@@ -110,6 +110,8 @@ def kernel_model(cluster, dtype: str, attn_fwd_efficiency: float, attn_bwd_effic
 
     fp8 (Micikevicius et al. 2022; Transformer Engine): GEMMs run at the fp8 peak times the
     measured fp8 MAMF efficiency, attention stays 16-bit, and each GEMM input is quantised first.
+    GEMMs and attention are slowed by the GPU's sustained/burst clock ratio (the same ratio for
+    fp8, whose matmuls draw at least as much power: assumed).
     """
     g = cluster.gpu
     p = getattr(cluster, "profile", None)
@@ -117,10 +119,15 @@ def kernel_model(cluster, dtype: str, attn_fwd_efficiency: float, attn_bwd_effic
     half = "bf16" if g.peak_bf16_flops_per_s > 0 else "fp16"
     attn_peak = p.peak_flops_per_s if p is not None and p.peak_flops_per_s else g.peak_flops_per_s(
         half if dtype == "fp8" else dtype)
-    gemm_eff = g.gemm_efficiency_fp8 if dtype == "fp8" and g.gemm_efficiency_fp8 else g.gemm_efficiency
+    # A training step holds the GPU at its power limit, so tensor-core kernels run at the sustained
+    # clock (GpuSpec.sustained_clock_ratio); a measured profile already carries its own rates.
+    clock = g.sustained_clock_ratio
+    gemm_eff = (g.gemm_efficiency_fp8 if dtype == "fp8" and g.gemm_efficiency_fp8 else g.gemm_efficiency) * clock
     return KernelModel(
         peak_flops_per_s=peak, gemm_efficiency=gemm_eff, num_sms=g.num_sms, hbm_bytes_per_s=g.hbm_bytes_per_s,
         attn_peak_flops_per_s=attn_peak, cast_bytes_per_elem=3.0 if dtype == "fp8" else 0.0,
-        attn_fwd_efficiency=(p.attn_fwd_efficiency if p is not None and p.attn_fwd_efficiency else attn_fwd_efficiency),
-        attn_bwd_efficiency=(p.attn_bwd_efficiency if p is not None and p.attn_bwd_efficiency else attn_bwd_efficiency),
+        attn_fwd_efficiency=(p.attn_fwd_efficiency if p is not None and p.attn_fwd_efficiency
+                             else attn_fwd_efficiency * clock),
+        attn_bwd_efficiency=(p.attn_bwd_efficiency if p is not None and p.attn_bwd_efficiency
+                             else attn_bwd_efficiency * clock),
         profile=p)

@@ -236,10 +236,10 @@ def _compute(env, sim: Sim, sp: StageProgram, op: tuple, grads: bool, buckets: l
         yield weights
         acc["dp"] += env.now - t1
     t1 = env.now
-    if overlapped is not None:                # TP collectives overlapped with the GEMMs (--overlap-tp-comm)
+    if overlapped is not None:                # TP / EP collectives overlapped with the kernels
         if not overlapped.triggered:
             yield overlapped
-        acc["tp"] += env.now - t1
+        acc[hidden[-1].kind] += env.now - t1  # the wait is for the tail of the sequence: its last collective
     for cm in inline:
         t1 = env.now
         yield from sim.comm(cm)

@@ -17,6 +17,10 @@ EXPECTED_DIFFERENCES = {
         ("ZeRO-2 waits for each micro-batch's reduce-scatters at the end of its backward; in the simulation "
          "the waits of the last micro-batches fall into the 1F1B cool-down, where the stage idles anyway; the "
          "analytical model adds them all", (0.93, 0.99)),
+    ("deepseek-v3-moe-ep", "ep32-pp16"):
+        ("overlapped all-to-alls: the simulation hides a pass's all-to-alls behind that pass's compute only "
+         "(its F and B ops run one after the other); the analytical model pairs them with another micro-batch's "
+         "backward as DualPipe does. Here the forward all-to-alls outlast the forward compute", (1.0, 1.08)),
     ("llama3-405b-h100-cp", "table4-interleaved"):
         ("uneven 3-4 layer chunks: the analytical bubble uses the mean stage time", (0.94, 1.0)),
 }

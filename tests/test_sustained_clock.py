@@ -1,0 +1,59 @@
+"""Sustained vs burst matmul rate: a training step holds the GPU at its power limit, where the SM
+clock settles below boost. mamf-finder.py (stas00/ml-engineering, compute/accelerator/README.md
+MAMF/MSMF tables) measured H200 bf16 at 834 TFLOP/s in a burst (MAMF) and 755 TFLOP/s sustained
+(MSMF), and B200 at 1429 TFLOP/s sustained."""
+
+import dataclasses
+
+import pytest
+
+from models.estimate import ATTN_BWD_EFFICIENCY, ATTN_FWD_EFFICIENCY
+from models.hardware import get_gpu, make_cluster
+from models.profile import kernel_model
+
+# one full wave of 128x256 output tiles on H100/H200's 132 SMs: wave quantisation loses nothing
+ONE_WAVE_M, ONE_WAVE_N, BIG_K = 128 * 132, 256, 65536
+
+
+def _km(gpu, dtype="bf16"):
+    return kernel_model(make_cluster(gpu), dtype, ATTN_FWD_EFFICIENCY, ATTN_BWD_EFFICIENCY)
+
+
+def test_h200_large_gemm_runs_at_the_measured_msmf():
+    km = _km("h200-sxm-141gb")
+    flops = 2.0 * ONE_WAVE_M * ONE_WAVE_N * BIG_K
+    tflops = flops / float(km.gemm(ONE_WAVE_M, ONE_WAVE_N, BIG_K)) / 1e12
+    assert tflops == pytest.approx(755, rel=0.01)
+
+
+def test_b200_large_gemm_runs_at_the_measured_msmf():
+    km = _km("b200")
+    m = 128 * get_gpu("b200").num_sms
+    flops = 2.0 * m * ONE_WAVE_N * BIG_K
+    assert flops / float(km.gemm(m, ONE_WAVE_N, BIG_K)) / 1e12 == pytest.approx(1429, rel=0.01)
+
+
+def test_sustained_clock_slows_tensor_cores_not_hbm():
+    burst = dataclasses.replace(get_gpu("h100-sxm-80gb"), gemm_efficiency_sustained=0.0)
+    sustained, fast = _km("h100-sxm-80gb"), _km(burst)
+    ratio = get_gpu("h100-sxm-80gb").sustained_clock_ratio
+    assert ratio < 1
+    t_s, t_b = float(sustained.gemm(8192, 8192, 8192)), float(fast.gemm(8192, 8192, 8192))
+    assert t_b / t_s == pytest.approx(ratio, rel=0.01)
+    assert sustained.attn_fwd_efficiency == pytest.approx(fast.attn_fwd_efficiency * ratio)
+    # the memory clock does not drop at the power limit: streaming kernels keep their time
+    assert float(sustained.memory_bound(1e9, 4)) == float(fast.memory_bound(1e9, 4))
+
+
+def test_parts_without_a_sustained_measurement_keep_the_burst_rate():
+    for name in ("a100-sxm-40gb", "a100-sxm-80gb", "gb200"):
+        gpu = get_gpu(name)
+        assert gpu.gemm_efficiency_sustained == 0.0 and gpu.sustained_clock_ratio == 1.0
+        assert _km(name).gemm_efficiency == gpu.gemm_efficiency
+
+
+@pytest.mark.parametrize("bad", [-0.1, 0.9])
+def test_sustained_efficiency_is_validated(bad):
+    # never negative, never above the burst rate measured for the same part (0.803 on H100)
+    with pytest.raises(ValueError, match="gemm_efficiency_sustained"):
+        dataclasses.replace(get_gpu("h100-sxm-80gb"), gemm_efficiency_sustained=bad)
