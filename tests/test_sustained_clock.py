@@ -57,3 +57,15 @@ def test_sustained_efficiency_is_validated(bad):
     # never negative, never above the burst rate measured for the same part (0.803 on H100)
     with pytest.raises(ValueError, match="gemm_efficiency_sustained"):
         dataclasses.replace(get_gpu("h100-sxm-80gb"), gemm_efficiency_sustained=bad)
+
+
+def test_soak_reports_the_rate_at_the_end_and_the_summary_prints_it():
+    from simulator.calibrate import microbench as mb
+    from simulator.calibrate.cli import profile_summary
+    soak = mb.soak_gemm(0.4, 128, "fp32", "cpu")
+    assert soak["seconds"] == 0.4 and soak["sustained_flops_per_s"] > 0
+    prof = {"device": {"kind": "cpu", "name": "cpu", "num_threads": 1, "memory_bytes": 1 << 30},
+            "dtype": "fp32", "peak_flops_per_s": {"fp32": 1e11},
+            "gemm": [{"m": 128, "n": 128, "k": 128, "time_s": 1e-4, "flops_per_s": 4.2e10, "dtype": "fp32"}],
+            "soak": soak}
+    assert any(line.startswith("sustained GEMM after a 0.4 s soak") for line in profile_summary(prof))

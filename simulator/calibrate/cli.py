@@ -32,6 +32,10 @@ def profile_summary(d: dict) -> list[str]:
              "peak GEMM:  " + ", ".join(f"{k} {v / 1e12:.3f} TFLOP/s" for k, v in d["peak_flops_per_s"].items()),
              "GEMM efficiency vs size: " + ", ".join(f"2^{x:g} FLOP {e:.2f}" for x, e in
                                                       zip(hp.gemm_log2_flops, hp.gemm_efficiency))]
+    soak = d.get("soak") or {}
+    if soak.get("sustained_flops_per_s"):
+        lines.append(f"sustained GEMM after a {soak['seconds']:g} s soak ({soak['size']}^3 {soak['dtype']}): "
+                     f"{soak['sustained_flops_per_s'] / 1e12:.1f} TFLOP/s")
     if hp.attn_fwd_efficiency:
         lines.append(f"attention (SDPA, causal): fwd {hp.attn_fwd_efficiency:.3f}, bwd {hp.attn_bwd_efficiency:.3f} of peak")
     ops = ", ".join(f"{o['op']} {o['bytes_per_s'] / 1e9:.1f}" for o in d.get("memory_ops", []))

@@ -130,6 +130,29 @@ def bench_gemm(m, n, k, dtype="bf16", device="cpu", warmup=2, repeats=5) -> dict
     return {"m": int(m), "n": int(n), "k": int(k), "dtype": dtype, "time_s": t, "flops_per_s": 2.0 * m * n * k / t}
 
 
+def soak_gemm(seconds, size=8192, dtype="bf16", device="cpu") -> dict:
+    """Run ``size``-cubed GEMMs back to back for ``seconds`` so the GPU reaches its power limit and
+    its settled (sustained) clock before anything is timed, as a training run does; a cold GPU
+    boosts and reads high (stas00/ml-engineering mamf-finder.py, "thermal soak" before MSMF).
+    Returns the achieved rate over the last quarter of the soak."""
+    dt = DTYPES[dtype]
+    a, b = _randn(size, size, dtype=dt, device=device), _randn(size, size, dtype=dt, device=device)
+    out = torch.empty(size, size, dtype=dt, device=device)
+    t0 = time.perf_counter()
+    tail_start, tail_calls = None, 0
+    while (now := time.perf_counter()) - t0 < seconds:
+        for _ in range(10):
+            torch.matmul(a, b, out=out)
+        sync(device)
+        if tail_start is None and now - t0 >= 0.75 * seconds:
+            tail_start = time.perf_counter()
+        elif tail_start is not None:
+            tail_calls += 10
+    tail_s = time.perf_counter() - tail_start if tail_start is not None else 0.0
+    rate = 2.0 * size ** 3 * tail_calls / tail_s if tail_calls and tail_s > 0 else None
+    return {"seconds": float(seconds), "size": int(size), "dtype": dtype, "sustained_flops_per_s": rate}
+
+
 # ---------------------------------------------------------------- attention
 
 def attention_flops(micro_batch, seq_len, num_heads, head_dim, causal=True) -> float:

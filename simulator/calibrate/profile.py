@@ -102,6 +102,11 @@ def run_calibration(device: str = "cpu", quick: bool = False, dtype: str = "bf16
     return prof
 
 
+# Seconds of back-to-back large GEMMs before a GPU is timed: long enough for the board to reach its
+# power limit and the SM clock to settle (mamf-finder.py soaks until the clock stops dropping).
+SOAK_S, SOAK_S_QUICK = 30.0, 5.0
+
+
 def _calibrate(device, quick, dtype, threads, world_size, target, say) -> dict:
     import torch
 
@@ -119,6 +124,9 @@ def _calibrate(device, quick, dtype, threads, world_size, target, say) -> dict:
     squares = [256, 512, 1024] if quick else [128, 256, 512, 1024, 2048]
     if device == "cuda":
         squares = [1024, 2048, 4096, 8192] if quick else [512, 1024, 2048, 4096, 8192, 16384]
+    if device == "cuda":   # time at the settled clock a long training run sees, not a cold GPU's boost
+        say("soak (sustained clock)")
+        prof["soak"] = mb.soak_gemm(SOAK_S_QUICK if quick else SOAK_S, 8192, dtype, dev)
     gemms = [dict(mb.bench_gemm(m, n, k, dtype, dev, **reps), name=name) for m, n, k, name in shapes]
     gemms += [dict(mb.bench_gemm(s, s, s, dtype, dev, **reps), name="square") for s in squares]
     peaks = {dtype: max(g["flops_per_s"] for g in gemms)}
