@@ -27,7 +27,7 @@ import numpy as np
 import yaml
 
 from models.estimate import PlanError, estimate
-from models.hardware import make_cluster
+from models.hardware import DEFAULT_NODE, get_node, make_cluster
 from models.plan import Plan
 from models.transformer import Transformer
 from models.units import GBIT
@@ -39,9 +39,10 @@ _FLASH1_GROUPS = ("mosaicml_llmfoundry",)
 
 
 def _gpu_key(text: str) -> str:
+    """Catalog GPU for a record's hardware text; longer names first ("GB200" contains "B200")."""
     t = text.upper()
     for key, name in (("H800", "h800-sxm-80gb"), ("H200", "h200-sxm-141gb"), ("H100", "h100-sxm-80gb"),
-                      ("B200", "b200"), ("GB200", "gb200"), ("MI300", "mi300x"), ("V100", "v100-sxm-32gb")):
+                      ("GB200", "gb200"), ("B200", "b200"), ("MI300", "mi300x"), ("V100", "v100-sxm-32gb")):
         if key in t:
             return name
     if "A100" in t:
@@ -100,13 +101,15 @@ def record_inputs(rec: dict):
     group = rec.get("group", "")
     gpu = _gpu_key(hw["gpu"])
     total = int(hw["gpus_total"])
-    gpn = min(int(hw.get("gpus_per_node") or 8), total)
+    # unstated server size: the GPU's usual server (8, or one 72-GPU NVLink domain for GB200 NVL72)
+    stated_gpn = int(hw.get("gpus_per_node") or get_node(DEFAULT_NODE.get(gpu, "dgx-h100")).gpus_per_node)
+    gpn = min(stated_gpn, total)
     if total % gpn:
         raise ValueError(f"hardware: {total} GPUs are not whole nodes of {gpn}")
     overrides = {}
-    if gpn != int(hw.get("gpus_per_node") or 8):
+    if gpn != stated_gpn:
         overrides["gpus_per_node"] = gpn
-    nic = _nic_bytes_per_s_per_gpu(hw.get("inter_node"), int(hw.get("gpus_per_node") or 8))
+    nic = _nic_bytes_per_s_per_gpu(hw.get("inter_node"), stated_gpn)
     if nic:
         overrides["nic_bytes_per_s_per_gpu"] = nic
     elif total > gpn:
