@@ -57,3 +57,16 @@ def test_published_with_a_measured_profile_changes_only_that_gpu(dev_runs_path, 
     assert all(prof_run[k]["predicted_iteration_time_s"] > base[k]["predicted_iteration_time_s"] for k in mpt)
     assert all("measured profile" in prof_run[k]["defaults"] for k in mpt)
     assert all(prof_run[k]["predicted_iteration_time_s"] == base[k]["predicted_iteration_time_s"] for k in sc21)
+
+
+def test_gb200_record_runs_on_one_nvl72_domain(dev_runs_path):
+    """'GB200' contains 'B200': the record must map to the GB200 NVL72 rack, and an unstated
+    server size means the GPU's usual node (72 GPUs in one NVLink domain), capped at the GPUs used."""
+    from simulator.published import record_inputs
+    runs = yaml.safe_load(dev_runs_path.read_text())
+    rec = dict(runs[0])
+    rec["hardware"] = dict(rec["hardware"], gpu="NVIDIA GB200 (DGX-GB200)", gpus_total=64, gpus_per_node=None)
+    rec["parallel"] = dict(rec["parallel"], tp=1, pp=1, cp=1, dp=64, vp=None)
+    _, cluster, _, _ = record_inputs(rec)
+    assert cluster.gpu.name == "gb200"
+    assert cluster.num_gpus == 64 and cluster.node.nvlink_domain_gpus == 64
