@@ -102,14 +102,14 @@ def record_inputs(rec: dict):
     gpu = _gpu_key(hw["gpu"])
     total = int(hw["gpus_total"])
     # unstated server size: the GPU's usual server (8, or one 72-GPU NVLink domain for GB200 NVL72)
-    stated_gpn = int(hw.get("gpus_per_node") or get_node(DEFAULT_NODE.get(gpu, "dgx-h100")).gpus_per_node)
-    gpn = min(stated_gpn, total)
+    server_gpus = int(hw.get("gpus_per_node") or get_node(DEFAULT_NODE.get(gpu, "dgx-h100")).gpus_per_node)
+    gpn = min(server_gpus, total)
     if total % gpn:
         raise ValueError(f"hardware: {total} GPUs are not whole nodes of {gpn}")
     overrides = {}
-    if gpn != stated_gpn:
+    if gpn != server_gpus:
         overrides["gpus_per_node"] = gpn
-    nic = _nic_bytes_per_s_per_gpu(hw.get("inter_node"), stated_gpn)
+    nic = _nic_bytes_per_s_per_gpu(hw.get("inter_node"), server_gpus)
     if nic:
         overrides["nic_bytes_per_s_per_gpu"] = nic
     elif total > gpn:

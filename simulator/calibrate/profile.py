@@ -124,7 +124,7 @@ def _calibrate(device, quick, dtype, threads, world_size, target, say) -> dict:
     squares = [256, 512, 1024] if quick else [128, 256, 512, 1024, 2048]
     if device == "cuda":
         squares = [1024, 2048, 4096, 8192] if quick else [512, 1024, 2048, 4096, 8192, 16384]
-    if device == "cuda":   # time at the settled clock a long training run sees, not a cold GPU's boost
+        # time at the settled clock a long training run sees, not a cold GPU's boost
         say("soak (sustained clock)")
         prof["soak"] = mb.soak_gemm(SOAK_S_QUICK if quick else SOAK_S, 8192, dtype, dev)
     gemms = [dict(mb.bench_gemm(m, n, k, dtype, dev, **reps), name=name) for m, n, k, name in shapes]
