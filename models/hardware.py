@@ -86,11 +86,18 @@ _PRICE = "price: assumed typical 2025 on-demand cloud rate, override with --pric
 # Sustained (power-limited) matmul rate, measured by mamf-finder.py (stas00/ml-engineering
 # compute/accelerator/README.md MAMF/MSMF tables, 2026): H200 bf16 MSMF 755 TFLOP/s (MAMF 834 in the same
 # run); H100 and H800 are the same GH100 die at the same 700 W limit: same MSMF (assumed). B200 MSMF 1429.
-# No MSMF is published for A100, GB200, V100 or MI300X: they keep the burst MAMF, which overstates
-# what a long run sustains by the clock drop at the power limit (about 10% on H200).
+# No MSMF is published for the A100. Its sustained rate is the MAMF scaled by the clock the A100 holds
+# at its 400 W limit under a dense tensor-core load: 1305 of 1410 MHz, the clock NVIDIA used for A100
+# HPL Rpeak (G. Lockwood, glennklockwood.com/garden/peak-FLOPS, "Rpeak"). HPL is fp64 DGEMM; bf16
+# matmuls on random data are power-limited too (H. He, thonking.ai "Strangely, Matrix Multiplications
+# on GPUs Run Faster When Given Predictable Data": 8192^3 bf16 on an A100, 257 TFLOP/s on randn
+# inputs, 295 on zeros). GB200, V100 and MI300X have no sustained figure and keep the burst MAMF,
+# which overstates what a long run sustains by the clock drop at the power limit (about 10% on H200).
 _HOPPER_SUSTAINED = 755.0 / 989.0
 _B200_SUSTAINED = 1429.0 / 2250.0
+_A100_SUSTAINED = 0.869 * 1305.0 / 1410.0
 _MSMF = "sustained matmul MSMF (mamf-finder.py, stas00/ml-engineering)"
+_A100_CLOCK = "sustained = MAMF x 1305/1410 MHz, A100 clock at 400 W under HPL (NVIDIA Rpeak practice, documented)"
 
 GPUS: dict[str, GpuSpec] = {g.name: g for g in [
     _gpu("v100-sxm-32gb", 32, 0.9, 15.7, 0, 0, 125, 0, 150, 122, 0.80, 80, 300, 1.0,
@@ -98,9 +105,10 @@ GPUS: dict[str, GpuSpec] = {g.name: g for g in [
          "NVIDIA GTC24 S62129 (measured); gemm_efficiency 0.80 assumed (no MAMF measurement); " + _PRICE),
     _gpu("a100-sxm-40gb", 40, 1.555, 19.5, 156, 312, 312, 0, 300, 232, 0.869, 108, 400, 1.5,
          f"{_SPEC}; HBM 1.555 TB/s A100 40GB datasheet; busbw 232 GB/s nccl-tests #175 (measured); "
-         f"{_MAMF} A100 SXM 0.869; {_PRICE}"),
+         f"{_MAMF} A100 SXM 0.869; {_A100_CLOCK}; {_PRICE}", sustained=_A100_SUSTAINED),
     _gpu("a100-sxm-80gb", 80, 2.0, 19.5, 156, 312, 312, 0, 300, 232, 0.869, 108, 400, 1.8,
-         f"{_SPEC}; busbw 232 GB/s nccl-tests #175 (measured); {_MAMF} A100 SXM 0.869; {_PRICE}"),
+         f"{_SPEC}; busbw 232 GB/s nccl-tests #175 (measured); {_MAMF} A100 SXM 0.869; {_A100_CLOCK}; {_PRICE}",
+         sustained=_A100_SUSTAINED),
     _gpu("h100-sxm-80gb", 80, 3.35, 67, 494.5, 989, 989, 1979, 450, 370, 0.803, 132, 700, 2.5,
          f"{_SPEC}; busbw 370 GB/s ring (NVIDIA nccl-tests #212, maintainer); {_MAMF} H100 SXM 0.803, "
          f"fp8 0.709; {_MSMF} H200 755, same die and power limit (assumed); {_PRICE}", 0.709,
