@@ -70,8 +70,8 @@ def test_step_time_median_error_within_20_percent(profile, records):
         pytest.skip(f"other programs took {foreign:.0%} of the CPU during calibration; its rates are not this hardware's")
     clean = v.undisturbed(records)
     if len(clean) < 3:
-        pytest.skip(f"CPU shared with other programs during the run: only {len(clean)} plans ran with at most "
-                    f"{v.MAX_FOREIGN_CPU_SHARE:.0%} foreign CPU load; step times are not this hardware's")
+        pytest.skip(f"only {len(clean)} plans ran with at most {v.MAX_FOREIGN_CPU_SHARE:.0%} foreign CPU load and the "
+                    f"CPU at its calibrated speed; step times are not the calibrated hardware's")
     errors = [abs(r["step_time_error"]) for r in clean]
     assert statistics.median(errors) <= v.STEP_TIME_MEDIAN_TOLERANCE, v.format_table(records)
 
@@ -82,9 +82,19 @@ def test_single_device_step_time_within_20_percent(profile, records):
         pytest.skip("the calibration ran on a CPU shared with other programs")
     single = [r for r in v.undisturbed(records) if r["impl"] == "single"]
     if not single:
-        pytest.skip("every single-device plan ran on a CPU shared with other programs")
+        pytest.skip("every single-device plan ran on a CPU shared with other programs or away from its calibrated speed")
     for r in single:
         assert abs(r["step_time_error"]) <= v.STEP_TIME_MEDIAN_TOLERANCE, v.format_table(records)
+
+
+def test_records_off_the_calibrated_speed_are_not_scored(records):
+    # every CPU record carries the attention probe's time ratio before and after its run
+    assert all(len(r["speed_ratio"]) == 2 and all(x > 0 for x in r["speed_ratio"]) for r in records)
+    base = {"device": "cpu", "foreign_cpu_share": 0.0}
+    steady, fast, slow = ({**base, "speed_ratio": ratios} for ratios in ([1.0, 1.15], [0.72, 0.72], [1.0, 1.3]))
+    assert v.undisturbed([steady, fast, slow]) == [steady]
+    assert v.undisturbed([{**base, "speed_ratio": None}, {"device": "cuda:0", "speed_ratio": [2.0, 2.0]}]) != []
+    assert "speed moved" in v.format_table([{**records[0], "speed_ratio": [0.5, 0.5]}])
 
 
 def test_swiglu_gqa_activation_memory(profile):
