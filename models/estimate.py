@@ -95,8 +95,11 @@ def _layer_times(model: Transformer, km, a, moe: bool):
     # attention core: flash runs the causal half; unfused runs two full batched GEMMs + softmax
     causal_flops = 0.5 * 4 * mb * (s / cp) * s * hq / tp
     v1 = a["flash1"]
-    fwd_eff = np.where(v1, np.minimum(km.attn_fwd_efficiency, FLASH1_FWD_EFFICIENCY), km.attn_fwd_efficiency)
-    bwd_eff = np.where(v1, np.minimum(km.attn_bwd_efficiency, FLASH1_BWD_EFFICIENCY), km.attn_bwd_efficiency)
+    # v1's published rates are benchmark (burst) rates like FA2's: both run at the sustained clock
+    fwd_eff = np.where(v1, np.minimum(km.attn_fwd_efficiency, FLASH1_FWD_EFFICIENCY * km.clock_ratio),
+                       km.attn_fwd_efficiency)
+    bwd_eff = np.where(v1, np.minimum(km.attn_bwd_efficiency, FLASH1_BWD_EFFICIENCY * km.clock_ratio),
+                       km.attn_bwd_efficiency)
     attn_peak = km.attn_peak_flops_per_s or peak
     flash_fwd = causal_flops / (attn_peak * fwd_eff)
     flash_bwd = ATTN_BWD_FLOP_RATIO * causal_flops / (attn_peak * bwd_eff)

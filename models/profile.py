@@ -85,6 +85,7 @@ class KernelModel:
     profile: HardwareProfile | None = None
     attn_peak_flops_per_s: float = 0.0       # attention runs in 16-bit even when GEMMs run in fp8
     cast_bytes_per_elem: float = 0.0         # fp8: quantising each GEMM input (read 2 B, write 1 B)
+    clock_ratio: float = 1.0                 # sustained / burst tensor-core clock (GpuSpec.sustained_clock_ratio)
 
     def gemm(self, m, n, k):
         p = self.profile
@@ -130,4 +131,4 @@ def kernel_model(cluster, dtype: str, attn_fwd_efficiency: float, attn_bwd_effic
                              else attn_fwd_efficiency * clock),
         attn_bwd_efficiency=(p.attn_bwd_efficiency if p is not None and p.attn_bwd_efficiency
                              else attn_bwd_efficiency * clock),
-        profile=p)
+        profile=p, clock_ratio=clock)

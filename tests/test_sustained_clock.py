@@ -5,6 +5,7 @@ MAMF/MSMF tables) measured H200 bf16 at 834 TFLOP/s in a burst (MAMF) and 755 TF
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 from models.estimate import ATTN_BWD_EFFICIENCY, ATTN_FWD_EFFICIENCY
@@ -89,3 +90,16 @@ def test_soak_reports_the_rate_at_the_end_and_the_summary_prints_it():
             "gemm": [{"m": 128, "n": 128, "k": 128, "time_s": 1e-4, "flops_per_s": 4.2e10, "dtype": "fp32"}],
             "soak": soak}
     assert any(line.startswith("sustained GEMM after a 0.4 s soak") for line in profile_summary(prof))
+
+
+def test_flashattention_v1_runs_at_the_sustained_clock_too():
+    # FlashAttention v1's 40% / 30% of peak (Dao 2023, FlashAttention-2 Sec. 1) are benchmark rates like
+    # FA2's, so on a power-limited A100 both are scaled by the same sustained/burst clock ratio.
+    from models.estimate import _layer_times, plan_arrays
+    from models.plan import Plan
+    from models.transformer import get_model
+    model = dataclasses.replace(get_model("gpt3-175b"), seq_len=8192)
+    a = {k: np.asarray(v) for k, v in plan_arrays(Plan(dp=1, tp=8, attention="flash1")).items()}
+    burst = dataclasses.replace(get_gpu("a100-sxm-80gb"), gemm_efficiency_sustained=0.0)
+    attn_fwd = [float(_layer_times(model, _km(g), a, moe=False)[4]) for g in ("a100-sxm-80gb", burst)]
+    assert attn_fwd[1] / attn_fwd[0] == pytest.approx(1305 / 1410, rel=1e-3)
