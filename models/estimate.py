@@ -117,8 +117,16 @@ def _layer_times(model: Transformer, km, a, moe: bool):
     repl_bytes = (2 * 2 * 2 + 2 * 3 * 2 + mask * 2 * 5) * h / np.where(a["sp"], tp, 1)
     act_bytes = (4 if model.activation == "gelu" else 6) * act_elems
     elem_fwd = km.memory_bound(T * (repl_bytes + act_bytes), 8)
-    fwd = gemms_fwd + attn_fwd + elem_fwd
-    bwd = 2 * gemms_fwd + attn_bwd + 2 * elem_fwd
+    # FlashAttention v1 takes only unpadded (tokens, heads, dim) inputs: llm-foundry's flash_attn_fn
+    # (and HF's v1 path) always pack q, k, v with flash_attn.bert_padding.unpad_input and scatter the
+    # output back with pad_input. From bert_padding.py, at 2 bytes: forward gathers q, k, v (r+w each)
+    # and zero-fills then index-puts the output (w, r+w); backward zero-fills and scatters the q, k, v
+    # gradients (w, r+w each) and gathers the output gradient (r+w).
+    qkv_w, q_w = (hq + 2 * hkv) / tp, hq / tp
+    pack_fwd = np.where(v1, km.memory_bound(T * (4 * qkv_w + 6 * q_w), 4), 0.0)
+    pack_bwd = np.where(v1, km.memory_bound(T * (6 * qkv_w + 4 * q_w), 4), 0.0)
+    fwd = gemms_fwd + attn_fwd + elem_fwd + pack_fwd
+    bwd = 2 * gemms_fwd + attn_bwd + 2 * elem_fwd + pack_bwd
     rc = a["recompute"]
     recompute = np.where(rc == 2, fwd, np.where(rc == 1, np.where(flash, 0.0, unfused_fwd), 0.0))
     return fwd, bwd, recompute, gemms_fwd, attn_fwd

@@ -75,7 +75,8 @@ class Plan:
     recompute: Recompute = Recompute.NONE
     schedule: Schedule = Schedule.ONE_F_ONE_B
     dtype: str = "bf16"               # compute dtype of matmuls: bf16 | fp16 | fp8
-    attention: str = "flash"          # flash (FlashAttention-2/3) | flash1 (FlashAttention v1) | unfused (s x s scores)
+    attention: str = "flash"          # flash (FlashAttention-2/3) | flash1 (FlashAttention v1 via its unpadded
+    #                                   interface: q/k/v packed and output unpacked every layer) | unfused (s x s scores)
     overlap_grad_reduce: bool = True  # DP gradient reduction overlapped with backward
     overlap_param_gather: bool = True  # ZeRO parameter all-gather overlapped with compute
     overlap_tp_comm: bool = False     # TP/SP collectives overlapped with GEMMs
