@@ -95,7 +95,8 @@ _PRICE = "price: assumed typical 2025 on-demand cloud rate, override with --pric
 # which overstates what a long run sustains by the clock drop at the power limit (about 10% on H200).
 _HOPPER_SUSTAINED = 755.0 / 989.0
 _B200_SUSTAINED = 1429.0 / 2250.0
-_A100_SUSTAINED = 0.869 * 1305.0 / 1410.0
+_A100_MAMF = 0.869
+_A100_SUSTAINED = _A100_MAMF * 1305.0 / 1410.0
 _MSMF = "sustained matmul MSMF (mamf-finder.py, stas00/ml-engineering)"
 _A100_CLOCK = "sustained = MAMF x 1305/1410 MHz, A100 clock at 400 W under HPL (NVIDIA Rpeak practice, documented)"
 
@@ -103,10 +104,10 @@ GPUS: dict[str, GpuSpec] = {g.name: g for g in [
     _gpu("v100-sxm-32gb", 32, 0.9, 15.7, 0, 0, 125, 0, 150, 122, 0.80, 80, 300, 1.0,
          "NVIDIA V100 datasheet (fp16 125 TF, 900 GB/s, NVLink2 300 GB/s bidir); busbw 122 GB/s "
          "NVIDIA GTC24 S62129 (measured); gemm_efficiency 0.80 assumed (no MAMF measurement); " + _PRICE),
-    _gpu("a100-sxm-40gb", 40, 1.555, 19.5, 156, 312, 312, 0, 300, 232, 0.869, 108, 400, 1.5,
+    _gpu("a100-sxm-40gb", 40, 1.555, 19.5, 156, 312, 312, 0, 300, 232, _A100_MAMF, 108, 400, 1.5,
          f"{_SPEC}; HBM 1.555 TB/s A100 40GB datasheet; busbw 232 GB/s nccl-tests #175 (measured); "
          f"{_MAMF} A100 SXM 0.869; {_A100_CLOCK}; {_PRICE}", sustained=_A100_SUSTAINED),
-    _gpu("a100-sxm-80gb", 80, 2.0, 19.5, 156, 312, 312, 0, 300, 232, 0.869, 108, 400, 1.8,
+    _gpu("a100-sxm-80gb", 80, 2.0, 19.5, 156, 312, 312, 0, 300, 232, _A100_MAMF, 108, 400, 1.8,
          f"{_SPEC}; busbw 232 GB/s nccl-tests #175 (measured); {_MAMF} A100 SXM 0.869; {_A100_CLOCK}; {_PRICE}",
          sustained=_A100_SUSTAINED),
     _gpu("h100-sxm-80gb", 80, 3.35, 67, 494.5, 989, 989, 1979, 450, 370, 0.803, 132, 700, 2.5,

@@ -8,9 +8,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from models.estimate import ATTN_BWD_EFFICIENCY, ATTN_FWD_EFFICIENCY
+from models.estimate import ATTN_BWD_EFFICIENCY, ATTN_FWD_EFFICIENCY, _layer_times, plan_arrays
 from models.hardware import get_gpu, make_cluster
+from models.plan import Plan
 from models.profile import kernel_model
+from models.transformer import get_model
 
 # one full wave of 128x256 output tiles on H100/H200's 132 SMs: wave quantisation loses nothing
 ONE_WAVE_M, ONE_WAVE_N, BIG_K = 128 * 132, 256, 65536
@@ -95,9 +97,6 @@ def test_soak_reports_the_rate_at_the_end_and_the_summary_prints_it():
 def test_flashattention_v1_runs_at_the_sustained_clock_too():
     # FlashAttention v1's 40% / 30% of peak (Dao 2023, FlashAttention-2 Sec. 1) are benchmark rates like
     # FA2's, so on a power-limited A100 both are scaled by the same sustained/burst clock ratio.
-    from models.estimate import _layer_times, plan_arrays
-    from models.plan import Plan
-    from models.transformer import get_model
     model = dataclasses.replace(get_model("gpt3-175b"), seq_len=8192)
     a = {k: np.asarray(v) for k, v in plan_arrays(Plan(dp=1, tp=8, attention="flash1")).items()}
     burst = dataclasses.replace(get_gpu("a100-sxm-80gb"), gemm_efficiency_sustained=0.0)
