@@ -122,9 +122,11 @@ def _layer_times(model: Transformer, km, a, moe: bool):
     # output back with pad_input. From bert_padding.py, at 2 bytes: forward gathers q, k, v (r+w each)
     # and zero-fills then index-puts the output (w, r+w); backward zero-fills and scatters the q, k, v
     # gradients (w, r+w each) and gathers the output gradient (r+w).
-    qkv_w, q_w = (hq + 2 * hkv) / tp, hq / tp
-    pack_fwd = np.where(v1, km.memory_bound(T * (4 * qkv_w + 6 * q_w), 4), 0.0)
-    pack_bwd = np.where(v1, km.memory_bound(T * (6 * qkv_w + 4 * q_w), 4), 0.0)
+    pack_fwd = pack_bwd = 0.0
+    if np.any(v1):  # skipped on the planner's grids, which never search v1
+        qkv_w, q_w = (hq + 2 * hkv) / tp, hq / tp
+        pack_fwd = np.where(v1, km.memory_bound(T * (4 * qkv_w + 6 * q_w), 4), 0.0)
+        pack_bwd = np.where(v1, km.memory_bound(T * (6 * qkv_w + 4 * q_w), 4), 0.0)
     fwd = gemms_fwd + attn_fwd + elem_fwd + pack_fwd
     bwd = 2 * gemms_fwd + attn_bwd + 2 * elem_fwd + pack_bwd
     rc = a["recompute"]
