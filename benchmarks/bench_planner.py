@@ -23,7 +23,7 @@ from models.estimate import estimate_arrays, plan_arrays
 from models.hardware import make_cluster
 from models.plan import Plan
 from models.transformer import get_model
-from simulator.planner import Training, search
+from simulator.planning.planner import Training, search
 
 MODEL, GPU, NODES, GLOBAL_BATCH = "llama3-405b", "h100-sxm-80gb", 2048, 2048
 

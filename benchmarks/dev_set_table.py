@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simulator.published import predict_runs
+from simulator.validation.published import predict_runs
 
 
 def main(path: str) -> None:

@@ -270,50 +270,10 @@ def time_to_train(model, cluster, plan, tokens: float, est=None, spec=None,
         failure_free_energy_kwh=_f(ff["energy_kwh"]), async_checkpoint=spec.async_checkpoint)
 
 
-def _dur(s: float) -> str:
-    if not np.isfinite(s):
-        return "inf"
-    if s >= 2 * 86400:
-        return f"{s / 86400:.1f} days"
-    if s >= 2 * 3600:
-        return f"{s / 3600:.1f} h"
-    if s >= 120:
-        return f"{s / 60:.1f} min"
-    return f"{s:.1f} s"
-
-
-def _g(x: float) -> str:
-    """A readable number: thousands separators from 1,000, else 3 significant figures."""
-    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
-
-
-def run_report_lines(run: TrainingRun) -> list[str]:
-    """Text lines describing a TrainingRun (shared by `estimate` and `train-time`)."""
-    if run.iters_per_checkpoint >= run.iterations:
-        interval = "none: the whole run is shorter than the optimum interval"
-    else:
-        interval = f"every {run.iters_per_checkpoint:,} iterations = {_dur(run.checkpoint_interval_s)}"
-    return [
-        f"time to train {run.tokens:.3g} tokens ({run.iterations:,} iterations) on {run.num_gpus:,} GPUs:",
-        f"  failure-free        {_dur(run.failure_free_s):>12s}",
-        f"  with failures       {_dur(run.time_to_train_s):>12s}  (goodput {run.goodput:.1%}; "
-        f"checkpoints {_dur(run.checkpoint_s)}, lost work {_dur(run.lost_work_s)}, restarts {_dur(run.restart_total_s)})",
-        f"  expected failures   {run.expected_failures:12.3g}  (job MTBF {_dur(run.mtbf_s)})",
-        f"  GPU-hours           {_g(run.gpu_hours):>12s}",
-        f"  cost                {'$' + _g(run.cost_usd):>12s}  (failure-free ${_g(run.failure_free_cost_usd)})",
-        f"  energy              {_g(run.energy_kwh):>12s} kWh  (failure-free {_g(run.failure_free_energy_kwh)} kWh)",
-        f"checkpoint: {run.checkpoint_bytes / 1e9:,.4g} GB, write {_dur(run.checkpoint_write_s)}, stall "
-        f"{_dur(run.checkpoint_blocking_s)} ({'async' if run.async_checkpoint else 'blocking'}), restart "
-        f"{_dur(run.restart_s)}",
-        f"  interval: {interval} (optimum exact {_dur(run.exact_interval_s)}, Young {_dur(run.young_interval_s)}, "
-        f"Daly {_dur(run.daly_interval_s)})",
-    ]
-
-
-def estimate_extras(model, cluster, plan, est) -> dict:
-    """Keys added to `clustersim estimate --json`: "cost" (per-iteration GPU-hours, dollars, energy;
+def estimate_extras(model, cluster, plan, est) -> tuple[dict, TrainingRun]:
+    """The "cost" figures of `clustersim estimate --json` (per-iteration GPU-hours, dollars, energy;
     reliability figures; time to train a Chinchilla budget of 20 tokens/parameter with failures) and
-    "_report_lines" for the text report. Never raises for a valid estimate."""
+    the TrainingRun behind them. Never raises for a valid estimate."""
     n = plan.world_size
     util = est.compute_s / est.step_time_s if est.step_time_s > 0 else 0.0
     tokens_per_iter = plan.global_batch_size * model.seq_len
@@ -332,7 +292,4 @@ def estimate_extras(model, cluster, plan, est) -> dict:
            "checkpoint_bytes": run.checkpoint_bytes, "checkpoint_write_s": run.checkpoint_write_s,
            "checkpoint_interval_s": run.checkpoint_interval_s, "iters_per_checkpoint": run.iters_per_checkpoint,
            "young_interval_s": run.young_interval_s}
-    lines = ["", f"cost per iteration  ${_g(cost_it)} at ${cluster.price_per_gpu_hour_usd:.2f}/GPU-hour, "
-             f"{_g(_f(e_it) / KWH_J)} kWh; ${_g(out['cost_usd_per_million_tokens'])} per million tokens",
-             "(Chinchilla budget, 20 tokens/parameter; `clustersim train-time --tokens N` for another)"]
-    return {"cost": out, "_report_lines": lines + run_report_lines(run)}
+    return out, run

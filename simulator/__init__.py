@@ -1,33 +1,67 @@
-"""clustersim public API.
+"""clustersim public API: what the CLI, the dashboard and users import.
 
-    from simulator import estimate, Plan, Cluster, Transformer
+    from simulator import estimate, Plan, make_cluster, get_model
+
+The analytical names load with numpy only. The discrete-event simulator (pandas, simpy,
+networkx), the planner and the scenario runner load on first use, so ``import simulator``
+stays light (PEP 562 module ``__getattr__``).
 """
 
 from models.estimate import PlanError, StepEstimate, estimate, estimate_arrays
 from models.hardware import GPUS, NODES, Cluster, GpuSpec, NodeSpec, get_gpu, make_cluster
-from models.plan import DEFAULT_PLACEMENT, INNERMOST_PLACEMENTS, PLACEMENTS, Plan, Recompute, Schedule, ZeroStage, check_plan
+from models.plan import (
+    DEFAULT_PLACEMENT,
+    INNERMOST_PLACEMENTS,
+    PLACEMENTS,
+    Plan,
+    Recompute,
+    Schedule,
+    ZeroStage,
+    check_plan,
+)
 from models.transformer import PRESETS, Transformer, get_model, load_hf_config, resolve_model
+
+# name -> the submodule that defines it; loaded by __getattr__ on first use
+_LAZY = {
+    "simulate": "des", "SimResult": "des", "build_topology": "des",
+    "search": "planning", "Constraints": "planning", "Training": "planning", "SearchResult": "planning",
+    "evaluate_plan": "planning", "explain": "planning", "plan_fields": "planning",
+    "load_scenario": "planning", "run_scenario": "planning", "parse_scenario": "planning",
+    "ScenarioError": "planning",
+    "time_to_train": "cost",
+    "predict_runs": "validation",
+}
 
 __all__ = ["estimate", "estimate_arrays", "StepEstimate", "PlanError", "Plan", "Cluster", "Transformer",
            "GpuSpec", "NodeSpec", "make_cluster", "get_gpu", "get_model", "load_hf_config", "resolve_model",
            "check_plan", "ZeroStage", "Recompute", "Schedule", "PRESETS", "GPUS", "NODES", "PLACEMENTS",
-           "DEFAULT_PLACEMENT", "INNERMOST_PLACEMENTS"]
-
-# `simulate` shares its name with the module simulator/simulate.py: importing the module would
-# rebind the package attribute to the module, hiding the function, so it is imported eagerly here.
-from simulator.simulate import SimResult, simulate  # noqa: E402
-
-__all__ += ["simulate", "SimResult"]
-
-# Names provided by later modules, imported on first use so `import simulator` stays light.
-_LAZY = {
-    "search": "simulator.planner", "run_scenario": "simulator.scenario", "load_scenario": "simulator.scenario",
-    "time_to_train": "models.cost",
-}
+           "DEFAULT_PLACEMENT", "INNERMOST_PLACEMENTS", *_LAZY]
 
 
-def __getattr__(name):
+def _load(group: str) -> dict:
+    """The lazily loaded names of one group (plain imports: no import_module)."""
+    if group == "des":
+        from simulator.des.simulate import SimResult, simulate
+        from simulator.des.topology import build_topology
+        return {"simulate": simulate, "SimResult": SimResult, "build_topology": build_topology}
+    if group == "planning":
+        from simulator.planning import planner, scenario
+        return {"search": planner.search, "Constraints": planner.Constraints, "Training": planner.Training,
+                "SearchResult": planner.SearchResult, "evaluate_plan": planner.evaluate_plan,
+                "explain": planner.explain, "plan_fields": planner.plan_fields,
+                "load_scenario": scenario.load_scenario, "run_scenario": scenario.run_scenario,
+                "parse_scenario": scenario.parse_scenario, "ScenarioError": scenario.ScenarioError}
+    if group == "cost":
+        from models.cost import time_to_train
+        return {"time_to_train": time_to_train}
+    from simulator.validation.published import predict_runs
+    return {"predict_runs": predict_runs}
+
+
+def __getattr__(name: str):
     if name in _LAZY:
-        import importlib
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        found = _load(_LAZY[name])
+        globals().update(found)
+        if name in found:
+            return found[name]
     raise AttributeError(f"module 'simulator' has no attribute {name!r}")

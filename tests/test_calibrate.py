@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from models.estimate import estimate
-from simulator.calibrate import profile as prof
 from simulator.cli import main
-from simulator.inputs import build_inputs
+from simulator.planning.inputs import build_inputs
+from simulator.validation.calibrate import profile as prof
 
 
 def _gemm(m, n, k, flops_per_s, dtype="bf16"):
@@ -139,7 +139,7 @@ def test_cli_estimate_with_cpu_profile(tmp_path, capsys):
 
 
 def test_cli_commands_need_torch_and_a_known_device(monkeypatch, capsys):
-    from simulator.calibrate import cli
+    from simulator.cli import calibrate as cli
     assert main(["calibrate", "--device", "tpu"]) == 2
     assert "device: 'tpu' unknown" in capsys.readouterr().err
     monkeypatch.setattr(cli.importlib.util, "find_spec", lambda name: None)
@@ -181,7 +181,7 @@ def test_measured_collective_latency_is_paid_once_per_collective(tmp_path):
 
 
 def test_simulator_uses_the_measured_latency_too(tmp_path):
-    from simulator.simulate import simulate
+    from simulator.des.simulate import simulate
     inp = build_inputs(model="gpt-tiny", gpu="h100", nodes=1, tp=2, dp=4, micro_batch=1, global_batch=4)
     hi = prof.apply_profile(inp, prof.write_profile(_with_alpha(synthetic(), 1e-3), tmp_path / "hi.yaml"))
     r = simulate(hi.model, hi.cluster, hi.plan)

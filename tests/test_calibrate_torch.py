@@ -10,9 +10,9 @@ pytestmark = pytest.mark.torch
 import torch.nn.functional as F  # noqa: E402
 
 from models import memory as mem  # noqa: E402
-from simulator.calibrate import microbench as mb  # noqa: E402
-from simulator.calibrate.gpt import GPTConfig, MixedPrecisionAdam, _SwiGLU, _VocabCrossEntropy, build_gpt, random_batch  # noqa: E402
-from simulator.validate import live_bytes_tracker  # noqa: E402
+from simulator.validation.calibrate import microbench as mb  # noqa: E402
+from simulator.validation.calibrate.gpt import GPTConfig, MixedPrecisionAdam, _SwiGLU, _VocabCrossEntropy, build_gpt, random_batch  # noqa: E402
+from simulator.validation.validate import live_bytes_tracker  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -170,8 +170,8 @@ def _tp_worker(rank, port, out_dir):
 
     import torch.distributed as dist
 
-    from simulator.calibrate.gpt import _shard
-    from simulator.calibrate.microbench import init_process_group
+    from simulator.validation.calibrate.gpt import _shard
+    from simulator.validation.calibrate.microbench import init_process_group
     torch.set_num_threads(1)
     init_process_group(rank, 2, port, "gloo")
     cfg = GPTConfig(num_layers=2, hidden=64, num_heads=4, num_kv_heads=2, ffn_hidden=128, vocab=64, seq_len=32,
@@ -219,8 +219,8 @@ def test_spawn_ranks_retries_once_then_names_the_failure(tmp_path, capsys):
 
 
 def test_cli_reports_dead_ranks_in_one_line(monkeypatch, capsys):
-    from simulator import validate as v
     from simulator.cli import main
+    from simulator.validation import validate as v
 
     def dead(*a, **k):
         raise mb.RanksFailed("validate: plan ddp-dp2-mb1-ga1-rcnone: a rank of 2 processes failed twice (signal SIGABRT)")

@@ -110,13 +110,13 @@ def test_llama3_405b_scenario_figures():
 
 def test_estimate_extras_keys(small):
     model, cluster, plan, est = small
-    extra = cost.estimate_extras(model, cluster, plan, est)
-    c = extra["cost"]
+    c, run = cost.estimate_extras(model, cluster, plan, est)
     assert c["cost_usd_per_iteration"] == pytest.approx(est.step_time_s * 8 / 3600 * cluster.price_per_gpu_hour_usd)
     for key in ("energy_kwh_per_iteration", "gpu_hours_per_iteration", "time_to_train_s", "checkpoint_interval_s",
                 "goodput", "mtbf_s"):
         assert key in c and np.isfinite(c[key])
-    assert any("time to train" in line for line in extra["_report_lines"])
+    from simulator.cli.report import cost_report_lines
+    assert any("time to train" in line for line in cost_report_lines(c, run, cluster.price_per_gpu_hour_usd))
 
 
 def test_cli_estimate_json_has_cost(capsys):

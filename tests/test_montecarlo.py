@@ -1,4 +1,4 @@
-"""simulator/montecarlo.py: deterministic per seed, converges to the analytical expectation, stragglers."""
+"""simulator/planning/montecarlo.py: deterministic per seed, converges to the analytical expectation, stragglers."""
 
 import math
 import time
@@ -7,7 +7,7 @@ import pytest
 from numpy.random import PCG64, Generator
 
 from models import cost
-from simulator.montecarlo import TYPICAL_STRAGGLERS, StragglerSpec, max_normal_moments, monte_carlo, sample_max_normal
+from simulator.planning.montecarlo import TYPICAL_STRAGGLERS, StragglerSpec, max_normal_moments, monte_carlo, sample_max_normal
 
 # (step s, iterations, iterations per checkpoint, checkpoint s, restart s, MTBF s)
 CASES = {

@@ -13,7 +13,7 @@ from models.estimate import estimate
 from models.hardware import make_cluster
 from models.plan import Plan, check_plan
 from models.transformer import get_model
-from simulator.planner import BREAKDOWN_TERMS, Constraints, Training, explain, search
+from simulator.planning.planner import BREAKDOWN_TERMS, Constraints, Training, explain, search
 
 DEV_RUNS = Path(__file__).resolve().parents[2] / "shared" / "validation" / "dev_runs.yaml"
 if not DEV_RUNS.exists():
@@ -179,7 +179,7 @@ def test_bad_input_is_a_clear_value_error():
 def test_simulate_top(tiny):
     """With the simulator: the best k are re-ranked by simulated step time; without: analytical order and a note."""
     r = search(TINY, TINY_CLUSTER, Training(global_batch_size=32), top=3, backend="serial", simulate_top=2)
-    if importlib.util.find_spec("simulator.simulate") is None:
+    if importlib.util.find_spec("simulator.des.simulate") is None:
         assert list(r.plans["plan_id"]) == list(tiny.plans["plan_id"][:3])
         assert any("not available" in n for n in r.notes)
         return
@@ -198,7 +198,7 @@ DEV_IDS = ["megatron_sc21_t1_145.6B", "mpt_a100_40g_7b_s2048_g32_b576",
 @pytest.mark.skipif(not DEV_RUNS.exists(), reason="shared validation data not present")
 @pytest.mark.parametrize("run_id", DEV_IDS)
 def test_search_beats_or_matches_published_plan(run_id):
-    from simulator.published import load_runs, record_inputs
+    from simulator.validation.published import load_runs, record_inputs
     rec = next(r for r in load_runs(DEV_RUNS) if r["id"] == run_id)
     model, cl, plan, _ = record_inputs(rec)
     published = estimate(model, cl, plan)

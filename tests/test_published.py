@@ -5,7 +5,7 @@ import json
 import yaml
 
 from simulator.cli import main
-from simulator.published import predict_record, predict_runs
+from simulator.validation.published import predict_record, predict_runs
 
 
 def test_published_json_format(dev_runs_path, tmp_path, capsys):
@@ -45,7 +45,7 @@ def test_dev_set_high_reliability_error(dev_runs_path):
 
 def test_published_with_a_measured_profile_changes_only_that_gpu(dev_runs_path, tmp_path):
     """`published --profile` applies a measured profile to the records on its GPU only."""
-    from simulator.calibrate import profile as prof
+    from simulator.validation.calibrate import profile as prof
     from tests.test_calibrate import synthetic
     slow = synthetic("cuda", "NVIDIA A100-SXM4-40GB", gemm_rate=1.5e14, attn_rate=5e13, mem_rate=1e12)
     p = prof.write_profile(slow, tmp_path / "a100-40.yaml")
@@ -61,7 +61,7 @@ def test_published_with_a_measured_profile_changes_only_that_gpu(dev_runs_path, 
 def test_gb200_record_runs_on_one_nvl72_domain(dev_runs_path):
     """'GB200' contains 'B200': the record must map to the GB200 NVL72 rack, and an unstated
     server size means the GPU's usual node (72 GPUs in one NVLink domain), capped at the GPUs used."""
-    from simulator.published import record_inputs
+    from simulator.validation.published import record_inputs
     runs = yaml.safe_load(dev_runs_path.read_text())
     rec = dict(runs[0])
     rec["hardware"] = dict(rec["hardware"], gpu="NVIDIA GB200 (DGX-GB200)", gpus_total=64, gpus_per_node=None)

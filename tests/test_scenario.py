@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from simulator.cli import main
-from simulator.scenario import (
+from simulator.planning.scenario import (
     PlanSpec,
     ScenarioError,
     TrainingSpec,
@@ -174,7 +174,7 @@ def test_cli_error_is_one_line(tmp_path, capsys):
 
 def test_mode_simulate(tmp_path):
     p = write(tmp_path, GOOD)
-    if importlib.util.find_spec("simulator.simulate") is None:
+    if importlib.util.find_spec("simulator.des.simulate") is None:
         with pytest.raises(ScenarioError, match="mode: simulate needs the discrete-event simulator"):
             run_scenario(p, mode="simulate")
         return

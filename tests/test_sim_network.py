@@ -4,8 +4,8 @@ import pytest
 import simpy
 
 from models import collectives as coll
-from simulator.engine import Network, Sim, max_min_rates
-from simulator.program import Program, _comm
+from simulator.des.engine import Network, Sim, max_min_rates
+from simulator.des.program import Program, _comm
 
 NIC_BYTES_PER_S = 47e9     # one 400 Gb/s NIC at NCCL efficiency (nccl-tests #290)
 

@@ -27,7 +27,7 @@ EXPECTED_DIFFERENCES = {
 
 
 def _plans():
-    sc = pytest.importorskip("simulator.scenario")
+    sc = pytest.importorskip("simulator.planning.scenario")
     out = []
     for path in sorted((ROOT / "scenarios").glob("*.yaml")):
         scn = sc.load_scenario(path)
@@ -39,8 +39,8 @@ def _plans():
 @pytest.mark.slow
 @pytest.mark.parametrize("path,spec", _plans())
 def test_scenario_plan_agreement(path, spec):
-    from simulator import scenario as sc
-    from simulator.simulate import simulate
+    from simulator.des.simulate import simulate
+    from simulator.planning import scenario as sc
     scn = sc.load_scenario(path)
     model, cluster = sc.build_model(scn), sc.build_cluster_spec(scn)
     fields = {k: v for k, v in dataclasses.asdict(spec).items() if v is not None}

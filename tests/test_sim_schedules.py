@@ -3,9 +3,9 @@
 import pytest
 
 from models.parallel.pipeline import bubble_ratio
-from simulator import engine
-from simulator.program import uniform_program
-from simulator.schedules import SCHEDULES, dependency, stage_orders
+from simulator.des import engine
+from simulator.des.program import uniform_program
+from simulator.des.schedules import SCHEDULES, dependency, stage_orders
 
 TOLERANCE = 1e-9
 

@@ -4,10 +4,10 @@ import networkx as nx
 import pytest
 
 from models.hardware import make_cluster
-from simulator.inputs import build_inputs
-from simulator.program import build_program
-from simulator.simulate import simulate
-from simulator.topology import Placement, build_topology, path_links
+from simulator.des.program import build_program
+from simulator.des.simulate import simulate
+from simulator.des.topology import Placement, build_topology, path_links
+from simulator.planning.inputs import build_inputs
 
 
 def test_graph_shape_rails_and_oversubscription():

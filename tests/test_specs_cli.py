@@ -108,7 +108,7 @@ def test_estimate_simulate_and_train_time_share_every_plan_option(capsys, monkey
     the three declared their options separately)."""
     import re
 
-    from simulator.cli import PLAN_OPTIONS
+    from simulator.cli.app import PLAN_OPTIONS
     flags = {"--" + name.replace("_", "-") for name in PLAN_OPTIONS}
     monkeypatch.setenv("COLUMNS", "250")
     for cmd in ("estimate", "simulate", "train-time"):

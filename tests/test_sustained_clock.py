@@ -83,8 +83,8 @@ def test_sustained_efficiency_is_validated(bad):
 
 
 def test_soak_reports_the_rate_at_the_end_and_the_summary_prints_it():
-    from simulator.calibrate import microbench as mb
-    from simulator.calibrate.cli import profile_summary
+    from simulator.cli.calibrate import profile_summary
+    from simulator.validation.calibrate import microbench as mb
     soak = mb.soak_gemm(0.4, 128, "fp32", "cpu")
     assert soak["seconds"] == 0.4 and soak["sustained_flops_per_s"] > 0
     prof = {"device": {"kind": "cpu", "name": "cpu", "num_threads": 1, "memory_bytes": 1 << 30},

@@ -109,11 +109,11 @@ def test_uploaded_config_json_and_edited_fields(at, tmp_path):
     before = metrics(at)[(0, "Iteration time")]
     at.number_input(key="in_m_num_layers_tiny").set_value(32).run()
     assert metrics(at)[(0, "Iteration time")] != before
-    if importlib.util.find_spec("simulator.scenario"):            # the edited model survives a scenario round trip
+    if importlib.util.find_spec("simulator.planning.scenario"):            # the edited model survives a scenario round trip
         at.switch_page("views/scenario.py").run()
         path = tmp_path / "s.yaml"
         path.write_text(at.code[0].value)
-        scenario = importlib.import_module("simulator.scenario")
+        scenario = importlib.import_module("simulator.planning.scenario")
         model = scenario.build_model(scenario.load_scenario(path))
         assert (model.num_layers, model.hidden, model.seq_len) == (32, 2048, 2048)
         at.switch_page("views/plans.py").run()
@@ -137,7 +137,7 @@ def test_every_page_renders(at, page):
 
 
 def test_timeline_page_draws_the_simulated_iteration(at):
-    pytest.importorskip("simulator.simulate")
+    pytest.importorskip("simulator.des.simulate")
     at.switch_page("views/timeline.py").run()
     assert not at.exception
     labels = [m.label for m in at.metric]
@@ -148,7 +148,7 @@ def test_timeline_page_draws_the_simulated_iteration(at):
 
 
 def test_timeline_of_a_1024_gpu_plan_renders(at):
-    pytest.importorskip("simulator.simulate")
+    pytest.importorskip("simulator.des.simulate")
     at.selectbox(key="in_preset").select("llama3-70b").run()
     at.number_input(key="in_nodes").set_value(128).run()
     at.number_input(key="in_global_batch").set_value(1024).run()
@@ -163,7 +163,7 @@ def test_timeline_of_a_1024_gpu_plan_renders(at):
 
 
 def test_network_page_colours_links_by_utilisation(at):
-    pytest.importorskip("simulator.simulate")
+    pytest.importorskip("simulator.des.simulate")
     at.switch_page("views/network.py").run()
     assert not at.exception
     assert any("Link colour" in c.value for c in at.caption)
@@ -172,7 +172,7 @@ def test_network_page_colours_links_by_utilisation(at):
 
 
 def test_search_page_pins_a_plan(at):
-    pytest.importorskip("simulator.planner")
+    pytest.importorskip("simulator.planning.planner")
     at.switch_page("views/search.py").run()
     assert not at.exception and at.get("plotly_chart")
     table = at.dataframe[0].value
@@ -186,7 +186,7 @@ def test_search_page_pins_a_plan(at):
 
 
 def test_scenario_round_trip_and_bad_yaml(at):
-    pytest.importorskip("simulator.scenario")
+    pytest.importorskip("simulator.planning.scenario")
     at.switch_page("views/scenario.py").run()
     doc = yaml.safe_load(at.code[0].value)
     assert doc["model"] == "llama2-7b" and len(doc["plans"]) == 2
@@ -206,7 +206,7 @@ def test_scenario_round_trip_and_bad_yaml(at):
 
 
 def test_example_scenario_loads_with_the_numbers_of_run_scenario(at):
-    scenario = pytest.importorskip("simulator.scenario")
+    scenario = pytest.importorskip("simulator.planning.scenario")
     path = pathlib.Path(APP).parents[1] / "scenarios" / "llama3-70b-h100.yaml"
     if not path.exists():
         pytest.skip("scenarios/llama3-70b-h100.yaml not in this checkout")

@@ -106,7 +106,7 @@ def test_small_timeline_is_drawn_op_by_op():
 
 
 def test_gantt_of_a_simulated_1024_gpu_plan():
-    simulate = pytest.importorskip("simulator.simulate").simulate
+    simulate = pytest.importorskip("simulator.des.simulate").simulate
     model, cl = get_model("llama3-70b"), make_cluster("h100-sxm-80gb", 128)
     res = simulate(model, cl, Plan(dp=16, tp=8, pp=8, global_batch_size=1024))
     fig, _ = figures.gantt_figure(res.timeline)
@@ -135,7 +135,7 @@ def test_topology_with_and_without_utilisation():
 
 
 def test_link_utilisation_maps_stage_streams_onto_links():
-    topology = pytest.importorskip("simulator.topology")
+    topology = pytest.importorskip("simulator.des.topology")
     cl = make_cluster("h100-sxm-80gb", 2)
     g = topology.build_topology(cl)
     plan = Plan(dp=2, tp=4, pp=2, global_batch_size=16)

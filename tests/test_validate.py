@@ -14,10 +14,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
 
-from simulator import validate as v  # noqa: E402
-from simulator.calibrate.gpt import GPTConfig  # noqa: E402
-from simulator.calibrate.profile import run_calibration, write_profile  # noqa: E402
 from simulator.cli import main  # noqa: E402
+from simulator.validation import validate as v  # noqa: E402
+from simulator.validation.calibrate.gpt import GPTConfig  # noqa: E402
+from simulator.validation.calibrate.profile import run_calibration, write_profile  # noqa: E402
 
 
 @pytest.fixture(scope="module")

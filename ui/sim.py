@@ -1,4 +1,4 @@
-"""Cached, picklable views of the discrete-event simulator's result (simulator.simulate, loaded
+"""Cached, picklable views of the discrete-event simulator's result (simulator.des.simulate, loaded
 lazily so the dashboard runs without it), and link utilisation derived from its streams."""
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import streamlit as st
 
 from ui import figures
 
-MISSING = ("The discrete-event simulator (`simulator.simulate`) is not available in this installation, "
+MISSING = ("The discrete-event simulator (`simulator.des.simulate`) is not available in this installation, "
            "so there is no simulated timeline yet. The analytical views on *Compare plans* work without it.")
 COMM_KINDS = ("tp", "cp", "ep", "pp", "dp")
 
 
 def available() -> bool:
     try:
-        return callable(getattr(importlib.import_module("simulator.simulate"), "simulate", None))
+        return callable(getattr(importlib.import_module("simulator.des.simulate"), "simulate", None))
     except ImportError:
         return False
 
@@ -57,7 +57,7 @@ def crosses_nodes(plan, gpus_per_node: int) -> dict:
 
 
 def link_utilisation(graph, busy: dict, plan, gpus_per_node: int) -> dict:
-    """{(u, v): busy fraction} for the edges of a topology graph (simulator.topology names:
+    """{(u, v): busy fraction} for the edges of a topology graph (simulator.des.topology names:
     gpu{r}, nvsw{d}, nic{r}, leaf*, spine*): every GPU takes its pipeline stage's values (the
     simulator runs one representative GPU per stage); NVLink carries the kinds that stay in the
     node, the NIC and the fabric above it the kinds that leave it."""
@@ -88,7 +88,7 @@ def link_utilisation(graph, busy: dict, plan, gpus_per_node: int) -> dict:
 @st.cache_data(max_entries=8, show_spinner=False)
 def simulated(model, cluster, plan) -> dict:
     """{"timeline" (the rows the Gantt can draw), "ranks", "ops", "step_time_s", "busy"} or {"error": msg}."""
-    simulate = importlib.import_module("simulator.simulate").simulate
+    simulate = importlib.import_module("simulator.des.simulate").simulate
     try:
         res = simulate(model, cluster, plan)
     except ValueError as e:  # PlanError is a ValueError

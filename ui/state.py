@@ -253,7 +253,7 @@ def sidebar() -> Setup | None:
 
 # ------------------------------------------------------------------ scenario files
 def scenario_dict(setup: Setup, plans: list[dict]) -> dict:
-    """The inputs and pinned plans in the scenario file format of simulator.scenario
+    """The inputs and pinned plans in the scenario file format of simulator.planning.scenario
     (`clustersim scenario` runs it)."""
     m, cl, tr = setup.model, setup.cluster, setup.training
     preset = next((k for k, v in PRESETS.items() if v.with_seq_len(m.seq_len) == m), None)
@@ -292,8 +292,8 @@ def scenario_yaml(setup: Setup, plans: list[dict]) -> str:
 
 def inputs_from_scenario(scn) -> tuple[dict, list[dict], object | None, list[str]]:
     """(sidebar values, plan specs, Transformer for the 'scenario' model source or None, notes)
-    from a simulator.scenario.Scenario; ValueError (ScenarioError) names the field."""
-    scenario = importlib.import_module("simulator.scenario")
+    from a simulator.planning.scenario.Scenario; ValueError (ScenarioError) names the field."""
+    scenario = importlib.import_module("simulator.planning.scenario")
     model = scenario.build_model(scn)
     vals: dict = {}
     notes: list[str] = []

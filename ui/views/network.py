@@ -17,7 +17,7 @@ st.caption(f"{cl.num_nodes} x {cl.node.name}: {cl.gpus_per_node} x {cl.gpu.name}
            f"oversubscription {cl.oversubscription:g}:1")
 max_gpus = st.select_slider("GPUs to draw", options=(8, 16, 32, 64, 128, 256), value=32, key="net_max_gpus")
 try:
-    graph = importlib.import_module("simulator.topology").build_topology(cl)
+    graph = importlib.import_module("simulator.des.topology").build_topology(cl)
 except ImportError:
     graph = figures.cluster_graph(cl.num_nodes, cl.gpus_per_node, max_nodes=max(1, max_gpus // cl.gpus_per_node))
 graph = figures.trim_topology(graph, max_gpus)   # the drawn part; other nodes mirror it

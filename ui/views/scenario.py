@@ -15,7 +15,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "scenarios"
 
 def load(data: bytes, name: str):
     """A validated Scenario from uploaded bytes; errors name the uploaded file, line and field."""
-    scenario = importlib.import_module("simulator.scenario")
+    scenario = importlib.import_module("simulator.planning.scenario")
     with tempfile.TemporaryDirectory() as tmp:
         p = Path(tmp) / Path(name).name
         p.write_bytes(data)
@@ -40,16 +40,16 @@ def apply(scn) -> list[str]:
 @st.cache_data(max_entries=4, show_spinner=False)
 def run_all(data: bytes, name: str):
     scn = load(data, name)
-    return importlib.import_module("simulator.scenario").run_scenario(scn)
+    return importlib.import_module("simulator.planning.scenario").run_scenario(scn)
 
 
 st.title("Scenario")
 try:
-    importlib.import_module("simulator.scenario")
+    importlib.import_module("simulator.planning.scenario")
     have_scenarios = True
 except ImportError:
     have_scenarios = False
-    st.info("Loading scenario files needs `simulator.scenario`, which is not in this installation; "
+    st.info("Loading scenario files needs `simulator.planning.scenario`, which is not in this installation; "
             "downloading the pinned plans as a scenario works below.")
 msg = st.session_state.pop("_scenario_msg", None)
 if msg:

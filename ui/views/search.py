@@ -17,7 +17,7 @@ PLAN_KEYS = tuple(state.DEFAULT_SPEC)
 def run_search(model, cluster, training, constraints, objective: str, top: int) -> dict:
     """The planner's best ``top`` plans for each node count in ``constraints.num_nodes`` (ranking all
     counts together would keep only the biggest cluster's plans: no time/cost trade-off to see)."""
-    planner = importlib.import_module("simulator.planner")
+    planner = importlib.import_module("simulator.planning.planner")
     counts = constraints.num_nodes or (cluster.num_nodes,)
     frames, whys, evaluated, fit, elapsed, errors = [], [], 0, 0, 0.0, []
     for n in counts:
@@ -74,9 +74,9 @@ def on_select() -> None:
 st.title("Search plans")
 setup = require_setup()
 try:
-    planner = importlib.import_module("simulator.planner")
+    planner = importlib.import_module("simulator.planning.planner")
 except ImportError:
-    st.info("The planner (`simulator.planner`) is not available in this installation.")
+    st.info("The planner (`simulator.planning.planner`) is not available in this installation.")
     st.stop()
 
 cl = setup.cluster

@@ -17,7 +17,7 @@ LOCAL_RESULTS = ROOT / "out" / "validate.json"
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def predicted(path: str, mtime: float) -> dict:
-    return importlib.import_module("simulator.published").predict_runs(path)
+    return importlib.import_module("simulator.validation.published").predict_runs(path)
 
 
 st.title("Validation")

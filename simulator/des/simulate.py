@@ -3,7 +3,7 @@ simulation (simpy) next to the analytical estimate.
 
 Scale by symmetry: one pipeline (one data-parallel replica) is simulated with one
 representative GPU per stage; TP ranks of a stage do identical work and the other replicas'
-flows are counted on the links they share (see simulator.program). With a straggler the
+flows are counted on the links they share (see simulator.des.program). With a straggler the
 replica holding the slow GPU is the one simulated: the DP gradient reduction makes every
 replica wait for it, so it sets the iteration time.
 
@@ -28,10 +28,10 @@ from models.estimate import PlanError, StepEstimate, estimate
 from models.hardware import Cluster
 from models.plan import Plan, check_plan
 from models.transformer import Transformer
-from simulator import engine
-from simulator.program import build_program, link_capacities, memory_total_bytes
-from simulator.topology import Placement
-from simulator.trace import chrome_trace, memory_frame, timeline_frame
+from simulator.des import engine
+from simulator.des.program import build_program, link_capacities, memory_total_bytes
+from simulator.des.topology import Placement
+from simulator.des.trace import chrome_trace, memory_frame, timeline_frame
 
 KINDS = ("tp", "cp", "ep", "pp", "dp")
 

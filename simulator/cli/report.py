@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from models.estimate import StepEstimate
 from models.units import GIB
 
@@ -63,3 +65,51 @@ def published_report(result: dict) -> str:
             lines.append(f"{s['reliability']} records: count {s['count']}, skipped {s['skipped']}, MAPE {s['mape']:.1%}, "
                          f"median abs error {s['median_abs_error']:.1%}, max abs error {s['max_abs_error']:.1%}")
     return "\n".join(lines)
+
+
+def _dur(s: float) -> str:
+    if not math.isfinite(s):
+        return "inf"
+    if s >= 2 * 86400:
+        return f"{s / 86400:.1f} days"
+    if s >= 2 * 3600:
+        return f"{s / 3600:.1f} h"
+    if s >= 120:
+        return f"{s / 60:.1f} min"
+    return f"{s:.1f} s"
+
+
+def _g(x: float) -> str:
+    """A readable number: thousands separators from 1,000, else 3 significant figures."""
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
+
+
+def run_report_lines(run) -> list[str]:
+    """Text lines describing a TrainingRun (shared by `estimate` and `train-time`)."""
+    if run.iters_per_checkpoint >= run.iterations:
+        interval = "none: the whole run is shorter than the optimum interval"
+    else:
+        interval = f"every {run.iters_per_checkpoint:,} iterations = {_dur(run.checkpoint_interval_s)}"
+    return [
+        f"time to train {run.tokens:.3g} tokens ({run.iterations:,} iterations) on {run.num_gpus:,} GPUs:",
+        f"  failure-free        {_dur(run.failure_free_s):>12s}",
+        f"  with failures       {_dur(run.time_to_train_s):>12s}  (goodput {run.goodput:.1%}; "
+        f"checkpoints {_dur(run.checkpoint_s)}, lost work {_dur(run.lost_work_s)}, restarts {_dur(run.restart_total_s)})",
+        f"  expected failures   {run.expected_failures:12.3g}  (job MTBF {_dur(run.mtbf_s)})",
+        f"  GPU-hours           {_g(run.gpu_hours):>12s}",
+        f"  cost                {'$' + _g(run.cost_usd):>12s}  (failure-free ${_g(run.failure_free_cost_usd)})",
+        f"  energy              {_g(run.energy_kwh):>12s} kWh  (failure-free {_g(run.failure_free_energy_kwh)} kWh)",
+        f"checkpoint: {run.checkpoint_bytes / 1e9:,.4g} GB, write {_dur(run.checkpoint_write_s)}, stall "
+        f"{_dur(run.checkpoint_blocking_s)} ({'async' if run.async_checkpoint else 'blocking'}), restart "
+        f"{_dur(run.restart_s)}",
+        f"  interval: {interval} (optimum exact {_dur(run.exact_interval_s)}, Young {_dur(run.young_interval_s)}, "
+        f"Daly {_dur(run.daly_interval_s)})",
+    ]
+
+
+def cost_report_lines(cost: dict, run, price_per_gpu_hour_usd: float) -> list[str]:
+    """The cost lines `clustersim estimate` prints after the step report."""
+    lines = ["", f"cost per iteration  ${_g(cost['cost_usd_per_iteration'])} at ${price_per_gpu_hour_usd:.2f}/GPU-hour, "
+             f"{_g(cost['energy_kwh_per_iteration'])} kWh; ${_g(cost['cost_usd_per_million_tokens'])} per million tokens",
+             "(Chinchilla budget, 20 tokens/parameter; `clustersim train-time --tokens N` for another)"]
+    return lines + run_report_lines(run)

@@ -212,7 +212,7 @@ def _fsdp_model(cfg, device, rp, seed):
     import torch
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    from simulator.calibrate.gpt import build_gpt
+    from simulator.validation.calibrate.gpt import build_gpt
     model = build_gpt(cfg, torch.float32, device, recompute=rp.recompute, seed=seed)
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.bfloat16)
     for blk in model.blocks:
@@ -224,7 +224,7 @@ def _fsdp_model(cfg, device, rp, seed):
 def _measure(cfg, rp: RunPlan, device: str, rank: int, steps: int, warmup: int, seed: int = 0) -> dict:
     import torch
 
-    from simulator.calibrate.gpt import MixedPrecisionAdam, build_gpt, random_batch
+    from simulator.validation.calibrate.gpt import MixedPrecisionAdam, build_gpt, random_batch
     dist = None
     if rp.world_size > 1:
         import torch.distributed as dist
@@ -284,7 +284,7 @@ def _dist_worker(rank, cfg, rp, device, steps, warmup, threads, port, out_dir):
     import torch
     import torch.distributed as dist
 
-    from simulator.calibrate.microbench import init_process_group
+    from simulator.validation.calibrate.microbench import init_process_group
     warnings.filterwarnings("ignore", category=FutureWarning)
     torch.set_num_threads(threads)
     backend = "nccl" if device.startswith("cuda") else "gloo"
@@ -300,7 +300,7 @@ def _dist_worker(rank, cfg, rp, device, steps, warmup, threads, port, out_dir):
 def measure_plan(cfg, rp: RunPlan, device: str = "cpu", steps: int = 4, warmup: int = 2, threads: int = 1) -> dict:
     """Train ``cfg`` under ``rp``; measured step time (median), peak memory (rank 0's) and the
     share of the CPU other programs took meanwhile (``foreign_cpu_share``)."""
-    from simulator.calibrate.microbench import cpu_clock, foreign_cpu_share
+    from simulator.validation.calibrate.microbench import cpu_clock, foreign_cpu_share
     start = cpu_clock()
     res = _measure_plan(cfg, rp, device, steps, warmup, threads)
     res["foreign_cpu_share"] = foreign_cpu_share(start, cpu_clock())
@@ -317,7 +317,7 @@ def _measure_plan(cfg, rp: RunPlan, device: str, steps: int, warmup: int, thread
             return _measure(cfg, rp, "cuda:0" if device.startswith("cuda") else "cpu", 0, steps, warmup)
         finally:
             torch.set_num_threads(old)
-    from simulator.calibrate.microbench import spawn_ranks
+    from simulator.validation.calibrate.microbench import spawn_ranks
     with tempfile.TemporaryDirectory() as tmp:
         spawn_ranks(_dist_worker, (tmp,), rp.world_size, f"validate: plan {rp.name}",
                     args_before_port=(cfg, rp, device, steps, warmup, threads))
@@ -366,8 +366,8 @@ def validate(cfg=None, plans=None, device: str = "cpu", profile: str | dict | No
     keeps only the default plans of those implementations."""
     import torch
 
-    from simulator.calibrate.gpt import GPTConfig
-    from simulator.calibrate.profile import (
+    from simulator.validation.calibrate.gpt import GPTConfig
+    from simulator.validation.calibrate.profile import (
         catalog_gpu_name,
         cluster_with_profile,
         cpu_cluster,
@@ -426,7 +426,7 @@ def speed_ratio(profile: dict, threads: int = 1) -> float | None:
     calibration; None when the profile has no attention entry. CPU only."""
     import torch
 
-    from simulator.calibrate import microbench as mb
+    from simulator.validation.calibrate import microbench as mb
     att = profile.get("attention") or []
     if not att:
         return None

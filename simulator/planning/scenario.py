@@ -27,7 +27,7 @@ import yaml
 from models.hardware import Cluster
 from models.plan import Plan, check_plan
 from models.transformer import Transformer, get_model, load_hf_config, resolve_model
-from simulator.inputs import build_cluster
+from simulator.planning.inputs import build_cluster
 
 MODES = ("estimate", "simulate", "both")
 OBJECTIVE_NAMES = ("time", "time-to-train", "cost", "energy")
@@ -133,7 +133,7 @@ class Scenario:
     training: TrainingSpec = _f("training settings (section below)", "section")
     name: str | None = _f("scenario name (default: the file name)", "str", None)
     description: str = _f("free text", "str", "")
-    mode: str = _f("estimate | simulate | both (simulate needs simulator.simulate)", "str", "estimate",
+    mode: str = _f("estimate | simulate | both (simulate needs simulator.des.simulate)", "str", "estimate",
                    choices=MODES)
     objective: str = _f("ranks the rows: time | time-to-train | cost | energy", "str", "time",
                         choices=OBJECTIVE_NAMES)
@@ -437,14 +437,14 @@ def run_scenario(scenario: str | Path | Scenario, mode: str | None = None,
         raise ScenarioError(f"{scn.source}: mode: {mode!r} unknown; choose one of {', '.join(MODES)}")
     sim = _simulator() if mode != "estimate" else None
     if mode != "estimate" and sim is None:
-        raise ScenarioError(f"{scn.source}: mode: {mode} needs the discrete-event simulator (simulator.simulate), "
+        raise ScenarioError(f"{scn.source}: mode: {mode} needs the discrete-event simulator (simulator.des.simulate), "
                             "which is not installed in this checkout; use mode: estimate")
     ctx = _ctx_for(scn)
     try:
         model, cluster = build_model(scn), build_cluster_spec(scn)
     except _ScenarioAt as e:
         raise ctx.error(e.path, e.reason) from None
-    from simulator.planner import evaluate_plan
+    from simulator.planning.planner import evaluate_plan
     specs = _plan_rows(scn)
     total = len(specs) + (1 if scn.search else 0)
     rows = []
@@ -485,7 +485,7 @@ def _row(scn, src, i, spec, model, cluster, evaluate_plan, sim, mode) -> dict:
 
 
 def _search_rows(scn, model, cluster, ctx, sim, mode) -> list[dict]:
-    from simulator.planner import Constraints, Training, search
+    from simulator.planning.planner import Constraints, Training, search
     s = scn.search
     try:
         cons = Constraints(**{k: getattr(s, k) for k in ("tp", "pp", "cp", "ep", "vpp", "micro_batch_size",
@@ -516,13 +516,13 @@ def _search_rows(scn, model, cluster, ctx, sim, mode) -> list[dict]:
 
 
 def _flatten(rec: dict) -> dict:
-    from simulator.planner import _flat
+    from simulator.planning.planner import _flat
     return _flat(rec)
 
 
 def _simulator():
     try:
-        from simulator.simulate import simulate
+        from simulator.des.simulate import simulate
     except ImportError:
         return None
     return simulate

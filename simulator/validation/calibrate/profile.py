@@ -88,7 +88,7 @@ def run_calibration(device: str = "cpu", quick: bool = False, dtype: str = "bf16
     device = "cuda" if device.startswith("cuda") else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: cuda requested but torch.cuda.is_available() is False")
-    from simulator.calibrate.microbench import cpu_clock, foreign_cpu_share
+    from simulator.validation.calibrate.microbench import cpu_clock, foreign_cpu_share
     old = torch.get_num_threads()
     if device == "cpu":
         torch.set_num_threads(threads)
@@ -110,7 +110,7 @@ SOAK_S, SOAK_S_QUICK = 30.0, 5.0
 def _calibrate(device, quick, dtype, threads, world_size, target, say) -> dict:
     import torch
 
-    from simulator.calibrate import microbench as mb
+    from simulator.validation.calibrate import microbench as mb
     tg = {**DEFAULT_TARGET, **(target or {})}
     reps = dict(warmup=1, repeats=3) if quick else dict(warmup=3, repeats=7)
     prof = {"format": FORMAT, "device": _device_info(device, threads), "software": _software(device),

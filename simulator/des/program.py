@@ -39,8 +39,8 @@ from models.parallel import context, data, expert, pipeline, tensor
 from models.plan import DTYPE_BYTES, PLACEMENTS, Plan, Schedule
 from models.profile import kernel_model
 from models.transformer import Transformer
-from simulator.schedules import stage_orders
-from simulator.topology import Placement
+from simulator.des.schedules import stage_orders
+from simulator.des.topology import Placement
 
 # Share of a layer's saved activations that only the weight gradient needs (the inputs of
 # the four linear layers, 14 of Korthikanti et al.'s 34 sbh): ZB-H1 frees them at W.

@@ -565,9 +565,9 @@ def _show(v):
 def _simulate_rerank(model, cluster, records: list[dict], k: int) -> tuple[list[dict], str | None]:
     """Simulate the best ``k`` plans and re-order them by simulated step time (skipped if no simulator)."""
     try:
-        from simulator.simulate import simulate
+        from simulator.des.simulate import simulate
     except ImportError:
-        return records, "simulate_top: simulator.simulate is not available; kept the analytical ranking"
+        return records, "simulate_top: simulator.des.simulate is not available; kept the analytical ranking"
     head = records[:k]
     for rec in head:
         cl = dataclasses.replace(cluster, num_nodes=rec["num_nodes"])

@@ -193,7 +193,7 @@ def predict_record(rec: dict, profile=None) -> dict:
     try:
         model, cluster, plan, defaults = record_inputs(rec)
         if profile is not None:
-            from simulator.calibrate.profile import cluster_with_profile
+            from simulator.validation.calibrate.profile import cluster_with_profile
             profiled = cluster_with_profile(cluster, profile)
             if profiled is not cluster:
                 cluster = profiled
@@ -239,7 +239,7 @@ def predict_runs(path: str | Path, profile: str | Path | None = None) -> dict:
     the records on the GPU it was measured on."""
     prof = None
     if profile is not None:
-        from simulator.calibrate.profile import read_profile
+        from simulator.validation.calibrate.profile import read_profile
         prof = read_profile(profile)
     records = [predict_record(r, prof) for r in load_runs(path)]
     return {"records": records, "summary": summarize(records),

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from simulator.cli import Json, inputs_from_flags, with_plan_options
+from simulator.cli.app import Json, app, inputs_from_flags, with_plan_options
 
 Trace = Annotated[Path | None, typer.Option("--trace", help="write a Chrome/Perfetto trace JSON here")]
 Timeline = Annotated[Path | None, typer.Option("--timeline", help="write the timeline table (.csv or .parquet)")]
@@ -52,32 +52,31 @@ def simulate_report(res) -> str:
     return "\n".join(lines)
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("simulate")
-    @with_plan_options
-    def simulate_cmd(flags: dict, trace: Trace = None, timeline: Timeline = None, seed: Seed = 0,
-                     straggler_rank: StragglerRank = None, straggler_slowdown: StragglerSlowdown = 1.2,
-                     speed_cv: SpeedCV = 0.0, oversubscription: Oversub = 1.0, nic_gbit_per_s: NicGbit = None,
-                     json_out: Json = False) -> None:
-        """Discrete-event simulation of one iteration: timeline, exposed communication, bubble, trace."""
-        from simulator.simulate import simulate
-        inp = inputs_from_flags(**flags, oversubscription=oversubscription, nic_gbit_per_s=nic_gbit_per_s)
-        if timeline is not None and timeline.suffix not in (".csv", ".parquet"):
-            raise ValueError(f"--timeline: {timeline} must end in .csv or .parquet")
-        res = simulate(inp.model, inp.cluster, inp.plan, seed=seed, straggler_rank=straggler_rank,
-                       straggler_slowdown=straggler_slowdown if straggler_rank is not None else 1.0,
-                       speed_cv=speed_cv)
-        if trace is not None:
-            trace.parent.mkdir(parents=True, exist_ok=True)
-            trace.write_text(json.dumps(res.chrome_trace()))
-        if timeline is not None:
-            timeline.parent.mkdir(parents=True, exist_ok=True)
-            (res.timeline.to_csv if timeline.suffix == ".csv" else res.timeline.to_parquet)(timeline, index=False)
-        if json_out:
-            typer.echo(json.dumps(res.as_dict(), indent=2))
-            return
-        typer.echo(simulate_report(res))
-        if trace is not None:
-            typer.echo(f"wrote {trace} (open in ui.perfetto.dev)")
-        if timeline is not None:
-            typer.echo(f"wrote {timeline}")
+@app.command("simulate")
+@with_plan_options
+def simulate_cmd(flags: dict, trace: Trace = None, timeline: Timeline = None, seed: Seed = 0,
+                 straggler_rank: StragglerRank = None, straggler_slowdown: StragglerSlowdown = 1.2,
+                 speed_cv: SpeedCV = 0.0, oversubscription: Oversub = 1.0, nic_gbit_per_s: NicGbit = None,
+                 json_out: Json = False) -> None:
+    """Discrete-event simulation of one iteration: timeline, exposed communication, bubble, trace."""
+    from simulator.des.simulate import simulate
+    inp = inputs_from_flags(**flags, oversubscription=oversubscription, nic_gbit_per_s=nic_gbit_per_s)
+    if timeline is not None and timeline.suffix not in (".csv", ".parquet"):
+        raise ValueError(f"--timeline: {timeline} must end in .csv or .parquet")
+    res = simulate(inp.model, inp.cluster, inp.plan, seed=seed, straggler_rank=straggler_rank,
+                   straggler_slowdown=straggler_slowdown if straggler_rank is not None else 1.0,
+                   speed_cv=speed_cv)
+    if trace is not None:
+        trace.parent.mkdir(parents=True, exist_ok=True)
+        trace.write_text(json.dumps(res.chrome_trace()))
+    if timeline is not None:
+        timeline.parent.mkdir(parents=True, exist_ok=True)
+        (res.timeline.to_csv if timeline.suffix == ".csv" else res.timeline.to_parquet)(timeline, index=False)
+    if json_out:
+        typer.echo(json.dumps(res.as_dict(), indent=2))
+        return
+    typer.echo(simulate_report(res))
+    if trace is not None:
+        typer.echo(f"wrote {trace} (open in ui.perfetto.dev)")
+    if timeline is not None:
+        typer.echo(f"wrote {timeline}")

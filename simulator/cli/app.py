@@ -1,21 +1,16 @@
-"""The ``clustersim`` command line (typer). Bad input prints one line naming the field and
-the reason and exits with status 2; no tracebacks."""
+"""The typer app and the options shared by its commands (each command module adds its own
+commands to ``app`` when imported; ``simulator.cli`` imports them all)."""
 
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
-import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from models.estimate import PlanError, estimate
-from simulator.inputs import build_inputs
-from simulator.report import estimate_report, published_report
+from simulator.planning.inputs import build_inputs
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Cluster-scale LLM training simulator and cost model.")
@@ -89,103 +84,6 @@ def inputs_from_flags(**kw):
     profile = kw.pop("profile", None)
     inp = build_inputs(**kw)
     if profile is not None:
-        from simulator.calibrate.profile import apply_profile  # issue 5; imported lazily
+        from simulator.validation.calibrate.profile import apply_profile  # issue 5; imported lazily
         inp = apply_profile(inp, profile)
     return inp
-
-
-@app.command("estimate")
-@with_plan_options
-def estimate_cmd(flags: dict, json_out: Json = False) -> None:
-    """Analytical estimate of one iteration: time and its breakdown, MFU, memory per GPU, OOM verdict."""
-    inp = inputs_from_flags(**flags)
-    est = estimate(inp.model, inp.cluster, inp.plan)
-    out = est.as_dict()
-    extra = _extra_estimate_fields(inp, est)
-    lines = extra.pop("_report_lines", [])
-    out.update(extra)
-    if json_out:
-        typer.echo(json.dumps(out, indent=2))
-    else:
-        typer.echo(estimate_report(inp.model, inp.cluster, est))
-        for line in lines:
-            typer.echo(line)
-
-
-def _extra_estimate_fields(inp, est) -> dict:
-    """Cost / energy / time-to-train fields contributed by models.cost when present (issue 7)."""
-    try:
-        cost = importlib.import_module("models.cost")
-    except ImportError:
-        return {}
-    fn = getattr(cost, "estimate_extras", None)
-    return fn(inp.model, inp.cluster, inp.plan, est) if fn else {}
-
-
-@app.command("published")
-def published_cmd(file: Annotated[Path, typer.Argument(help="runs YAML in the format of dev_runs.yaml")],
-                  json_path: Annotated[Path | None, typer.Option("--json", help="write JSON here")] = None,
-                  profile: Profile = None) -> None:
-    """Predict published measured runs and compare iteration times (count, MAPE, median, max error)."""
-    from simulator.published import predict_runs
-    result = predict_runs(file, profile=profile) if profile else predict_runs(file)
-    typer.echo(published_report(result))
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result, indent=2, default=str))
-        typer.echo(f"wrote {json_path}")
-
-
-@app.command("presets")
-def presets_cmd() -> None:
-    """List the model presets, GPUs and node presets."""
-    from models.hardware import GPUS, NODES
-    from models.transformer import PRESETS
-    typer.echo("models: " + ", ".join(PRESETS))
-    typer.echo("gpus:   " + ", ".join(GPUS))
-    typer.echo("nodes:  " + ", ".join(NODES))
-
-
-# Commands contributed by other modules: each exposes register(app). Listed explicitly.
-PLUGINS = ("simulator.sim_cli", "simulator.scenario_cli", "simulator.calibrate.cli", "ui.cli", "simulator.cost_cli")
-for _name in PLUGINS:
-    try:
-        _mod = importlib.import_module(_name)
-    except ModuleNotFoundError as _e:
-        if _e.name != _name and not _name.startswith(str(_e.name)):
-            raise
-        continue
-    if hasattr(_mod, "register"):  # a plugin imported half-way (its own doctest run) has none yet
-        _mod.register(app)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: runs the app and turns input errors into one clear line."""
-    try:
-        app(args=argv, standalone_mode=False)
-    except typer.Exit as e:
-        return e.exit_code
-    except PlanError as e:
-        for msg in e.errors:
-            typer.echo(f"error: {msg}", err=True)
-        return 2
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        typer.echo(f"error: {e}", err=True)
-        return 2
-    except RuntimeError as e:
-        if type(e).__name__ != "RanksFailed":   # calibrate/validate's dead ranks; anything else is a bug
-            raise
-        typer.echo(f"error: {e}", err=True)
-        return 1
-    except Exception as e:  # click usage errors (typer may vendor its own click: match by shape)
-        if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
-            e.show()
-            return e.exit_code
-        if type(e).__name__ == "Abort":
-            return 1
-        raise
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from simulator.cli import Json, inputs_from_flags, with_plan_options
+from simulator.cli.app import Json, app, inputs_from_flags, with_plan_options
 
 Tokens = Annotated[float | None, typer.Option(
     "--tokens", help="tokens to train, e.g. 15.6e12 (default: 20 per parameter, Chinchilla)")]
@@ -67,7 +67,7 @@ def reliability_spec(gpu_failure_rate=None, node_failure_rate=None, job_failure_
 
 
 def straggler_spec(name: str, gpu_speed_cv=None, jitter_cv=None):
-    from simulator.montecarlo import TYPICAL_STRAGGLERS, StragglerSpec
+    from simulator.planning.montecarlo import TYPICAL_STRAGGLERS, StragglerSpec
     table = {"none": StragglerSpec(), "typical": TYPICAL_STRAGGLERS}
     if name.lower() not in table:
         raise ValueError(f"stragglers: {name!r} unknown; choose one of {', '.join(table)}")
@@ -77,8 +77,8 @@ def straggler_spec(name: str, gpu_speed_cv=None, jitter_cv=None):
 
 
 def _scenario_inputs(path: Path, index: int):
-    """(model, cluster, plan, tokens) of plan ``index`` of a scenario file (simulator.scenario)."""
-    from simulator.scenario import _plan_rows, build_cluster_spec, build_model, load_scenario, plan_from_spec
+    """(model, cluster, plan, tokens) of plan ``index`` of a scenario file (simulator.planning.scenario)."""
+    from simulator.planning.scenario import _plan_rows, build_cluster_spec, build_model, load_scenario, plan_from_spec
     scn = load_scenario(path)
     rows = _plan_rows(scn)
     if not 0 <= index < len(rows):
@@ -130,56 +130,56 @@ def train_time(model, cluster, plan, tokens, spec, interval="optimal", est=None)
     return run, est
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("train-time")
-    @with_plan_options
-    def train_time_cmd(flags: dict, tokens: Tokens = None, checkpoint_interval: Interval = "optimal",
-                       async_checkpoint: AsyncCkpt = False, gpu_failure_rate: GpuRate = None,
-                       node_failure_rate: NodeRate = None, job_failure_rate: JobRate = None, mtbf_hours: Mtbf = None,
-                       detect_s: Detect = None, restart_s: Restart = None, storage_gb_per_s: Storage = None,
-                       node_storage_gb_per_s: NodeStorage = None, monte_carlo: MonteCarlo = 0, seed: Seed = 0,
-                       stragglers: Stragglers = "none", gpu_speed_cv: SpeedCv = None, jitter_cv: JitterCv = None,
-                       scenario: ScenarioOpt = None, plan_index: PlanIndex = 0, step_time_s: StepTime = None,
-                       json_out: Json = False) -> None:
-        """Time to train N tokens with failures, checkpoints and restarts: wall time, GPU-hours, dollars,
-        energy, the optimal checkpoint interval, goodput, and (--monte-carlo N) its distribution."""
-        from models.cost import CHINCHILLA_TOKENS_PER_PARAM, run_report_lines
-        from models.estimate import estimate
-        from simulator.montecarlo import monte_carlo_run
-        if scenario is not None:
-            m, cl, plan, scn_tokens = _scenario_inputs(scenario, plan_index)
-            if flags["price_per_gpu_hour"] is not None:
-                cl = dataclasses.replace(cl, price_usd_per_gpu_hour=flags["price_per_gpu_hour"])
-            tokens = tokens or scn_tokens
-        else:
-            inp = inputs_from_flags(**flags)
-            m, cl, plan = inp.model, inp.cluster, inp.plan
-        if monte_carlo < 0:
-            raise ValueError(f"monte-carlo: trials must be >= 0, got {monte_carlo}")
-        tokens = tokens or CHINCHILLA_TOKENS_PER_PARAM * m.num_params
-        spec = reliability_spec(gpu_failure_rate, node_failure_rate, job_failure_rate, mtbf_hours, detect_s,
-                                restart_s, storage_gb_per_s, node_storage_gb_per_s, async_checkpoint)
-        st = straggler_spec(stragglers, gpu_speed_cv, jitter_cv)
-        est = with_step_time(estimate(m, cl, plan), step_time_s)
-        run, est = train_time(m, cl, plan, tokens, spec, _interval(checkpoint_interval, None), est)
-        out = {"model": m.name, "gpu": cl.gpu.name, "num_gpus": plan.world_size, "plan_id": plan.plan_id,
-               "price_usd_per_gpu_hour": cl.price_per_gpu_hour_usd, **run.as_dict(),
-               "reliability": dataclasses.asdict(spec)}
-        mc = None
-        if monte_carlo:
-            mc = monte_carlo_run(run, monte_carlo, seed, est.exposed_comm_s, st)
-            out["monte_carlo"] = mc.as_dict() | {"stragglers": dataclasses.asdict(st)}
-        if json_out:
-            typer.echo(json.dumps(out, indent=2, default=float))
-            return
-        typer.echo(f"clustersim train-time: {m.name} on {plan.world_size:,} x {cl.gpu.name}, plan {plan.plan_id}, "
-                   f"iteration {est.step_time_s:.3f} s (MFU {est.mfu:.1%})")
-        if not est.fits:
-            typer.echo(f"warning: the plan does not fit in memory (peak {est.peak_memory_bytes / 2**30:.1f} GiB)")
-        for line in run_report_lines(run):
-            typer.echo(line)
-        if mc is not None:
-            typer.echo(mc_report_line(mc, stragglers))
+@app.command("train-time")
+@with_plan_options
+def train_time_cmd(flags: dict, tokens: Tokens = None, checkpoint_interval: Interval = "optimal",
+                   async_checkpoint: AsyncCkpt = False, gpu_failure_rate: GpuRate = None,
+                   node_failure_rate: NodeRate = None, job_failure_rate: JobRate = None, mtbf_hours: Mtbf = None,
+                   detect_s: Detect = None, restart_s: Restart = None, storage_gb_per_s: Storage = None,
+                   node_storage_gb_per_s: NodeStorage = None, monte_carlo: MonteCarlo = 0, seed: Seed = 0,
+                   stragglers: Stragglers = "none", gpu_speed_cv: SpeedCv = None, jitter_cv: JitterCv = None,
+                   scenario: ScenarioOpt = None, plan_index: PlanIndex = 0, step_time_s: StepTime = None,
+                   json_out: Json = False) -> None:
+    """Time to train N tokens with failures, checkpoints and restarts: wall time, GPU-hours, dollars,
+    energy, the optimal checkpoint interval, goodput, and (--monte-carlo N) its distribution."""
+    from models.cost import CHINCHILLA_TOKENS_PER_PARAM
+    from models.estimate import estimate
+    from simulator.cli.report import run_report_lines
+    from simulator.planning.montecarlo import monte_carlo_run
+    if scenario is not None:
+        m, cl, plan, scn_tokens = _scenario_inputs(scenario, plan_index)
+        if flags["price_per_gpu_hour"] is not None:
+            cl = dataclasses.replace(cl, price_usd_per_gpu_hour=flags["price_per_gpu_hour"])
+        tokens = tokens or scn_tokens
+    else:
+        inp = inputs_from_flags(**flags)
+        m, cl, plan = inp.model, inp.cluster, inp.plan
+    if monte_carlo < 0:
+        raise ValueError(f"monte-carlo: trials must be >= 0, got {monte_carlo}")
+    tokens = tokens or CHINCHILLA_TOKENS_PER_PARAM * m.num_params
+    spec = reliability_spec(gpu_failure_rate, node_failure_rate, job_failure_rate, mtbf_hours, detect_s,
+                            restart_s, storage_gb_per_s, node_storage_gb_per_s, async_checkpoint)
+    st = straggler_spec(stragglers, gpu_speed_cv, jitter_cv)
+    est = with_step_time(estimate(m, cl, plan), step_time_s)
+    run, est = train_time(m, cl, plan, tokens, spec, _interval(checkpoint_interval, None), est)
+    out = {"model": m.name, "gpu": cl.gpu.name, "num_gpus": plan.world_size, "plan_id": plan.plan_id,
+           "price_usd_per_gpu_hour": cl.price_per_gpu_hour_usd, **run.as_dict(),
+           "reliability": dataclasses.asdict(spec)}
+    mc = None
+    if monte_carlo:
+        mc = monte_carlo_run(run, monte_carlo, seed, est.exposed_comm_s, st)
+        out["monte_carlo"] = mc.as_dict() | {"stragglers": dataclasses.asdict(st)}
+    if json_out:
+        typer.echo(json.dumps(out, indent=2, default=float))
+        return
+    typer.echo(f"clustersim train-time: {m.name} on {plan.world_size:,} x {cl.gpu.name}, plan {plan.plan_id}, "
+               f"iteration {est.step_time_s:.3f} s (MFU {est.mfu:.1%})")
+    if not est.fits:
+        typer.echo(f"warning: the plan does not fit in memory (peak {est.peak_memory_bytes / 2**30:.1f} GiB)")
+    for line in run_report_lines(run):
+        typer.echo(line)
+    if mc is not None:
+        typer.echo(mc_report_line(mc, stragglers))
 
 
 def mc_report_line(mc, stragglers: str = "none") -> str:

@@ -8,7 +8,7 @@ timer per change drives completions. Alone on its links a flow runs at its cap, 
 engine reproduces models/collectives.py exactly; sharing a link slows every flow on it.
 
 Processes (module-level generators taking env, as SimPy's examples do): one per pipeline
-stage walks its op order (from simulator.schedules), waiting for the neighbour's data,
+stage walks its op order (from simulator.des.schedules), waiting for the neighbour's data,
 running the compute, the inline TP/CP/EP collectives and the blocking p2p send; gradient
 buckets run on the stage's DP stream, overlapping the backward.
 """
@@ -19,8 +19,8 @@ import math
 
 import simpy
 
-from simulator.program import Comm, Program, StageProgram
-from simulator.schedules import dependency
+from simulator.des.program import Comm, Program, StageProgram
+from simulator.des.schedules import dependency
 
 
 class _Flow:

@@ -230,7 +230,7 @@ def bench_memory_ops(num_elements=1 << 22, row=1024, dtype="bf16", device="cpu",
 def bench_adam(num_params=1 << 22, dtype="bf16", device="cpu", warmup=2, repeats=5) -> dict:
     """The project's mixed-precision Adam step on ``num_params`` weights, as bytes/s of the
     30 bytes per parameter that models.estimate charges (OPTIMIZER_BYTES_PER_PARAM)."""
-    from simulator.calibrate.gpt import MixedPrecisionAdam
+    from simulator.validation.calibrate.gpt import MixedPrecisionAdam
     p = torch.nn.Parameter(_randn(num_params, dtype=DTYPES[dtype], device=device))
     opt = MixedPrecisionAdam([p])
 

@@ -1,0 +1,148 @@
+"""`clustersim calibrate` and `clustersim validate` (issue 5); registered by simulator/cli/app.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from simulator.cli.app import app
+
+Device = Annotated[str, typer.Option("--device", help="cpu | cuda")]
+Threads = Annotated[int, typer.Option("--threads", help="CPU threads per device (rank); ignored on cuda")]
+
+
+def _need_torch(command: str) -> None:
+    if importlib.util.find_spec("torch") is None:
+        raise ValueError(f"{command}: needs PyTorch; install it with `pip install -e .[torch]`")
+
+
+def _check_device(device: str) -> str:
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device: {device!r} unknown; choose cpu or cuda")
+    return device
+
+
+def profile_summary(d: dict) -> list[str]:
+    """Human-readable lines about a profile dict."""
+    from simulator.validation.calibrate.profile import hardware_profile
+    hp = hardware_profile(d)
+    lines = [f"device:     {hp.device}", f"provenance: {hp.source}",
+             "peak GEMM:  " + ", ".join(f"{k} {v / 1e12:.3f} TFLOP/s" for k, v in d["peak_flops_per_s"].items()),
+             "GEMM efficiency vs size: " + ", ".join(f"2^{x:g} FLOP {e:.2f}" for x, e in
+                                                      zip(hp.gemm_log2_flops, hp.gemm_efficiency))]
+    soak = d.get("soak") or {}
+    if soak.get("sustained_flops_per_s"):
+        lines.append(f"sustained GEMM after a {soak['seconds']:g} s soak ({soak['size']}^3 {soak['dtype']}): "
+                     f"{soak['sustained_flops_per_s'] / 1e12:.1f} TFLOP/s")
+    if hp.attn_fwd_efficiency:
+        lines.append(f"attention (SDPA, causal): fwd {hp.attn_fwd_efficiency:.3f}, bwd {hp.attn_bwd_efficiency:.3f} of peak")
+    ops = ", ".join(f"{o['op']} {o['bytes_per_s'] / 1e9:.1f}" for o in d.get("memory_ops", []))
+    lines.append(f"memory-bound ops (GB/s): {ops}")
+    if hp.memory_bytes_per_s:
+        lines.append(f"memory-bound rate used by the model: {hp.memory_bytes_per_s / 1e9:.2f} GB/s (median of layer ops)")
+    lines.append(f"smallest-op overhead: {d.get('kernel_overhead_s', 0) * 1e6:.1f} us")
+    coll = d.get("collectives")
+    if coll:
+        fits = ", ".join(f"{k} alpha {v['alpha_s'] * 1e6:.0f} us busbw {v['busbw_bytes_per_s'] / 1e9:.2f} GB/s"
+                         for k, v in coll.get("fit", {}).items())
+        lines.append(f"collectives ({coll['backend']}, {coll['world_size']} ranks): {fits}")
+    return lines
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    device: Device = "cpu",
+    output: Annotated[Path, typer.Option("-o", "--output", help="profile YAML to write")] = Path("profile.yaml"),
+    quick: Annotated[bool, typer.Option("--quick", help="small grids and few repeats (CI)")] = False,
+    dtype: Annotated[str, typer.Option("--dtype", help="bf16 | fp16 | fp32 for the GEMM table")] = "bf16",
+    threads: Threads = 1,
+    ranks: Annotated[int | None, typer.Option("--ranks", help="processes/GPUs for the collectives "
+                                                 "(default: cores/threads or all GPUs; 1 skips them)")] = None,
+    hidden: Annotated[int, typer.Option("--hidden", help="model shape the layer GEMMs are taken from")] = 256,
+    heads: Annotated[int, typer.Option("--heads")] = 4,
+    kv_heads: Annotated[int | None, typer.Option("--kv-heads")] = None,
+    ffn_hidden: Annotated[int | None, typer.Option("--ffn-hidden")] = None,
+    vocab: Annotated[int, typer.Option("--vocab")] = 512,
+    seq_len: Annotated[int, typer.Option("--seq-len")] = 512,
+    micro_batch: Annotated[int, typer.Option("--micro-batch")] = 2,
+    tp: Annotated[int, typer.Option("--tp")] = 1,
+    swiglu: Annotated[bool, typer.Option("--swiglu/--gelu", help="three FFN matrices (SwiGLU) or two")] = False,
+) -> None:
+    """Measure GEMMs, attention, memory-bound ops, copies and collectives; write a profile YAML."""
+    _check_device(device)
+    _need_torch("calibrate")
+    from simulator.validation.calibrate.microbench import DTYPES
+    from simulator.validation.calibrate.profile import run_calibration, write_profile
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype: {dtype!r} unknown; choose one of {', '.join(DTYPES)}")
+    if threads < 1:
+        raise ValueError("threads: must be >= 1")
+    target = {"hidden": hidden, "num_heads": heads, "num_kv_heads": kv_heads or heads,
+              "ffn_hidden": ffn_hidden or 4 * hidden, "vocab": vocab, "seq_len": seq_len,
+              "micro_batch": micro_batch, "tp": tp, "ffn_matrices": 3 if swiglu else 2}
+    d = run_calibration(device, quick=quick, dtype=dtype, threads=threads, world_size=ranks, target=target,
+                        progress=lambda m: typer.echo(f"measuring {m} ...", err=True))
+    write_profile(d, output)
+    for line in profile_summary(d):
+        typer.echo(line)
+    foreign = d.get("foreign_cpu_share")
+    if foreign is not None and foreign > 0.15:
+        typer.echo(f"warning: other programs took {foreign:.0%} of the CPU while measuring; the rates may be low. "
+                   "Calibrate again on an idle machine.", err=True)
+    typer.echo(f"wrote {output}")
+
+@app.command("validate")
+def validate_cmd(
+    device: Device = "cpu",
+    profile: Annotated[Path | None, typer.Option("--profile", help="profile YAML from `clustersim calibrate` "
+                                                    "(default: run a quick calibration first)")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write {\"records\": [...]} here")] = None,
+    plans: Annotated[str | None, typer.Option("--plans", help="comma list of impls to run: "
+                                                 "single,ddp,zero1,fsdp (default: all that fit)")] = None,
+    layers: Annotated[int, typer.Option("--layers")] = 4,
+    hidden: Annotated[int, typer.Option("--hidden")] = 256,
+    heads: Annotated[int, typer.Option("--heads")] = 4,
+    kv_heads: Annotated[int | None, typer.Option("--kv-heads", help="GQA: fewer K/V heads")] = None,
+    ffn_hidden: Annotated[int | None, typer.Option("--ffn-hidden")] = None,
+    vocab: Annotated[int, typer.Option("--vocab")] = 512,
+    seq_len: Annotated[int, typer.Option("--seq-len")] = 512,
+    activation: Annotated[str, typer.Option("--activation", help="gelu | swiglu")] = "gelu",
+    steps: Annotated[int, typer.Option("--steps", help="timed steps per plan (after warm-up)")] = 4,
+    warmup: Annotated[int, typer.Option("--warmup")] = 2,
+    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads per rank "
+                                                   "(default: the profile's)")] = None,
+) -> None:
+    """Train a small GPT under each plan the machine runs; measured vs predicted step time and memory."""
+    _check_device(device)
+    _need_torch("validate")
+    from simulator.validation import validate as v
+    from simulator.validation.calibrate.gpt import GPTConfig
+    if steps < 1 or warmup < 0:
+        raise ValueError("steps: must be >= 1 (and warmup >= 0)")
+    cfg = GPTConfig(num_layers=layers, hidden=hidden, num_heads=heads, num_kv_heads=kv_heads or heads,
+                    ffn_hidden=ffn_hidden or (4 * hidden if activation == "gelu" else _swiglu_ffn(hidden)),
+                    vocab=vocab, seq_len=seq_len, activation=activation)
+    run = None
+    if plans:
+        wanted = [p.strip() for p in plans.split(",") if p.strip()]
+        bad = [p for p in wanted if p not in v.IMPLS]
+        if bad:
+            raise ValueError(f"plans: {', '.join(bad)} unknown; choose from {', '.join(v.IMPLS)}")
+        run = wanted
+    records = v.validate(cfg, None, device, profile, steps, warmup, threads,
+                         progress=lambda m: typer.echo(m, err=True), impls=run)
+    typer.echo(v.format_table(records))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps({"model": v.config_dict(cfg), "summary": v.summary(records),
+                                        "records": records}, indent=2))
+        typer.echo(f"wrote {json_out}")
+
+
+def _swiglu_ffn(hidden: int) -> int:
+    """Llama's SwiGLU width: 8h/3 rounded up to a multiple of 64 (Touvron et al. 2023)."""
+    return -(-8 * hidden // 3 // 64) * 64

@@ -1,0 +1,192 @@
+"""CLI commands `run` (scenario files), `search` (the planner) and `schema` (scenario fields)."""
+
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from simulator.cli.app import Dtype, GlobalBatch, Gpu, GpusPerNode, Model, Node, Nodes, Price, SeqLen, app
+
+# rows of the summary table printed after `run`
+SUMMARY_ROWS = 10
+# show a progress bar when a scenario has at least this many plans (or a search)
+PROGRESS_MIN_PLANS = 50
+
+Objective = Annotated[str, typer.Option("--objective", help="time | time-to-train | cost | energy")]
+Top = Annotated[int, typer.Option("--top", help="how many of the best plans to report")]
+Backend = Annotated[str, typer.Option("--backend", help="auto | serial | process | ray (ray: pip install "
+                                                       "'clustersim[ray]')")]
+
+
+def _ints(text: str | None, flag: str) -> tuple | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"{flag}: expected comma-separated integers, got {text!r}") from None
+
+
+def _strs(text: str | None) -> tuple | None:
+    return None if text is None else tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def _bools(text: str | None, flag: str) -> tuple | None:
+    if text is None:
+        return None
+    table = {"true": True, "false": False, "1": True, "0": False}
+    try:
+        return tuple(table[x.strip().lower()] for x in text.split(","))
+    except KeyError:
+        raise ValueError(f"{flag}: expected comma-separated true/false, got {text!r}") from None
+
+
+def _summary_table(df, title: str):
+    from rich.table import Table
+    table = Table(title=title, show_lines=False)
+    for col in ("rank", "plan", "step s", "tokens/s", "MFU", "mem GiB", "train days", "cost $", "energy MWh"):
+        table.add_column(col, justify="left" if col == "plan" else "right")
+    ranked = df[df["rank"].notna()].sort_values("rank").head(SUMMARY_ROWS)
+    for r in ranked.itertuples():
+        label = f"{r.name}: {r.plan_id}" if getattr(r, "name", "") else r.plan_id
+        table.add_row(str(r.rank), label, f"{r.step_time_s:.4g}", f"{r.tokens_per_s:,.0f}", f"{r.mfu:.1%}",
+                      f"{r.peak_memory_bytes / 2**30:.1f}", f"{r.time_to_train_s / 86400:.3g}", _usd(r.cost_usd),
+                      f"{r.energy_kwh / 1000:.3g}")
+    return table
+
+
+
+
+@app.command("run")
+def run_cmd(file: Annotated[Path, typer.Argument(help="scenario YAML (see `clustersim schema`)")],
+            output: Annotated[Path | None, typer.Option("-o", "--output",
+                                                           help="results file: .csv, .parquet or .json")] = None,
+            mode: Annotated[str | None, typer.Option("--mode", help="override the file's mode: "
+                                                        "estimate | simulate | both")] = None,
+            quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no table, no progress bar")] = False,
+            ) -> None:
+    """Run every plan of a scenario file; write one row per plan and print a ranked summary."""
+    from rich.console import Console
+
+    from simulator.planning.scenario import _plan_rows, check_output, input_paths, load_scenario, run_scenario, write_results
+    scn = load_scenario(file)
+    if output is not None:  # check the output name before the work
+        check_output(output, input_paths(scn))
+    n = len(_plan_rows(scn))
+    err = Console(stderr=True)
+    t0 = time.perf_counter()
+    if quiet or (n < PROGRESS_MIN_PLANS and scn.search is None):
+        df = run_scenario(scn, mode=mode)
+    else:
+        from rich.progress import Progress
+        with Progress(console=err, transient=True) as bar:
+            task = bar.add_task(f"{scn.name}", total=n + (1 if scn.search else 0))
+            df = run_scenario(scn, mode=mode, progress=lambda done, total: bar.update(task, completed=done))
+    elapsed = time.perf_counter() - t0
+    if output is not None:
+        write_results(df, output, input_paths(scn))
+    if not quiet:
+        Console(width=160).print(_summary_table(df, f"{scn.name}: {len(df)} plans, ranked by {scn.objective}"))
+        bad = int((df["error"] != "").sum())
+        oom = int(((df["error"] == "") & (df["fits"] == False)).sum())  # noqa: E712
+        typer.echo(f"{len(df)} plans in {elapsed:.2f} s; {bad} invalid, {oom} out of memory"
+                   + (f"; wrote {output}" if output is not None else ""))
+
+@app.command("search")
+def search_cmd(model: Model = "llama3-70b", gpu: Gpu = "h100-sxm-80gb", nodes: Nodes = 8, node: Node = None,
+               gpus_per_node: GpusPerNode = None, global_batch: GlobalBatch = None, seq_len: SeqLen = None,
+               dtype: Dtype = "bf16", price_per_gpu_hour: Price = None,
+               tokens: Annotated[float | None, typer.Option("--tokens", help="tokens to train (time to "
+                                                               "train, cost, energy)")] = None,
+               attention: Annotated[str, typer.Option("--attention", help="flash | unfused")] = "flash",
+               failures: Annotated[bool, typer.Option("--failures/--no-failures", help="time to train, cost "
+                                                      "and energy with failures and checkpoints")] = False,
+               objective: Objective = "time", top: Top = 10, backend: Backend = "auto",
+               workers: Annotated[int | None, typer.Option("--workers", help="processes")] = None,
+               tp: Annotated[str | None, typer.Option("--tp", help="allowed tp values, e.g. 1,2,4,8")] = None,
+               pp: Annotated[str | None, typer.Option("--pp", help="allowed pp values")] = None,
+               cp: Annotated[str | None, typer.Option("--cp", help="allowed cp values")] = None,
+               ep: Annotated[str | None, typer.Option("--ep", help="allowed ep values")] = None,
+               vpp: Annotated[str | None, typer.Option("--vpp", help="allowed vpp values")] = None,
+               micro_batch: Annotated[str | None, typer.Option("--micro-batch", help="allowed micro-batch "
+                                                                  "sizes")] = None,
+               zero: Annotated[str | None, typer.Option("--zero", help="allowed ZeRO stages")] = None,
+               recompute: Annotated[str | None, typer.Option("--recompute", help="allowed: none,selective,"
+                                                                "full")] = None,
+               sp: Annotated[str | None, typer.Option("--sp", help="allowed: false,true")] = None,
+               schedule: Annotated[str | None, typer.Option("--schedule", help="allowed: gpipe,1f1b,"
+                                                               "interleaved,zb-h1")] = None,
+               try_nodes: Annotated[str | None, typer.Option("--try-nodes", help="node counts to compare "
+                                                                "(time-vs-cost Pareto front)")] = None,
+               max_memory_fraction: Annotated[float, typer.Option("--max-memory-fraction")] = 1.0,
+               simulate_top: Annotated[int, typer.Option("--simulate-top", help="re-rank the best K with the "
+                                                         "simulator")] = 0,
+               json_out: Annotated[Path | None, typer.Option("--json", help="write the result JSON here "
+                                                                "(- for stdout)")] = None) -> None:
+    """Search every valid plan, drop those that do not fit, rank by the objective, explain the winner."""
+    from models.transformer import resolve_model
+    from simulator.planning.inputs import build_cluster
+    from simulator.planning.planner import Constraints, Training, search
+    if global_batch is None:
+        raise ValueError("global-batch: required for search (sequences per iteration)")
+    m = resolve_model(model, seq_len)
+    cl = build_cluster(gpu, nodes, node, gpus_per_node, price_per_gpu_hour)
+    cons = Constraints(tp=_ints(tp, "tp"), pp=_ints(pp, "pp"), cp=_ints(cp, "cp"), ep=_ints(ep, "ep"),
+                       vpp=_ints(vpp, "vpp"), micro_batch_size=_ints(micro_batch, "micro-batch"),
+                       zero_stage=_ints(zero, "zero"), recompute=_strs(recompute), sp=_bools(sp, "sp"),
+                       schedule=_strs(schedule), num_nodes=_ints(try_nodes, "try-nodes"),
+                       max_memory_fraction=max_memory_fraction)
+    res = search(m, cl, Training(global_batch_size=global_batch, dtype=dtype, tokens=tokens, attention=attention,
+                          failures=failures),
+                 cons, objective=objective, top=top, backend=backend, workers=workers, simulate_top=simulate_top)
+    if json_out is not None and str(json_out) == "-":
+        typer.echo(json.dumps(res.to_json(), indent=2, default=_json_default))
+        return
+    _print_search(res, m, cl)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(res.to_json(), indent=2, default=_json_default) + "\n")
+        typer.echo(f"wrote {json_out}")
+
+@app.command("schema")
+def schema_cmd(json_out: Annotated[bool, typer.Option("--json", help="print the schema as JSON")] = False) -> None:
+    """Every scenario-file field: type, default and meaning."""
+    from simulator.planning.scenario import schema_dict, schema_text
+    typer.echo(json.dumps(schema_dict(), indent=2) if json_out else schema_text())
+
+
+def _usd(x: float) -> str:
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
+def _json_default(o):
+    import numpy as np
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _print_search(res, model, cluster) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    con = Console(width=160)
+    t = Table(title=f"{model.name} on {cluster.num_gpus} x {cluster.gpu.name}: best plans by {res.objective}")
+    for col in ("rank", "plan", "step s", "MFU", "mem GiB", "train days", "cost $", "energy MWh"):
+        t.add_column(col, justify="left" if col == "plan" else "right")
+    for r in res.plans.itertuples():
+        t.add_row(str(r.rank), r.plan_id, f"{r.step_time_s:.4g}", f"{r.mfu:.1%}", f"{r.peak_memory_bytes / 2**30:.1f}",
+                  f"{r.time_to_train_s / 86400:.3g}", _usd(r.cost_usd), f"{r.energy_kwh / 1000:.3g}")
+    con.print(t)
+    typer.echo(f"why: {res.why}")
+    if len(res.pareto) > 1:
+        typer.echo("pareto front (time to train vs cost):")
+        for r in res.pareto.itertuples():
+            days = r.time_to_train_s / 86400
+            typer.echo(f"  {r.num_gpus:>6} GPUs  {days:8.3g} days  ${_usd(r.cost_usd)}  {r.plan_id}")
+    for note in res.notes:
+        typer.echo(f"note: {note}")
+    typer.echo(f"{res.plans_evaluated:,} valid plans evaluated ({res.grid_points:,} grid points, "
+               f"{res.plans_fit:,} fit) in {res.elapsed_s:.2f} s")
