@@ -134,23 +134,31 @@ def soak_gemm(seconds, size=8192, dtype="bf16", device="cpu") -> dict:
     """Run ``size``-cubed GEMMs back to back for ``seconds`` so the GPU reaches its power limit and
     its settled (sustained) clock before anything is timed, as a training run does; a cold GPU
     boosts and reads high (stas00/ml-engineering mamf-finder.py, "thermal soak" before MSMF).
-    Returns the achieved rate over the last quarter of the soak."""
+    Returns the achieved rate over the last quarter of the soak.
+
+    The clock is read after each batch of GEMMs has finished, so the tail window starts and ends
+    on readings taken when the work up to them was done; on a busy machine, where one batch can
+    take longer than the whole soak, the soak runs on until at least one batch is timed in its
+    tail (``elapsed_s`` then exceeds ``seconds``)."""
     dt = DTYPES[dtype]
     a, b = _randn(size, size, dtype=dt, device=device), _randn(size, size, dtype=dt, device=device)
     out = torch.empty(size, size, dtype=dt, device=device)
     t0 = time.perf_counter()
     tail_start, tail_calls = None, 0
-    while (now := time.perf_counter()) - t0 < seconds:
+    while True:
         for _ in range(10):
             torch.matmul(a, b, out=out)
         sync(device)
-        if tail_start is None and now - t0 >= 0.75 * seconds:
-            tail_start = time.perf_counter()
-        elif tail_start is not None:
+        now = time.perf_counter()          # fresh: taken after this batch, not before it
+        if tail_start is not None:
             tail_calls += 10
-    tail_s = time.perf_counter() - tail_start if tail_start is not None else 0.0
-    rate = 2.0 * size ** 3 * tail_calls / tail_s if tail_calls and tail_s > 0 else None
-    return {"seconds": float(seconds), "size": int(size), "dtype": dtype, "sustained_flops_per_s": rate}
+        elif now - t0 >= 0.75 * seconds:
+            tail_start = now               # the tail counts the batches that start from here
+        if now - t0 >= seconds and tail_calls:
+            break
+    tail_s = now - tail_start
+    return {"seconds": float(seconds), "size": int(size), "dtype": dtype, "elapsed_s": now - t0,
+            "tail_s": tail_s, "sustained_flops_per_s": 2.0 * size ** 3 * tail_calls / tail_s}
 
 
 # ---------------------------------------------------------------- attention
