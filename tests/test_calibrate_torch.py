@@ -64,6 +64,7 @@ def test_fit_alpha_beta_known_answer():
     assert f["alpha_s"] == pytest.approx(5e-5) and f["busbw_bytes_per_s"] == pytest.approx(2e9)
 
 
+@pytest.mark.slow
 def test_collectives_over_two_gloo_processes():
     r = mb.bench_collectives(2, sizes=(1 << 12, 1 << 16), warmup=1, repeats=2)
     assert r["backend"] == "gloo" and r["fit"]["all_reduce"]["busbw_bytes_per_s"] > 0
@@ -189,6 +190,7 @@ def _tp_worker(rank, port, out_dir):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_tensor_parallel_gpt_matches_the_unsharded_model(tmp_path):
     """Megatron TP over 2 gloo processes: same loss, and each rank's gradients are the shards
     of the unsharded model's gradients (column/row splits, vocab-parallel loss)."""
@@ -211,6 +213,7 @@ def _dying_worker(rank, port, marker):
         sys.exit(3)
 
 
+@pytest.mark.slow
 def test_spawn_ranks_retries_once_then_names_the_failure(tmp_path, capsys):
     mb.spawn_ranks(_dying_worker, (str(tmp_path / "once"),), 2, "validate: plan x")   # second try passes
     assert (tmp_path / "once").exists()

@@ -30,6 +30,7 @@ def records(profile):
     return v.validate(GPTConfig(), None, "cpu", profile, steps=3, warmup=1, threads=1)
 
 
+@pytest.mark.slow
 def test_every_plan_ran(records):
     impls = {r["impl"] for r in records}
     assert {"single"} <= impls
@@ -38,17 +39,20 @@ def test_every_plan_ran(records):
     assert any(r["recompute"] for r in records) and any(r["num_microbatches"] > 1 for r in records)
 
 
+@pytest.mark.slow
 def test_activation_memory_within_5_percent(records):
     for r in records:
         assert abs(r["activation_error"]) <= v.ACTIVATION_TOLERANCE, (r["plan"], r["measured_activation_bytes"],
                                                                      r["predicted_activation_bytes"])
 
 
+@pytest.mark.slow
 def test_peak_memory_within_5_percent(records):
     for r in records:
         assert abs(r["peak_memory_error"]) <= 0.05, r["plan"]
 
 
+@pytest.mark.slow
 def test_model_state_bytes_match_zero_accounting(records):
     """Weights + grads + optimizer state of the real run = the ZeRO paper's 2 + 2 + 12 bytes per
     parameter, sharded as the plan says (exact up to the final LayerNorm's 2h parameters the
@@ -57,6 +61,7 @@ def test_model_state_bytes_match_zero_accounting(records):
         assert r["measured_state_bytes"] == pytest.approx(r["predicted_state_bytes"], rel=2e-3), r["plan"]
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(strict=False, reason=(
     "issue 5 target not reliably met on a 2-core CPU: single-device plans land within 11%, but "
     "DDP/ZeRO-1/FSDP/TP over 2 gloo processes are under-predicted by up to 45% (gloo's latency on two "
@@ -76,6 +81,7 @@ def test_step_time_median_error_within_20_percent(profile, records):
     assert statistics.median(errors) <= v.STEP_TIME_MEDIAN_TOLERANCE, v.format_table(records)
 
 
+@pytest.mark.slow
 def test_single_device_step_time_within_20_percent(profile, records):
     """Every single-device plan (micro-batches, accumulation, recompute) within 20%."""
     if (profile.get("foreign_cpu_share") or 0) > v.MAX_FOREIGN_CPU_SHARE:
@@ -87,6 +93,7 @@ def test_single_device_step_time_within_20_percent(profile, records):
         assert abs(r["step_time_error"]) <= v.STEP_TIME_MEDIAN_TOLERANCE, v.format_table(records)
 
 
+@pytest.mark.slow
 def test_records_off_the_calibrated_speed_are_not_scored(records):
     # every CPU record carries the attention probe's time ratio before and after its run
     assert all(len(r["speed_ratio"]) == 2 and all(x > 0 for x in r["speed_ratio"]) for r in records)
@@ -98,12 +105,14 @@ def test_records_off_the_calibrated_speed_are_not_scored(records):
     assert "speed moved" in v.format_table([{**records[0], "speed_ratio": [0.5, 0.5]}])
 
 
+@pytest.mark.slow
 def test_swiglu_gqa_activation_memory(profile):
     cfg = GPTConfig(num_kv_heads=2, ffn_hidden=704, activation="swiglu")
     r, = v.validate(cfg, [v.RunPlan("single", 1, 2, 1, False)], "cpu", profile, steps=1, warmup=1, threads=1)
     assert abs(r["activation_error"]) <= v.ACTIVATION_TOLERANCE
 
 
+@pytest.mark.slow
 def test_cli_validate_writes_json(profile, tmp_path, capsys):
     p = write_profile(profile, tmp_path / "cpu.yaml")
     out = tmp_path / "val.json"
