@@ -1,5 +1,7 @@
 """Topology graph, rank placement and the links the symmetric simulation shares."""
 
+import itertools
+
 import networkx as nx
 import pytest
 
@@ -55,3 +57,21 @@ def test_dp_replicas_counted_on_shared_node_links():
     assert dict(bucket.links) == {"net.tx0": 1, "net.rx0": 1}   # one 16-rank ring per node, 8 local members
     assert bucket.cap_bytes_per_s == pytest.approx(min(inp.cluster.gpu.nvlink_busbw_bytes_per_s,
                                                        8 * inp.cluster.net_bytes_per_s_per_gpu))
+
+
+def _stage_ranks_on_node_brute(pl: Placement, stage: int) -> int:
+    """The definition: every DP, CP and TP rank of the stage, counted when on the representative's node."""
+    n = pl.node(pl.rank(stage))
+    return sum(1 for d in range(pl.dp) for c in range(pl.cp) for t in range(pl.tp)
+               if pl.node(pl.rank(stage, d, c, t)) == n)
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(("tp", "cp", "dp", "pp"))))
+def test_stage_ranks_on_node_equals_brute_force(order):
+    # all 24 orders, node sizes that do and do not divide the groups (6), the world not a whole
+    # number of nodes (3 x 5), NVL72-sized nodes larger than the world
+    for tp, cp, dp, pp, gpn in [(8, 1, 4, 4, 8), (2, 3, 5, 3, 8), (4, 2, 3, 2, 6), (1, 1, 16, 2, 8),
+                                (4, 1, 2, 3, 72), (1, 3, 5, 1, 4), (8, 2, 2, 8, 4)]:
+        pl = Placement(tp, cp, dp, pp, gpn, order)
+        for s in range(pp):
+            assert pl.stage_ranks_on_node(s) == _stage_ranks_on_node_brute(pl, s), (pl, s)

@@ -93,10 +93,19 @@ class Placement:
         return rank // self.gpus_per_node
 
     def stage_ranks_on_node(self, stage: int) -> int:
-        """GPUs of pipeline stage ``stage`` on the node of its representative rank (dp=cp=tp=0)."""
-        n = self.node(self.rank(stage))
-        return sum(1 for d in range(self.dp) for c in range(self.cp) for t in range(self.tp)
-                   if self.node(self.rank(stage, d, c, t)) == n)
+        """GPUs of pipeline stage ``stage`` on the node of its representative rank (dp=cp=tp=0).
+
+        Walks that node's ranks (O(gpus_per_node), not O(dp cp tp)): a rank belongs to the stage
+        when its pipeline coordinate, ``(r // stride("pp")) % pp``, is ``stage``.
+
+        >>> Placement(tp=4, cp=1, dp=4, pp=2, gpus_per_node=8).stage_ranks_on_node(1)
+        8
+        >>> Placement(tp=4, cp=1, dp=4, pp=2, gpus_per_node=8, order=("tp", "pp", "cp", "dp")).stage_ranks_on_node(1)
+        4
+        """
+        gpn, world = self.gpus_per_node, self.tp * self.cp * self.dp * self.pp
+        first, s = self.node(self.rank(stage)) * gpn, self.stride("pp")
+        return sum(1 for r in range(first, min(first + gpn, world)) if (r // s) % self.pp == stage)
 
 
 def path_links(graph: nx.Graph, src: int, dst: int) -> list[tuple[str, str]]:
