@@ -82,7 +82,9 @@ def test_sustained_efficiency_is_validated(bad):
         dataclasses.replace(get_gpu("h100-sxm-80gb"), gemm_efficiency_sustained=bad)
 
 
+@pytest.mark.torch
 def test_soak_reports_the_rate_at_the_end_and_the_summary_prints_it():
+    pytest.importorskip("torch")
     from simulator.cli.calibrate import profile_summary
     from simulator.validation.calibrate import microbench as mb
     soak = mb.soak_gemm(0.4, 128, "fp32", "cpu")
@@ -100,12 +102,14 @@ def test_soak_reports_the_rate_at_the_end_and_the_summary_prints_it():
     assert any(line.startswith("sustained GEMM after a 0.4 s soak") for line in profile_summary(prof))
 
 
+@pytest.mark.torch
 def test_soak_times_its_tail_when_one_batch_outlasts_the_soak(monkeypatch):
     """A loaded machine, made exact with a clock that moves 1 s per batch of GEMMs (the soak is
     0.4 s): the window arithmetic must use the reading taken after each batch, not the one from
     before it, or the loop ends with no batch timed and no rate."""
     from types import SimpleNamespace
 
+    pytest.importorskip("torch")
     from simulator.validation.calibrate import microbench as mb
     clock = [0.0]
     monkeypatch.setattr(mb, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
