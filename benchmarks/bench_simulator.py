@@ -14,8 +14,8 @@ import os
 import platform
 import time
 
+from models.inputs import build_inputs
 from simulator.des.simulate import simulate
-from simulator.planning.inputs import build_inputs
 
 CASES = [
     # Narayanan et al. SC'21 Table 1 row for GPT-3 175B uses 96 layers on 1,024 A100s at batch 1536;

@@ -270,22 +270,23 @@ def time_to_train(model, cluster, plan, tokens: float, est=None, spec=None,
         failure_free_energy_kwh=_f(ff["energy_kwh"]), async_checkpoint=spec.async_checkpoint)
 
 
-def estimate_extras(model, cluster, plan, est) -> tuple[dict, TrainingRun]:
+def estimate_extras(model, cluster, plan, est, tokens: float | None = None) -> tuple[dict, TrainingRun]:
     """The "cost" figures of `clustersim estimate --json` (per-iteration GPU-hours, dollars, energy;
-    reliability figures; time to train a Chinchilla budget of 20 tokens/parameter with failures) and
-    the TrainingRun behind them. Never raises for a valid estimate."""
+    reliability figures; time to train ``tokens``, by default a Chinchilla budget of 20
+    tokens/parameter, with failures) and the TrainingRun behind them. Never raises for a valid estimate."""
     n = plan.world_size
     util = est.compute_s / est.step_time_s if est.step_time_s > 0 else 0.0
     tokens_per_iter = plan.global_batch_size * model.seq_len
     e_it = energy_j(est.step_time_s, n, cluster.gpu.tdp_w, util, cluster.gpus_per_node,
                     cluster.node.node_overhead_w, cluster.pue)
     cost_it = _f(cost_usd(est.step_time_s, n, cluster.price_per_gpu_hour_usd))
-    tokens = CHINCHILLA_TOKENS_PER_PARAM * model.num_params
+    rule = "given (--tokens)" if tokens else "Chinchilla, 20 tokens per parameter (Hoffmann 2022)"
+    tokens = tokens or CHINCHILLA_TOKENS_PER_PARAM * model.num_params
     run = time_to_train(model, cluster, plan, tokens, est=est)
     out = {"gpu_hours_per_iteration": _f(gpu_hours(est.step_time_s, n)), "cost_usd_per_iteration": cost_it,
            "energy_kwh_per_iteration": _f(e_it) / KWH_J, "cost_usd_per_million_tokens": cost_it / tokens_per_iter * 1e6,
            "price_usd_per_gpu_hour": cluster.price_per_gpu_hour_usd, "utilisation": util,
-           "default_tokens": tokens, "default_tokens_rule": "Chinchilla, 20 tokens per parameter (Hoffmann 2022)",
+           "default_tokens": tokens, "default_tokens_rule": rule,
            "time_to_train_s": run.time_to_train_s, "failure_free_time_to_train_s": run.failure_free_s,
            "gpu_hours": run.gpu_hours, "cost_usd": run.cost_usd, "energy_kwh": run.energy_kwh,
            "goodput": run.goodput, "mtbf_s": run.mtbf_s, "expected_failures": run.expected_failures,

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from itertools import permutations
 
+from models.fields import check_value, opt, options
+
 
 class ZeroStage(IntEnum):
     NONE = 0
@@ -60,42 +62,63 @@ def _enum(value, names: dict, field: str):
     return list(names.values())[0].__class__(int(value))
 
 
+# Largest parallel degree, batch or micro-batch accepted (a million GPUs; bounds the work an input asks for).
+MAX_DEGREE = 1 << 20
+MAX_BATCH = 1 << 30
+_DEG = {"minimum": 1, "maximum": MAX_DEGREE}
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
-    dp: int = 1                       # data-parallel degree
-    tp: int = 1                       # tensor-parallel degree
-    pp: int = 1                       # pipeline-parallel degree
-    cp: int = 1                       # context-parallel degree (sequence split for attention)
-    ep: int = 1                       # expert-parallel degree, carved out of dp*cp
-    vpp: int = 1                      # virtual pipeline stages (model chunks) per rank
-    micro_batch_size: int = 1         # sequences per micro-batch
-    global_batch_size: int = 1        # sequences per iteration
-    sp: bool = False                  # Megatron sequence parallelism (needs tp > 1 to matter)
-    zero_stage: ZeroStage = ZeroStage.NONE
-    recompute: Recompute = Recompute.NONE
-    schedule: Schedule = Schedule.ONE_F_ONE_B
-    dtype: str = "bf16"               # compute dtype of matmuls: bf16 | fp16 | fp8
-    attention: str = "flash"          # flash (FlashAttention-2/3) | flash1 (FlashAttention v1 via its unpadded
-    #                                   interface: q/k/v packed and output unpacked every layer) | unfused (s x s scores)
-    overlap_grad_reduce: bool = True  # DP gradient reduction overlapped with backward
-    overlap_param_gather: bool = True  # ZeRO parameter all-gather overlapped with compute
-    overlap_tp_comm: bool = False     # TP/SP collectives overlapped with GEMMs
-    overlap_ep_comm: bool = False     # EP all-to-alls overlapped with another micro-batch's compute (DualPipe)
-    placement: str = DEFAULT_PLACEMENT  # rank order, innermost (on NVLink) first
+    """One parallel plan and the training settings the cost model needs. Each field's metadata
+    (models.fields.Opt) is the single declaration from which the CLI, the scenario schema, the
+    dashboard and the planner are derived: see docs/CONTRIBUTING.md to add one."""
+    dp: int = opt(1, "data-parallel degree", "plan", optional="fill the cluster: GPUs / (tp pp cp)", **_DEG)
+    tp: int = opt(1, "tensor-parallel degree", "plan", search=(), **_DEG)
+    pp: int = opt(1, "pipeline-parallel degree", "plan", search=(), **_DEG)
+    cp: int = opt(1, "context-parallel degree (sequence split for attention)", "plan", search=(1, 2, 4, 8, 16, 32),
+                  **_DEG)
+    ep: int = opt(1, "expert-parallel degree (MoE), carved out of dp*cp", "plan", search=(), **_DEG)
+    vpp: int = opt(1, "virtual pipeline stages (model chunks) per rank; needs the interleaved schedule", "plan",
+                   search=(1, 2, 4, 8), **_DEG)
+    micro_batch_size: int = opt(1, "sequences per micro-batch", "plan", flag="--micro-batch", unit="sequences",
+                                search=(1, 2, 4, 8, 16), minimum=1, maximum=MAX_BATCH)
+    sp: bool = opt(False, "Megatron sequence parallelism (needs tp > 1 to matter)", "plan", search=(False, True))
+    zero_stage: ZeroStage = opt(ZeroStage.NONE, "ZeRO stage: 1 shards optimizer state, 2 also gradients, "
+                                "3 also parameters", "plan", flag="--zero", choices=(0, 1, 2, 3),
+                                search=(0, 1, 2, 3))
+    recompute: Recompute = opt(Recompute.NONE, "activation recomputation", "plan", choices=tuple(RECOMPUTE_NAMES),
+                               search=tuple(RECOMPUTE_NAMES))
+    schedule: Schedule = opt(Schedule.ONE_F_ONE_B, "pipeline schedule", "plan", choices=tuple(SCHEDULE_NAMES),
+                             search=tuple(SCHEDULE_NAMES), optional="interleaved when vpp > 1, else 1f1b")
+    placement: str = opt(DEFAULT_PLACEMENT, "rank order, innermost (on NVLink) first: any order of tp, cp, dp, pp",
+                         "plan", search=INNERMOST_PLACEMENTS)
+    global_batch_size: int = opt(1, "sequences per iteration", "training", flag="--global-batch", unit="sequences",
+                                 minimum=1, maximum=MAX_BATCH, optional="dp x micro-batch")
+    dtype: str = opt("bf16", "matmul dtype", "training", choices=tuple(DTYPE_BYTES))
+    attention: str = opt("flash", "attention kernel: flash (FlashAttention-2/3); flash1 (FlashAttention v1 through its "
+                         "unpadded interface: q/k/v packed and the output unpacked every layer); unfused (s x s "
+                         "scores in HBM)", "training", choices=ATTENTION_KERNELS)
+    overlap_grad_reduce: bool = opt(True, "DP gradient reduction overlapped with backward", "training")
+    overlap_param_gather: bool = opt(True, "ZeRO parameter all-gather overlapped with compute", "training")
+    overlap_tp_comm: bool = opt(False, "TP/SP collectives overlapped with GEMMs", "training")
+    overlap_ep_comm: bool = opt(False, "MoE all-to-alls overlapped with another micro-batch's compute (DualPipe)",
+                                "training")
 
     def __post_init__(self) -> None:
-        for f in ("dp", "tp", "pp", "cp", "ep", "vpp", "micro_batch_size", "global_batch_size"):
-            v = getattr(self, f)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"plan.{f}: must be a positive integer, got {v!r}")
+        for name in options(Plan):
+            v = getattr(self, name)
+            if isinstance(v, (ZeroStage, Recompute, Schedule)):
+                continue
+            if name in ("recompute", "schedule") and isinstance(v, int) and not isinstance(v, bool):
+                continue  # enum codes (the planner's arrays)
+            if name == "placement":
+                continue
+            object.__setattr__(self, name, check_value(Plan, name, v, where="plan"))
         object.__setattr__(self, "zero_stage", ZeroStage(int(self.zero_stage)))
         object.__setattr__(self, "recompute", _enum(self.recompute, RECOMPUTE_NAMES, "plan.recompute"))
         object.__setattr__(self, "schedule", _enum(self.schedule, SCHEDULE_NAMES, "plan.schedule"))
         object.__setattr__(self, "placement", normalise_placement(self.placement))
-        if self.dtype not in DTYPE_BYTES:
-            raise ValueError(f"plan.dtype: {self.dtype!r} unknown; choose one of {', '.join(DTYPE_BYTES)}")
-        if self.attention not in ATTENTION_KERNELS:
-            raise ValueError(f"plan.attention: {self.attention!r} unknown; choose one of {', '.join(ATTENTION_KERNELS)}")
         per_step = self.micro_batch_size * self.dp
         if self.global_batch_size % per_step:
             raise ValueError(f"plan.global_batch_size: {self.global_batch_size} is not a multiple of "

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from models.estimate import estimate
+from models.inputs import build_inputs
 from simulator.cli import main
-from simulator.planning.inputs import build_inputs
 from simulator.validation.calibrate import profile as prof
 
 

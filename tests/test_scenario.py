@@ -11,17 +11,8 @@ import pandas as pd
 import pytest
 
 from simulator.cli import main
-from simulator.planning.scenario import (
-    PlanSpec,
-    ScenarioError,
-    TrainingSpec,
-    load_scenario,
-    parse_scenario,
-    run_scenario,
-    schema_dict,
-    schema_text,
-    write_results,
-)
+from simulator.planning.scenario import ScenarioError, load_scenario, parse_scenario, run_scenario, write_results
+from simulator.planning.schema import PlanSpec, TrainingSpec, schema_dict, schema_text
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ROOT / "scenarios" / "small-gpt-1gpu.yaml"
@@ -194,7 +185,7 @@ def test_search_section_rows(tmp_path):
 def test_schema_documents_every_field(capsys):
     text = schema_text()
     for cls in (TrainingSpec, PlanSpec):
-        for f in cls.__dataclass_fields__:
+        for f in cls.model_fields:
             assert f"  {f} " in text
     assert main(["schema", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)

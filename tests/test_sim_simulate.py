@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
+from models.inputs import build_inputs
 from simulator.des.simulate import SimResult, simulate
 from simulator.des.trace import COLUMNS
-from simulator.planning.inputs import build_inputs
 
 # Where nothing contends the DES and models.estimate must agree within 2% (issue 3).
 TOLERANCE = 0.02

@@ -6,10 +6,10 @@ import networkx as nx
 import pytest
 
 from models.hardware import make_cluster
+from models.inputs import build_inputs
 from simulator.des.program import build_program
 from simulator.des.simulate import simulate
 from simulator.des.topology import Placement, build_topology, path_links
-from simulator.planning.inputs import build_inputs
 
 
 def test_graph_shape_rails_and_oversubscription():

@@ -103,15 +103,16 @@ def test_cli_usage_errors_are_one_message_not_a_traceback(args, capsys):
 
 
 def test_estimate_simulate_and_train_time_share_every_plan_option(capsys, monkeypatch):
-    """The model/cluster/plan options are declared once (simulator.cli.PLAN_OPTIONS): each command
-    lists all of them, and a plan flag means the same in each (train-time had lost --placement when
-    the three declared their options separately)."""
+    """The model/cluster/plan options are declared once (models/fields.py metadata on Plan, Training,
+    ClusterInputs): each command lists all of them, and a plan flag means the same in each
+    (train-time had lost --placement when the three declared their options separately)."""
     import re
 
-    from simulator.cli.app import PLAN_OPTIONS
-    flags = {"--" + name.replace("_", "-") for name in PLAN_OPTIONS}
+    from simulator.cli.app import option_flags
     monkeypatch.setenv("COLUMNS", "250")
     for cmd in ("estimate", "simulate", "train-time"):
+        flags = set(option_flags(cmd))
+        assert {"--tp", "--placement", "--oversubscription", "--nic-gbit-per-s", "--attention"} <= flags
         assert main([cmd, "--help"]) == 0
         text = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)
         missing = {f for f in flags if f not in text}

@@ -10,73 +10,90 @@ from typing import Annotated
 
 import typer
 
-from simulator.planning.inputs import build_inputs
+from models.fields import default_of, field_type, help_text, option, options
+from models.inputs import ClusterInputs, Training, build_inputs
+from models.plan import SCHEDULE_NAMES, Plan, Recompute, Schedule, ZeroStage
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Cluster-scale LLM training simulator and cost model.")
 
-# Options shared by estimate, simulate and search (reuse these in other commands).
-Model = Annotated[str, typer.Option("--model", help="preset name (see `clustersim presets`) or path to a HF config.json")]
-Gpu = Annotated[str, typer.Option("--gpu", help="GPU from the catalog, e.g. h100-sxm-80gb")]
-Nodes = Annotated[int, typer.Option("--nodes", help="number of nodes")]
-Node = Annotated[str | None, typer.Option("--node", help="node preset (default: the GPU's usual server)")]
-GpusPerNode = Annotated[int | None, typer.Option("--gpus-per-node", help="override GPUs per node")]
-TP = Annotated[int, typer.Option("--tp", help="tensor-parallel degree")]
-PP = Annotated[int, typer.Option("--pp", help="pipeline-parallel degree")]
-DP = Annotated[int | None, typer.Option("--dp", help="data-parallel degree (default: fill the cluster)")]
-CP = Annotated[int, typer.Option("--cp", help="context-parallel degree")]
-EP = Annotated[int, typer.Option("--ep", help="expert-parallel degree")]
-VPP = Annotated[int, typer.Option("--vpp", help="virtual pipeline stages per rank (interleaved)")]
-MicroBatch = Annotated[int, typer.Option("--micro-batch", help="sequences per micro-batch")]
-GlobalBatch = Annotated[int | None, typer.Option("--global-batch", help="sequences per iteration")]
-SeqLen = Annotated[int | None, typer.Option("--seq-len", help="override the model's sequence length")]
-SP = Annotated[bool, typer.Option("--sp/--no-sp", help="Megatron sequence parallelism")]
-Recompute = Annotated[str, typer.Option("--recompute", help="none | selective | full")]
-Zero = Annotated[int, typer.Option("--zero", help="ZeRO stage 0-3")]
-Sched = Annotated[str | None, typer.Option("--schedule", help="gpipe | 1f1b | interleaved | zb-h1")]
-Dtype = Annotated[str, typer.Option("--dtype", help="bf16 | fp16 | fp8")]
-Attention = Annotated[str, typer.Option("--attention", help="flash | unfused")]
-OverlapGrad = Annotated[bool, typer.Option("--overlap-grad-reduce/--no-overlap-grad-reduce")]
-OverlapParam = Annotated[bool, typer.Option("--overlap-param-gather/--no-overlap-param-gather")]
-OverlapTP = Annotated[bool, typer.Option("--overlap-tp-comm/--no-overlap-tp-comm")]
-OverlapEP = Annotated[bool, typer.Option("--overlap-ep-comm/--no-overlap-ep-comm",
-                                         help="hide MoE all-to-alls behind another micro-batch's compute")]
-PlacementOpt = Annotated[str, typer.Option("--placement", help="rank order, innermost (on NVLink) first, "
-                                          "e.g. tp-cp-dp-pp (Megatron, default) or dp-tp-cp-pp")]
-Price = Annotated[float | None, typer.Option("--price-per-gpu-hour", help="USD per GPU-hour (default: catalog)")]
+Model = Annotated[str, typer.Option("--model", help="preset name (see `clustersim presets`) or path to a "
+                                                 "Hugging Face config.json")]
 Profile = Annotated[Path | None, typer.Option("--profile", help="calibration profile YAML (clustersim calibrate)")]
 Json = Annotated[bool, typer.Option("--json", help="print JSON on stdout instead of the report")]
 
-
-def _plan_options(model: Model = "gpt3-175b", gpu: Gpu = "a100-sxm-80gb", nodes: Nodes = 1, node: Node = None,
-                  gpus_per_node: GpusPerNode = None, tp: TP = 1, pp: PP = 1, dp: DP = None, cp: CP = 1, ep: EP = 1,
-                  vpp: VPP = 1, micro_batch: MicroBatch = 1, global_batch: GlobalBatch = None, seq_len: SeqLen = None,
-                  sp: SP = False, recompute: Recompute = "none", zero: Zero = 0, schedule: Sched = None,
-                  dtype: Dtype = "bf16", attention: Attention = "flash", overlap_grad_reduce: OverlapGrad = True,
-                  overlap_param_gather: OverlapParam = True, overlap_tp_comm: OverlapTP = False,
-                  overlap_ep_comm: OverlapEP = False, placement: PlacementOpt = "tp-cp-dp-pp",
-                  price_per_gpu_hour: Price = None, profile: Profile = None) -> None:
-    """The model / cluster / plan options of estimate, simulate and train-time (declared once)."""
+# Every model / cluster / training / plan option, derived from the declarations in models/ (one
+# per declared field; see docs/CONTRIBUTING.md). A command takes them with @with_plan_options.
+DECLARED = (ClusterInputs, Training, Plan)
 
 
-PLAN_OPTIONS = inspect.signature(_plan_options, eval_str=True).parameters
+def _py_default(value):
+    """A declared default as the CLI shows it (enum members by the name users type)."""
+    if isinstance(value, Recompute):
+        return value.name.lower()
+    if isinstance(value, Schedule):
+        return {v: k for k, v in SCHEDULE_NAMES.items()}[value]
+    return int(value) if isinstance(value, ZeroStage) else value
 
 
-def with_plan_options(command):
-    """Decorator for a typer command ``command(flags, **own_options)``: the command takes the shared
-    PLAN_OPTIONS too, and receives them collected in ``flags`` (keyword arguments of
-    :func:`inputs_from_flags`). Typer reads the combined signature, so every command using it
-    has the same options with the same defaults and help."""
-    own = [p for name, p in inspect.signature(command, eval_str=True).parameters.items() if name != "flags"]
-    params = [*PLAN_OPTIONS.values(), *own]
+def declared_option(cls, name: str, listed: bool = False) -> inspect.Parameter:
+    """The typer parameter of one declared field; ``listed``: comma-separated allowed values (search)."""
+    o, t = option(cls, name), field_type(cls, name)
+    default = None if o.optional or listed else _py_default(default_of(cls, name))
+    if listed:
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+            str | None, typer.Option(o.flag, help="allowed values, comma-separated: " + help_text(cls, name))])
+    flag = f"{o.flag}/--no-{o.flag[2:]}" if t is bool else o.flag
+    typ = t | None if default is None else t
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                             annotation=Annotated[typ, typer.Option(flag, help=help_text(cls, name))])
 
-    @functools.wraps(command)
-    def wrapper(**kw):
-        flags = {name: kw.pop(name) for name in PLAN_OPTIONS}
-        return command(flags, **kw)
-    wrapper.__signature__ = inspect.Signature(params)
-    wrapper.__annotations__ = {p.name: p.annotation for p in params}
-    return wrapper
+
+def plan_options(command: str, listed: tuple = ()) -> list[inspect.Parameter]:
+    """--model, every declared field the command takes (fields in ``listed`` as value lists), --profile."""
+    out = [inspect.Parameter("model", inspect.Parameter.KEYWORD_ONLY, default="gpt3-175b", annotation=Model)]
+    seen = {"model"}
+    for cls in DECLARED:
+        for name, o in options(cls).items():
+            if name in seen or (o.commands and command not in o.commands):
+                continue
+            if listed and o.section == "plan" and name not in listed:
+                continue  # search: the planner sets the fields it does not search (dp fills the cluster)
+            seen.add(name)
+            out.append(declared_option(cls, name, listed=name in listed))
+    if command != "search":
+        out.append(inspect.Parameter("profile", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Profile))
+    return out
+
+
+def option_flags(command: str, listed: tuple = ()) -> list[str]:
+    """The flags of :func:`plan_options` (the --x of a --x/--no-x pair)."""
+    out = []
+    for p in plan_options(command, listed):
+        info = p.annotation.__metadata__[0]
+        decl = next(d for d in (info.default, *(info.param_decls or ())) if isinstance(d, str) and d.startswith("--"))
+        out.append(decl.split("/")[0])
+    return out
+
+
+def with_plan_options(command_name: str, listed: tuple = ()):
+    """Decorator for a typer command ``command(flags, **own_options)``: the command takes every
+    declared option too (:func:`plan_options`) and receives them collected in ``flags``."""
+    def deco(command):
+        shared = plan_options(command_name, listed)
+        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+               for name, p in inspect.signature(command, eval_str=True).parameters.items() if name != "flags"]
+        params = [*shared, *own]
+        names = [p.name for p in shared]
+
+        @functools.wraps(command)
+        def wrapper(**kw):
+            flags = {name: kw.pop(name) for name in names}
+            return command(flags, **kw)
+        wrapper.__signature__ = inspect.Signature(params)
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        return wrapper
+    return deco
 
 
 def inputs_from_flags(**kw):

@@ -12,8 +12,6 @@ import typer
 
 from simulator.cli.app import Json, app, inputs_from_flags, with_plan_options
 
-Tokens = Annotated[float | None, typer.Option(
-    "--tokens", help="tokens to train, e.g. 15.6e12 (default: 20 per parameter, Chinchilla)")]
 Interval = Annotated[str, typer.Option(
     "--checkpoint-interval", help="compute seconds between checkpoints, or optimal | young | daly")]
 AsyncCkpt = Annotated[bool, typer.Option("--async-checkpoint/--blocking-checkpoint",
@@ -78,9 +76,9 @@ def straggler_spec(name: str, gpu_speed_cv=None, jitter_cv=None):
 
 def _scenario_inputs(path: Path, index: int):
     """(model, cluster, plan, tokens) of plan ``index`` of a scenario file (simulator.planning.scenario)."""
-    from simulator.planning.scenario import _plan_rows, build_cluster_spec, build_model, load_scenario, plan_from_spec
+    from simulator.planning.scenario import build_cluster_spec, build_model, load_scenario, plan_from_spec, plan_rows
     scn = load_scenario(path)
-    rows = _plan_rows(scn)
+    rows = plan_rows(scn)
     if not 0 <= index < len(rows):
         raise ValueError(f"plan-index: {path} has {len(rows)} listed plans/sweep points; got {index}")
     model, cluster = build_model(scn), build_cluster_spec(scn)
@@ -131,8 +129,8 @@ def train_time(model, cluster, plan, tokens, spec, interval="optimal", est=None)
 
 
 @app.command("train-time")
-@with_plan_options
-def train_time_cmd(flags: dict, tokens: Tokens = None, checkpoint_interval: Interval = "optimal",
+@with_plan_options("train-time")
+def train_time_cmd(flags: dict, checkpoint_interval: Interval = "optimal",
                    async_checkpoint: AsyncCkpt = False, gpu_failure_rate: GpuRate = None,
                    node_failure_rate: NodeRate = None, job_failure_rate: JobRate = None, mtbf_hours: Mtbf = None,
                    detect_s: Detect = None, restart_s: Restart = None, storage_gb_per_s: Storage = None,
@@ -146,6 +144,7 @@ def train_time_cmd(flags: dict, tokens: Tokens = None, checkpoint_interval: Inte
     from models.estimate import estimate
     from simulator.cli.report import run_report_lines
     from simulator.planning.montecarlo import monte_carlo_run
+    tokens = flags["tokens"]
     if scenario is not None:
         m, cl, plan, scn_tokens = _scenario_inputs(scenario, plan_index)
         if flags["price_per_gpu_hour"] is not None:

@@ -15,13 +15,13 @@ from simulator.cli.report import cost_report_lines, estimate_report, published_r
 
 
 @app.command("estimate")
-@with_plan_options
+@with_plan_options("estimate")
 def estimate_cmd(flags: dict, json_out: Json = False) -> None:
     """Analytical estimate of one iteration: time and its breakdown, MFU, memory per GPU, OOM verdict."""
     inp = inputs_from_flags(**flags)
     est = estimate(inp.model, inp.cluster, inp.plan)
     out = est.as_dict()
-    out["cost"], run = estimate_extras(inp.model, inp.cluster, inp.plan, est)
+    out["cost"], run = estimate_extras(inp.model, inp.cluster, inp.plan, est, tokens=inp.training.tokens)
     if json_out:
         typer.echo(json.dumps(out, indent=2))
     else:

@@ -111,5 +111,5 @@ def cost_report_lines(cost: dict, run, price_per_gpu_hour_usd: float) -> list[st
     """The cost lines `clustersim estimate` prints after the step report."""
     lines = ["", f"cost per iteration  ${_g(cost['cost_usd_per_iteration'])} at ${price_per_gpu_hour_usd:.2f}/GPU-hour, "
              f"{_g(cost['energy_kwh_per_iteration'])} kWh; ${_g(cost['cost_usd_per_million_tokens'])} per million tokens",
-             "(Chinchilla budget, 20 tokens/parameter; `clustersim train-time --tokens N` for another)"]
+             f"(tokens: {cost['default_tokens_rule']}; `--tokens N` for another budget)"]
     return lines + run_report_lines(run)

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from simulator.cli.app import Dtype, GlobalBatch, Gpu, GpusPerNode, Model, Node, Nodes, Price, SeqLen, app
+from models.inputs import SEARCH_AXES
+from simulator.cli.app import app, with_plan_options
 
 # rows of the summary table printed after `run`
 SUMMARY_ROWS = 10
@@ -71,11 +72,11 @@ def run_cmd(file: Annotated[Path, typer.Argument(help="scenario YAML (see `clust
     """Run every plan of a scenario file; write one row per plan and print a ranked summary."""
     from rich.console import Console
 
-    from simulator.planning.scenario import _plan_rows, check_output, input_paths, load_scenario, run_scenario, write_results
+    from simulator.planning.scenario import check_output, input_paths, load_scenario, plan_rows, run_scenario, write_results
     scn = load_scenario(file)
     if output is not None:  # check the output name before the work
         check_output(output, input_paths(scn))
-    n = len(_plan_rows(scn))
+    n = len(plan_rows(scn))
     err = Console(stderr=True)
     t0 = time.perf_counter()
     if quiet or (n < PROGRESS_MIN_PLANS and scn.search is None):
@@ -96,52 +97,35 @@ def run_cmd(file: Annotated[Path, typer.Argument(help="scenario YAML (see `clust
                    + (f"; wrote {output}" if output is not None else ""))
 
 @app.command("search")
-def search_cmd(model: Model = "llama3-70b", gpu: Gpu = "h100-sxm-80gb", nodes: Nodes = 8, node: Node = None,
-               gpus_per_node: GpusPerNode = None, global_batch: GlobalBatch = None, seq_len: SeqLen = None,
-               dtype: Dtype = "bf16", price_per_gpu_hour: Price = None,
-               tokens: Annotated[float | None, typer.Option("--tokens", help="tokens to train (time to "
-                                                               "train, cost, energy)")] = None,
-               attention: Annotated[str, typer.Option("--attention", help="flash | unfused")] = "flash",
-               failures: Annotated[bool, typer.Option("--failures/--no-failures", help="time to train, cost "
-                                                      "and energy with failures and checkpoints")] = False,
-               objective: Objective = "time", top: Top = 10, backend: Backend = "auto",
+@with_plan_options("search", listed=SEARCH_AXES)
+def search_cmd(flags: dict, objective: Objective = "time", top: Top = 10, backend: Backend = "auto",
                workers: Annotated[int | None, typer.Option("--workers", help="processes")] = None,
-               tp: Annotated[str | None, typer.Option("--tp", help="allowed tp values, e.g. 1,2,4,8")] = None,
-               pp: Annotated[str | None, typer.Option("--pp", help="allowed pp values")] = None,
-               cp: Annotated[str | None, typer.Option("--cp", help="allowed cp values")] = None,
-               ep: Annotated[str | None, typer.Option("--ep", help="allowed ep values")] = None,
-               vpp: Annotated[str | None, typer.Option("--vpp", help="allowed vpp values")] = None,
-               micro_batch: Annotated[str | None, typer.Option("--micro-batch", help="allowed micro-batch "
-                                                                  "sizes")] = None,
-               zero: Annotated[str | None, typer.Option("--zero", help="allowed ZeRO stages")] = None,
-               recompute: Annotated[str | None, typer.Option("--recompute", help="allowed: none,selective,"
-                                                                "full")] = None,
-               sp: Annotated[str | None, typer.Option("--sp", help="allowed: false,true")] = None,
-               schedule: Annotated[str | None, typer.Option("--schedule", help="allowed: gpipe,1f1b,"
-                                                               "interleaved,zb-h1")] = None,
                try_nodes: Annotated[str | None, typer.Option("--try-nodes", help="node counts to compare "
                                                                 "(time-vs-cost Pareto front)")] = None,
-               max_memory_fraction: Annotated[float, typer.Option("--max-memory-fraction")] = 1.0,
+               max_memory_fraction: Annotated[float, typer.Option("--max-memory-fraction", help="a plan fits "
+                                                                  "when its peak memory <= this fraction of "
+                                                                  "HBM")] = 1.0,
                simulate_top: Annotated[int, typer.Option("--simulate-top", help="re-rank the best K with the "
                                                          "simulator")] = 0,
                json_out: Annotated[Path | None, typer.Option("--json", help="write the result JSON here "
                                                                 "(- for stdout)")] = None) -> None:
-    """Search every valid plan, drop those that do not fit, rank by the objective, explain the winner."""
+    """Search every valid plan, drop those that do not fit, rank by the objective, explain the winner.
+    Plan options take comma-separated lists of the values to try (e.g. --tp 1,2,4,8)."""
+    from models.inputs import ClusterInputs, Training, split_inputs
     from models.transformer import resolve_model
-    from simulator.planning.inputs import build_cluster
-    from simulator.planning.planner import Constraints, Training, search
-    if global_batch is None:
+    from simulator.planning.planner import Constraints, search
+    cl_kw, tr_kw, _ = split_inputs({k: v for k, v in flags.items() if k not in SEARCH_AXES and k != "model"})
+    training = Training(**tr_kw)
+    if training.global_batch_size is None:
         raise ValueError("global-batch: required for search (sequences per iteration)")
-    m = resolve_model(model, seq_len)
-    cl = build_cluster(gpu, nodes, node, gpus_per_node, price_per_gpu_hour)
-    cons = Constraints(tp=_ints(tp, "tp"), pp=_ints(pp, "pp"), cp=_ints(cp, "cp"), ep=_ints(ep, "ep"),
-                       vpp=_ints(vpp, "vpp"), micro_batch_size=_ints(micro_batch, "micro-batch"),
-                       zero_stage=_ints(zero, "zero"), recompute=_strs(recompute), sp=_bools(sp, "sp"),
-                       schedule=_strs(schedule), num_nodes=_ints(try_nodes, "try-nodes"),
+    if simulate_top < 0:
+        raise ValueError(f"simulate-top: must be >= 0, got {simulate_top}")
+    m = resolve_model(flags["model"], training.seq_len)
+    cl = ClusterInputs(**{k: v for k, v in cl_kw.items() if v is not None}).build(training.price_per_gpu_hour)
+    cons = Constraints(**{a: _values(a, flags[a]) for a in SEARCH_AXES}, num_nodes=_ints(try_nodes, "try-nodes"),
                        max_memory_fraction=max_memory_fraction)
-    res = search(m, cl, Training(global_batch_size=global_batch, dtype=dtype, tokens=tokens, attention=attention,
-                          failures=failures),
-                 cons, objective=objective, top=top, backend=backend, workers=workers, simulate_top=simulate_top)
+    res = search(m, cl, training, cons, objective=objective, top=top, backend=backend, workers=workers,
+                 simulate_top=simulate_top)
     if json_out is not None and str(json_out) == "-":
         typer.echo(json.dumps(res.to_json(), indent=2, default=_json_default))
         return
@@ -151,11 +135,33 @@ def search_cmd(model: Model = "llama3-70b", gpu: Gpu = "h100-sxm-80gb", nodes: N
         json_out.write_text(json.dumps(res.to_json(), indent=2, default=_json_default) + "\n")
         typer.echo(f"wrote {json_out}")
 
+
+def _values(name: str, text: str | None) -> tuple | None:
+    """A comma-separated list of values for one search axis, typed by its declaration."""
+    from models.fields import field_type, option
+    from models.plan import Plan
+    if text is None:
+        return None
+    flag = option(Plan, name).flag.lstrip("-")
+    t = field_type(Plan, name)
+    if t is int:
+        return _ints(text, flag)
+    if t is bool:
+        return _bools(text, flag)
+    return _strs(text)
+
+
 @app.command("schema")
-def schema_cmd(json_out: Annotated[bool, typer.Option("--json", help="print the schema as JSON")] = False) -> None:
-    """Every scenario-file field: type, default and meaning."""
-    from simulator.planning.scenario import schema_dict, schema_text
-    typer.echo(json.dumps(schema_dict(), indent=2) if json_out else schema_text())
+def schema_cmd(json_out: Annotated[bool, typer.Option("--json", help="print the fields as JSON")] = False,
+               json_schema: Annotated[bool, typer.Option("--json-schema", help="print the scenario file's JSON Schema "
+                                                         "(draft 2020-12) for editors and validators")] = False) -> None:
+    """Every scenario-file field: type, default and meaning (--json-schema: the JSON Schema)."""
+    from simulator.planning.schema import json_schema as scenario_json_schema
+    from simulator.planning.schema import schema_dict, schema_text
+    if json_schema:
+        typer.echo(json.dumps(scenario_json_schema(), indent=2))
+    else:
+        typer.echo(json.dumps(schema_dict(), indent=2, default=str) if json_out else schema_text())
 
 
 def _usd(x: float) -> str:

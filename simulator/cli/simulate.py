@@ -14,9 +14,6 @@ Seed = Annotated[int, typer.Option("--seed", help="random seed (per-GPU speed sp
 StragglerRank = Annotated[int | None, typer.Option("--straggler-rank", help="global rank of a slow GPU")]
 StragglerSlowdown = Annotated[float, typer.Option("--straggler-slowdown",
                                                   help="time multiplier of the straggler's kernels (e.g. 1.2)")]
-Oversub = Annotated[float, typer.Option("--oversubscription", help="fat-tree oversubscription above the leaf "
-                                                                    "(1 = full bisection)")]
-NicGbit = Annotated[float | None, typer.Option("--nic-gbit-per-s", help="override the per-GPU NIC line rate")]
 SpeedCV = Annotated[float, typer.Option("--speed-cv", help="per-GPU speed spread: coefficient of variation "
                                                            "of a lognormal time multiplier (0 = identical GPUs)")]
 
@@ -53,14 +50,14 @@ def simulate_report(res) -> str:
 
 
 @app.command("simulate")
-@with_plan_options
+@with_plan_options("simulate")
 def simulate_cmd(flags: dict, trace: Trace = None, timeline: Timeline = None, seed: Seed = 0,
                  straggler_rank: StragglerRank = None, straggler_slowdown: StragglerSlowdown = 1.2,
-                 speed_cv: SpeedCV = 0.0, oversubscription: Oversub = 1.0, nic_gbit_per_s: NicGbit = None,
+                 speed_cv: SpeedCV = 0.0,
                  json_out: Json = False) -> None:
     """Discrete-event simulation of one iteration: timeline, exposed communication, bubble, trace."""
     from simulator.des.simulate import simulate
-    inp = inputs_from_flags(**flags, oversubscription=oversubscription, nic_gbit_per_s=nic_gbit_per_s)
+    inp = inputs_from_flags(**flags)
     if timeline is not None and timeline.suffix not in (".csv", ".parquet"):
         raise ValueError(f"--timeline: {timeline} must end in .csv or .parquet")
     res = simulate(inp.model, inp.cluster, inp.plan, seed=seed, straggler_rank=straggler_rank,

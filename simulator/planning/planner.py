@@ -37,7 +37,9 @@ import pandas as pd
 
 from models.cost import run_figures
 from models.estimate import estimate, estimate_arrays, placement_strides, plan_arrays
+from models.fields import check_value, option, options
 from models.hardware import Cluster
+from models.inputs import SEARCH_AXES, Training
 from models.plan import (
     INNERMOST_PLACEMENTS,
     PLACEMENTS,
@@ -53,8 +55,11 @@ from models.plan import (
 from models.transformer import Transformer
 
 OBJECTIVES = {"time": "step_time_s", "time-to-train": "time_to_train_s", "cost": "cost_usd", "energy": "energy_kwh"}
-GRID_FIELDS = ("tp", "pp", "cp", "dp", "ep", "micro_batch_size", "schedule", "vpp", "zero_stage", "recompute", "sp",
-               "placement")
+# Layout fields (one grid row per valid layout), then the declared search axes (models/plan.py
+# fields whose Opt has ``search``), each a broadcast axis of the grid; (schedule, vpp) is one axis of pairs.
+LAYOUT_FIELDS = ("tp", "pp", "cp", "dp", "placement")
+CHOICE_AXES = tuple(a for a in SEARCH_AXES if a not in LAYOUT_FIELDS and a not in ("schedule", "vpp"))
+GRID_FIELDS = ("tp", "pp", "cp", "dp", *CHOICE_AXES, "schedule", "vpp", "placement")
 BACKENDS = ("auto", "serial", "process", "ray")
 # Equal scores are ordered by the plan itself (fewer nodes, then smaller tp, pp, ...), never by chunk.
 TIE_ORDER = ("num_nodes", *GRID_FIELDS)
@@ -68,77 +73,54 @@ BREAKDOWN_TERMS = {"compute_s": "compute", "bubble_s": "pipeline bubble",
                    "exposed_tp_comm_s": "exposed TP communication", "exposed_cp_comm_s": "exposed CP communication",
                    "exposed_ep_comm_s": "exposed EP all-to-all", "exposed_pp_comm_s": "exposed pipeline send/recv",
                    "exposed_dp_comm_s": "exposed DP/ZeRO communication"}
-PLAN_COLUMNS = ("num_nodes", "dp", "tp", "pp", "cp", "ep", "vpp", "micro_batch_size", "global_batch_size", "sp",
-                "zero_stage", "recompute", "schedule", "dtype", "attention", "overlap_grad_reduce",
-                "overlap_param_gather", "overlap_tp_comm", "overlap_ep_comm", "placement")
-
-
-@dataclass(frozen=True, slots=True)
-class Training:
-    """What is trained, independent of the plan."""
-    global_batch_size: int                 # sequences per iteration
-    dtype: str = "bf16"                    # bf16 | fp16 | fp8
-    tokens: float | None = None            # tokens to train; None: run figures are per iteration
-    attention: str = "flash"               # attention kernel, as Plan.attention (flash | unfused ...)
-    overlap_grad_reduce: bool = True       # DP gradient reduction overlapped with backward
-    overlap_param_gather: bool = True      # ZeRO parameter all-gather overlapped with compute
-    overlap_tp_comm: bool = False          # TP collectives overlapped with GEMMs
-    overlap_ep_comm: bool = False          # MoE all-to-alls overlapped with another micro-batch's compute
-    failures: bool = False                 # run figures with failures, checkpoints, restarts (models.cost)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.global_batch_size, int) or self.global_batch_size < 1:
-            raise ValueError(f"training.global_batch_size: must be a positive integer, got {self.global_batch_size!r}")
-        if self.tokens is not None and not self.tokens > 0:
-            raise ValueError(f"training.tokens: must be > 0, got {self.tokens!r}")
+PLAN_COLUMNS = ("num_nodes", *options(Plan))
 
 
 def _tuple(v):
     return None if v is None else tuple(v) if isinstance(v, (list, tuple)) else (v,)
 
 
-@dataclass(frozen=True, slots=True)
-class Constraints:
-    """Which values each plan field may take; None means every valid value."""
-    tp: tuple | None = None                # default: powers of two up to the NVLink domain
-    pp: tuple | None = None                # default: divisors of the GPU count up to num_layers
-    cp: tuple | None = None                # default: 1, 2, 4, ... 32 (seq_len divisible by 2 cp)
-    ep: tuple | None = None                # default: divisors of num_experts (MoE only)
-    vpp: tuple | None = None               # default: 1, 2, 4, 8 (interleaved schedule when > 1)
-    micro_batch_size: tuple | None = None  # default: 1, 2, 4, 8, 16
-    zero_stage: tuple | None = None        # default: 0, 1, 2, 3
-    recompute: tuple | None = None         # default: none, selective, full
-    sp: tuple | None = None                # default: false, true
-    schedule: tuple | None = None          # default: gpipe, 1f1b, interleaved, zb-h1
-    num_nodes: tuple | None = None         # node counts to try (default: the cluster's); gives the Pareto front
-    placement: tuple | None = None         # rank orders to try (default: each of tp, cp, dp, pp innermost once)
-    max_memory_fraction: float = 1.0       # a plan fits when its peak memory <= this fraction of HBM
+def _constraint_values(name: str, values) -> tuple | None:
+    """Allowed values of one search axis, checked against the field's declaration; enums as codes."""
+    v = _tuple(values)
+    if v is None:
+        return None
+    if not v:
+        raise ValueError(f"constraints.{name}: give at least one value")
+    if name == "placement":
+        try:
+            return tuple(normalise_placement(x) for x in v)
+        except ValueError as e:
+            raise ValueError(f"constraints.{str(e).removeprefix('plan.')}") from None
+    if name in ("recompute", "schedule"):
+        return tuple(_named(x, RECOMPUTE_NAMES if name == "recompute" else SCHEDULE_NAMES, name) for x in v)
+    return tuple(check_value(Plan, name, x, where="constraints") for x in v)
 
-    def __post_init__(self) -> None:
-        for f in ("tp", "pp", "cp", "ep", "vpp", "micro_batch_size", "zero_stage", "recompute", "sp", "schedule",
-                  "num_nodes", "placement"):
-            v = _tuple(getattr(self, f))
-            if v is not None and not v:
-                raise ValueError(f"constraints.{f}: give at least one value")
-            object.__setattr__(self, f, v)
-        for f in ("tp", "pp", "cp", "ep", "vpp", "micro_batch_size", "num_nodes"):
-            v = getattr(self, f)
-            if v is not None and any(not isinstance(x, int) or isinstance(x, bool) or x < 1 for x in v):
-                raise ValueError(f"constraints.{f}: values must be positive integers, got {list(v)}")
-        if self.zero_stage is not None and any(z not in (0, 1, 2, 3) for z in self.zero_stage):
-            raise ValueError(f"constraints.zero_stage: values must be 0-3, got {list(self.zero_stage)}")
-        if self.recompute is not None:
-            rc = tuple(_named(x, RECOMPUTE_NAMES, "recompute") for x in self.recompute)
-            object.__setattr__(self, "recompute", rc)
-        if self.schedule is not None:
-            object.__setattr__(self, "schedule", tuple(_named(x, SCHEDULE_NAMES, "schedule") for x in self.schedule))
-        if self.placement is not None:
-            try:
-                object.__setattr__(self, "placement", tuple(normalise_placement(x) for x in self.placement))
-            except ValueError as e:
-                raise ValueError(f"constraints.{str(e).removeprefix('plan.')}") from None
-        if not 0 < self.max_memory_fraction <= 1.5:
-            raise ValueError(f"constraints.max_memory_fraction: must be in (0, 1.5], got {self.max_memory_fraction}")
+
+def _constraints_post_init(self) -> None:
+    for name in SEARCH_AXES:
+        object.__setattr__(self, name, _constraint_values(name, getattr(self, name)))
+    nodes = _tuple(self.num_nodes)
+    if nodes is not None and (not nodes or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in nodes)):
+        raise ValueError(f"constraints.num_nodes: values must be positive integers, got {list(nodes)}")
+    object.__setattr__(self, "num_nodes", nodes)
+    if not 0 < self.max_memory_fraction <= 1.5:
+        raise ValueError(f"constraints.max_memory_fraction: must be in (0, 1.5], got {self.max_memory_fraction}")
+
+
+# Which values each search axis may take (None: the axis's default values, models/plan.py ``search``;
+# tp: powers of two up to the NVLink domain, pp: divisors of the GPU count, ep: divisors of num_experts).
+Constraints = dataclasses.make_dataclass(
+    "Constraints",
+    [(name, "tuple | None", dataclasses.field(default=None, metadata={"help": option(Plan, name).help}))
+     for name in SEARCH_AXES]
+    + [("num_nodes", "tuple | None", dataclasses.field(default=None, metadata={
+        "help": "node counts to try (default: the cluster's); more than one gives a time-vs-cost Pareto front"})),
+       ("max_memory_fraction", float, dataclasses.field(default=1.0, metadata={
+           "help": "a plan fits when its peak memory <= this fraction of HBM"}))],
+    frozen=True, slots=True, namespace={"__post_init__": _constraints_post_init,
+                                        "__doc__": "Which values each plan field may take; None means every valid value."})
+Constraints.__module__ = __name__
 
 
 def _named(value, names: dict, fld: str) -> int:
@@ -164,30 +146,29 @@ def _pow2_upto(n: int) -> list[int]:
 @dataclass(frozen=True, slots=True)
 class Space:
     """The choice axes crossed with every layout (after defaults and constraints)."""
-    ep: tuple
-    micro_batch_size: tuple
+    axes: tuple                            # ((field, values), ...) in CHOICE_AXES order
     sched_vpp: tuple                       # (schedule, vpp) pairs
-    zero_stage: tuple
-    recompute: tuple
-    sp: tuple
 
     @property
     def points_per_layout(self) -> int:
-        return (len(self.ep) * len(self.micro_batch_size) * len(self.sched_vpp) * len(self.zero_stage)
-                * len(self.recompute) * len(self.sp))
+        return len(self.sched_vpp) * math.prod(len(v) for _, v in self.axes)
+
+
+def _axis_default(model: Transformer, name: str) -> tuple:
+    if name == "ep":
+        return tuple(_divisors(model.num_experts)) if model.is_moe else (1,)
+    values = option(Plan, name).search
+    return _constraint_values(name, values)
 
 
 def _space(model: Transformer, c: Constraints) -> Space:
-    ep = c.ep or (tuple(_divisors(model.num_experts)) if model.is_moe else (1,))
     scheds = c.schedule or tuple(int(s) for s in Schedule)
-    vpps = c.vpp or (1, 2, 4, 8)
+    vpps = c.vpp or option(Plan, "vpp").search
     sv = tuple((s, v) for s in scheds for v in vpps if (s == Schedule.INTERLEAVED) == (v > 1))
     if not sv:
         raise ValueError("constraints.vpp: no (schedule, vpp) pair is possible: vpp > 1 needs the interleaved "
                          "schedule and interleaved needs vpp > 1")
-    return Space(ep=tuple(ep), micro_batch_size=c.micro_batch_size or (1, 2, 4, 8, 16), sched_vpp=sv,
-                 zero_stage=c.zero_stage or (0, 1, 2, 3), recompute=c.recompute or (0, 1, 2),
-                 sp=c.sp or (False, True))
+    return Space(axes=tuple((a, getattr(c, a) or _axis_default(model, a)) for a in CHOICE_AXES), sched_vpp=sv)
 
 
 def layouts(model: Transformer, cluster: Cluster, training: Training, c: Constraints) -> np.ndarray:
@@ -206,8 +187,7 @@ def layouts(model: Transformer, cluster: Cluster, training: Training, c: Constra
                 dp = n_gpus // (tp * cp * pp)
                 if training.global_batch_size % dp:
                     continue
-                plan = Plan(dp=dp, tp=tp, pp=pp, cp=cp, global_batch_size=training.global_batch_size,
-                            dtype=training.dtype, attention=training.attention)
+                plan = Plan(dp=dp, tp=tp, pp=pp, cp=cp, **training.plan_kwargs())
                 if not check_plan(plan, model, cluster):
                     out += [(tp, pp, cp, dp, code) for code in _distinct_placements(c, tp, cp, dp, pp)]
     return np.array(out, dtype=np.int64).reshape(-1, 5)
@@ -229,25 +209,23 @@ def _distinct_placements(c: Constraints, tp, cp, dp, pp) -> list[int]:
 
 
 def _grid_arrays(lay: np.ndarray, sp_: Space, training: Training) -> dict:
-    """Plan-field arrays that broadcast to shape (layouts, ep, mb, sched/vpp, zero, recompute, sp)."""
-    def axis(values, i, dtype=np.int64):
-        shape = [1] * 7
+    """Plan-field arrays that broadcast to shape (layouts, sched/vpp, *choice axes)."""
+    ndim = 2 + len(sp_.axes)
+
+    def axis(values, i):
+        shape = [1] * ndim
         shape[i] = len(values)
-        return np.asarray(values, dtype=dtype).reshape(shape)
-    col = lambda j: lay[:, j].reshape(-1, 1, 1, 1, 1, 1, 1)  # noqa: E731
+        return np.asarray(values).reshape(shape)
+    out = {f: lay[:, j].reshape([-1] + [1] * (ndim - 1)) for j, f in enumerate(LAYOUT_FIELDS)}
     sv = np.asarray(sp_.sched_vpp, dtype=np.int64)
-    return {"tp": col(0), "pp": col(1), "cp": col(2), "dp": col(3), "placement": col(4), "ep": axis(sp_.ep, 1),
-            "micro_batch_size": axis(sp_.micro_batch_size, 2), "schedule": axis(sv[:, 0], 3),
-            "vpp": axis(sv[:, 1], 3), "zero_stage": axis(sp_.zero_stage, 4), "recompute": axis(sp_.recompute, 5),
-            "sp": axis(sp_.sp, 6, bool)} | {k: np.asarray(v) for k, v in _scalar_fields(training).items()}
+    out |= {"schedule": axis(sv[:, 0], 1), "vpp": axis(sv[:, 1], 1)}
+    out |= {name: axis(values, 2 + i) for i, (name, values) in enumerate(sp_.axes)}
+    return out | {k: np.asarray(v) for k, v in _scalar_fields(training).items()}
 
 
 def _scalar_fields(training: Training) -> dict:
     """Fields every plan of the grid shares (attention kernel, overlaps...), via estimate's own plan_arrays."""
-    base = plan_arrays(Plan(global_batch_size=training.global_batch_size, dtype=training.dtype,
-                            attention=training.attention, overlap_grad_reduce=training.overlap_grad_reduce,
-                            overlap_param_gather=training.overlap_param_gather,
-                            overlap_tp_comm=training.overlap_tp_comm, overlap_ep_comm=training.overlap_ep_comm))
+    base = plan_arrays(Plan(**training.plan_kwargs()))
     return {k: v for k, v in base.items() if k not in GRID_FIELDS}
 
 
@@ -422,6 +400,8 @@ def search(model: Transformer, cluster: Cluster, training: Training, constraints
     t0 = time.perf_counter()
     if objective not in OBJECTIVES:
         raise ValueError(f"objective: {objective!r} unknown; choose one of {', '.join(OBJECTIVES)}")
+    if training.global_batch_size is None:
+        raise ValueError("global_batch_size: required for search (sequences per iteration, --global-batch)")
     if top < 1:
         raise ValueError(f"top: must be >= 1, got {top}")
     if backend not in BACKENDS:
@@ -467,13 +447,10 @@ def _merge(results: list[dict]) -> pd.DataFrame:
 
 
 def _plan(training: Training, row) -> Plan:
-    return Plan(dp=int(row.dp), tp=int(row.tp), pp=int(row.pp), cp=int(row.cp), ep=int(row.ep), vpp=int(row.vpp),
-                micro_batch_size=int(row.micro_batch_size), global_batch_size=training.global_batch_size,
-                sp=bool(row.sp), zero_stage=int(row.zero_stage), recompute=int(row.recompute),
-                schedule=int(row.schedule), dtype=training.dtype, attention=training.attention,
-                overlap_grad_reduce=training.overlap_grad_reduce, overlap_param_gather=training.overlap_param_gather,
-                overlap_tp_comm=training.overlap_tp_comm, overlap_ep_comm=training.overlap_ep_comm,
-                placement=PLACEMENTS[int(row.placement)])
+    fields = {f: getattr(row, f) for f in GRID_FIELDS}
+    fields = {f: (bool(v) if isinstance(v, (bool, np.bool_)) else int(v)) for f, v in fields.items()}
+    fields["placement"] = PLACEMENTS[fields["placement"]]
+    return Plan(**fields, **training.plan_kwargs())
 
 
 def plan_fields(plan: Plan, num_nodes: int) -> dict:
@@ -490,7 +467,7 @@ def evaluate_plan(model: Transformer, cluster: Cluster, plan: Plan, tokens: floa
     """``estimate --json`` keys, plan fields and run figures (time to train, GPU-hours, cost, energy) of one plan."""
     est = estimate(model, cluster, plan)
     rec = est.as_dict() | plan_fields(plan, cluster.num_nodes)
-    tr = Training(global_batch_size=plan.global_batch_size, tokens=tokens, failures=failures)
+    tr = Training(global_batch_size=plan.global_batch_size, tokens=tokens, failures=failures, dtype=plan.dtype)
     figs = run_totals(model, cluster, tr, est.step_time_s, est.compute_s / est.step_time_s, plan.tp, plan.pp, plan.dp, plan.cp,
                       int(plan.zero_stage))
     rec.update({k: float(v) for k, v in figs.items()})
