@@ -5,6 +5,12 @@ QKV 2bsh(h_q + 2 h_kv), scores + values 4bs^2 h_q (full s x s, the convention of
 Megatron formula), output 2bsh h_q, MLP 2bsh f x (2 for GeLU, 3 for SwiGLU); logits 2bshV.
 Backward is twice the forward. With f = 4h and MHA the total with full recompute is
 eq. (3): 96 B s l h^2 (1 + s/6h + V/16lh).
+
+Variants: multi-head latent attention (DeepSeek-V2, arXiv 2405.04434, Sec. 2.1.2, eqs. 9-18)
+replaces the QKV projections by down- and up-projections through the latent ranks and scores
+with d_h + d_h^R query/key dims and d_v value dims; a sliding-window layer (Beltagy et al. 2020,
+Longformer Sec. 3.1; Mistral 7B, Jiang et al. 2023, Sec. 2) scores each query against at most
+w keys instead of s.
 """
 
 from __future__ import annotations
@@ -13,15 +19,65 @@ import numpy as np
 
 
 def attn_proj_flops(model, tokens):
-    """QKV and output projection FLOPs of one layer's forward for ``tokens`` tokens."""
+    """QKV and output projection FLOPs of one layer's forward for ``tokens`` tokens (MLA: the
+    latent down/up projections, mla_attn_proj_flops)."""
+    if model.is_mla:
+        return mla_attn_proj_flops(tokens, model.hidden, model.num_heads, model.q_lora_rank, model.kv_lora_rank,
+                                   model.qk_nope_head_dim, model.qk_rope_head_dim, model.v_head_dim)
     hq = model.num_heads * model.dh
     hkv = model.num_kv_heads * model.dh
     return 2.0 * tokens * model.hidden * (2 * hq + 2 * hkv)
 
 
+def mla_attn_proj_flops(tokens, hidden, num_heads, q_lora_rank, kv_lora_rank, qk_nope_head_dim, qk_rope_head_dim,
+                        v_head_dim):
+    """Projection FLOPs of one multi-head-latent-attention layer's forward, 2 per weight per token.
+
+    DeepSeek-V2 eqs. 9-18: c_Q = W_DQ h (h -> d_c'), [q_C; q_R] = W_UQ, W_QR c_Q (d_c' -> n_h(d_h + d_h^R)),
+    c_KV = W_DKV h and k_R = W_KR h (h -> d_c + d_h^R), [k_C; v_C] = W_UK, W_UV c_KV (d_c -> n_h(d_h + d_v)),
+    out = W_O [o_1..o_nh] (n_h d_v -> h). q_lora_rank = 0: one h -> n_h(d_h + d_h^R) query matrix.
+    Training multiplies the up-projections out (no weight absorption).
+
+    >>> f = mla_attn_proj_flops(1, 7168, 128, 1536, 512, 128, 64, 128)  # DeepSeek-V3, one token
+    >>> round(float(f) / 1e6, 1)
+    374.2
+    """
+    q_out = num_heads * (qk_nope_head_dim + qk_rope_head_dim)
+    q = np.where(q_lora_rank > 0, hidden * q_lora_rank + q_lora_rank * q_out, hidden * q_out)
+    kv = hidden * (kv_lora_rank + qk_rope_head_dim) + kv_lora_rank * num_heads * (qk_nope_head_dim + v_head_dim)
+    out = num_heads * v_head_dim * hidden
+    return 2.0 * tokens * (q + kv + out)
+
+
+def attention_score_flops(batch, seq_len, num_heads, qk_head_dim, v_head_dim, window=0):
+    """QK^T and AV FLOPs of one attention layer's forward: 2 b s k n_h (d_qk + d_v), with k keys per
+    query: s for a global layer (the full s x s square, SC'21's model-FLOPs convention), min(w, s)
+    for a sliding window of w tokens (Longformer Sec. 3.1: O(s w) instead of O(s^2)). Arrays ok.
+
+    With d_qk = d_v = d_h this is SC'21's 4 b s^2 a d_h per layer.
+
+    >>> float(attention_score_flops(1, 4096, 32, 128, 128)) == 4 * 4096**2 * 32 * 128
+    True
+    >>> float(attention_score_flops(1, 4096, 32, 128, 128, window=1024) / attention_score_flops(1, 4096, 32, 128, 128))
+    0.25
+    """
+    keys = np.where(np.asarray(window) > 0, np.minimum(window, seq_len), seq_len)
+    return 2.0 * batch * seq_len * keys * num_heads * (qk_head_dim + v_head_dim)
+
+
 def attn_core_flops(model, batch, seq_len):
-    """QK^T and AV FLOPs of one layer's forward over the full s x s square (model FLOPs)."""
-    return 4.0 * batch * seq_len**2 * model.num_heads * model.dh
+    """QK^T and AV FLOPs of one global layer's forward over the full s x s square (model FLOPs);
+    MLA scores with d_h + d_h^R query/key dims and d_v value dims."""
+    return attention_score_flops(batch, seq_len, model.num_heads, model.qk_head_dim, model.v_dim)
+
+
+def attn_core_flops_all_layers(model, batch, seq_len):
+    """QK^T and AV FLOPs of all layers' forward: global layers over the s x s square, the
+    ``num_sliding_layers`` over s x min(w, s) (attention_score_flops)."""
+    local = model.num_sliding_layers
+    window = attention_score_flops(batch, seq_len, model.num_heads, model.qk_head_dim, model.v_dim,
+                                   model.sliding_window)
+    return (model.num_layers - local) * attn_core_flops(model, batch, seq_len) + local * window
 
 
 def mlp_flops(model, tokens, ffn_hidden):
@@ -42,10 +98,10 @@ def forward_flops(model, batch, seq_len=None):
     """Model forward FLOPs for ``batch`` sequences (all layers + logits)."""
     s = seq_len or model.seq_len
     tokens = batch * s
-    per_layer_attn = attn_proj_flops(model, tokens) + attn_core_flops(model, batch, s)
+    attn = model.num_layers * attn_proj_flops(model, tokens) + attn_core_flops_all_layers(model, batch, s)
     dense = model.num_dense_ffn_layers * mlp_flops(model, tokens, model.ffn_hidden)
     moe = model.num_moe_layers * moe_layer_mlp_flops(model, tokens) if model.is_moe else 0.0
-    return model.num_layers * per_layer_attn + dense + moe + logits_flops(model, tokens)
+    return attn + dense + moe + logits_flops(model, tokens)
 
 
 def model_flops_per_iteration(model, global_batch_size):
@@ -58,7 +114,7 @@ def hardware_flops_per_iteration(model, global_batch_size, recompute):
     logits), selective re-runs the attention core (Korthikanti et al. 2022 Sec. 5)."""
     s = model.seq_len
     layer_fwd = forward_flops(model, global_batch_size) - logits_flops(model, global_batch_size * s)
-    attn = model.num_layers * attn_core_flops(model, global_batch_size, s)
+    attn = attn_core_flops_all_layers(model, global_batch_size, s)
     extra = np.where(recompute == 2, layer_fwd, np.where(recompute == 1, attn, 0.0))
     return model_flops_per_iteration(model, global_batch_size) + extra
 
