@@ -8,7 +8,9 @@ stays light (PEP 562 module ``__getattr__``).
 """
 
 from models.estimate import PlanError, StepEstimate, estimate, estimate_arrays
+from models.fields import Opt, default_of, field_type, help_text, option, options
 from models.hardware import GPUS, NODES, Cluster, GpuSpec, NodeSpec, get_gpu, make_cluster
+from models.inputs import PLAN_FIELDS, SEARCH_AXES, ClusterInputs, Inputs, Training, build_inputs, resolve_plan
 from models.plan import (
     DEFAULT_PLACEMENT,
     INNERMOST_PLACEMENTS,
@@ -24,10 +26,11 @@ from models.transformer import PRESETS, Transformer, get_model, load_hf_config, 
 # name -> the submodule that defines it; loaded by __getattr__ on first use
 _LAZY = {
     "simulate": "des", "SimResult": "des", "build_topology": "des",
-    "search": "planning", "Constraints": "planning", "Training": "planning", "SearchResult": "planning",
+    "search": "planning", "Constraints": "planning", "SearchResult": "planning", "OBJECTIVES": "planning",
     "evaluate_plan": "planning", "explain": "planning", "plan_fields": "planning",
     "load_scenario": "planning", "run_scenario": "planning", "parse_scenario": "planning",
-    "ScenarioError": "planning",
+    "ScenarioError": "planning", "build_model": "planning", "build_cluster_spec": "planning",
+    "training_of": "planning", "plan_rows": "planning",
     "time_to_train": "cost",
     "predict_runs": "validation",
 }
@@ -35,7 +38,9 @@ _LAZY = {
 __all__ = ["estimate", "estimate_arrays", "StepEstimate", "PlanError", "Plan", "Cluster", "Transformer",
            "GpuSpec", "NodeSpec", "make_cluster", "get_gpu", "get_model", "load_hf_config", "resolve_model",
            "check_plan", "ZeroStage", "Recompute", "Schedule", "PRESETS", "GPUS", "NODES", "PLACEMENTS",
-           "DEFAULT_PLACEMENT", "INNERMOST_PLACEMENTS", *_LAZY]
+           "DEFAULT_PLACEMENT", "INNERMOST_PLACEMENTS", "Training", "ClusterInputs", "Inputs", "build_inputs",
+           "resolve_plan", "PLAN_FIELDS", "SEARCH_AXES", "Opt", "option", "options", "help_text", "field_type",
+           "default_of", *_LAZY]
 
 
 def _load(group: str) -> dict:
@@ -46,11 +51,13 @@ def _load(group: str) -> dict:
         return {"simulate": simulate, "SimResult": SimResult, "build_topology": build_topology}
     if group == "planning":
         from simulator.planning import planner, scenario
-        return {"search": planner.search, "Constraints": planner.Constraints, "Training": planner.Training,
-                "SearchResult": planner.SearchResult, "evaluate_plan": planner.evaluate_plan,
+        return {"search": planner.search, "Constraints": planner.Constraints, "SearchResult": planner.SearchResult,
+                "OBJECTIVES": planner.OBJECTIVES, "evaluate_plan": planner.evaluate_plan,
                 "explain": planner.explain, "plan_fields": planner.plan_fields,
                 "load_scenario": scenario.load_scenario, "run_scenario": scenario.run_scenario,
-                "parse_scenario": scenario.parse_scenario, "ScenarioError": scenario.ScenarioError}
+                "parse_scenario": scenario.parse_scenario, "ScenarioError": scenario.ScenarioError,
+                "build_model": scenario.build_model, "build_cluster_spec": scenario.build_cluster_spec,
+                "training_of": scenario.training_of, "plan_rows": scenario.plan_rows}
     if group == "cost":
         from models.cost import time_to_train
         return {"time_to_train": time_to_train}

@@ -3,12 +3,11 @@ lazily so the dashboard runs without it), and link utilisation derived from its 
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import pandas as pd
 import streamlit as st
 
+import simulator as cs
 from ui import figures
 
 MISSING = ("The discrete-event simulator (`simulator.des.simulate`) is not available in this installation, "
@@ -17,10 +16,7 @@ COMM_KINDS = ("tp", "cp", "ep", "pp", "dp")
 
 
 def available() -> bool:
-    try:
-        return callable(getattr(importlib.import_module("simulator.des.simulate"), "simulate", None))
-    except ImportError:
-        return False
+    return callable(getattr(cs, "simulate", None))
 
 
 def busy_time_s(starts, ends) -> float:
@@ -88,7 +84,7 @@ def link_utilisation(graph, busy: dict, plan, gpus_per_node: int) -> dict:
 @st.cache_data(max_entries=8, show_spinner=False)
 def simulated(model, cluster, plan) -> dict:
     """{"timeline" (the rows the Gantt can draw), "ranks", "ops", "step_time_s", "busy"} or {"error": msg}."""
-    simulate = importlib.import_module("simulator.des.simulate").simulate
+    simulate = cs.simulate
     try:
         res = simulate(model, cluster, plan)
     except ValueError as e:  # PlanError is a ValueError

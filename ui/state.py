@@ -1,10 +1,11 @@
 """Dashboard state: the shared inputs (model, cluster, training), the pinned plans, and cached
-pure wrappers around the public API. Only ``simulator``'s public names are used."""
+pure wrappers around the public API. Only ``simulator``'s public names are used; every input
+widget is derived from the declared fields (``simulator.options``): a field added to the plan or
+the training settings appears here without a line of its own."""
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,36 +13,74 @@ from pathlib import Path
 import streamlit as st
 
 import simulator as cs
-from models.cost import time_to_train
-from simulator import GPUS, NODES, PRESETS, Cluster, Plan, Transformer, estimate
+from simulator import (
+    GPUS,
+    NODES,
+    PLAN_FIELDS,
+    PRESETS,
+    Cluster,
+    ClusterInputs,
+    Plan,
+    Training,
+    Transformer,
+    estimate,
+    time_to_train,
+)
 
 MAX_PLANS = 5
 MODEL_FIELDS = ("num_layers", "hidden", "num_heads", "num_kv_heads", "ffn_hidden", "vocab")
-RECOMPUTE = ("none", "selective", "full")
-SCHEDULES = ("1f1b", "gpipe", "interleaved", "zb-h1")
-DTYPES = ("bf16", "fp16", "fp8")
+# Training fields the sidebar draws elsewhere or in its own units (seq_len with the model, price with
+# the cluster, tokens in billions); ``failures``: the dashboard always shows both figures.
+SPECIAL_TRAINING = ("seq_len", "price_per_gpu_hour", "tokens", "failures", "global_batch_size")
+
+
+def widget_key(cls, name: str) -> str:
+    """The session-state key of a declared input: ``in_`` + its CLI flag (in_global_batch, in_gpu)."""
+    return "in_" + cs.option(cls, name).flag[2:].replace("-", "_")
+
+
+def widget_default(cls, name: str):
+    """A declared default as a widget holds it: enums by name; optional numbers as 0 ('default')."""
+    v = cs.default_of(cls, name)
+    if hasattr(v, "name") and type(v).__name__ in ("Recompute", "Schedule"):
+        return v.name.lower() if type(v).__name__ == "Recompute" else "1f1b"
+    if type(v).__name__ == "ZeroStage":
+        return int(v)
+    if v is None or (cs.option(cls, name).optional and cs.field_type(cls, name) in (int, float)):
+        t = cs.field_type(cls, name)
+        return {int: 0, float: 0.0, str: "auto"}.get(t, v)
+    return v
+
+
 # The fields of one plan (as a scenario file's plans[] entries); dp 0 = fill the cluster.
-DEFAULT_SPEC = {"tp": 1, "pp": 1, "dp": 0, "cp": 1, "ep": 1, "vpp": 1, "micro_batch_size": 1, "sp": False,
-                "zero_stage": 0, "recompute": "none", "schedule": "1f1b", "placement": "tp-cp-dp-pp"}
-ATTENTION = ("flash", "unfused")
+DEFAULT_SPEC = {name: widget_default(Plan, name) for name in PLAN_FIELDS}
 DEFAULT_PLANS = ({"tp": 2, "zero_stage": 1}, {"tp": 4, "pp": 2, "sp": True, "recompute": "selective"})
-DEFAULT_INPUTS = {"in_source": "preset", "in_preset": "llama2-7b", "in_edit": False, "in_gpu": "h100-sxm-80gb",
-                  "in_nodes": 2, "in_node": "auto", "in_nic_gbit": 0.0, "in_oversub": 1.0,
-                  "in_gpn": 0, "in_pue": 1.2, "in_global_batch": 256, "in_dtype": "bf16", "in_tokens_b": 1000.0,
-                  "in_attention": "flash", "in_overlap_grad_reduce": True, "in_overlap_param_gather": True,
-                  "in_overlap_tp_comm": False, "in_overlap_ep_comm": False}
+TRAINING_WIDGETS = tuple(n for n in cs.options(Training) if n not in SPECIAL_TRAINING)
+DEFAULT_INPUTS = {"in_source": "preset", "in_preset": "llama2-7b", "in_edit": False, "in_tokens_b": 1000.0,
+                  "in_global_batch": 256,
+                  **{widget_key(ClusterInputs, n): widget_default(ClusterInputs, n) for n in cs.options(ClusterInputs)},
+                  **{widget_key(Training, n): widget_default(Training, n) for n in TRAINING_WIDGETS}}
+DEFAULT_INPUTS.update(in_gpu="h100-sxm-80gb", in_nodes=2)
 
 
-@dataclass(frozen=True, slots=True)
-class Training:
-    global_batch_size: int            # sequences per iteration
-    tokens: float                     # tokens to train
-    dtype: str                        # matmul dtype
-    attention: str = "flash"          # flash | unfused
-    overlap_grad_reduce: bool = True
-    overlap_param_gather: bool = True
-    overlap_tp_comm: bool = False
-    overlap_ep_comm: bool = False
+def declared_widget(cls, name: str, key: str, where=st, choices: tuple | None = None, label: str | None = None):
+    """The widget of one declared field, from its metadata: a toggle for a flag, a select box for
+    a choice, a number input with the declared range (0 = the default, for optional numbers)."""
+    o, t = cs.option(cls, name), cs.field_type(cls, name)
+    label = label or name.replace("_", " ") + (f" ({o.unit})" if o.unit else "")
+    helptext = cs.help_text(cls, name)
+    if t is bool:
+        return where.toggle(label, key=key, help=helptext)
+    if choices or o.choices:
+        return where.selectbox(label, choices or o.choices, key=key, help=helptext)
+    if t in (int, float):
+        lo = 0 if o.optional else o.minimum
+        value = where.number_input(label + (" (0 = default)" if o.optional else ""), key=key, help=helptext,
+                                   min_value=t(lo) if lo is not None else None,
+                                   max_value=t(o.maximum) if o.maximum is not None else None,
+                                   step=t(1) if t is int else None)
+        return t(value)
+    return where.text_input(label, key=key, help=helptext)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,21 +155,10 @@ def pin(plan_fields: dict) -> bool:
 
 def build_plan(spec: dict, setup: Setup) -> Plan:
     """The Plan for an editor spec under the shared training settings; ValueError says why not."""
-    tp, pp, cp = int(spec["tp"]), int(spec["pp"]), int(spec["cp"])
-    n = setup.cluster.num_gpus
-    dp = int(spec.get("dp") or 0)
-    if dp == 0:
-        if n % (tp * pp * cp):
-            raise ValueError(f"dp: the cluster's {n} GPUs are not divisible by tp*pp*cp = {tp * pp * cp}")
-        dp = n // (tp * pp * cp)
-    tr = setup.training
-    return Plan(dp=dp, tp=tp, pp=pp, cp=cp, ep=int(spec["ep"]), vpp=int(spec["vpp"]),
-                micro_batch_size=int(spec["micro_batch_size"]), global_batch_size=tr.global_batch_size,
-                sp=bool(spec["sp"]), zero_stage=int(spec["zero_stage"]), recompute=spec["recompute"],
-                schedule=spec["schedule"], dtype=tr.dtype, attention=tr.attention,
-                overlap_grad_reduce=tr.overlap_grad_reduce, overlap_param_gather=tr.overlap_param_gather,
-                overlap_tp_comm=tr.overlap_tp_comm, overlap_ep_comm=tr.overlap_ep_comm,
-                placement=spec.get("placement") or "tp-cp-dp-pp")
+    fields = {k: v for k, v in spec.items() if k in PLAN_FIELDS}
+    if not fields.get("dp"):
+        fields.pop("dp", None)  # 0: fill the cluster
+    return cs.resolve_plan(setup.cluster.num_gpus, setup.training, **fields)
 
 
 def plan_results(setup: Setup) -> list[dict]:
@@ -203,37 +231,32 @@ def model_inputs() -> Transformer:
     return model
 
 
+CLUSTER_CHOICES = {"gpu": tuple(GPUS), "node": ("auto", *NODES)}
+
+
 def cluster_inputs() -> Cluster:
     ss = st.session_state
-    gpu = st.selectbox("GPU", list(GPUS), key="in_gpu")
-    nodes = int(st.number_input("Nodes", min_value=1, max_value=100_000, step=1, key="in_nodes"))
-    node = st.selectbox("Node / network preset", ["auto", *NODES], key="in_node")
-    nic = st.number_input("NIC Gb/s per GPU (0 = preset)", min_value=0.0, step=100.0, key="in_nic_gbit")
-    over = st.number_input("Fabric oversubscription", min_value=1.0, step=0.5, key="in_oversub")
-    gpn = int(st.number_input("GPUs per node (0 = preset)", min_value=0, step=1, key="in_gpn"))
-    pue = st.number_input("PUE (facility power / IT power)", min_value=1.0, step=0.05, key="in_pue")
+    vals = {}
+    for name in cs.options(ClusterInputs):
+        v = declared_widget(ClusterInputs, name, widget_key(ClusterInputs, name), choices=CLUSTER_CHOICES.get(name))
+        vals[name] = None if v in (0, 0.0, "auto") and cs.option(ClusterInputs, name).optional else v
+    gpu = vals["gpu"]
     price_key = f"in_price_{gpu}"
     ss.setdefault(price_key, float(GPUS[gpu].price_usd_per_hour))
-    price = st.number_input("Price per GPU-hour (USD)", min_value=0.0, step=0.1, key=price_key)
-    extra = {"nic_bytes_per_s_per_gpu": nic * 1e9 / 8} if nic else {}
-    if gpn:
-        extra["gpus_per_node"] = gpn
-    cl = cs.make_cluster(gpu, nodes, None if node == "auto" else node, oversubscription=float(over),
-                         price_usd_per_gpu_hour=float(price), pue=float(pue), **extra)
+    price = st.number_input("Price per GPU-hour (USD)", min_value=0.0, step=0.1, key=price_key,
+                            help=cs.help_text(Training, "price_per_gpu_hour"))
+    cl = ClusterInputs(**vals).build(float(price))
     st.caption(f"{cl.num_gpus} GPUs, {cl.gpus_per_node} per node ({cl.node.name})")
     return cl
 
 
 def training_inputs() -> Training:
-    gb = int(st.number_input("Global batch (sequences)", min_value=1, step=8, key="in_global_batch"))
-    dtype = st.selectbox("Matmul dtype", DTYPES, key="in_dtype")
-    tokens_b = st.number_input("Tokens to train (billions)", min_value=0.001, step=100.0, key="in_tokens_b")
-    attention = st.selectbox("Attention kernel", ATTENTION, key="in_attention")
-    og = st.toggle("Overlap DP gradient reduction", key="in_overlap_grad_reduce")
-    opg = st.toggle("Overlap ZeRO parameter gather", key="in_overlap_param_gather")
-    otp = st.toggle("Overlap TP communication", key="in_overlap_tp_comm")
-    oep = st.toggle("Overlap MoE all-to-all (DualPipe)", key="in_overlap_ep_comm")
-    return Training(gb, float(tokens_b) * 1e9, dtype, attention, og, opg, otp, oep)
+    gb = int(st.number_input("Global batch (sequences)", min_value=1, step=8, key="in_global_batch",
+                             help=cs.help_text(Training, "global_batch_size")))
+    tokens_b = st.number_input("Tokens to train (billions)", min_value=0.001, max_value=1e7, step=100.0,
+                               key="in_tokens_b", help=cs.help_text(Training, "tokens"))
+    vals = {name: declared_widget(Training, name, widget_key(Training, name)) for name in TRAINING_WIDGETS}
+    return Training(global_batch_size=gb, tokens=float(tokens_b) * 1e9, **vals)
 
 
 def sidebar() -> Setup | None:
@@ -270,10 +293,8 @@ def scenario_dict(setup: Setup, plans: list[dict]) -> dict:
     if cl.node.nic_bytes_per_s_per_gpu != NODES[cl.node.name].nic_bytes_per_s_per_gpu:
         cluster["nic_gbit_per_s"] = cl.node.nic_bytes_per_s_per_gpu * 8 / 1e9
     cluster.update(oversubscription=cl.oversubscription, pue=cl.pue)
-    training = {"global_batch_size": tr.global_batch_size, "seq_len": m.seq_len, "dtype": tr.dtype,
-                "tokens": tr.tokens, "price_per_gpu_hour": cl.price_per_gpu_hour_usd, "attention": tr.attention,
-                "overlap_grad_reduce": tr.overlap_grad_reduce, "overlap_param_gather": tr.overlap_param_gather,
-                "overlap_tp_comm": tr.overlap_tp_comm, "overlap_ep_comm": tr.overlap_ep_comm}
+    training = {n: getattr(tr, n) for n in cs.options(Training) if getattr(tr, n) is not None}
+    training.update(seq_len=m.seq_len, price_per_gpu_hour=cl.price_per_gpu_hour_usd)
     out_plans = []
     for i, spec in enumerate(plans):
         p = {"name": f"P{i + 1}", "tp": int(spec["tp"]), "pp": int(spec["pp"])}
@@ -292,9 +313,8 @@ def scenario_yaml(setup: Setup, plans: list[dict]) -> str:
 
 def inputs_from_scenario(scn) -> tuple[dict, list[dict], object | None, list[str]]:
     """(sidebar values, plan specs, Transformer for the 'scenario' model source or None, notes)
-    from a simulator.planning.scenario.Scenario; ValueError (ScenarioError) names the field."""
-    scenario = importlib.import_module("simulator.planning.scenario")
-    model = scenario.build_model(scn)
+    from a loaded scenario; ValueError (ScenarioError) names the field."""
+    model = cs.build_model(scn)
     vals: dict = {}
     notes: list[str] = []
     custom = None
@@ -304,26 +324,24 @@ def inputs_from_scenario(scn) -> tuple[dict, list[dict], object | None, list[str
         custom = model
         vals.update(in_source="scenario", in_edit=False)
     vals[f"in_seq_len_{model.name}"] = model.seq_len
-    c, tr = scn.cluster, scn.training
-    gpu = scenario.build_cluster_spec(scn).gpu.name
-    vals.update(in_gpu=gpu, in_nodes=int(c.nodes), in_node=c.node or "auto", in_oversub=float(c.oversubscription),
-                in_nic_gbit=float(c.nic_gbit_per_s or 0.0), in_gpn=int(c.gpus_per_node or 0), in_pue=float(c.pue),
-                in_global_batch=int(tr.global_batch_size), in_dtype=tr.dtype, in_attention=tr.attention,
-                in_overlap_grad_reduce=bool(tr.overlap_grad_reduce),
-                in_overlap_param_gather=bool(tr.overlap_param_gather), in_overlap_tp_comm=bool(tr.overlap_tp_comm),
-                in_overlap_ep_comm=bool(tr.overlap_ep_comm))
+    gpu = cs.build_cluster_spec(scn).gpu.name
+    for name, v in scn.cluster.model_dump().items():
+        vals[widget_key(ClusterInputs, name)] = widget_default(ClusterInputs, name) if v is None else v
+    vals[widget_key(ClusterInputs, "gpu")] = gpu
+    tr = cs.training_of(scn)
+    vals.update({widget_key(Training, n): getattr(tr, n) for n in TRAINING_WIDGETS})
+    vals["in_global_batch"] = int(tr.global_batch_size)
     if tr.tokens:
         vals["in_tokens_b"] = float(tr.tokens) / 1e9
     if tr.price_per_gpu_hour is not None:
         vals[f"in_price_{gpu}"] = float(tr.price_per_gpu_hour)
     specs = []
     for p in scn.plans[:MAX_PLANS]:
-        d = {k: v for k, v in dataclasses.asdict(p).items() if k in DEFAULT_SPEC and v is not None}
+        d = {k: v for k, v in p.model_dump(exclude_none=True).items() if k in DEFAULT_SPEC}
         d.setdefault("schedule", "interleaved" if d.get("vpp", 1) > 1 else "1f1b")
         specs.append(d)
     if len(scn.plans) > MAX_PLANS:
         notes.append(f"the scenario lists {len(scn.plans)} plans; the first {MAX_PLANS} are pinned")
-    if scn.sweep or scn.search is not None:
+    if scn.sweep is not None or scn.search is not None:
         notes.append("its sweep / search rows appear when you run the whole scenario below")
     return vals, specs, custom, notes
-

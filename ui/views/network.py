@@ -1,10 +1,9 @@
 """The cluster network: topology, and each link's utilisation during the simulated iteration."""
 
-import importlib
-
 import pandas as pd
 import streamlit as st
 
+import simulator as cs
 from ui import figures, sim
 from ui.pages_common import pick_plan, plot, require_setup
 
@@ -16,10 +15,7 @@ st.caption(f"{cl.num_nodes} x {cl.node.name}: {cl.gpus_per_node} x {cl.gpu.name}
            f"{cl.node.nic_bytes_per_s_per_gpu * 8 / 1e9:.0f} Gb/s network per GPU, "
            f"oversubscription {cl.oversubscription:g}:1")
 max_gpus = st.select_slider("GPUs to draw", options=(8, 16, 32, 64, 128, 256), value=32, key="net_max_gpus")
-try:
-    graph = importlib.import_module("simulator.des.topology").build_topology(cl)
-except ImportError:
-    graph = figures.cluster_graph(cl.num_nodes, cl.gpus_per_node, max_nodes=max(1, max_gpus // cl.gpus_per_node))
+graph = cs.build_topology(cl)
 graph = figures.trim_topology(graph, max_gpus)   # the drawn part; other nodes mirror it
 util = None
 if sim.available():

@@ -4,12 +4,12 @@ memory per pipeline stage; download the plans as a scenario YAML and the results
 import pandas as pd
 import streamlit as st
 
-from simulator import DEFAULT_PLACEMENT, INNERMOST_PLACEMENTS
+from simulator import DEFAULT_PLACEMENT, INNERMOST_PLACEMENTS, PLAN_FIELDS, Plan
 from ui import figures, state
 from ui.pages_common import plot, png_button, require_setup
 
-NUMBER_FIELDS = (("tp", "TP", 1), ("pp", "PP", 1), ("dp", "DP (0 = fill)", 0), ("micro_batch_size", "micro-batch", 1))
-MORE_NUMBERS = (("cp", "CP", 1), ("ep", "EP", 1), ("vpp", "virtual stages", 1))
+# Drawn first, two to a row; every other plan field goes under "more" (all derived from the declaration).
+FIRST = ("tp", "pp", "dp", "micro_batch_size", "zero_stage", "recompute", "schedule", "sp")
 
 
 def _remove(uid: int) -> None:
@@ -29,20 +29,15 @@ def _widget(spec: dict, field: str, draw):
 
 
 def plan_editor(spec: dict) -> None:
-    """The widgets of one plan; they write straight back into its spec."""
-    c1, c2 = st.columns(2)
-    for i, (f, name, lo) in enumerate(NUMBER_FIELDS):
-        col = (c1, c2)[i % 2]
-        _widget(spec, f, lambda k, n=name, lo=lo, c=col: int(c.number_input(n, min_value=lo, step=1, key=k)))
-    _widget(spec, "zero_stage", lambda k: c1.selectbox("ZeRO stage", (0, 1, 2, 3), key=k))
-    _widget(spec, "recompute", lambda k: c2.selectbox("recompute", state.RECOMPUTE, key=k))
-    _widget(spec, "schedule", lambda k: c1.selectbox("schedule", state.SCHEDULES, key=k))
-    _widget(spec, "sp", lambda k: c2.toggle("sequence parallel", key=k))
+    """The widgets of one plan (one per declared plan field); they write straight back into its spec."""
+    cols = st.columns(2)
+    placements = tuple(dict.fromkeys((*INNERMOST_PLACEMENTS, spec.get("placement") or DEFAULT_PLACEMENT)))
+    choices = {"placement": placements}
+    for i, f in enumerate(FIRST):
+        _widget(spec, f, lambda k, f=f, c=cols[i % 2]: state.declared_widget(Plan, f, k, where=c))
     with st.expander("more"):
-        for f, name, lo in MORE_NUMBERS:
-            _widget(spec, f, lambda k, n=name, lo=lo: int(st.number_input(n, min_value=lo, step=1, key=k)))
-        choices = tuple(dict.fromkeys((*INNERMOST_PLACEMENTS, spec.get("placement") or DEFAULT_PLACEMENT)))
-        _widget(spec, "placement", lambda k: st.selectbox("rank placement (innermost on NVLink first)", choices, key=k))
+        for f in (f for f in PLAN_FIELDS if f not in FIRST):
+            _widget(spec, f, lambda k, f=f: state.declared_widget(Plan, f, k, choices=choices.get(f)))
     st.button("Remove", key=f"rm_{spec['uid']}", on_click=_remove, args=(spec["uid"],),
               disabled=len(st.session_state.plans) <= 1)
 

@@ -1,12 +1,12 @@
 """Load a scenario YAML (model, cluster, training, plans) into the dashboard, run a whole scenario
 (plans, sweep and search rows), or download the current inputs and pinned plans as one."""
 
-import importlib
 import tempfile
 from pathlib import Path
 
 import streamlit as st
 
+import simulator as cs
 from ui import state
 from ui.pages_common import require_setup
 
@@ -15,12 +15,11 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "scenarios"
 
 def load(data: bytes, name: str):
     """A validated Scenario from uploaded bytes; errors name the uploaded file, line and field."""
-    scenario = importlib.import_module("simulator.planning.scenario")
     with tempfile.TemporaryDirectory() as tmp:
         p = Path(tmp) / Path(name).name
         p.write_bytes(data)
         try:
-            return scenario.load_scenario(p)
+            return cs.load_scenario(p)
         except ValueError as e:
             raise ValueError(str(e).replace(str(p), name)) from None
 
@@ -40,22 +39,15 @@ def apply(scn) -> list[str]:
 @st.cache_data(max_entries=4, show_spinner=False)
 def run_all(data: bytes, name: str):
     scn = load(data, name)
-    return importlib.import_module("simulator.planning.scenario").run_scenario(scn)
+    return cs.run_scenario(scn)
 
 
 st.title("Scenario")
-try:
-    importlib.import_module("simulator.planning.scenario")
-    have_scenarios = True
-except ImportError:
-    have_scenarios = False
-    st.info("Loading scenario files needs `simulator.planning.scenario`, which is not in this installation; "
-            "downloading the pinned plans as a scenario works below.")
 msg = st.session_state.pop("_scenario_msg", None)
 if msg:
     st.success(msg)
 
-if have_scenarios:
+if True:  # scenario files: load one, or run it whole
     c1, c2 = st.columns(2)
     up = c1.file_uploader("Scenario YAML", type=["yaml", "yml"], key="sc_upload")
     examples = sorted(p.name for p in EXAMPLES.glob("*.yaml")) if EXAMPLES.is_dir() else []

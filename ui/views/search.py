@@ -2,39 +2,41 @@
 frontier. Click a point (or pick it below) to pin it as a plan."""
 
 import dataclasses
-import importlib
 
 import pandas as pd
 import streamlit as st
 
+import simulator as cs
+from simulator import Plan
 from ui import figures, state
 from ui.pages_common import plot, require_setup
 
 PLAN_KEYS = tuple(state.DEFAULT_SPEC)
+# values offered for the axes whose planner default depends on the model and cluster
+AXIS_VALUES = {"tp": (1, 2, 4, 8), "pp": (1, 2, 4, 8, 16, 32), "ep": (1, 2, 4, 8, 16, 32, 64)}
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def run_search(model, cluster, training, constraints, objective: str, top: int) -> dict:
     """The planner's best ``top`` plans for each node count in ``constraints.num_nodes`` (ranking all
     counts together would keep only the biggest cluster's plans: no time/cost trade-off to see)."""
-    planner = importlib.import_module("simulator.planning.planner")
     counts = constraints.num_nodes or (cluster.num_nodes,)
     frames, whys, evaluated, fit, elapsed, errors = [], [], 0, 0, 0.0, []
     for n in counts:
         c = dataclasses.replace(constraints, num_nodes=(n,))
         try:
             # serial: no process pool inside the (multi-threaded) Streamlit server; these grids take < 1 s
-            r = planner.search(model, cluster, training, c, objective=objective, top=max(1, top // len(counts)),
+            r = cs.search(model, cluster, training, c, objective=objective, top=max(1, top // len(counts)),
                                backend="serial")
         except ValueError as e:
             errors.append(f"{n} nodes: {e}")
             continue
         frames.append(r.plans)
-        whys.append((r.plans[planner.OBJECTIVES[objective]].iloc[0], n, r.why))
+        whys.append((r.plans[cs.OBJECTIVES[objective]].iloc[0], n, r.why))
         evaluated, fit, elapsed = evaluated + r.plans_evaluated, fit + r.plans_fit, elapsed + r.elapsed_s
     if not frames:
         return {"error": "; ".join(errors)}
-    plans = pd.concat(frames, ignore_index=True).sort_values(planner.OBJECTIVES[objective], kind="stable")
+    plans = pd.concat(frames, ignore_index=True).sort_values(cs.OBJECTIVES[objective], kind="stable")
     plans["rank"] = range(1, len(plans) + 1)
     best = min(whys, key=lambda w: w[0])
     return {"plans": plans.reset_index(drop=True), "why": f"({best[1]} nodes) {best[2]}", "evaluated": evaluated,
@@ -73,35 +75,27 @@ def on_select() -> None:
 
 st.title("Search plans")
 setup = require_setup()
-try:
-    planner = importlib.import_module("simulator.planning.planner")
-except ImportError:
-    st.info("The planner (`simulator.planning.planner`) is not available in this installation.")
-    st.stop()
 
 cl = setup.cluster
 c1, c2, c3 = st.columns(3)
-objective = c1.selectbox("Rank by", list(planner.OBJECTIVES), key="s_objective")
+objective = c1.selectbox("Rank by", list(cs.OBJECTIVES), key="s_objective")
 node_opts = sorted({max(1, cl.num_nodes // 2), cl.num_nodes, cl.num_nodes * 2, cl.num_nodes * 4})
 nodes = c2.multiselect("Node counts", node_opts, default=node_opts, key="s_nodes")
 top = int(c3.number_input("Plans to keep", min_value=5, max_value=2000, value=200, step=50, key="s_top"))
 with st.expander("Constraints"):
-    d1, d2, d3 = st.columns(3)
-    tp = d1.multiselect("TP", [1, 2, 4, 8], key="s_tp", help="empty: every valid value")
-    pp = d2.multiselect("PP", [1, 2, 4, 8, 16], key="s_pp")
-    zero = d3.multiselect("ZeRO", [0, 1, 2, 3], key="s_zero")
+    # one multiselect per search axis declared on the plan (models/plan.py ``search``); empty: every valid value
+    cols, allowed = st.columns(3), {}
+    for i, name in enumerate(cs.SEARCH_AXES):
+        values = AXIS_VALUES.get(name) or cs.option(Plan, name).search
+        allowed[name] = cols[i % 3].multiselect(name, list(values), key=f"s_{name}", help=cs.help_text(Plan, name))
     mem_frac = st.slider("Fits when peak memory is below this fraction of HBM", 0.5, 1.0, 0.95, key="s_memfrac")
 try:
-    tr = setup.training
-    training = planner.Training(global_batch_size=tr.global_batch_size, dtype=tr.dtype, tokens=tr.tokens,
-                                attention=tr.attention, overlap_grad_reduce=tr.overlap_grad_reduce,
-                                overlap_param_gather=tr.overlap_param_gather, overlap_tp_comm=tr.overlap_tp_comm,
-                                overlap_ep_comm=tr.overlap_ep_comm)
-    constraints = planner.Constraints(tp=tuple(tp) or None, pp=tuple(pp) or None, zero_stage=tuple(zero) or None,
-                                      num_nodes=tuple(nodes) or None, max_memory_fraction=float(mem_frac))
+    constraints = cs.Constraints(**{k: tuple(v) or None for k, v in allowed.items()}, num_nodes=tuple(nodes) or None,
+                                 max_memory_fraction=float(mem_frac))
 except ValueError as e:
     st.error(str(e))
     st.stop()
+training = setup.training
 
 with st.spinner("Searching..."):
     r = run_search(setup.model, cl, training, constraints, objective, top)

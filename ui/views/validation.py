@@ -1,12 +1,12 @@
 """Predicted vs measured: the published runs (dev set) and the local calibration runs."""
 
-import importlib
 import json
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
+import simulator as cs
 from ui import figures
 from ui.pages_common import plot
 
@@ -17,7 +17,7 @@ LOCAL_RESULTS = ROOT / "out" / "validate.json"
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def predicted(path: str, mtime: float) -> dict:
-    return importlib.import_module("simulator.validation.published").predict_runs(path)
+    return cs.predict_runs(path)
 
 
 st.title("Validation")
