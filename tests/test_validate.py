@@ -17,17 +17,60 @@ pytestmark = pytest.mark.torch
 from simulator.cli import main  # noqa: E402
 from simulator.validation import validate as v  # noqa: E402
 from simulator.validation.calibrate.gpt import GPTConfig  # noqa: E402
-from simulator.validation.calibrate.profile import run_calibration, write_profile  # noqa: E402
+from simulator.validation.calibrate.microbench import cpu_clock, foreign_cpu_share  # noqa: E402
+from simulator.validation.calibrate.profile import cpu_cluster, run_calibration, write_profile  # noqa: E402
+
+# A second quick calibration taken right after the runs must predict the same step times as the
+# first within this, or the CPU's speed was not one number during the module and a 20% step-time
+# target cannot be judged (quick calibrations on the 2-vCPU box predicted 120-188 ms for the same plan).
+MAX_RECALIBRATION_DRIFT = 0.10
 
 
 @pytest.fixture(scope="module")
-def profile():
+def session_start():
+    return cpu_clock()
+
+
+@pytest.fixture(scope="module")
+def profile(session_start):
     return run_calibration("cpu", quick=True, threads=1)
 
 
 @pytest.fixture(scope="module")
 def records(profile):
     return v.validate(GPTConfig(), None, "cpu", profile, steps=3, warmup=1, threads=1)
+
+
+def _run_plan(r):
+    return v.RunPlan(r["impl"], r["dp"], r["micro_batch_size"], r["num_microbatches"], r["recompute"], r["tp"])
+
+
+@pytest.fixture(scope="module")
+def recheck(session_start, profile, records):
+    """After the runs: the share of the CPU other programs took over the whole module (first
+    calibration to second) and, per record, the second calibration's prediction over the first's."""
+    again = run_calibration("cpu", quick=True, threads=1)
+    foreign = foreign_cpu_share(session_start, cpu_clock())
+    drift = {}
+    for r in records:
+        rp = _run_plan(r)
+        drift[r["plan"]] = (v.predict_plan(GPTConfig(), rp, cpu_cluster(again, rp.world_size))["predicted_step_time_s"]
+                            / r["predicted_step_time_s"])
+    return {"foreign_cpu_share": foreign, "prediction_ratio": drift}
+
+
+def _machine_not_steady(profile, recheck) -> str | None:
+    """Why step times measured in this module are not one calibrated machine's, or None."""
+    why = []
+    for name, share in (("the first calibration", profile.get("foreign_cpu_share")),
+                        ("the whole module (calibration, runs, second calibration)", recheck["foreign_cpu_share"])):
+        if share is not None and share > v.MAX_FOREIGN_CPU_SHARE:
+            why.append(f"other programs took {share:.0%} of the CPU during {name} (limit {v.MAX_FOREIGN_CPU_SHARE:.0%})")
+    moved = {p: x for p, x in recheck["prediction_ratio"].items() if abs(x - 1) > MAX_RECALIBRATION_DRIFT}
+    if moved:
+        why.append("a second calibration after the runs predicts " + ", ".join(f"{p} {x - 1:+.0%}" for p, x in moved.items())
+                   + f" against the first (limit +-{MAX_RECALIBRATION_DRIFT:.0%}): the CPU's speed moved during the module")
+    return "; ".join(why) or None
 
 
 @pytest.mark.slow
@@ -82,14 +125,19 @@ def test_step_time_median_error_within_20_percent(profile, records):
 
 
 @pytest.mark.slow
-def test_single_device_step_time_within_20_percent(profile, records):
-    """Every single-device plan (micro-batches, accumulation, recompute) within 20%."""
-    if (profile.get("foreign_cpu_share") or 0) > v.MAX_FOREIGN_CPU_SHARE:
-        pytest.skip("the calibration ran on a CPU shared with other programs")
-    single = [r for r in v.undisturbed(records) if r["impl"] == "single"]
-    if not single:
-        pytest.skip("every single-device plan ran on a CPU shared with other programs or away from its calibrated speed")
-    for r in single:
+def test_single_device_step_time_within_20_percent(profile, records, recheck):
+    """Every single-device plan (micro-batches, accumulation, recompute) within 20%, judged only on a
+    machine that held still: skipped, with the measured reason, when other programs loaded the CPU
+    during the calibration or anywhere in the module, when a second calibration after the runs
+    disagrees with the first, or when every single-device run was itself disturbed (v.disturbance)."""
+    unsteady = _machine_not_steady(profile, recheck)
+    if unsteady:
+        pytest.skip(unsteady)
+    single = [r for r in records if r["impl"] == "single"]
+    clean = [r for r in single if v.disturbance(r) is None]
+    if not clean:
+        pytest.skip("every single-device run was disturbed: " + " | ".join(f"{r['plan']}: {v.disturbance(r)}" for r in single))
+    for r in clean:
         assert abs(r["step_time_error"]) <= v.STEP_TIME_MEDIAN_TOLERANCE, v.format_table(records)
 
 
@@ -103,6 +151,12 @@ def test_records_off_the_calibrated_speed_are_not_scored(records):
     unprobed = [{**base, "speed_ratio": None}, {"device": "cuda:0", "speed_ratio": [2.0, 2.0]}]
     assert v.undisturbed(unprobed) == unprobed
     assert "speed moved" in v.format_table([{**records[0], "speed_ratio": [0.5, 0.5]}])
+    # a one-thread, one-process run that waited for its core (another program held it) is not scored
+    single = {**base, "speed_ratio": [1.0, 1.0], "dp": 1, "tp": 1, "threads": 1}
+    waited, held, two_threads, ranks = ({**single, **kw} for kw in (
+        {"cpu_share": 0.72}, {"cpu_share": 0.99}, {"cpu_share": 0.6, "threads": 2}, {"cpu_share": 0.6, "dp": 2}))
+    assert v.undisturbed([waited, held, two_threads, ranks]) == [held, two_threads, ranks]
+    assert "held its core 72%" in v.disturbance(waited) and v.disturbance(held) is None
 
 
 @pytest.mark.slow

@@ -50,6 +50,13 @@ MAX_FOREIGN_CPU_SHARE = 0.15
 # is marked as not on the calibrated machine (like foreign load) rather than scored. The probe itself
 # (about 0.15 s) varies by up to 10% within one state, so only a larger move counts as a switch.
 MAX_SPEED_DRIFT = 0.20
+# A one-process CPU run on one torch thread should hold its core for the whole step: CPU seconds
+# per wall second ("cpu_share") is 0.98-1.00 on a quiet box. Below this the process was
+# runnable but waiting for a core that another program held (measured on the 2-vCPU box: 0.33-0.72
+# with one or two CPU-bound programs beside it). /proc/stat's foreign share averages the whole plan
+# and misses a burst; this sees it from inside the run. Ranks of a distributed plan also wait on
+# their peers (gloo), so the check applies to single-process runs only.
+MIN_OWN_CPU_SHARE = 0.90
 
 
 IMPLS = ("single", "ddp", "zero1", "fsdp", "tp")
@@ -413,7 +420,8 @@ def validate(cfg=None, plans=None, device: str = "cpu", profile: str | dict | No
             cl = cpu_cluster(d, rp.world_size)
         pred = predict_plan(cfg, rp, cl, device)
         rec = {"plan": rp.name, **dataclasses.asdict(rp), "plan_id": rp.plan(device).plan_id, **meas, **pred,
-               "device": device, "profile": source, "calibration_foreign_cpu_share": d.get("foreign_cpu_share")}
+               "device": device, "threads": None if cuda else threads, "profile": source,
+               "calibration_foreign_cpu_share": d.get("foreign_cpu_share")}
         rec["step_time_error"] = _rel(pred["predicted_step_time_s"], meas["measured_step_time_s"])
         rec["peak_memory_error"] = _rel(pred["predicted_peak_memory_bytes"], meas["measured_peak_memory_bytes"])
         rec["activation_error"] = _rel(pred["predicted_activation_bytes"], meas["measured_activation_bytes"])
@@ -446,13 +454,35 @@ def _on_calibrated_machine(r: dict) -> bool:
     return all(abs(x - 1.0) <= MAX_SPEED_DRIFT for x in ratios if x is not None)
 
 
+def _held_its_cores(r: dict) -> bool:
+    # one process on one thread: with more threads torch's serial stretches idle the others
+    if r.get("dp", 1) * r.get("tp", 1) > 1 or r.get("threads") != 1 or r.get("cpu_share") is None:
+        return True
+    return r["cpu_share"] >= MIN_OWN_CPU_SHARE
+
+
+def disturbance(r: dict) -> str | None:
+    """Why a record's step time is not this hardware's, in measured numbers; None when nothing
+    disturbed it (always None on CUDA, and for a signal that was not recorded)."""
+    if r.get("device", "cpu").startswith("cuda"):
+        return None
+    why = []
+    if r.get("foreign_cpu_share") is not None and r["foreign_cpu_share"] > MAX_FOREIGN_CPU_SHARE:
+        why.append(f"other programs took {r['foreign_cpu_share']:.0%} of the CPU (limit {MAX_FOREIGN_CPU_SHARE:.0%})")
+    if not _on_calibrated_machine(r):
+        ratios = ", ".join(f"{x:.2f}" for x in r["speed_ratio"] if x is not None)
+        why.append(f"the speed probe ran at {ratios}x its calibrated time (limit 1 +- {MAX_SPEED_DRIFT:.2f})")
+    if not _held_its_cores(r):
+        why.append(f"the run held its core {r['cpu_share']:.0%} of the time (at least {MIN_OWN_CPU_SHARE:.0%})")
+    return "; ".join(why) or None
+
+
 def undisturbed(records: list[dict]) -> list[dict]:
-    """The records measured while other programs took at most MAX_FOREIGN_CPU_SHARE of the CPU and
-    the CPU ran at its calibrated speed (within MAX_SPEED_DRIFT before and after the plan). All CUDA
-    records count; so do records where /proc/stat or the speed probe is missing."""
-    return [r for r in records if r.get("device", "cpu").startswith("cuda")
-            or ((r.get("foreign_cpu_share") is None or r["foreign_cpu_share"] <= MAX_FOREIGN_CPU_SHARE)
-                and _on_calibrated_machine(r))]
+    """The records measured while other programs took at most MAX_FOREIGN_CPU_SHARE of the CPU, the
+    CPU ran at its calibrated speed (within MAX_SPEED_DRIFT before and after the plan) and, for a
+    one-thread, one-process run, the process held its core (MIN_OWN_CPU_SHARE). All CUDA records count; so do
+    records where /proc/stat, the speed probe or the CPU share is missing."""
+    return [r for r in records if disturbance(r) is None]
 
 
 def summary(records: list[dict]) -> dict:
@@ -488,7 +518,8 @@ def format_table(records: list[dict]) -> str:
                  f"(target {ACTIVATION_TOLERANCE:.0%})")
     if len(clean) < len(records):
         med = s["median_abs_step_time_error_undisturbed"]
-        lines.append(f"* other programs took > {MAX_FOREIGN_CPU_SHARE:.0%} of the CPU during the run, or the CPU's "
-                     f"speed moved > {MAX_SPEED_DRIFT:.0%} from its calibration; median |step-time "
+        lines.append(f"* other programs took > {MAX_FOREIGN_CPU_SHARE:.0%} of the CPU during the run, the CPU's "
+                     f"speed moved > {MAX_SPEED_DRIFT:.0%} from its calibration, or a one-process run held its core "
+                     f"< {MIN_OWN_CPU_SHARE:.0%} of the time; median |step-time "
                      f"error| over the {len(clean)} undisturbed plans: " + (f"{med:.1%}" if med is not None else "n/a"))
     return "\n".join(lines)
