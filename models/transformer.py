@@ -343,6 +343,9 @@ def get_model(name: str) -> Transformer:
 _LAYERNORM_TYPES = {"gpt2", "gpt_bigcode", "gpt_neo", "gpt_neox", "gptj", "opt", "bloom", "falcon", "phi",
                     "starcoder2"}
 _PLAIN_FFN_TYPES = _LAYERNORM_TYPES                     # fc_in -> act -> fc_out
+_GATED_TYPES = {"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen2_vl", "qwen3", "qwen3_moe", "gemma",
+                "gemma2", "gemma3", "gemma3_text", "deepseek_v2", "deepseek_v3", "gpt_oss", "phi3", "olmo", "olmo2",
+                "granite", "cohere", "internlm2"}               # gate_proj, up_proj -> down_proj
 _ALL_BIAS_TYPES = {"gpt2", "gpt_bigcode", "gpt_neo", "gpt_neox", "opt", "bloom", "starcoder2", "phi"}
 _QKV_BIAS_TYPES = {"qwen2", "qwen2_moe", "qwen2_vl"}    # q/k/v Linear(bias=True), o_proj without
 _UNTIED_DEFAULT_TYPES = {"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "deepseek_v2",
@@ -582,7 +585,11 @@ def import_hf_config(cfg: dict, name: str = "hf-model", seq_len: int | None = No
     if unknown:
         warnings.append(f"{', '.join(unknown)}: not recognised and not modelled; check they do not change the "
                         "architecture")
-    notes = top_notes + seq_notes + tie_notes + win_notes
+    family_notes = [] if model_type in _GATED_TYPES | _PLAIN_FFN_TYPES else [
+        f"model_type: {model_type or '(none)'!r} is not a known family; FFN taken as "
+        f"{'gated (3 matrices)' if fields['activation'] != 'gelu' else 'plain (2 matrices)'}, "
+        f"{fields['norm']}, biases from attention_bias / mlp_bias"]
+    notes = top_notes + seq_notes + tie_notes + win_notes + family_notes
     gaps = step_time_gaps(window, bool(fields.get("kv_lora_rank")))
     warnings += gaps
     not_modelled = [k for k in _COST_WARNINGS if cfg.get(k) not in (None, 0, {}, False)] + unknown
