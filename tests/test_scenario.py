@@ -165,10 +165,6 @@ def test_cli_error_is_one_line(tmp_path, capsys):
 
 def test_mode_simulate(tmp_path):
     p = write(tmp_path, GOOD)
-    if importlib.util.find_spec("simulator.des.simulate") is None:
-        with pytest.raises(ScenarioError, match="mode: simulate needs the discrete-event simulator"):
-            run_scenario(p, mode="simulate")
-        return
     df = run_scenario(p, mode="both")
     ok = df[df["error"] == ""]
     assert ok["sim_step_time_s"].notna().all() and (ok["sim_step_time_s"] > 0).all()

@@ -360,7 +360,7 @@ def plan_rows(scn: Scenario) -> list[tuple[str, int, dict]]:
 def json_schema() -> dict:
     """The scenario file's JSON Schema (draft 2020-12), for editors and validators."""
     schema = Scenario.model_json_schema()
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "clustersim scenario", **schema}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema, "title": "clustersim scenario"}
 
 
 def schema_dict() -> dict:

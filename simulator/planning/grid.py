@@ -1,0 +1,322 @@
+"""The planner's grid: every valid plan of a model on a cluster as broadcast numpy arrays,
+scored in chunks (tasks) by the analytical model.
+
+A *layout* fixes the degrees that must multiply to the GPU count (``dp * tp * pp * cp``,
+checked with :func:`models.plan.check_plan`, the same rules as ``estimate``) and the rank
+placement; every layout is crossed with the declared search axes (models/plan.py fields whose
+metadata has ``search``), one broadcast axis each, (schedule, vpp) as one axis of pairs. The
+grid goes to :func:`models.estimate.estimate_arrays` in one call per task: a term that depends
+on the layout only is computed once per layout. Tasks run serially, in a process pool or on Ray.
+"""
+
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.cost import run_figures
+from models.estimate import estimate_arrays, placement_strides, plan_arrays
+from models.fields import check_value, option
+from models.hardware import Cluster
+from models.inputs import SEARCH_AXES, Training
+from models.plan import (
+    INNERMOST_PLACEMENTS,
+    PLACEMENTS,
+    RECOMPUTE_NAMES,
+    SCHEDULE_NAMES,
+    Plan,
+    Recompute,
+    Schedule,
+    check_plan,
+    normalise_placement,
+)
+from models.transformer import Transformer
+
+OBJECTIVES = {"time": "step_time_s", "time-to-train": "time_to_train_s", "cost": "cost_usd", "energy": "energy_kwh"}
+# Layout fields (one grid row per valid layout), then the declared search axes (models/plan.py
+# fields whose Opt has ``search``), each a broadcast axis of the grid; (schedule, vpp) is one axis of pairs.
+LAYOUT_FIELDS = ("tp", "pp", "cp", "dp", "placement")
+CHOICE_AXES = tuple(a for a in SEARCH_AXES if a not in LAYOUT_FIELDS and a not in ("schedule", "vpp"))
+GRID_FIELDS = ("tp", "pp", "cp", "dp", *CHOICE_AXES, "schedule", "vpp", "placement")
+BACKENDS = ("auto", "serial", "process", "ray")
+# Grid points per task: large enough to amortise numpy call overhead, small enough to stay in cache-friendly
+# memory (estimate_arrays keeps ~40 full-size float64 temporaries: 250k points ~ 80 MB).
+CHUNK_POINTS = 250_000
+# Sweeps above this many grid points use the process pool under backend="auto".
+PROCESS_THRESHOLD_POINTS = 2_000_000
+
+
+def _tuple(v):
+    return None if v is None else tuple(v) if isinstance(v, (list, tuple)) else (v,)
+
+
+def _constraint_values(name: str, values) -> tuple | None:
+    """Allowed values of one search axis, checked against the field's declaration; enums as codes."""
+    v = _tuple(values)
+    if v is None:
+        return None
+    if not v:
+        raise ValueError(f"constraints.{name}: give at least one value")
+    if name == "placement":
+        try:
+            return tuple(normalise_placement(x) for x in v)
+        except ValueError as e:
+            raise ValueError(f"constraints.{str(e).removeprefix('plan.')}") from None
+    if name in ("recompute", "schedule"):
+        return tuple(_named(x, RECOMPUTE_NAMES if name == "recompute" else SCHEDULE_NAMES, name) for x in v)
+    return tuple(check_value(Plan, name, x, where="constraints") for x in v)
+
+
+def _constraints_post_init(self) -> None:
+    for name in SEARCH_AXES:
+        object.__setattr__(self, name, _constraint_values(name, getattr(self, name)))
+    nodes = _tuple(self.num_nodes)
+    if nodes is not None and (not nodes or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in nodes)):
+        raise ValueError(f"constraints.num_nodes: values must be positive integers, got {list(nodes)}")
+    object.__setattr__(self, "num_nodes", nodes)
+    if not 0 < self.max_memory_fraction <= 1.5:
+        raise ValueError(f"constraints.max_memory_fraction: must be in (0, 1.5], got {self.max_memory_fraction}")
+
+
+# Which values each search axis may take (None: the axis's default values, models/plan.py ``search``;
+# tp: powers of two up to the NVLink domain, pp: divisors of the GPU count, ep: divisors of num_experts).
+Constraints = dataclasses.make_dataclass(
+    "Constraints",
+    [(name, "tuple | None", dataclasses.field(default=None, metadata={"help": option(Plan, name).help}))
+     for name in SEARCH_AXES]
+    + [("num_nodes", "tuple | None", dataclasses.field(default=None, metadata={
+        "help": "node counts to try (default: the cluster's); more than one gives a time-vs-cost Pareto front"})),
+       ("max_memory_fraction", float, dataclasses.field(default=1.0, metadata={
+           "help": "a plan fits when its peak memory <= this fraction of HBM"}))],
+    frozen=True, slots=True, namespace={"__post_init__": _constraints_post_init,
+                                        "__doc__": "Which values each plan field may take; None means every valid value."})
+Constraints.__module__ = __name__
+
+
+def _named(value, names: dict, fld: str) -> int:
+    if isinstance(value, str):
+        if value.lower() not in names:
+            raise ValueError(f"constraints.{fld}: {value!r} unknown; choose one of {', '.join(names)}")
+        return int(names[value.lower()])
+    if int(value) not in [int(v) for v in names.values()]:
+        raise ValueError(f"constraints.{fld}: {value!r} unknown; choose one of {', '.join(names)}")
+    return int(value)
+
+
+# ----------------------------------------------------------------------------------- the grid
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _pow2_upto(n: int) -> list[int]:
+    return [2**i for i in range(int(math.log2(max(n, 1))) + 1)]
+
+
+@dataclass(frozen=True, slots=True)
+class Space:
+    """The choice axes crossed with every layout (after defaults and constraints)."""
+    axes: tuple                            # ((field, values), ...) in CHOICE_AXES order
+    sched_vpp: tuple                       # (schedule, vpp) pairs
+
+    @property
+    def points_per_layout(self) -> int:
+        return len(self.sched_vpp) * math.prod(len(v) for _, v in self.axes)
+
+
+def _axis_default(model: Transformer, name: str) -> tuple:
+    if name == "ep":
+        return tuple(_divisors(model.num_experts)) if model.is_moe else (1,)
+    values = option(Plan, name).search
+    return _constraint_values(name, values)
+
+
+def search_space(model: Transformer, c: Constraints) -> Space:
+    scheds = c.schedule or tuple(int(s) for s in Schedule)
+    vpps = c.vpp or option(Plan, "vpp").search
+    sv = tuple((s, v) for s in scheds for v in vpps if (s == Schedule.INTERLEAVED) == (v > 1))
+    if not sv:
+        raise ValueError("constraints.vpp: no (schedule, vpp) pair is possible: vpp > 1 needs the interleaved "
+                         "schedule and interleaved needs vpp > 1")
+    return Space(axes=tuple((a, getattr(c, a) or _axis_default(model, a)) for a in CHOICE_AXES), sched_vpp=sv)
+
+
+def layouts(model: Transformer, cluster: Cluster, training: Training, c: Constraints) -> np.ndarray:
+    """Valid (tp, pp, cp, dp, placement code) layouts for the cluster's GPU count, an int array of shape (n, 5)."""
+    n_gpus = cluster.num_gpus
+    tps = c.tp or _pow2_upto(cluster.node.nvlink_domain_gpus)
+    cps = c.cp or _pow2_upto(32)
+    out = []
+    for tp in tps:
+        for cp in cps:
+            if n_gpus % (tp * cp):
+                continue
+            for pp in (c.pp or _divisors(n_gpus // (tp * cp))):
+                if n_gpus % (tp * cp * pp) or pp > model.num_layers:
+                    continue
+                dp = n_gpus // (tp * cp * pp)
+                if training.global_batch_size % dp:
+                    continue
+                plan = Plan(dp=dp, tp=tp, pp=pp, cp=cp, **training.plan_kwargs())
+                if not check_plan(plan, model, cluster):
+                    out += [(tp, pp, cp, dp, code) for code in _distinct_placements(c, tp, cp, dp, pp)]
+    return np.array(out, dtype=np.int64).reshape(-1, 5)
+
+
+def _distinct_placements(c: Constraints, tp, cp, dp, pp) -> list[int]:
+    """Codes (models.plan.PLACEMENTS indices) of the allowed placements that give distinct rank
+    strides for the groups that exist in this layout (with cp = 1, 'cp-tp-dp-pp' is 'tp-cp-dp-pp': an
+    exact repeat)."""
+    seen, out = set(), []
+    for name in c.placement or INNERMOST_PLACEMENTS:
+        code = PLACEMENTS.index(name)
+        strides = placement_strides(code, tp, cp, dp, pp)
+        key = tuple(int(x) if size > 1 else 0 for x, size in zip(strides, (tp, cp, dp, pp)))  # size-1 dims: no group
+        if key not in seen:
+            seen.add(key)
+            out.append(code)
+    return out
+
+
+def _grid_arrays(lay: np.ndarray, sp_: Space, training: Training) -> dict:
+    """Plan-field arrays that broadcast to shape (layouts, sched/vpp, *choice axes)."""
+    ndim = 2 + len(sp_.axes)
+
+    def axis(values, i):
+        shape = [1] * ndim
+        shape[i] = len(values)
+        return np.asarray(values).reshape(shape)
+    out = {f: lay[:, j].reshape([-1] + [1] * (ndim - 1)) for j, f in enumerate(LAYOUT_FIELDS)}
+    sv = np.asarray(sp_.sched_vpp, dtype=np.int64)
+    out |= {"schedule": axis(sv[:, 0], 1), "vpp": axis(sv[:, 1], 1)}
+    out |= {name: axis(values, 2 + i) for i, (name, values) in enumerate(sp_.axes)}
+    return out | {k: np.asarray(v) for k, v in _scalar_fields(training).items()}
+
+
+def _scalar_fields(training: Training) -> dict:
+    """Fields every plan of the grid shares (attention kernel, overlaps...), via estimate's own plan_arrays."""
+    base = plan_arrays(Plan(**training.plan_kwargs()))
+    return {k: v for k, v in base.items() if k not in GRID_FIELDS}
+
+
+def _valid(model: Transformer, a: dict) -> np.ndarray:
+    """Plan-level rules beyond the layout (Plan.__post_init__ and check_plan), and no exact repeats."""
+    tp, pp, cp, dp, ep, mb = a["tp"], a["pp"], a["cp"], a["dp"], a["ep"], a["micro_batch_size"]
+    gb, sched, vpp, z, sp = a["global_batch_size"], a["schedule"], a["vpp"], a["zero_stage"], a["sp"]
+    per_step = mb * dp
+    m = gb // per_step
+    ok = (gb % per_step == 0)
+    ok = ok & ((sched != Schedule.INTERLEAVED) | ((pp > 1) & (m % pp == 0)))
+    ok = ok & (pp * vpp <= model.num_layers)
+    ok = ok & ((pp > 1) | (sched == Schedule.ONE_F_ONE_B))           # schedules coincide at pp = 1
+    ok = ok & (~sp | ((tp > 1) & (model.seq_len % (tp * cp) == 0)))  # sp is a no-op at tp = 1
+    ok = ok & ((z == 0) | (dp * cp > 1))                               # ZeRO is a no-op on one replica
+    ok = ok & ((dp * cp) % ep == 0)
+    ok = ok & ~(a["flash"] & (a["recompute"] == Recompute.SELECTIVE))  # flash already drops what selective would
+    ok = ok & ((model.num_experts % ep == 0) if model.is_moe else (ep == 1))
+    return ok
+
+
+# ----------------------------------------------------------------------------------- one task
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    model: Transformer
+    cluster: Cluster
+    training: Training
+    space: Space
+    layouts: np.ndarray
+    objective: str
+    keep: int
+    max_memory_fraction: float
+    task_id: int
+
+
+def run_totals(model: Transformer, cluster: Cluster, training: Training, step_time_s, utilisation, tp, pp, dp, cp,
+               zero_stage) -> dict:
+    """Run figures (time_to_train_s, gpu_hours, cost_usd, energy_kwh; arrays ok) for ``training.tokens``
+    tokens (one iteration's when None): failure-free, or with failures and checkpoints when
+    ``training.failures`` (models.cost.run_figures_with_failures; adds goodput, expected_failures).
+    ``utilisation`` drives GPU power: the compute share of the step (compute_s / step_time_s), as
+    ``clustersim estimate`` and ``train-time`` use."""
+    tokens = training.tokens or training.global_batch_size * model.seq_len
+    args = (step_time_s, cluster.num_gpus, tokens, training.global_batch_size, model.seq_len, utilisation)
+    base = run_figures(cluster, *args)
+    if not training.failures:
+        return base
+    from models import cost
+    with_failures, ckpt_costs = (getattr(cost, n, None) for n in ("run_figures_with_failures", "checkpoint_costs"))
+    if with_failures is None or ckpt_costs is None:
+        raise ValueError("training.failures: models.cost has no failure model in this build")
+    r = with_failures(cluster, *args, ckpt_costs(cluster, model.num_params, tp, pp, dp, cp, zero_stage))
+    return {k: r[k] for k in ("time_to_train_s", "gpu_hours", "cost_usd", "energy_kwh")} | {
+        "failure_free_time_to_train_s": base["time_to_train_s"], "goodput": r["goodput"],
+        "expected_failures": r["expected_failures"], "checkpoint_interval_s": r["checkpoint_interval_s"]}
+
+
+def _objective(t: Task, r: dict, a: dict, shape) -> tuple[np.ndarray, np.ndarray]:
+    """(objective, Pareto key) arrays; the key is the time to train (the step time when it ranks the same)."""
+    step = np.broadcast_to(r["step_time_s"], shape)
+    if t.objective == "time" and not t.training.failures:
+        return step, step
+    util = np.broadcast_to(r["compute_s"] / r["step_time_s"], shape)
+    figs = run_totals(t.model, t.cluster, t.training, step, util,
+                      *(a[k] for k in ("tp", "pp", "dp", "cp", "zero_stage")))
+    ttt = np.broadcast_to(figs["time_to_train_s"], shape)
+    obj = step if t.objective == "time" else np.broadcast_to(figs[OBJECTIVES[t.objective]], shape)
+    return obj, ttt
+
+
+def _eval_task(t: Task) -> dict:
+    """Evaluate one chunk of layouts; return the best ``keep`` plans, the per-chunk fastest, and counts."""
+    a = _grid_arrays(t.layouts, t.space, t.training)
+    with np.errstate(divide="ignore", invalid="ignore"):  # invalid points (0 micro-batches) are masked below
+        r = estimate_arrays(t.model, t.cluster, t.training.dtype, **a)
+    shape = np.broadcast_shapes(*(np.shape(v) for v in a.values()))
+    valid = np.broadcast_to(_valid(t.model, a), shape)
+    fits = valid & np.broadcast_to(r["peak_memory_bytes"] <= t.max_memory_fraction * t.cluster.gpu.hbm_bytes, shape)
+    obj, key = _objective(t, r, a, shape)
+    score = np.where(fits, obj, np.inf).ravel()
+    k = min(t.keep, score.size)
+    # plans tied with the k-th best are all kept (and so are ties for the fastest): how the grid is cut
+    # into chunks must not decide between equal plans; the merge orders ties by the plan's fields
+    idx = np.flatnonzero(score <= np.partition(score, k - 1)[k - 1]) if k < score.size else np.arange(score.size)
+    idx = idx[np.isfinite(score[idx])]
+    fastest = np.where(fits, key, np.inf).ravel()
+    best_step = int(np.argmin(fastest))
+    fastest_ties = np.flatnonzero(fastest == fastest[best_step]) if np.isfinite(fastest[best_step]) else idx[:0]
+    idx = np.union1d(idx, fastest_ties)
+    return {"task_id": t.task_id, "num_nodes": t.cluster.num_nodes, "grid_points": int(np.prod(shape)),
+            "valid": int(valid.sum()), "fit": int(fits.sum()), "points": _decode(t, a, shape, idx),
+            "score": score[idx], "pareto_key": key.ravel()[idx], "flat_index": idx,
+            "is_fastest": np.isin(idx, fastest_ties)}
+
+
+def _decode(t: Task, a: dict, shape, idx: np.ndarray) -> dict:
+    return {k: np.broadcast_to(a[k], shape).ravel()[idx] for k in GRID_FIELDS}
+
+
+# ----------------------------------------------------------------------------------- backends
+
+def run_tasks(tasks: list, backend: str, workers: int | None) -> list[dict]:
+    if backend == "serial" or len(tasks) <= 1:
+        return [_eval_task(t) for t in tasks]
+    if backend == "process":
+        from concurrent.futures import ProcessPoolExecutor
+        n = workers or os.cpu_count() or 1
+        with ProcessPoolExecutor(max_workers=min(n, len(tasks))) as ex:
+            return list(ex.map(_eval_task, tasks))
+    if backend == "ray":
+        try:
+            from ray.util.multiprocessing import Pool
+        except ImportError:
+            raise ValueError("backend: ray is not installed; pip install 'clustersim[ray]' or use "
+                             "--backend process") from None
+        with Pool(processes=workers) as pool:
+            return list(pool.map(_eval_task, tasks))
+    raise ValueError(f"backend: {backend!r} unknown; choose one of {', '.join(BACKENDS)}")
