@@ -48,7 +48,7 @@ class Network:
     a start or an end recomputes only the connected component (links joined by flows) it
     touches, and each component has one completion timer. A recomputed component's old timer
     is superseded: it does nothing when it fires, and once superseded timers outnumber the live
-    ones they are dropped from the event queue, so they do not pile up.
+    ones by STALE_SLACK they are dropped from the event queue, so they do not pile up.
     """
 
     STALE_SLACK = 64     # superseded timers tolerated in the queue beyond the live ones
