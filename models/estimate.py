@@ -22,7 +22,7 @@ from models import collectives as coll
 from models import flops as fl
 from models import memory as mem
 from models.hardware import Cluster
-from models.parallel import context, data, expert, pipeline, tensor
+from models.parallel import context, data, expert, pipeline, tensor, zero
 from models.plan import DTYPE_BYTES, PLACEMENT_DIMS, PLACEMENTS, Plan, check_plan
 from models.profile import kernel_model
 from models.transformer import Transformer
@@ -38,16 +38,14 @@ FLASH1_FWD_EFFICIENCY = 0.40
 FLASH1_BWD_EFFICIENCY = 0.30
 # Flash backward runs 5 matmuls against the forward's 2 (it recomputes QK^T): 2.5x the FLOPs.
 ATTN_BWD_FLOP_RATIO = 2.5
-# Adam step touches fp32 master weight (r/w 8 B), m and v (r/w 16 B), the gradient (2 B),
-# writes the 16-bit weight (2 B) and reads the gradient again for the norm clip (2 B).
-OPTIMIZER_BYTES_PER_PARAM = 30
 # Cross-entropy on fp32-upcast logits, pass by pass (PyTorch F.cross_entropy / Megatron's
 # vocab-parallel loss both upcast): upcast r2+w4, log-softmax r4+r4+w4, backward r4+r4+w4
 # plus the gradient fill w4, downcast r4+w2 = 40 bytes per logit element.
 LOSS_BYTES_PER_LOGIT = 40
-# Megatron/PyTorch DDP gradient bucket (Megatron-Core default 40M elements; torch DDP 25 MB):
-# the last bucket's reduction cannot overlap with backward.
-DP_BUCKET_BYTES = 40e6 * 2
+# The Adam step's bytes per parameter and the gradient bucket are models.parallel.zero's.
+OPTIMIZER_BYTES_PER_PARAM, DP_BUCKET_BYTES = zero.OPTIMIZER_BYTES_PER_PARAM, zero.DP_BUCKET_BYTES
+# One of the output layer's three GEMMs (and about a third of the loss's passes) runs forward.
+LOGITS_FWD_SHARE = 1 / 3
 
 PLAN_FIELDS = ("dp", "tp", "pp", "cp", "ep", "vpp", "micro_batch_size", "global_batch_size", "sp",
                "zero_stage", "recompute", "schedule", "flash", "flash1", "overlap_grad_reduce",
@@ -72,8 +70,21 @@ def placement_strides(code, tp, cp, dp, pp):
     return tuple(np.moveaxis(np.prod(np.where(prec, sizes[..., None, :], 1), axis=-1), -1, 0))
 
 
-def _layer_times(model: Transformer, km, a, moe: bool):
-    """Forward, backward, recompute seconds of one layer for one micro-batch on one rank."""
+def kernels(cluster: Cluster, dtype: str):
+    """The kernel-time model (models.profile.KernelModel) both the estimate and the simulator cost with."""
+    return kernel_model(cluster, dtype, ATTN_FWD_EFFICIENCY, ATTN_BWD_EFFICIENCY)
+
+
+def layer_times(model: Transformer, km, a, moe: bool | None = None):
+    """(forward, backward, recompute, forward GEMMs, attention forward) seconds of one layer for one
+    micro-batch on one rank, for plan arrays ``a`` (plan_arrays' keys). ``moe``: a dense (False) or
+    MoE (True) layer; None averages over the model's layers."""
+    if moe is None:
+        times = layer_times(model, km, a, moe=False)
+        if not model.is_moe:
+            return times
+        f = model.num_moe_layers / model.num_layers
+        return tuple((1 - f) * x + f * y for x, y in zip(times, layer_times(model, km, a, moe=True)))
     peak = km.peak_flops_per_s
     tp, cp, mb, s = a["tp"], a["cp"], a["micro_batch_size"], model.seq_len
     T = mb * s / cp
@@ -134,10 +145,19 @@ def _layer_times(model: Transformer, km, a, moe: bool):
     return fwd, bwd, recompute, gemms_fwd, attn_fwd
 
 
+_layer_times = layer_times   # the old private name, still imported by tests/test_flash1.py and test_sustained_clock.py
+
+
 def logits_time_s(model: Transformer, km, tokens, tp):
     """Output layer + loss of one micro-batch on the last stage, forward + backward, seconds."""
     return 3 * km.gemm(tokens, model.vocab / tp, model.hidden) + km.memory_bound(
         tokens * model.vocab / tp * LOSS_BYTES_PER_LOGIT, 6)
+
+
+def logits_split_s(model: Transformer, km, tokens, tp):
+    """(forward, backward) seconds of the output layer + loss of one micro-batch (LOGITS_FWD_SHARE)."""
+    t = logits_time_s(model, km, tokens, tp)
+    return LOGITS_FWD_SHARE * t, (1 - LOGITS_FWD_SHARE) * t
 
 
 def measured_collective(cl: Cluster, kind: str):
@@ -147,12 +167,7 @@ def measured_collective(cl: Cluster, kind: str):
     return p.collective(kind) if p is not None and hasattr(p, "collective") else None
 
 
-def dp_buckets(grad_bytes):
-    """Gradient buckets of a DDP / distributed-optimizer reduction (>= 1): each is one collective."""
-    return np.maximum(1, np.ceil(np.asarray(grad_bytes, dtype=float) / DP_BUCKET_BYTES))
-
-
-def _kind_ratio(cl: Cluster, kind: str) -> float:
+def busbw_ratio(cl: Cluster, kind: str) -> float:
     """A measured profile's bus bandwidth of ``kind`` relative to all-reduce (1 without one)."""
     p = cl.profile
     return p.busbw_ratio(kind) if p is not None and hasattr(p, "busbw_ratio") else 1.0
@@ -168,57 +183,67 @@ def group_bandwidth(cl: Cluster, group, stride, local=None):
     return bw, group > local
 
 
-def _stage_params(model: Transformer, a, layers, first, last):
-    """(non-expert, expert) parameters held by one rank of a stage with ``layers`` layers."""
-    tp, pp = a["tp"], a["pp"]
-    moe_frac = model.num_moe_layers / model.num_layers
-    dense_frac = 1 - moe_frac
-    nonexp = layers * (model.attn_params + dense_frac * model.dense_mlp_params) / tp
-    routed = model.num_experts * model.expert_params
-    shared = model.moe_mlp_params - routed
-    nonexp = nonexp + layers * moe_frac * shared / tp
-    exp = layers * moe_frac * routed / (a["ep"] * tp)
-    emb = model.embedding_params / tp
-    out = np.where(model.tied_embeddings & (pp == 1), 0, model.vocab * model.hidden) / tp
-    nonexp = nonexp + np.where(first, emb, 0) + np.where(last, out, 0)
-    return nonexp, exp
+def stage_params(model: Transformer, a, layers, first, last):
+    """(non-expert, expert) parameters held by one rank of a stage (or chunk) with ``layers`` layers."""
+    return mem.stage_params(model, a["tp"], a["pp"], a["ep"], layers, first, last)
+
+
+def stage_state_bytes(model: Transformer, a, stage):
+    """(weights, grads, optimizer, ZeRO-3 gather buffer) bytes of one rank of pipeline stage ``stage``:
+    its weights' model states under ZeRO sharding (models.parallel.zero)."""
+    pp = a["pp"]
+    layers = pipeline.stage_layers(model.num_layers, stage, pp, a["vpp"])
+    nonexp, exp = stage_params(model, a, layers, stage == 0, stage == pp - 1)
+    dpcp, z = data.dp_comm_group(a["dp"], a["cp"]), a["zero_stage"]
+    w1, g1, o1 = zero.model_state_bytes(nonexp, dpcp, z)
+    w2, g2, o2 = zero.model_state_bytes(exp, dpcp / a["ep"], z)
+    # ZeRO-3 keeps the gathered weights of the current (and the prefetched) layer
+    buf = np.where(z >= 3, mem.zero3_gather_buffer_bytes(model, a["tp"], a["overlap_param_gather"]), 0)
+    return w1 + w2, g1 + g2, o1 + o2, buf
+
+
+def optimizer_step_s(km, params):
+    """Seconds of the Adam step over ``params`` parameters (memory-bound; models.parallel.zero)."""
+    return km.memory_bound(zero.optimizer_step_bytes(params), zero.OPTIMIZER_KERNELS)
 
 
 def stage_memory_arrays(model: Transformer, cl: Cluster, a, stage):
-    """Memory of one rank of pipeline stage ``stage`` (0-based), by component, bytes."""
-    pp = a["pp"]
-    first, last = stage == 0, stage == pp - 1
-    layers = model.num_layers // pp + (stage < model.num_layers % pp)
-    nonexp, exp = _stage_params(model, a, layers, first, last)
-    dpcp = a["dp"] * a["cp"]
-    w1, g1, o1 = mem.model_state_bytes(nonexp, dpcp, a["zero_stage"])
-    w2, g2, o2 = mem.model_state_bytes(exp, dpcp / a["ep"], a["zero_stage"])
-    moe_frac = model.num_moe_layers / model.num_layers
-    args = (model, a["micro_batch_size"], model.seq_len, a["tp"], a["sp"], a["recompute"], a["flash"], a["cp"])
-    layer_act = mem.layer_activation_bytes(*args)
-    if model.is_moe:
-        layer_act = (1 - moe_frac) * layer_act + moe_frac * mem.layer_activation_bytes(*args, moe=True)
-    m = a["global_batch_size"] // (a["micro_batch_size"] * a["dp"])
-    inflight = mem.inflight_microbatches(stage, pp, a["vpp"], m, a["schedule"])
-    acts = inflight * layers * layer_act
-    out_act = np.where(last, mem.output_layer_activation_bytes(
-        model, a["micro_batch_size"], model.seq_len, a["tp"], a["sp"], a["cp"]) * np.minimum(inflight, 1), 0)
-    # With full recompute the output layer's tensors are freed before the blocks' backward, where
-    # the recomputed layer and its backward's gradients peak instead.
-    bwd_transient = mem.recompute_backward_transient_bytes(
-        model, a["micro_batch_size"], model.seq_len, a["tp"], a["sp"], a["flash"], a["cp"])
-    acts = acts + np.where(a["recompute"] == 2, np.maximum(out_act, bwd_transient), out_act)
-    # ZeRO-3 keeps the gathered weights of the current (and the prefetched) layer
-    zero3_buf = np.where(a["zero_stage"] >= 3, mem.zero3_gather_buffer_bytes(
-        model, a["tp"], a["overlap_param_gather"]), 0)
-    tensors = w1 + w2 + g1 + g2 + o1 + o2 + acts + zero3_buf
-    other = zero3_buf + mem.FRAMEWORK_OVERHEAD_BYTES + mem.ALLOCATOR_FRAGMENTATION * tensors
-    return {"params_bytes": w1 + w2, "grads_bytes": g1 + g2, "optimizer_bytes": o1 + o2,
-            "activations_bytes": acts, "other_bytes": other,
-            "total_bytes": w1 + w2 + g1 + g2 + o1 + o2 + acts + other}
+    """Memory of one rank of pipeline stage ``stage`` (0-based), by component, bytes: the model states
+    (stage_state_bytes) and the activations of the micro-batches its schedule holds at its peak
+    (models.memory)."""
+    pp, vpp, sched = a["pp"], a["vpp"], a["schedule"]
+    last = stage == pp - 1
+    layers = pipeline.stage_layers(model.num_layers, stage, pp, vpp)
+    params, grads, optim, zero3_buf = stage_state_bytes(model, a, stage)
+    mb, s, tp, sp, cp, flash = a["micro_batch_size"], model.seq_len, a["tp"], a["sp"], a["cp"], a["flash"]
+    m = a["global_batch_size"] // (mb * a["dp"])
+    acts = mem.stage_activation_bytes(
+        mem.mean_layer_activation_bytes(model, mb, s, tp, sp, a["recompute"], flash, cp), layers,
+        mem.inflight_microbatches(stage, pp, vpp, m, sched),
+        mem.output_layer_activation_bytes(model, mb, s, tp, sp, cp), mem.output_layers_inflight(m, sched),
+        mem.recompute_backward_transient_bytes(model, mb, s, tp, sp, flash, cp), last, a["recompute"])
+    states = params + grads + optim
+    total = mem.allocated_bytes(states + zero3_buf + acts)
+    return {"params_bytes": params, "grads_bytes": grads, "optimizer_bytes": optim,
+            "activations_bytes": acts, "other_bytes": total - states - acts, "total_bytes": total}
 
 
-def _layer_comm_s(model: Transformer, cl: Cluster, a, km, strides, times, bpe):
+def cp_ring_s(model: Transformer, cl: Cluster, a, stride_cp, bpe):
+    """Seconds of one layer's K/V ring over the cp ranks at rank distance ``stride_cp`` (c-1 steps)."""
+    cp = a["cp"]
+    cp_bw, cp_spans = group_bandwidth(cl, cp, stride_cp)
+    kv = context.kv_block_bytes(a["micro_batch_size"], model.seq_len, model.num_kv_heads, model.dh, a["tp"], cp, bpe)
+    return context.ring_steps(cp) * coll.collective_time_s("send_recv", kv, cp, cp_bw, cp_spans,
+                                                           measured_collective(cl, "send_recv"))
+
+
+def cp_exposed_s(model: Transformer, cl: Cluster, a, stride_cp, attn_fwd_s, bpe):
+    """(forward, backward) exposed CP ring seconds per layer and micro-batch (models.parallel.context)."""
+    return context.exposed_ring_s(cp_ring_s(model, cl, a, stride_cp, bpe), attn_fwd_s,
+                                  ATTN_BWD_FLOP_RATIO * attn_fwd_s, (a["recompute"] == 2).astype(float))
+
+
+def layer_comm_s(model: Transformer, cl: Cluster, a, km, strides, times, bpe):
     """Exposed TP/SP, CP and EP seconds of one layer for one micro-batch on one rank, and the TP
     seconds outside the layers per micro-batch (embedding, output layer, loss)."""
     tp, cp, ep, mb, s = a["tp"], a["cp"], a["ep"], a["micro_batch_size"], model.seq_len
@@ -237,19 +262,15 @@ def _layer_comm_s(model: Transformer, cl: Cluster, a, km, strides, times, bpe):
         "all_reduce", tensor.TP_LOSS_ALLREDUCES * tensor.tp_loss_collective_bytes(mb, s, cp), tp, tp_bw, tp_spans,
         measured_ar, tensor.TP_LOSS_ALLREDUCES)
     # CP ring attention: (c-1) K/V block exchanges per layer, hidden behind attention
-    cp_bw, cp_spans = group_bandwidth(cl, cp, s_cp)
-    kv = context.kv_block_bytes(mb, s, model.num_kv_heads, model.dh, tp, cp, bpe)
-    t_ring = context.ring_steps(cp) * coll.collective_time_s("send_recv", kv, cp, cp_bw, cp_spans,
-                                                             measured_collective(cl, "send_recv"))
-    cp_layer = np.maximum(0, t_ring - attn_fwd) + np.maximum(0, 2 * t_ring - ATTN_BWD_FLOP_RATIO * attn_fwd)
-    cp_layer = cp_layer * (1 + rc_full / 2)
+    cp_fwd, cp_bwd = cp_exposed_s(model, cl, a, s_cp, attn_fwd, bpe)
+    cp_layer = cp_fwd + cp_bwd
     if not model.is_moe:
         return tp_layer, cp_layer, np.zeros_like(tp_layer), tp_edge
     # EP all-to-alls: 4 (+2) per MoE layer; EP groups are consecutive DP ranks
     a2a = expert.all_to_all_bytes(mb, s, model.hidden, model.top_k, model.capacity_factor, cp, bpe)
     local = coll.ranks_per_node(ep, s_dp, cl.node.nvlink_domain_gpus)
     ep_layer = model.num_moe_layers / model.num_layers * expert.all_to_alls_per_moe_layer(rc_full) * \
-        coll.all_to_all_time_s(a2a, ep, local, cl.gpu.nvlink_busbw_bytes_per_s * _kind_ratio(cl, "all_to_all"),
+        coll.all_to_all_time_s(a2a, ep, local, cl.gpu.nvlink_busbw_bytes_per_s * busbw_ratio(cl, "all_to_all"),
                                cl.net_bytes_per_s_per_gpu, measured_collective(cl, "all_to_all"))
     # Overlapped dispatch/combine (DeepSeek-V3 DualPipe, Sec. 3.2.1; Megatron-Core a2a overlap) hides the
     # all-to-alls behind the other micro-batch's layer compute; only what exceeds it stays exposed.
@@ -257,50 +278,47 @@ def _layer_comm_s(model: Transformer, cl: Cluster, a, km, strides, times, bpe):
     return tp_layer, cp_layer, np.where(overlap_ep, np.maximum(0.0, ep_layer - (fwd + bwd + rcmp)), ep_layer), tp_edge
 
 
-def _dp_comm_s(model: Transformer, cl: Cluster, a, strides, layers_max, t_fwd_mb, t_bwd_mb):
-    """(exposed, total) DP/ZeRO communication seconds per iteration on the heaviest stage, and
-    that stage's (non-expert, expert) parameters."""
-    dp, cp, ep, pp, z = a["dp"], a["cp"], a["ep"], a["pp"], a["zero_stage"]
-    m = a["global_batch_size"] // (a["micro_batch_size"] * dp)
+def dp_groups(cl: Cluster, a, strides):
+    """The gradient-reduction groups: ((dp*cp ranks, bus bytes/s, spans nodes, members per node),
+    (expert-data-parallel ranks, bus bytes/s, spans nodes, members per node))."""
+    dp, cp, ep = a["dp"], a["cp"], a["ep"]
     _, s_cp, s_dp, _ = strides
     gpn = cl.node.nvlink_domain_gpus
-    nonexp, exp = _stage_params(model, a, layers_max, pp == 1, True)
     dpcp = data.dp_comm_group(dp, cp)
     # gradients reduce over the dp x cp ranks: their members per node multiply (strides nest)
     dpcp_local = coll.ranks_per_node(cp, s_cp, gpn) * coll.ranks_per_node(dp, s_dp, gpn)
-    dp_bw, dp_spans = group_bandwidth(cl, dpcp, s_dp, dpcp_local)
-    edp = np.maximum(dpcp // ep, 1)
-    edp_bw, edp_spans = group_bandwidth(cl, edp, s_dp * ep)
+    edp = data.expert_dp_group(dp, cp, ep)
+    edp_local = coll.ranks_per_node(edp, s_dp * ep, gpn)
+    return ((dpcp, *group_bandwidth(cl, dpcp, s_dp, dpcp_local), dpcp_local),
+            (edp, *group_bandwidth(cl, edp, s_dp * ep, edp_local), edp_local))
 
-    def dp_coll(kind, per_layer):
-        """Non-expert + expert ``kind`` collectives of the stage's weights: one per gradient bucket,
-        or, where ``per_layer``, one per layer (ZeRO-3 / FSDP gather and reduce each layer's weights)."""
-        r, lat = _kind_ratio(cl, kind), measured_collective(cl, kind)
-        b1, b2 = data.grad_sync_bytes(nonexp), data.grad_sync_bytes(exp)
-        n1, n2 = (np.where(per_layer, layers_max, dp_buckets(b)) for b in (b1, b2))
-        return (coll.collective_time_s(kind, b1, dpcp, dp_bw * r, dp_spans, lat, n1)
-                + coll.collective_time_s(kind, b2, edp, edp_bw * r, edp_spans, lat, n2 * (b2 > 0)))
-    t_ar, t_rs, t_ag = dp_coll("all_reduce", False), dp_coll("reduce_scatter", z >= 3), dp_coll("all_gather", z >= 3)
-    t_bucket = coll.collective_time_s("all_reduce", np.minimum(DP_BUCKET_BYTES, data.grad_sync_bytes(nonexp + exp)),
-                                      dpcp, dp_bw, dp_spans, measured_collective(cl, "all_reduce"))
-    og, opg = a["overlap_grad_reduce"], a["overlap_param_gather"]
-    hide = lambda t, window: np.maximum(t - window, np.minimum(t, t_bucket))  # noqa: E731
-    ddp = np.where(og, hide(t_ar, t_bwd_mb), t_ar)
-    ag_once = np.where(opg, np.maximum(0, t_ag - t_fwd_mb), t_ag)
-    z1 = np.where(og, hide(t_rs, t_bwd_mb), t_rs) + ag_once
-    # ZeRO-2 reduce-scatters every micro-batch's gradients, overlapped with that backward, which
-    # returns only when they are done (FSDP's post-backward wait, DeepSpeed's partition epilogue):
-    # per micro-batch the excess over the backward, at least the last bucket
-    z2 = m * np.where(og, np.maximum(t_rs - t_bwd_mb, np.minimum(t_rs, t_bucket)), t_rs) + ag_once
-    # ZeRO-3 without prefetch: every gather blocks; the per-layer reduce-scatters still overlap the
-    # backward when overlap_grad_reduce (all but the last layer's)
-    rs_alone = np.where(og, np.maximum(t_rs - t_bwd_mb, t_rs / np.maximum(layers_max, 1)), t_rs)
-    z3 = m * np.where(opg, np.maximum(0, t_ag - t_fwd_mb) + t_ag / np.maximum(layers_max, 1)
-                      + np.maximum(0, t_ag + t_rs - t_bwd_mb), data.zero3_gathers_per_microbatch() * t_ag + rs_alone)
-    exposed = np.where(dpcp > 1, np.select([z == 0, z == 1, z == 2], [ddp, z1, z2], z3), 0.0)
-    total = np.select([z == 0, z == 3], [t_ar, m * (data.zero3_gathers_per_microbatch() * t_ag + t_rs)],
-                      t_rs + t_ag) * (dpcp > 1)
-    return exposed, total, nonexp, exp, dpcp, edp
+
+def dp_collective_s(cl: Cluster, kind: str, nonexp, exp, groups, count_nonexp, count_exp):
+    """Seconds of the ``kind`` collectives over a rank's weights: ``count_nonexp`` over the dp*cp
+    group for the non-expert ones, ``count_exp`` over the expert-data-parallel group."""
+    r, lat = busbw_ratio(cl, kind), measured_collective(cl, kind)
+    (g1, bw1, sp1, _), (g2, bw2, sp2, _) = groups
+    b1, b2 = zero.grad_sync_bytes(nonexp), zero.grad_sync_bytes(exp)
+    return (coll.collective_time_s(kind, b1, g1, bw1 * r, sp1, lat, count_nonexp)
+            + coll.collective_time_s(kind, b2, g2, bw2 * r, sp2, lat, count_exp * (b2 > 0)))
+
+
+def dp_comm_s(model: Transformer, cl: Cluster, a, strides, layers, fwd_s, bwd_s, wgrad_s=0.0):
+    """(exposed, total) DP/ZeRO communication seconds per iteration on the heaviest stage (``layers``
+    layers, the embedding and the output layer), its (non-expert, expert) parameters and groups.
+    ``fwd_s`` / ``bwd_s`` / ``wgrad_s``: one micro-batch's forward, backward and (ZB-H1, else 0) separate
+    weight-gradient pass: the overlap windows (models.parallel.zero.exposed_s)."""
+    pp, z = a["pp"], a["zero_stage"]
+    m = a["global_batch_size"] // (a["micro_batch_size"] * a["dp"])
+    nonexp, exp = stage_params(model, a, layers, pp == 1, True)
+    groups = dp_groups(cl, a, strides)
+    n1 = zero.num_grad_collectives(z, zero.grad_sync_bytes(nonexp), layers)
+    n2 = zero.num_grad_collectives(z, zero.grad_sync_bytes(exp), layers) * (exp > 0)
+    t_ar, t_rs, t_ag = (dp_collective_s(cl, k, nonexp, exp, groups, n1, n2)
+                        for k in ("all_reduce", "reduce_scatter", "all_gather"))
+    exposed = zero.exposed_s(z, m, t_ar, t_rs, t_ag, n1 + n2, layers, fwd_s, bwd_s, a["overlap_grad_reduce"],
+                             a["overlap_param_gather"], a["vpp"], wgrad_s)
+    return exposed, zero.total_s(z, m, t_ar, t_rs, t_ag), nonexp, exp, groups
 
 
 def _peak_memory(model: Transformer, cl: Cluster, a, all_stages: bool):
@@ -324,21 +342,18 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
     ``memory_by_stage/<component>`` keys; otherwise only the first and last stage are costed.
     """
     a = {k: np.asarray(v) for k, v in a.items()}
-    km = kernel_model(cl, dtype, ATTN_FWD_EFFICIENCY, ATTN_BWD_EFFICIENCY)
-    bpe = DTYPE_BYTES[dtype] if dtype != "fp8" else 2  # activations stay 16-bit under fp8 GEMMs
+    km = kernels(cl, dtype)
+    bpe = mem.activation_bytes_per_elem(DTYPE_BYTES[dtype], dtype)
     dp, tp, pp, cp, vpp = a["dp"], a["tp"], a["pp"], a["cp"], a["vpp"]
     mb, gb, s = a["micro_batch_size"], a["global_batch_size"], model.seq_len
     m = gb // (mb * dp)
-    moe_frac = model.num_moe_layers / model.num_layers
 
     # ---- compute per layer, per micro-batch (dense and MoE layers averaged)
-    times = _layer_times(model, km, a, moe=False)
-    if model.is_moe:
-        times = tuple((1 - moe_frac) * x + moe_frac * y for x, y in zip(times, _layer_times(model, km, a, moe=True)))
-    fwd, bwd, rcmp, _, _ = times
+    times = layer_times(model, km, a)
+    fwd, bwd, rcmp, gemms_fwd, _ = times
     # ---- rank placement: how far apart the members of each group sit (which share a node)
     strides = placement_strides(a.get("placement", 0), tp, cp, dp, pp)
-    tp_layer, cp_layer, ep_layer, tp_edge = _layer_comm_s(model, cl, a, km, strides, times, bpe)
+    tp_layer, cp_layer, ep_layer, tp_edge = layer_comm_s(model, cl, a, km, strides, times, bpe)
 
     # ---- stages: the heaviest has ceil(L/pp) layers; the last adds the logits and loss
     layers_max = -(-model.num_layers // pp)
@@ -356,11 +371,15 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
     pp_comm = pipeline.num_p2p_on_critical_path(pp, m, vpp) * p2p
 
     # ---- data parallel / ZeRO, then the optimizer step (memory-bound over this rank's share)
-    dp_comm, dp_total, nonexp, exp, dpcp, edp = _dp_comm_s(model, cl, a, strides, layers_max, layers_max * fwd,
-                                                           layers_max * (bwd + rcmp))
-    z = a["zero_stage"]
-    opt_params = (nonexp / np.where(z >= 1, dpcp, 1) + exp / np.where(z >= 1, edp, 1))
-    t_opt = km.memory_bound(OPTIMIZER_BYTES_PER_PARAM * opt_params, 10)
+    # overlap windows: one micro-batch's forward and gradient-producing pass (ZB-H1's W) on the
+    # heaviest stage, with the output layer when it is the only stage (as the simulator runs them)
+    logits_fwd, logits_bwd = (np.where(pp == 1, x, 0.0) for x in (LOGITS_FWD_SHARE * logits_mb,
+                                                                   (1 - LOGITS_FWD_SHARE) * logits_mb))
+    wgrad = np.where(a["schedule"] == 3, layers_max * gemms_fwd, 0.0)   # ZB-H1 runs it apart as W
+    dp_comm, dp_total, nonexp, exp, groups = dp_comm_s(model, cl, a, strides, layers_max, layers_max * fwd + logits_fwd,
+                                                       layers_max * (bwd + rcmp) + logits_bwd - wgrad, wgrad)
+    opt_params = zero.optimizer_params(nonexp, exp, groups[0][0], groups[1][0], a["zero_stage"])
+    t_opt = optimizer_step_s(km, opt_params)
 
     compute = m * t_mb_compute_max + t_opt
     exposed_mb_comm = m * (layers_max * comm_layer + tp_edge)

@@ -21,32 +21,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from models.parallel import zero
+from models.parallel.zero import BYTES_GRAD, BYTES_OPTIMIZER, BYTES_WEIGHT, model_state_bytes  # noqa: F401
 from models.units import GIB
 
-BYTES_WEIGHT = 2          # bf16/fp16 working weights
-BYTES_GRAD = 2            # bf16/fp16 gradients (ZeRO paper accounting)
-BYTES_OPTIMIZER = 12      # fp32 master weights + Adam m + v (ZeRO paper K = 12)
+# Model states (ZeRO sharding) and the ZeRO-3 gather buffer are models.parallel.zero's; the
+# names above are re-exported for callers of the old location.
 
 # Not modelled as tensors, stated here: CUDA context, cuBLAS/NCCL workspaces (~1 GiB on
 # A100/H100, PyTorch CUDA-semantics notes) and caching-allocator fragmentation, taken as 5%
 # of tensor bytes (PyTorch memory-management docs describe block rounding and splitting).
 FRAMEWORK_OVERHEAD_BYTES = 1.0 * GIB
 ALLOCATOR_FRAGMENTATION = 0.05
-
-
-def model_state_bytes(num_params, dp, zero_stage):
-    """(weights, grads, optimizer) bytes per rank for ``num_params`` parameters held by the rank
-    before ZeRO sharding over ``dp`` ranks.
-
-    ZeRO paper Fig. 1, 7.5B parameters, N_d = 64: 120 / 31.4 / 16.6 / 1.9 GB for stages 0-3.
-    >>> [round(float(sum(model_state_bytes(7.5e9, 64, z))) / 1e9, 1) for z in range(4)]
-    [120.0, 31.4, 16.6, 1.9]
-    """
-    zero_stage = np.asarray(zero_stage)
-    weights = BYTES_WEIGHT * num_params / np.where(zero_stage >= 3, dp, 1)
-    grads = BYTES_GRAD * num_params / np.where(zero_stage >= 2, dp, 1)
-    optimizer = BYTES_OPTIMIZER * num_params / np.where(zero_stage >= 1, dp, 1)
-    return weights, grads, optimizer
 
 
 def korthikanti_layer_activation_bytes(s, b, h, a, t=1, sp=False, recompute="none"):
@@ -107,25 +93,114 @@ def output_layer_activation_bytes(model, micro_batch, seq_len, tp, sp, cp=1):
     return 4 * sbh / np.where(sp, tp, 1) + (4 + 2) * s * micro_batch * model.vocab / tp
 
 
-def inflight_microbatches(stage, pp, vpp, num_microbatches, schedule):
-    """Micro-batches whose activations stage ``stage`` (0-based) holds at its peak.
+# Share of a layer's saved activations that only the weight gradient needs (the inputs of the
+# four linear layers, 14 of Korthikanti et al.'s 34 sbh): ZB-H1's W frees them, B the rest.
+W_ACTIVATION_FRACTION = 14 / 34
 
-    GPipe: all m (Huang et al. 2019). 1F1B and ZB-H1: p - stage (Narayanan et al. 2021 Sec. 2.2;
-    Qi et al. 2023 keep 1F1B's memory for ZB-H1). Interleaved: the first stage holds
-    p (1 + (p-1)/(p v)) micro-batches' worth (Korthikanti et al. 2022 Sec. 4.2.3).
+
+def activation_bytes_per_elem(dtype_bytes, dtype: str):
+    """Bytes of one activation element: the dtype's, except under fp8 GEMMs, whose activations
+    (and the TP/CP/PP/EP buffers that carry them) stay 16-bit (Transformer Engine keeps fp8 only
+    inside the GEMMs; Micikevicius et al. 2022).
+
+    >>> activation_bytes_per_elem(1, "fp8"), activation_bytes_per_elem(2, "bf16")
+    (2, 2)
     """
+    return 2 if dtype == "fp8" else dtype_bytes
+
+
+def mean_layer_activation_bytes(model, micro_batch, seq_len, tp, sp, recompute, flash, cp=1):
+    """layer_activation_bytes averaged over the model's dense and MoE layers, bytes (arrays ok)."""
+    args = (model, micro_batch, seq_len, tp, sp, recompute, flash, cp)
+    act = layer_activation_bytes(*args)
+    if not model.is_moe:
+        return act
+    moe_frac = model.num_moe_layers / model.num_layers
+    return (1 - moe_frac) * act + moe_frac * layer_activation_bytes(*args, moe=True)
+
+
+def stage_params(model, tp, pp, ep, layers, first, last):
+    """(non-expert, expert) parameters one rank of a pipeline stage (or chunk) with ``layers``
+    layers holds before ZeRO sharding; ``first`` / ``last``: it holds the embedding / output layer
+    (arrays ok). Tied embeddings share one matrix when pp = 1.
+
+    >>> from models.transformer import get_model
+    >>> m = get_model("llama3-8b")
+    >>> round(float(sum(stage_params(m, 1, 1, 1, m.num_layers, True, True))) / 1e9, 2)
+    8.03
+    """
+    moe_frac = model.num_moe_layers / model.num_layers
+    nonexp = layers * (model.attn_params + (1 - moe_frac) * model.dense_mlp_params) / tp
+    routed = model.num_experts * model.expert_params
+    nonexp = nonexp + layers * moe_frac * (model.moe_mlp_params - routed) / tp
+    exp = layers * moe_frac * routed / (ep * tp)
+    out = np.where(model.tied_embeddings & (np.asarray(pp) == 1), 0, model.vocab * model.hidden) / tp
+    nonexp = nonexp + np.where(first, model.embedding_params / tp, 0) + np.where(last, out, 0)
+    return nonexp, exp
+
+
+def warmup_forwards(stage, pp, vpp, num_microbatches, schedule):
+    """Forwards (chunk-forwards when interleaved) a stage runs before its first backward, as
+    simulator.des.schedules orders them: GPipe all m; 1F1B and ZB-H1 p - s - 1 (Narayanan et al.
+    2021 Sec. 2.2); interleaved 2 (p - s - 1) + (v - 1) p (Megatron-LM's interleaved schedule)."""
     m = num_microbatches
-    one_f_one_b = np.minimum(pp - stage, m)
-    interleaved = np.minimum((pp - stage) * (1 + (pp - 1) / (pp * vpp)), m * 1.0)
+    one_f_one_b = np.minimum(pp - stage - 1, m)
+    interleaved = np.minimum(2 * (pp - stage - 1) + (vpp - 1) * pp, m * vpp)
     return np.where(schedule == 0, m, np.where(schedule == 2, interleaved, one_f_one_b))
 
 
+def inflight_microbatches(stage, pp, vpp, num_microbatches, schedule):
+    """Micro-batches' worth of layer activations stage ``stage`` (0-based) holds at its peak:
+    the warm-up forwards plus the one of the steady state (chunks / v when interleaved).
+
+    GPipe: all m (Huang et al. 2019). 1F1B: p - stage (Narayanan et al. 2021 Sec. 2.2).
+    Interleaved: (2 (p-s-1) + (v-1) p + 1) / v; on the first stage p (1 + (p-1)/(p v)) (Korthikanti
+    et al. 2022 Sec. 4.2.3). ZB-H1 (Qi et al. 2023): 1F1B's plus the W-only share of the s + 1
+    micro-batches whose weight gradient stage s postpones (simulator.des.schedules.zb_h1).
+
+    >>> float(inflight_microbatches(0, 4, 2, 8, 2))   # 4 (1 + 3/8)
+    5.5
+    >>> float(inflight_microbatches(3, 4, 1, 8, 3))   # 1 + 4 W shares of 14/34
+    2.6470588235294117
+    """
+    m = num_microbatches
+    warm = warmup_forwards(stage, pp, vpp, m, schedule)
+    chunks = np.minimum(warm + 1, np.where(schedule == 2, m * vpp, m))
+    deferred_w = np.clip(np.minimum(m - warm - 1, stage + 1), 0, None) * W_ACTIVATION_FRACTION
+    return np.where(schedule == 2, chunks / vpp, chunks + np.where(schedule == 3, deferred_w, 0.0))
+
+
+def output_layers_inflight(num_microbatches, schedule):
+    """Micro-batches whose output-layer tensors (logits) the last stage holds at once: all m under
+    GPipe, else 1 (every other schedule runs the last stage's backward right after its forward)."""
+    return np.where(schedule == 0, num_microbatches, 1)
+
+
+def stage_activation_bytes(layer_bytes, layers, inflight, out_bytes, out_inflight, transient_bytes, last, recompute):
+    """Peak activation bytes of one rank of a stage: ``inflight`` micro-batches of ``layers`` layers
+    of ``layer_bytes``, ``out_inflight`` of the output layer's ``out_bytes`` on the last stage, and
+    under full recompute the recomputed layer's ``transient_bytes``, which replace the output
+    layer's tensors of the micro-batch in backward (they are freed before the blocks' backward).
+
+    >>> float(stage_activation_bytes(10.0, 2, 3, 5.0, 1, 8.0, True, 2))   # 60 + 5 + (8 - 5)
+    68.0
+    """
+    out = np.where(last, out_bytes, 0.0)
+    rc_extra = np.where(recompute == 2, np.maximum(0.0, transient_bytes - out), 0.0)
+    return inflight * layers * layer_bytes + out_inflight * out + rc_extra
+
+
+def allocated_bytes(tensor_bytes):
+    """What the allocator holds for ``tensor_bytes`` of live tensors: plus the CUDA context and
+    workspaces and the fragmentation share (the constants above)."""
+    return tensor_bytes + FRAMEWORK_OVERHEAD_BYTES + ALLOCATOR_FRAGMENTATION * tensor_bytes
+
+
 def zero3_gather_buffer_bytes(model, tp, prefetch):
-    """16-bit weights of gathered layers a ZeRO-3/FSDP rank holds at once: the current layer,
-    plus the next one when its all-gather is prefetched (overlapped with compute; FSDP's
-    forward/backward prefetch needs a separate CUDA stream, so none on CPU)."""
-    layer_w = (model.attn_params + model.dense_mlp_params) / tp * BYTES_WEIGHT
-    return (1 + np.asarray(prefetch, dtype=float)) * layer_w
+    """16-bit weights of the gathered layer(s) a ZeRO-3/FSDP rank holds (models.parallel.zero.
+    gather_buffer_bytes of one dense layer's weights over tp; FSDP's prefetch needs a separate
+    CUDA stream, so none on CPU)."""
+    return zero.gather_buffer_bytes((model.attn_params + model.dense_mlp_params) / tp, prefetch)
 
 
 def recompute_backward_transient_bytes(model, micro_batch, seq_len, tp, sp, flash, cp=1):

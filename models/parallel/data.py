@@ -1,11 +1,9 @@
-"""Data parallelism and ZeRO: gradient reduction and parameter gathers.
+"""Data parallelism: which ranks reduce gradients together.
 
-DDP all-reduces the gradients once per iteration (Li et al. 2020, PyTorch DDP), overlapped
-with the last micro-batch's backward when buckets are used. ZeRO-1/2 reduce-scatter the
-gradients and all-gather the updated weights (same volume as one all-reduce; ZeRO paper
-Sec. 7.2); ZeRO-2 (DeepSpeed) reduce-scatters at every micro-batch. ZeRO-3/FSDP gathers
-every layer's weights in forward and again in backward, and reduce-scatters the gradients,
-per micro-batch: 1.5x the all-reduce volume (ZeRO paper Sec. 7.2.2) times the micro-batches.
+DDP all-reduces the gradients once per iteration (Li et al. 2020, PyTorch DDP), overlapped with
+the last micro-batch's backward when buckets are used. Everything that ZeRO sharding changes
+(model-state memory, reduce-scatter / all-gather traffic and their overlap) is in
+models.parallel.zero, which also costs plain DDP (stage 0).
 """
 
 from __future__ import annotations
@@ -13,16 +11,19 @@ from __future__ import annotations
 import numpy as np
 
 
-def grad_sync_bytes(params_per_rank, bytes_per_grad=2):
-    """Gradient bytes each rank contributes to the DP reduction."""
-    return bytes_per_grad * params_per_rank
-
-
-def zero3_gathers_per_microbatch():
-    """All-gathers of the full weights per micro-batch under ZeRO-3 (forward + backward)."""
-    return 2
-
-
 def dp_comm_group(dp, cp):
-    """Gradients are reduced over dp * cp ranks (Megatron: CP ranks hold the same weights)."""
+    """Gradients are reduced over dp * cp ranks (Megatron: CP ranks hold the same weights).
+
+    >>> int(dp_comm_group(4, 2))
+    8
+    """
     return np.asarray(dp) * np.asarray(cp)
+
+
+def expert_dp_group(dp, cp, ep):
+    """Expert weights are reduced over the dp * cp / ep expert-data-parallel ranks (>= 1).
+
+    >>> int(expert_dp_group(8, 1, 4))
+    2
+    """
+    return np.maximum(dp_comm_group(dp, cp) // ep, 1)

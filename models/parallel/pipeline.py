@@ -46,3 +46,25 @@ def num_p2p_on_critical_path(pp, num_microbatches, vpp=1):
     micro-batch and chunk, plus the fill and drain (Megatron's 1F1B uses blocking
     send/recv pairs between compute steps)."""
     return np.where(pp > 1, 2 * (num_microbatches * vpp + pp - 1), 0)
+
+
+def chunk_layers(num_layers, virtual_stage, pp, vpp=1):
+    """Layers of virtual stage ``virtual_stage`` (chunk c of stage s is c * pp + s): an even split
+    over pp * vpp, the first num_layers % (pp vpp) one layer more (Megatron's uneven split).
+
+    >>> [int(chunk_layers(30, v, 4, 2)) for v in range(8)]
+    [4, 4, 4, 4, 4, 4, 3, 3]
+    """
+    n = pp * vpp
+    return num_layers // n + (virtual_stage < num_layers % n)
+
+
+def stage_layers(num_layers, stage, pp, vpp=1):
+    """Layers a pipeline stage holds over its vpp chunks (arrays ok): the sum of chunk_layers.
+
+    >>> [int(stage_layers(30, s, 4, 2)) for s in range(4)]
+    [8, 8, 7, 7]
+    """
+    n = pp * vpp
+    extra = np.clip(-(-(num_layers % n - stage) // pp), 0, vpp)   # chunks c with c pp + s < L % n
+    return vpp * (num_layers // n) + extra

@@ -328,8 +328,10 @@ def _compute(env, sim: Sim, sp: StageProgram, op: tuple, grads: bool, buckets: l
     overlapped = env.process(_comms(env, sim, s, hidden, j, layer)) if hidden else None
     if grads:
         bs = sp.grad_buckets[c]
-        for k, b in enumerate(bs):   # gradients appear layer by layer over the backward
-            buckets.append(env.process(grad_bucket(env, sim, s, b, t0 + (k + 1) / len(bs) * dur, j, layer)))
+        for k, b in enumerate(bs):   # gradients appear layer by layer over the backward (reduced after it
+            # without overlap_grad_reduce): models.parallel.zero.exposed_s charges the same
+            ready = t0 + ((k + 1) / len(bs) if sim.program.overlap_grad_reduce else 1.0) * dur
+            buckets.append(env.process(grad_bucket(env, sim, s, b, ready, j, layer)))
     yield env.timeout(dur)
     sim.records.append((s, "compute", phase, "compute", t0, env.now, 0.0, cost.flops, j, layer))
     acc["compute"] += dur
@@ -397,7 +399,7 @@ def stage_process(env, sim: Sim, sp: StageProgram):
         t_op = env.now
         weights = (yield from _zero3_weights(env, sim, sp, op)) if sp.gather and op[0] != "W" else None
         grads = op[0] == grad_phase and bool(sp.grad_buckets.get(op[2])) and (
-            sp.grad_every_microbatch or op in last_grads)
+            sp.grad_every_microbatch or (op in last_grads and sim.program.overlap_grad_reduce))
         n_before = len(buckets)
         yield from _compute(env, sim, sp, op, grads, buckets, act, weights)
         if grads and sp.grad_every_microbatch and len(buckets) > n_before:
@@ -410,6 +412,11 @@ def stage_process(env, sim: Sim, sp: StageProgram):
         yield from _send(env, sim, sp, op)
         sim.ready((s, op)).succeed()
         sim.ops[s].append((op, t_op, env.now, waited))
+    if not sim.program.overlap_grad_reduce and not sp.grad_every_microbatch:
+        # DDP / ZeRO-1 without overlap_grad_reduce reduce every bucket after the whole backward
+        # (Megatron's finalize_model_grads), one after another on the DP stream
+        buckets += [env.process(grad_bucket(env, sim, s, b, env.now, -1, sp.first_layer[c]))
+                    for c, bs in sp.grad_buckets.items() for b in bs]
     yield from _finish(env, sim, sp, buckets)
 
 

@@ -24,27 +24,15 @@ from models import collectives as coll
 from models import estimate as est_mod
 from models import flops as fl
 from models import memory as mem
-from models.estimate import (
-    ATTN_BWD_EFFICIENCY,
-    ATTN_BWD_FLOP_RATIO,
-    ATTN_FWD_EFFICIENCY,
-    DP_BUCKET_BYTES,
-    OPTIMIZER_BYTES_PER_PARAM,
-    _layer_times,
-    _stage_params,
-    plan_arrays,
-)
 from models.hardware import Cluster
-from models.parallel import context, data, expert, pipeline, tensor
+from models.parallel import expert, pipeline, tensor, zero
 from models.plan import DTYPE_BYTES, PLACEMENTS, Plan, Schedule
-from models.profile import kernel_model
 from models.transformer import Transformer
 from simulator.des.schedules import stage_orders
 from simulator.des.topology import Placement
 
-# Share of a layer's saved activations that only the weight gradient needs (the inputs of
-# the four linear layers, 14 of Korthikanti et al.'s 34 sbh): ZB-H1 frees them at W.
-W_ACTIVATION_FRACTION = 14 / 34
+# ZB-H1's W frees the share of a layer's activations only the weight gradient needs (models.memory).
+W_ACTIVATION_FRACTION = mem.W_ACTIVATION_FRACTION
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,12 +87,12 @@ class Program:
     first_fwd_s: float                          # one micro-batch's forward on a stage (hides the param gather)
     notes: tuple = field(default_factory=tuple)
     overlap_ep_comm: bool = False               # EP all-to-alls run beside compute (hidden unless longer)
+    overlap_grad_reduce: bool = True            # gradient buckets reduce during the backward, else after it
 
 
 def memory_total_bytes(static_bytes, act_bytes):
-    """Allocated bytes of a rank as models.estimate.stage_memory_arrays counts them."""
-    tensors = static_bytes + act_bytes
-    return tensors + mem.FRAMEWORK_OVERHEAD_BYTES + mem.ALLOCATOR_FRAGMENTATION * tensors
+    """Allocated bytes of a rank as models.estimate.stage_memory_arrays counts them (models.memory)."""
+    return mem.allocated_bytes(static_bytes + act_bytes)
 
 
 def _comm(kind, op, nbytes, group, bw, spans, links, measured=None) -> Comm | None:
@@ -126,6 +114,7 @@ def _ep_comm(cluster: Cluster, nbytes, ep, stride, links, links_nvl) -> Comm | N
     gpn = cluster.node.nvlink_domain_gpus
     r = int(coll.ranks_per_node(ep, stride, gpn))
     net, nvl = cluster.net_bytes_per_s_per_gpu, cluster.gpu.nvlink_busbw_bytes_per_s
+    nvl = nvl * est_mod.busbw_ratio(cluster, "all_to_all")   # as models.estimate.layer_comm_s
     total = float(coll.all_to_all_time_s(nbytes, ep, r, nvl, net, est_mod.measured_collective(cluster, "all_to_all")))
     if ep > r:
         wire, cap = (ep - r) / ep * nbytes, net
@@ -193,8 +182,7 @@ def link_capacities(cluster: Cluster, pl: Placement) -> dict:
 
 
 def _virtual_layers(num_layers, pp, vpp):
-    n = pp * vpp
-    counts = [num_layers // n + (v < num_layers % n) for v in range(n)]
+    counts = [int(pipeline.chunk_layers(num_layers, v, pp, vpp)) for v in range(pp * vpp)]
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     return counts, starts
 
@@ -205,7 +193,8 @@ class LayerCosts:
     fwd_s: float                  # forward kernels
     bwd_s: float                  # backward kernels incl. recompute
     wgrad_s: float                # weight-gradient GEMMs (ZB-H1's W): the forward GEMMs' FLOPs
-    logits_s: float               # output layer + loss, fwd + bwd, on the last stage
+    logits_fwd_s: float           # output layer + loss, forward, on the last stage
+    logits_bwd_s: float           # output layer + loss, backward
     flops: float                  # forward FLOPs of one layer on one rank
     act_bytes: float              # activations a layer keeps for backward
     full_act_bytes: float         # a recomputed layer's activations + its backward's gradients (transient)
@@ -221,41 +210,31 @@ class LayerCosts:
 
 
 def layer_costs(model: Transformer, cluster: Cluster, plan: Plan) -> LayerCosts:
-    """What one layer of ``plan`` costs per micro-batch: models.estimate's kernel times, the
-    Korthikanti activation bytes and the collective buffer sizes of models/parallel."""
-    a = {k: np.asarray(v) for k, v in plan_arrays(plan).items()}
-    km = kernel_model(cluster, plan.dtype, ATTN_FWD_EFFICIENCY, ATTN_BWD_EFFICIENCY)
+    """What one layer of ``plan`` costs per micro-batch: models.estimate's kernel times and exposed CP
+    ring, models.memory's activation bytes and the collective buffer sizes of models/parallel."""
+    a = {k: np.asarray(v) for k, v in est_mod.plan_arrays(plan).items()}
+    km = est_mod.kernels(cluster, plan.dtype)
     tp, cp, mb, s = plan.tp, plan.cp, plan.micro_batch_size, model.seq_len
-    bpe = DTYPE_BYTES[plan.dtype] if plan.dtype != "fp8" else 2
-    rc_full, moe_frac = float(plan.recompute == 2), model.num_moe_layers / model.num_layers
-    fwd, bwd, rcmp, gemms_fwd, attn_fwd = (float(x) for x in _layer_times(model, km, a, moe=False))
-    if model.is_moe:
-        f2, b2, r2, g2, _ = (float(x) for x in _layer_times(model, km, a, moe=True))
-        fwd, bwd, rcmp, gemms_fwd = [(1 - moe_frac) * x + moe_frac * y for x, y in
-                                     ((fwd, f2), (bwd, b2), (rcmp, r2), (gemms_fwd, g2))]
+    bpe = mem.activation_bytes_per_elem(DTYPE_BYTES[plan.dtype], plan.dtype)
+    rc = int(plan.recompute)
+    fwd, bwd, rcmp, gemms_fwd, attn_fwd = (float(x) for x in est_mod.layer_times(model, km, a))
     flash = plan.attention in ("flash", "flash1")
-    args = (model, mb, s, tp, plan.sp, int(plan.recompute), flash, cp)
-    act = float(mem.layer_activation_bytes(*args))
-    if model.is_moe:
-        act = (1 - moe_frac) * act + moe_frac * float(mem.layer_activation_bytes(*args, moe=True))
-    s_cp = int(est_mod.placement_strides(PLACEMENTS.index(plan.placement), tp, cp, plan.dp, plan.pp)[1])
-    cp_bw, cp_spans = _group_bw(cluster, s_cp, cp)
-    kv = float(context.kv_block_bytes(mb, s, model.num_kv_heads, model.dh, tp, cp, bpe))
-    t_ring = float(context.ring_steps(cp) * coll.collective_time_s("send_recv", kv, cp, cp_bw, cp_spans,
-                                                                   est_mod.measured_collective(cluster, "send_recv")))
-    cp_f = max(0.0, t_ring - attn_fwd)
+    strides = est_mod.placement_strides(PLACEMENTS.index(plan.placement), tp, cp, plan.dp, plan.pp)
+    cp_f, cp_b = (float(x) for x in est_mod.cp_exposed_s(model, cluster, a, strides[1], attn_fwd, bpe))
+    logits_f, logits_b = (float(x) for x in est_mod.logits_split_s(model, km, mb * s / cp, tp))
     return LayerCosts(
-        fwd_s=fwd, bwd_s=bwd + rcmp, wgrad_s=gemms_fwd, logits_s=float(est_mod.logits_time_s(model, km, mb * s / cp, tp)),
+        fwd_s=fwd, bwd_s=bwd + rcmp, wgrad_s=float(gemms_fwd), logits_fwd_s=logits_f, logits_bwd_s=logits_b,
         flops=float((fl.forward_flops(model, mb, s) - fl.logits_flops(model, mb * s)) / model.num_layers / tp),
-        act_bytes=act, full_act_bytes=float(mem.recompute_backward_transient_bytes(model, mb, s, tp, plan.sp, flash, cp)),
+        act_bytes=float(mem.mean_layer_activation_bytes(model, mb, s, tp, plan.sp, rc, flash, cp)),
+        full_act_bytes=float(mem.recompute_backward_transient_bytes(model, mb, s, tp, plan.sp, flash, cp)),
         out_act_bytes=float(mem.output_layer_activation_bytes(model, mb, s, tp, plan.sp, cp)),
         tp_bytes=float(tensor.tp_collective_bytes(mb, s, model.hidden, cp, bpe)),
         tp_loss_bytes=float(tensor.tp_loss_collective_bytes(mb, s, cp)),
-        cp_fwd_s=cp_f, cp_bwd_s=max(0.0, 2 * t_ring - ATTN_BWD_FLOP_RATIO * attn_fwd) + rc_full * cp_f,
+        cp_fwd_s=cp_f, cp_bwd_s=cp_b,
         a2a_bytes=float(expert.all_to_all_bytes(mb, s, model.hidden, model.top_k, model.capacity_factor, cp, bpe))
         if model.is_moe else 0.0,
         p2p_bytes=float(pipeline.p2p_bytes_per_microbatch(mb, s, model.hidden, tp, cp, True, bpe)),
-        rc_full=rc_full, moe_frac=moe_frac)
+        rc_full=float(rc == 2), moe_frac=model.num_moe_layers / model.num_layers)
 
 
 def _group_bw(cluster: Cluster, stride: int, size: int, local=None) -> tuple[float, bool]:
@@ -268,11 +247,10 @@ def _group_bw(cluster: Cluster, stride: int, size: int, local=None) -> tuple[flo
 def _stage_comms(cluster: Cluster, plan: Plan, pl: Placement, links: _Links, lc: LayerCosts, st: int) -> dict:
     """Templates of one collective of each kind from stage ``st``'s rank (None where the group is 1)."""
     tp, cp, pp, ep = plan.tp, plan.cp, plan.pp, plan.ep
-    dpcp = plan.dp * cp
-    edp = max(dpcp // ep, 1)
     s_dp = pl.stride("dp")                  # EP groups are consecutive DP ranks (Megatron)
-    gpn = cluster.node.nvlink_domain_gpus
-    dpcp_local = int(coll.ranks_per_node(cp, pl.stride("cp"), gpn) * coll.ranks_per_node(plan.dp, s_dp, gpn))
+    strides = tuple(pl.stride(d) for d in ("tp", "cp", "dp", "pp"))
+    (dpcp, dp_bw, dp_spans, dpcp_local), (edp, edp_bw, edp_spans, _) = (
+        tuple(x.item() for x in g) for g in est_mod.dp_groups(cluster, {"dp": plan.dp, "cp": cp, "ep": ep}, strides))
     ep1 = _ep_comm(cluster, lc.a2a_bytes, ep, s_dp, links.per_rank_nic(st), links.group(st, "dp", 1))
     pp_bw = _group_bw(cluster, pl.stride("pp"), pp)
     lat = {k: est_mod.measured_collective(cluster, k) for k in coll.KINDS}
@@ -283,9 +261,10 @@ def _stage_comms(cluster: Cluster, plan: Plan, pl: Placement, links: _Links, lc:
         "cp": _comm("cp", "send_recv", 1.0, cp, *_group_bw(cluster, pl.stride("cp"), cp), links.group(st, "cp", cp),
                     lat["send_recv"]),
         "ep": ep1,
-        "dp": (dpcp, *_group_bw(cluster, s_dp, dpcp, dpcp_local), links.group(st, "dp", dpcp, s_dp, dpcp_local)),
-        "edp": (edp, *_group_bw(cluster, s_dp * ep, edp), links.group(st, "dp", edp, s_dp * ep)),
+        "dp": (dpcp, dp_bw, dp_spans, links.group(st, "dp", dpcp, s_dp, dpcp_local)),
+        "edp": (edp, edp_bw, edp_spans, links.group(st, "dp", edp, s_dp * ep)),
         "latency": lat,
+        "busbw_ratio": {k: est_mod.busbw_ratio(cluster, k) for k in coll.KINDS},
         "send_F": _comm("pp", "send_recv", lc.p2p_bytes, pp, *pp_bw, links.p2p(st, (st + 1) % pp), lat["send_recv"])
         if pp > 1 else None,
         "send_B": _comm("pp", "send_recv", lc.p2p_bytes, pp, *pp_bw, links.p2p(st, (st - 1) % pp), lat["send_recv"])
@@ -311,38 +290,42 @@ def _chunk_costs(lc: LayerCosts, comms: dict, num_layers: int, last: bool, zb: b
                   _cp_exposed(comms["cp"], L * lc.cp_fwd_s), _scale(comms["ep"], 2 * ep_n))
     comm_b = _seq(_scale(comms["tp"], (2 + 2 * rc) * L + last), _cp_exposed(comms["cp"], L * lc.cp_bwd_s),
                   _scale(comms["ep"], (2 + 2 * rc) * ep_n))
-    act = L * lc.act_bytes + (lc.out_act_bytes if last else 0.0)
-    f_s = L * lc.fwd_s + (lc.logits_s / 3 if last else 0.0)
-    b_s = L * lc.bwd_s + (2 * lc.logits_s / 3 if last else 0.0)
+    layer_act, out_act = L * lc.act_bytes, (lc.out_act_bytes if last else 0.0)
+    act = layer_act + out_act
+    f_s = L * lc.fwd_s + (lc.logits_fwd_s if last else 0.0)
+    b_s = L * lc.bwd_s + (lc.logits_bwd_s if last else 0.0)
     # the output layer's tensors are freed before the blocks' backward (models.estimate: max of the two)
     transient = (max(0.0, lc.full_act_bytes - lc.out_act_bytes) if last else lc.full_act_bytes) if rc else 0.0
     out = {("F", c): OpCost(f_s, L * lc.flops, comm_f, act)}
     if zb:
         w_s = L * lc.wgrad_s
-        out[("B", c)] = OpCost(b_s - w_s, L * lc.flops, comm_b, -act * (1 - W_ACTIVATION_FRACTION), transient)
-        out[("W", c)] = OpCost(w_s, L * lc.flops, (), -act * W_ACTIVATION_FRACTION)
+        # B frees the output layer's tensors and the layers' non-W share; W the linear layers' inputs
+        out[("B", c)] = OpCost(b_s - w_s, L * lc.flops, comm_b, -(layer_act * (1 - W_ACTIVATION_FRACTION) + out_act),
+                               transient)
+        out[("W", c)] = OpCost(w_s, L * lc.flops, (), -layer_act * W_ACTIVATION_FRACTION)
     else:
         out[("B", c)] = OpCost(b_s, (2 + rc) * L * lc.flops, comm_b, -act, transient)
     return out
 
 
-def _dp_comms(kind: str, comms: dict, nonexp: float, exp: float, bucket_bytes: float | None,
+def _dp_comms(kind: str, comms: dict, nonexp: float, exp: float, zero_stage: int, num_layers: int,
               count: int | None = None) -> tuple:
     """Gradient (or weight) collectives of ``nonexp`` + ``exp`` parameters: non-expert ones over
-    dp*cp ranks, expert ones over the dp*cp/ep expert-data-parallel ranks; in buckets if given,
-    or in ``count`` equal collectives (ZeRO-3: one per layer)."""
+    dp*cp ranks, expert ones over the dp*cp/ep expert-data-parallel ranks; as many as
+    models.parallel.zero.num_grad_collectives says (buckets; one per layer at ZeRO-3), or ``count``."""
     out = []
     for nparams, (group, bw, spans, links) in ((nonexp, comms["dp"]), (exp, comms["edp"])):
-        nbytes = data.grad_sync_bytes(nparams)
-        nb = count or (int(est_mod.dp_buckets(nbytes)) if bucket_bytes else 1)
-        one = _comm("dp", kind, nbytes / nb, group, bw, spans, links, comms["latency"][kind])
+        nbytes = float(zero.grad_sync_bytes(nparams))
+        nb = count or int(zero.num_grad_collectives(zero_stage, nbytes, num_layers))
+        one = _comm("dp", kind, nbytes / nb, group, bw * comms["busbw_ratio"][kind], spans, links,
+                    comms["latency"][kind])
         out += [one] * nb if one is not None else []
     return tuple(out)
 
 
 def _stage_program(model, cluster, plan, pl, links, lc, km, orders, st) -> StageProgram:
     pp, vpp, z = plan.pp, plan.vpp, int(plan.zero_stage)
-    a = {k: np.asarray(v) for k, v in plan_arrays(plan).items()}
+    a = {k: np.asarray(v) for k, v in est_mod.plan_arrays(plan).items()}
     counts, starts = _virtual_layers(model.num_layers, pp, vpp)
     comms = _stage_comms(cluster, plan, pl, links, lc, st)
     zb = plan.schedule == Schedule.ZERO_BUBBLE
@@ -350,23 +333,18 @@ def _stage_program(model, cluster, plan, pl, links, lc, km, orders, st) -> Stage
     for c in range(vpp):
         v = c * pp + st
         costs.update(_chunk_costs(lc, comms, counts[v], v == pp * vpp - 1, zb, c, first=v == 0))
-        ne, ex = (float(x) for x in _stage_params(model, a, counts[v], v == 0, v == pp * vpp - 1))
+        ne, ex = (float(x) for x in est_mod.stage_params(model, a, counts[v], v == 0, v == pp * vpp - 1))
         nonexp, exp = nonexp + ne, exp + ex
-        # ZeRO-3 / FSDP gather and reduce-scatter every layer's weights separately
-        buckets[c] = _dp_comms("all_reduce" if z == 0 else "reduce_scatter", comms, ne, ex, DP_BUCKET_BYTES,
-                               max(counts[v], 1) if z >= 3 else None)
+        buckets[c] = _dp_comms(zero.grad_reduce_kind(z), comms, ne, ex, z, counts[v])
         if z >= 3:   # the first layer's weights, then the rest (gathered while the first layers compute)
             f = 1.0 / max(counts[v], 1)
-            gathers[c] = (_dp_comms("all_gather", comms, f * ne, f * ex, None, 1),
-                          _dp_comms("all_gather", comms, (1 - f) * ne, (1 - f) * ex, None, max(counts[v] - 1, 1)))
-    dpcp, edp = comms["dp"][0], comms["edp"][0]
-    w1, g1, o1 = (float(x) for x in mem.model_state_bytes(nonexp, dpcp, z))
-    w2, g2, o2 = (float(x) for x in mem.model_state_bytes(exp, dpcp / plan.ep, z))
-    gathered = float(mem.zero3_gather_buffer_bytes(model, plan.tp, plan.overlap_param_gather)) if z >= 3 else 0.0
-    static = w1 + g1 + o1 + w2 + g2 + o2 + gathered   # ZeRO-3: current (+ prefetched) layer
-    opt_params = nonexp / (dpcp if z >= 1 else 1) + exp / (edp if z >= 1 else 1)
-    t_opt = float(km.memory_bound(OPTIMIZER_BYTES_PER_PARAM * opt_params, 10))
-    param_gather = _dp_comms("all_gather", comms, nonexp, exp, DP_BUCKET_BYTES) if z in (1, 2) else ()
+            gathers[c] = (_dp_comms("all_gather", comms, f * ne, f * ex, z, 1, 1),
+                          _dp_comms("all_gather", comms, (1 - f) * ne, (1 - f) * ex, z, 1, max(counts[v] - 1, 1)))
+    static = float(sum(est_mod.stage_state_bytes(model, a, st)))   # ZeRO-3: + current (+ prefetched) layer
+    opt_params = zero.optimizer_params(nonexp, exp, comms["dp"][0], comms["edp"][0], z)
+    t_opt = float(est_mod.optimizer_step_s(km, opt_params))
+    param_gather = _dp_comms("all_gather", comms, nonexp, exp, z, sum(counts[c * pp + st] for c in range(vpp))) \
+        if z in (1, 2) else ()
     send = {"F": comms["send_F"], "B": comms["send_B"]} if pp > 1 else {}
     return StageProgram(st, pl.rank(st), tuple(orders[st]), costs, tuple(int(starts[c * pp + st]) for c in range(vpp)),
                         send, buckets, z >= 2, gathers, t_opt, param_gather, static)
@@ -376,7 +354,7 @@ def build_program(model: Transformer, cluster: Cluster, plan: Plan, placement_or
     """The ops of one iteration of ``plan`` with their costs from models/."""
     pl = Placement(plan.tp, plan.cp, plan.dp, plan.pp, cluster.gpus_per_node,
                    tuple(placement_order or plan.placement.split("-")))
-    km = kernel_model(cluster, plan.dtype, ATTN_FWD_EFFICIENCY, ATTN_BWD_EFFICIENCY)
+    km = est_mod.kernels(cluster, plan.dtype)
     lc = layer_costs(model, cluster, plan)
     orders = stage_orders(int(plan.schedule), plan.pp, plan.num_microbatches, plan.vpp)
     links = _Links(pl, cluster)
@@ -384,7 +362,8 @@ def build_program(model: Transformer, cluster: Cluster, plan: Plan, placement_or
     first_fwd = max(sum(sp.costs[("F", c)].compute_s for c in range(plan.vpp)) for sp in stages)
     return Program(stages, plan.pp, plan.vpp, plan.num_microbatches,
                    ("gpipe", "1f1b", "interleaved", "zb-h1")[int(plan.schedule)],
-                   plan.overlap_tp_comm, plan.overlap_param_gather, first_fwd, overlap_ep_comm=plan.overlap_ep_comm)
+                   plan.overlap_tp_comm, plan.overlap_param_gather, first_fwd, overlap_ep_comm=plan.overlap_ep_comm,
+                   overlap_grad_reduce=plan.overlap_grad_reduce)
 
 
 def uniform_program(schedule: str, pp: int, num_microbatches: int, vpp: int = 1, t_f_s: float = 1.0,

@@ -1,0 +1,217 @@
+"""ZeRO / sharded data parallelism: model-state memory per rank, gather buffers, DP traffic and overlap.
+
+Memory (Rajbhandari et al. 2020, "ZeRO", Sec. 5.1-5.3 and Fig. 1), per parameter Psi held by a
+rank before sharding over N_d data-parallel ranks, mixed-precision Adam (K = 12 bytes of fp32
+master weights, momentum and variance):
+    stage 0 (DDP)        (2 + 2 + K) Psi
+    stage 1 (P_os)       2 Psi + 2 Psi + K Psi / N_d
+    stage 2 (P_os+g)     2 Psi + (2 + K) Psi / N_d
+    stage 3 (P_os+g+p)   (2 + 2 + K) Psi / N_d
+plus, at stage 3, the gathered 16-bit weights of the layer being computed (and of the next one
+when its gather is prefetched: FSDP / DeepSpeed prefetch, Sec. 5.3 "bucketization").
+
+Communication per step (Sec. 7.2): DDP all-reduces the gradients (2 Psi per rank on the wire);
+stages 1-2 reduce-scatter them and all-gather the updated weights (the same 2 Psi); stage 2
+reduce-scatters at every micro-batch (DeepSpeed's gradient partitioning); stage 3 all-gathers every
+layer's weights in forward and again in backward and reduce-scatters its gradients, per
+micro-batch: 3 Psi, 1.5x DDP (Sec. 7.2.2).
+
+Overlap (what :func:`exposed_s` charges; the simulator runs the same collectives on one DP
+stream per rank and must reproduce it where nothing contends):
+  - n equal gradient buckets released evenly over a backward of w seconds and run one after
+    another leave max(t / n, t - w (1 - 1/n)) exposed (:func:`overlapped_tail_s`); without
+    overlap_grad_reduce the whole t is exposed after the backward.
+  - the updated-weight all-gather of stages 1-2 hides behind the next forward (overlap_param_gather).
+  - stage 3 gathers a chunk's first layer before it computes; the other layers' gathers run beside
+    the compute (overlap_param_gather) or before it; the backward returns when its reduce-scatters
+    are done (FSDP's post-backward wait).
+
+Where later features go (not built): ZeRO-Offload (Ren et al. 2021) keeps the optimizer states and
+step on the host: an ``offload`` argument to :func:`model_state_bytes` (optimizer bytes leave HBM)
+and :func:`optimizer_step_bytes` (the step runs at host memory speed), plus the gradient / weight
+PCIe copies as one more term of :func:`exposed_s`. Hybrid sharding (FSDP HYBRID_SHARD, ZeRO++ hpZ)
+shards over a sub-group of ``shard`` <= dp ranks and all-reduces across the dp / shard replicas:
+``dp`` in the memory functions becomes ``shard``, and :func:`exposed_s` gains that all-reduce.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+BYTES_WEIGHT = 2          # bf16/fp16 working weights
+BYTES_GRAD = 2            # bf16/fp16 gradients (ZeRO paper accounting)
+BYTES_OPTIMIZER = 12      # fp32 master weights + Adam m + v (ZeRO paper K = 12)
+
+# Adam step touches fp32 master weight (r/w 8 B), m and v (r/w 16 B), the gradient (2 B),
+# writes the 16-bit weight (2 B) and reads the gradient again for the norm clip (2 B),
+# in about 10 elementwise kernels (PyTorch's multi-tensor Adam and the clip).
+OPTIMIZER_BYTES_PER_PARAM = 30
+OPTIMIZER_KERNELS = 10
+# Megatron/PyTorch DDP gradient bucket (Megatron-Core default 40M elements; torch DDP 25 MB):
+# the last bucket's reduction cannot overlap with backward.
+DP_BUCKET_BYTES = 40e6 * 2
+
+
+def model_state_bytes(num_params, dp, zero_stage):
+    """(weights, grads, optimizer) bytes per rank for ``num_params`` parameters held by the rank
+    before ZeRO sharding over ``dp`` ranks (arrays ok).
+
+    ZeRO paper Fig. 1, 7.5B parameters, N_d = 64: 120 / 31.4 / 16.6 / 1.9 GB for stages 0-3.
+    >>> [round(float(sum(model_state_bytes(7.5e9, 64, z))) / 1e9, 1) for z in range(4)]
+    [120.0, 31.4, 16.6, 1.9]
+    """
+    zero_stage = np.asarray(zero_stage)
+    weights = BYTES_WEIGHT * num_params / np.where(zero_stage >= 3, dp, 1)
+    grads = BYTES_GRAD * num_params / np.where(zero_stage >= 2, dp, 1)
+    optimizer = BYTES_OPTIMIZER * num_params / np.where(zero_stage >= 1, dp, 1)
+    return weights, grads, optimizer
+
+
+def gather_buffer_bytes(layer_params, prefetch):
+    """16-bit weights of gathered layers a ZeRO-3 rank holds at once, bytes: the current layer of
+    ``layer_params`` parameters (already divided by tp), plus the next one when its all-gather is
+    prefetched (overlapped with compute).
+
+    >>> float(gather_buffer_bytes(1e6, prefetch=True))
+    4000000.0
+    """
+    return (1 + np.asarray(prefetch, dtype=float)) * BYTES_WEIGHT * layer_params
+
+
+def optimizer_params(nonexpert_params, expert_params, dp, edp, zero_stage):
+    """Parameters whose optimizer step a rank runs: its share under ZeRO >= 1 (non-expert weights
+    sharded over ``dp`` ranks, expert weights over the ``edp`` expert-data-parallel ranks).
+
+    >>> float(optimizer_params(8e9, 0.0, 8, 1, zero_stage=1))
+    1000000000.0
+    """
+    z = np.asarray(zero_stage)
+    return nonexpert_params / np.where(z >= 1, dp, 1) + expert_params / np.where(z >= 1, edp, 1)
+
+
+def optimizer_step_bytes(params):
+    """HBM bytes the Adam step and the gradient-norm clip stream for ``params`` parameters.
+
+    >>> optimizer_step_bytes(1e9)
+    30000000000.0
+    """
+    return OPTIMIZER_BYTES_PER_PARAM * params
+
+
+def grad_sync_bytes(params_per_rank, bytes_per_grad=BYTES_GRAD):
+    """Gradient bytes each rank contributes to the DP reduction (the full buffer of one collective)."""
+    return bytes_per_grad * params_per_rank
+
+
+def grad_reduce_kind(zero_stage) -> str:
+    """The gradient collective: all-reduce for DDP, reduce-scatter once the gradients are sharded."""
+    return "all_reduce" if int(zero_stage) == 0 else "reduce_scatter"
+
+
+def num_buckets(grad_bytes):
+    """Gradient buckets of a DDP / distributed-optimizer reduction (>= 1), each one collective.
+
+    >>> int(num_buckets(16e9))
+    200
+    """
+    return np.maximum(1, np.ceil(np.asarray(grad_bytes, dtype=float) / DP_BUCKET_BYTES))
+
+
+def num_grad_collectives(zero_stage, grad_bytes, num_layers):
+    """Gradient (and, at stage 3, weight) collectives per reduction: one per bucket, or one per
+    layer at stage 3 (FSDP / ZeRO-3 gather and reduce each layer's weights)."""
+    return np.where(np.asarray(zero_stage) >= 3, np.maximum(num_layers, 1), num_buckets(grad_bytes))
+
+
+def overlapped_tail_s(total_s, n, window_s):
+    """Seconds left after a compute window of ``window_s`` by ``n`` equal collectives of ``total_s``
+    in all, the k-th released at (k+1)/n of the window and run one after another on one stream:
+    max over k of (release + the rest) minus the window = max(t/n, t - w (1 - 1/n)).
+
+    >>> float(overlapped_tail_s(1.0, 4, 2.0))   # short: only the last bucket sticks out
+    0.25
+    >>> float(overlapped_tail_s(4.0, 4, 2.0))   # long: the stream is the bottleneck
+    2.5
+    """
+    n = np.maximum(n, 1)
+    return np.maximum(total_s / n, total_s - window_s * (1 - 1 / n))
+
+
+def zero3_exposed_per_op_s(t_ag_s, t_rs_s, num_layers, fwd_s, bwd_s, overlap_grad_reduce, overlap_param_gather,
+                           wgrad_s=0.0):
+    """(forward, backward) exposed seconds of one ZeRO-3 micro-batch over ``num_layers`` layers whose
+    weights gather in ``t_ag_s`` and whose gradients reduce-scatter in ``t_rs_s`` (one collective
+    per layer); ``wgrad_s`` > 0: the weight gradients run as a separate op of that length after a
+    backward of ``bwd_s`` (ZB-H1's W), which then carries the reduce-scatters.
+
+    The first layer's gather always blocks; the rest (g) run beside the compute when prefetched,
+    else before it. The reduce-scatters follow the layers' gradients on the same stream and the
+    op returns when they are done: max(g + t_rs - bwd, tail) after a backward that also gathers.
+
+    >>> [round(float(x), 3) for x in zero3_exposed_per_op_s(1.0, 1.0, 4, 2.0, 4.0, True, True)]
+    [0.25, 0.5]
+    >>> [round(float(x), 3) for x in zero3_exposed_per_op_s(1.0, 1.0, 4, 2.0, 4.0, True, True, wgrad_s=2.0)]
+    [0.25, 0.5]
+    """
+    first = t_ag_s / np.maximum(num_layers, 1)
+    rest = t_ag_s - first
+    split = np.asarray(wgrad_s) > 0
+    tail = np.where(overlap_grad_reduce, overlapped_tail_s(t_rs_s, num_layers, np.where(split, wgrad_s, bwd_s)),
+                    t_rs_s)
+    fwd = np.where(overlap_param_gather, first + np.maximum(0.0, rest - fwd_s), t_ag_s)
+    gather_bwd = np.where(overlap_param_gather, first + np.maximum(0.0, rest - bwd_s), t_ag_s)
+    joint = np.where(overlap_param_gather, first + np.maximum(rest + t_rs_s - bwd_s, tail), t_ag_s + tail)
+    return fwd, np.where(split, gather_bwd + tail, joint)
+
+
+def exposed_s(zero_stage, num_microbatches, t_ar_s, t_rs_s, t_ag_s, n_grad, num_layers, fwd_s, bwd_s,
+              overlap_grad_reduce, overlap_param_gather, vpp=1, wgrad_s=0.0):
+    """Exposed DP/ZeRO communication per iteration on one rank, seconds (arrays ok).
+
+    ``t_ar_s``, ``t_rs_s``, ``t_ag_s``: the rank's gradient all-reduce, reduce-scatter and weight
+    all-gather, each over all its weights, in ``n_grad`` collectives (buckets; layers at stage 3);
+    ``fwd_s`` / ``bwd_s``: one micro-batch's forward / backward on the rank (the overlap windows);
+    ``wgrad_s`` > 0: the weight gradients run apart (ZB-H1's W) and their op is the gradients' window.
+      stage 0: tail(t_ar)                    once, after the last micro-batch's backward
+      stage 1: tail(t_rs) + ag               ag = max(0, t_ag - fwd) when prefetched, else t_ag
+      stage 2: m tail(t_rs) + ag             reduce-scatter every micro-batch
+      stage 3: m v (F + B) per chunk          (:func:`zero3_exposed_per_op_s`)
+    tail(t) = overlapped_tail_s(t, n, bwd) with overlap_grad_reduce, else t.
+
+    >>> float(exposed_s(0, 8, 1.0, 0.5, 0.5, 4, 32, 2.0, 4.0, False, True))
+    1.0
+    >>> float(exposed_s(2, 8, 1.0, 0.5, 0.5, 4, 32, 2.0, 4.0, True, True))
+    1.0
+    """
+    z, m = np.asarray(zero_stage), num_microbatches
+    og, opg = np.asarray(overlap_grad_reduce, dtype=bool), np.asarray(overlap_param_gather, dtype=bool)
+    grad_window = np.where(np.asarray(wgrad_s) > 0, wgrad_s, bwd_s)
+    tail = lambda t: np.where(og, overlapped_tail_s(t, n_grad, grad_window), t)  # noqa: E731
+    ag_once = np.where(opg, np.maximum(0.0, t_ag_s - fwd_s), t_ag_s)
+    f3, b3 = zero3_exposed_per_op_s(t_ag_s / vpp, t_rs_s / vpp, num_layers / vpp, fwd_s / vpp, bwd_s / vpp, og, opg,
+                                    wgrad_s / vpp)
+    return np.select([z == 0, z == 1, z == 2], [tail(t_ar_s), tail(t_rs_s) + ag_once, m * tail(t_rs_s) + ag_once],
+                     m * vpp * (f3 + b3))
+
+
+def total_s(zero_stage, num_microbatches, t_ar_s, t_rs_s, t_ag_s):
+    """DP/ZeRO communication per iteration on one rank, hidden or not, seconds (ZeRO Sec. 7.2).
+
+    >>> [float(total_s(z, 4, 2.0, 1.0, 1.0)) for z in range(4)]
+    [2.0, 2.0, 5.0, 12.0]
+    """
+    z, m = np.asarray(zero_stage), num_microbatches
+    return np.select([z == 0, z == 1, z == 2], [t_ar_s, t_rs_s + t_ag_s, m * t_rs_s + t_ag_s],
+                     m * (2 * t_ag_s + t_rs_s))
+
+
+def check(zero_stage) -> list[str]:
+    """Why a ZeRO setting cannot run (empty when it can); zero_stage > 0 with dp = 1 is legal, only useless.
+
+    >>> check(4)
+    ['zero_stage: 4 is not a ZeRO stage; choose 0, 1, 2 or 3']
+    """
+    errs = []
+    if int(zero_stage) not in (0, 1, 2, 3):
+        errs.append(f"zero_stage: {zero_stage} is not a ZeRO stage; choose 0, 1, 2 or 3")
+    return errs
