@@ -32,6 +32,7 @@ class Schedule(IntEnum):
 RECOMPUTE_NAMES = {"none": Recompute.NONE, "selective": Recompute.SELECTIVE, "full": Recompute.FULL}
 SCHEDULE_NAMES = {"gpipe": Schedule.GPIPE, "1f1b": Schedule.ONE_F_ONE_B,
                   "interleaved": Schedule.INTERLEAVED, "zb-h1": Schedule.ZERO_BUBBLE}
+SCHEDULE_IDS = {v: k for k, v in SCHEDULE_NAMES.items()}  # plan ids use the names users type (1f1b, zb-h1)
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp8": 1}
 ATTENTION_KERNELS = ("flash", "flash1", "unfused")
 # Rank placement: the order of the parallel dimensions from innermost (consecutive ranks, on
@@ -141,7 +142,7 @@ class Plan:
     def plan_id(self) -> str:
         pid = (f"dp{self.dp}-tp{self.tp}-pp{self.pp}-cp{self.cp}-ep{self.ep}-vpp{self.vpp}-sp{int(self.sp)}"
                f"-z{int(self.zero_stage)}-mb{self.micro_batch_size}-rc{self.recompute.name.lower()}"
-               f"-{self.schedule.name.lower()}")
+               f"-{SCHEDULE_IDS[self.schedule]}")
         return pid if self.placement == DEFAULT_PLACEMENT else f"{pid}-{self.placement.split('-')[0]}inner"
 
 

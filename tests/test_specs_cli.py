@@ -1,6 +1,7 @@
 """Specs validate with clear messages; the CLI never shows a traceback for bad input."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -124,3 +125,20 @@ def test_estimate_simulate_and_train_time_share_every_plan_option(capsys, monkey
     assert main(["train-time", *args, "--tokens", "1e9"]) == 0
     tt = json.loads(capsys.readouterr().out)
     assert tt["plan_id"] == est["plan_id"] and tt["plan_id"].endswith("dpinner")
+
+
+def test_model_command_reports_published_counts(capsys):
+    """`clustersim model PATH --json`: GPT-2's 124,439,808 parameters (Hugging Face model card,
+    openai-community/gpt2) with tied embeddings; an unknown name is one error line."""
+    data = Path(__file__).parent / "data" / "gpt2" / "config.json"
+    assert main(["model", str(data), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["params"] == 124_439_808 and {"active_params", "embedding_params", "warnings"} <= set(d)
+    assert main(["model", "no-such-model"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("clustersim ")

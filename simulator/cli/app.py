@@ -17,6 +17,22 @@ from models.plan import SCHEDULE_NAMES, Plan, Recompute, Schedule, ZeroStage
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Cluster-scale LLM training simulator and cost model.")
 
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            typer.echo(f"clustersim {version('clustersim')}")
+        except PackageNotFoundError:
+            typer.echo("clustersim (not installed: running from a source tree)")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="print the version and exit")] = False) -> None:
+    """Cluster-scale LLM training simulator and cost model."""
+
 Model = Annotated[str, typer.Option("--model", help="preset name (see `clustersim presets`) or path to a "
                                                  "Hugging Face config.json")]
 Profile = Annotated[Path | None, typer.Option("--profile", help="calibration profile YAML (clustersim calibrate)")]

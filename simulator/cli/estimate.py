@@ -52,3 +52,54 @@ def presets_cmd() -> None:
     typer.echo("models: " + ", ".join(PRESETS))
     typer.echo("gpus:   " + ", ".join(GPUS))
     typer.echo("nodes:  " + ", ".join(NODES))
+
+
+@app.command("model")
+def model_cmd(model: Annotated[str, typer.Argument(help="preset name, config.json, a Hugging Face snapshot folder or "
+                                                        "cache, or a cached Hub id (org/name)")],
+              seq_len: Annotated[int | None, typer.Option("--seq-len", help="training sequence length [tokens]")] = None,
+              json_out: Json = False) -> None:
+    """What a model is: what was read from its config and what was ignored, the architecture,
+    parameters (total / active / embedding, per component) and bytes per dtype."""
+    from models.describe import describe_model
+    rep = describe_model(model, seq_len=seq_len)
+    if json_out:
+        typer.echo(json.dumps(rep.as_dict(), indent=2, default=str))
+        return
+    model_report(rep.as_dict())
+
+
+def model_report(d: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    con = Console(width=120)
+    con.print(f"[bold]{d['name']}[/bold] ({d['source']}): {d['params']:,} parameters, {d['active_params']:,} active "
+              f"per token, {d['embedding_params']:,} in the embedding; sequence {d['seq_len']:,} tokens "
+              f"(limit {d['max_seq_len']:,})")
+    arch = Table(title="architecture", show_header=False)
+    for k, v in d["architecture"].items():
+        arch.add_row(k, str(v))
+    comp = Table(title="parameters by component")
+    comp.add_column("component")
+    comp.add_column("parameters", justify="right")
+    comp.add_column("share", justify="right")
+    for k, v in d["params_by_component"].items():
+        if v:
+            comp.add_row(k, f"{v:,}", f"{v / d['params']:.1%}")
+    mem = Table(title="memory (GB, 1e9 bytes)")
+    for col in ("dtype", "weights", "largest layer", "training, Adam"):
+        mem.add_column(col, justify="left" if col == "dtype" else "right")
+    for k, v in d["bytes_by_dtype"].items():
+        train = v.get("training_adam_bytes")
+        mem.add_row(k, f"{v['weights_bytes'] / 1e9:,.2f}", f"{v['largest_layer_bytes'] / 1e9:,.2f}",
+                    "-" if train is None else f"{train / 1e9:,.1f}")
+    for table in (arch, comp, mem):
+        con.print(table)
+    if d.get("read"):
+        con.print("read: " + ", ".join(map(str, d["read"])))
+    if d.get("ignored"):
+        con.print("ignored: " + ", ".join(map(str, d["ignored"])))
+    for w in d.get("warnings", []):
+        con.print(f"warning: {w}")
+    for n in d.get("notes", []):
+        con.print(f"note: {n}")
