@@ -1,7 +1,6 @@
 """Every plan listed in scenarios/*.yaml: the simulation agrees with the analytical estimate
 within 2% where nothing contends; the known exceptions are named with the reason."""
 
-import dataclasses
 import pathlib
 
 import pytest
@@ -43,7 +42,7 @@ def test_scenario_plan_agreement(path, spec):
     from simulator.planning import scenario as sc
     scn = sc.load_scenario(path)
     model, cluster = sc.build_model(scn), sc.build_cluster_spec(scn)
-    fields = {k: v for k, v in dataclasses.asdict(spec).items() if v is not None}
+    fields = {k: v for k, v in spec.model_dump(exclude_none=True).items() if k != "name"}
     plan = sc.plan_from_spec(fields, model, cluster, scn.training)
     r = simulate(model, cluster, plan)
     ratio = r.step_time_s / r.analytical.step_time_s
