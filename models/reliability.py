@@ -34,6 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 import numpy as np
+from scipy.special import lambertw
 
 from models.units import GB, HOUR_S
 
@@ -174,23 +175,13 @@ def daly_interval_s(checkpoint_s, mtbf):
 
 
 def lambert_w0(z):
-    """Principal branch of Lambert's W for z in [-1/e, inf), by Halley's iteration (vectorised).
+    """Principal branch of Lambert's W for z in [-1/e, inf) (vectorised): ``scipy.special.lambertw``, k=0.
 
     >>> round(float(lambert_w0(1.0)), 10)  # the omega constant
     0.5671432904
     """
     z = np.asarray(z, dtype=float)
-    p = np.sqrt(np.maximum(2.0 * (np.e * z + 1.0), 0.0))
-    w = np.where(z < -0.25, -1.0 + p - p * p / 3.0 + 11.0 / 72.0 * p ** 3, np.log1p(np.maximum(z, -0.25)))
-    for _ in range(10):   # Halley converges cubically: 3 steps from this start (near -1/e it dithers at 1e-13)
-        ew = np.exp(w)
-        f = w * ew - z
-        denom = ew * (w + 1.0) - (w + 2.0) * f / np.where(np.abs(w + 1.0) > 1e-12, 2.0 * w + 2.0, 1e-12)
-        step = np.where(np.abs(denom) > 0, f / np.where(denom == 0, 1.0, denom), 0.0)
-        w = w - step
-        if np.all(np.abs(step) <= 1e-12 * np.maximum(1.0, np.abs(w))):
-            break
-    return np.where(z <= -1.0 / np.e, -1.0, w)
+    return np.where(z <= -1.0 / np.e, -1.0, lambertw(np.maximum(z, -1.0 / np.e), 0).real)
 
 
 def exact_interval_s(checkpoint_s, mtbf):
@@ -206,7 +197,7 @@ def exact_interval_s(checkpoint_s, mtbf):
     mm = np.where(finite, m, 1.0)
     x = c / mm
     # 1 + W0(z) near the branch point z = -1/e: series in p = sqrt(2(ez + 1)) = sqrt(-2 expm1(-x))
-    # (Corless et al. 1996, "On the Lambert W function", eq. 4.22), Halley's iteration elsewhere
+    # (Corless et al. 1996, "On the Lambert W function", eq. 4.22), scipy's lambertw elsewhere
     p = np.sqrt(-2.0 * np.expm1(-x))
     series = p * (1 - p / 3 + 11 / 72 * p ** 2 - 43 / 540 * p ** 3 + 769 / 17280 * p ** 4 - 221 / 8505 * p ** 5)
     one_plus_w = np.array(series, dtype=float, ndmin=1)

@@ -3,6 +3,7 @@
 import math
 import time
 
+import numpy as np
 import pytest
 from numpy.random import PCG64, Generator
 
@@ -80,3 +81,12 @@ def test_bad_input():
         StragglerSpec(slow_gpu_slowdown=0.5)
     with pytest.raises(ValueError, match="trials"):
         monte_carlo(*CASES["frequent-failures"], trials=0)
+
+
+def test_max_of_normals_matches_the_statistics_inverse_cdf():
+    """scipy's ndtri replaced np.vectorize(NormalDist().inv_cdf): the same samples to rounding."""
+    from statistics import NormalDist
+    u = Generator(PCG64(3)).random(2000)
+    q = -np.expm1(np.log(u) / 64)
+    expected = -np.array([NormalDist().inv_cdf(v) for v in q])
+    np.testing.assert_allclose(sample_max_normal(Generator(PCG64(3)), 64, 2000), expected, rtol=1e-12)

@@ -108,3 +108,11 @@ def test_spec_rejects_bad_values_naming_the_field():
         rel.ReliabilitySpec(detect_s=-1)
     with pytest.raises(ValueError, match="reliability.fs_write_bytes_per_s"):
         rel.ReliabilitySpec(fs_write_bytes_per_s=0)
+
+
+def test_lambert_w0_is_scipys_principal_branch_and_exact_interval_unchanged():
+    """lambert_w0 wraps scipy.special.lambertw; known values (omega constant, W(e) = 1, W(-1/e) = -1)."""
+    assert float(rel.lambert_w0(np.e)) == pytest.approx(1.0, rel=1e-14)
+    assert float(rel.lambert_w0(-1.0 / np.e)) == -1.0
+    # C = 1 h, M = 1 day: the value the hand-written Halley iteration gave (to 1e-12)
+    assert float(rel.exact_interval_s(3600.0, 86400.0)) == pytest.approx(22601.525643234923, rel=1e-12)

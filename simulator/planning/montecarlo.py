@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from statistics import NormalDist
 
 import numpy as np
 from numpy.random import PCG64, Generator
+from scipy.special import ndtri
 
 from models import cost as cost_model
 from models.reliability import LLAMA3_GPU_FAILURES_PER_GPU_HOUR
@@ -102,8 +102,7 @@ def sample_max_normal(rng: Generator, n: int, size: int) -> np.ndarray:
     """Samples of the maximum of ``n`` iid standard normals: Phi^-1(U^(1/n)) (exact)."""
     u = rng.random(size)
     q = -np.expm1(np.log(np.maximum(u, 1e-300)) / max(n, 1))    # 1 - U^(1/n), accurately
-    inv = np.vectorize(NormalDist().inv_cdf, otypes=[float])
-    return -inv(np.clip(q, 1e-300, 1 - 1e-16))
+    return -ndtri(np.clip(q, 1e-300, 1 - 1e-16))
 
 
 def _truncated_exp_sums(rng, counts, bound_s, mtbf):
