@@ -50,15 +50,31 @@ def estimate_report(model, cluster, est: StepEstimate) -> str:
     return "\n".join(lines)
 
 
-def published_report(result: dict) -> str:
-    lines = [f"{'id':58s} {'rel':4s} {'measured_s':>10s} {'predicted_s':>11s} {'error':>7s} {'mfu':>5s} fits"]
+def published_table(result: dict):
+    """The `published` comparison as a rich Table: full run ids and reliability, one row per record."""
+    from rich.table import Table
+    t = Table(title="published runs: measured vs predicted iteration time")
+    for col, just in (("id", "left"), ("reliability", "left"), ("measured s", "right"), ("predicted s", "right"),
+                      ("error", "right"), ("MFU", "right"), ("fits", "left")):
+        t.add_column(col, justify=just, overflow="fold")
     for r in result["records"]:
+        rel = str(r.get("reliability", ""))
         if "skipped" in r:
-            lines.append(f"{r['id'][:58]:58s} {str(r.get('reliability'))[:4]:4s} skipped: {r['skipped']}")
+            t.add_row(r["id"], rel, "", "", "", "", f"skipped: {r['skipped']}")
             continue
-        lines.append(f"{r['id'][:58]:58s} {str(r.get('reliability'))[:4]:4s} {r['measured_iteration_time_s']:10.3f} "
-                     f"{r['predicted_iteration_time_s']:11.3f} {r['error']:+7.1%} {r['predicted_mfu']:5.2f} "
-                     f"{'yes' if r['fits'] else 'NO'}")
+        t.add_row(r["id"], rel, f"{r['measured_iteration_time_s']:.3f}", f"{r['predicted_iteration_time_s']:.3f}",
+                  f"{r['error']:+.1%}", f"{r['predicted_mfu']:.2f}", "yes" if r["fits"] else "NO")
+    return t
+
+
+def published_report(result: dict, width: int = 200) -> str:
+    """The `published` report as text: the rich table (ids and reliability never cut), then the summaries."""
+    import io
+
+    from rich.console import Console
+    buf = io.StringIO()
+    Console(file=buf, width=width, force_terminal=False, color_system=None).print(published_table(result))
+    lines = [buf.getvalue().rstrip("\n")]
     for key in ("summary", "summary_high"):
         s = result.get(key)
         if s:
