@@ -10,7 +10,6 @@ Iteration time (1F1B family, Narayanan et al. SC'21 Sec. 2.2-3):
 where t_mb is one micro-batch's forward + backward (+ recompute) on one stage, including
 the TP/SP, CP and EP collectives that are not hidden behind compute.
 """
-
 from __future__ import annotations
 
 import dataclasses
@@ -21,166 +20,44 @@ import numpy as np
 from models import collectives as coll
 from models import flops as fl
 from models import memory as mem
+from models.comm import (  # noqa: F401  (re-exported: the public cost path)
+    busbw_ratio,
+    cp_exposed_s,
+    cp_ring_s,
+    dp_collective_s,
+    dp_comm_s,
+    dp_groups,
+    group_bandwidth,
+    layer_comm_s,
+    measured_collective,
+    placement_strides,
+)
+from models.fields import options
 from models.hardware import Cluster
-from models.parallel import context, data, expert, pipeline, tensor, zero
-from models.plan import DTYPE_BYTES, PLACEMENT_DIMS, PLACEMENTS, Plan, check_plan
-from models.profile import kernel_model
+from models.layer import (  # noqa: F401
+    ATTN_BWD_EFFICIENCY,
+    ATTN_BWD_FLOP_RATIO,
+    ATTN_FWD_EFFICIENCY,
+    DP_BUCKET_BYTES,
+    FLASH1_BWD_EFFICIENCY,
+    FLASH1_FWD_EFFICIENCY,
+    LOGITS_FWD_SHARE,
+    LOSS_BYTES_PER_LOGIT,
+    OPTIMIZER_BYTES_PER_PARAM,
+    kernels,
+    layer_times,
+    logits_split_s,
+    logits_time_s,
+)
+from models.parallel import data, pipeline, zero
+from models.plan import DTYPE_BYTES, PLACEMENTS, Plan, check_plan
 from models.transformer import Transformer
 
-# FlashAttention-2 reaches 50-73% of A100 peak (Dao 2023, "FlashAttention-2", abstract and
-# Sec. 4.1: forward up to 73%, backward lower); FlashAttention-3 ~75% on H100 forward (Shah
-# et al. 2024). Forward 0.70 and backward 0.55 of the dense peak are used for every GPU.
-ATTN_FWD_EFFICIENCY = 0.70
-ATTN_BWD_EFFICIENCY = 0.55
-# FlashAttention v1 "only reaches 25-40% of the theoretical maximum FLOPs/s (e.g. up to 124
-# TFLOPs/s on A100)" (Dao 2023, FlashAttention-2 paper, Sec. 1): forward 0.40, backward 0.30.
-FLASH1_FWD_EFFICIENCY = 0.40
-FLASH1_BWD_EFFICIENCY = 0.30
-# Flash backward runs 5 matmuls against the forward's 2 (it recomputes QK^T): 2.5x the FLOPs.
-ATTN_BWD_FLOP_RATIO = 2.5
-# Cross-entropy on fp32-upcast logits, pass by pass (PyTorch F.cross_entropy / Megatron's
-# vocab-parallel loss both upcast): upcast r2+w4, log-softmax r4+r4+w4, backward r4+r4+w4
-# plus the gradient fill w4, downcast r4+w2 = 40 bytes per logit element.
-LOSS_BYTES_PER_LOGIT = 40
-# The Adam step's bytes per parameter and the gradient bucket are models.parallel.zero's.
-OPTIMIZER_BYTES_PER_PARAM, DP_BUCKET_BYTES = zero.OPTIMIZER_BYTES_PER_PARAM, zero.DP_BUCKET_BYTES
-# One of the output layer's three GEMMs (and about a third of the loss's passes) runs forward.
-LOGITS_FWD_SHARE = 1 / 3
-
-PLAN_FIELDS = ("dp", "tp", "pp", "cp", "ep", "vpp", "micro_batch_size", "global_batch_size", "sp",
-               "zero_stage", "recompute", "schedule", "flash", "flash1", "overlap_grad_reduce",
-               "overlap_param_gather", "overlap_tp_comm", "overlap_ep_comm", "placement")
-
-# _PRECEDES[code, i, j]: in placement PLACEMENTS[code], dimension j sits inside dimension i.
-_PRECEDES = np.array([[[o.index(dj) < o.index(di) for dj in PLACEMENT_DIMS] for di in PLACEMENT_DIMS]
-                      for o in (p.split("-") for p in PLACEMENTS)])
-
-
-def placement_strides(code, tp, cp, dp, pp):
-    """Rank distance between neighbours along tp, cp, dp, pp (arrays ok) for placement ``code``
-    (an index into models.plan.PLACEMENTS): the product of the sizes of the dimensions inside it.
-
-    >>> [int(x) for x in placement_strides(0, 8, 2, 4, 16)]  # Megatron order: tp, cp, dp, pp
-    [1, 8, 16, 64]
-    >>> [int(x) for x in placement_strides(PLACEMENTS.index("dp-tp-cp-pp"), 8, 2, 4, 16)]
-    [4, 32, 1, 64]
-    """
-    sizes = np.stack(np.broadcast_arrays(tp, cp, dp, pp), axis=-1)
-    prec = _PRECEDES[np.asarray(code)]
-    return tuple(np.moveaxis(np.prod(np.where(prec, sizes[..., None, :], 1), axis=-1), -1, 0))
-
-
-def kernels(cluster: Cluster, dtype: str):
-    """The kernel-time model (models.profile.KernelModel) both the estimate and the simulator cost with."""
-    return kernel_model(cluster, dtype, ATTN_FWD_EFFICIENCY, ATTN_BWD_EFFICIENCY)
-
-
-def layer_times(model: Transformer, km, a, moe: bool | None = None):
-    """(forward, backward, recompute, forward GEMMs, attention forward) seconds of one layer for one
-    micro-batch on one rank, for plan arrays ``a`` (plan_arrays' keys). ``moe``: a dense (False) or
-    MoE (True) layer; None averages over the model's layers."""
-    if moe is None:
-        times = layer_times(model, km, a, moe=False)
-        if not model.is_moe:
-            return times
-        f = model.num_moe_layers / model.num_layers
-        return tuple((1 - f) * x + f * y for x, y in zip(times, layer_times(model, km, a, moe=True)))
-    peak = km.peak_flops_per_s
-    tp, cp, mb, s = a["tp"], a["cp"], a["micro_batch_size"], model.seq_len
-    T = mb * s / cp
-    h, hq, hkv = model.hidden, model.num_heads * model.dh, model.num_kv_heads * model.dh
-    gemm = km.gemm
-    proj = gemm(T, (hq + 2 * hkv) / tp, h) + gemm(T, h, hq / tp)
-    if moe:
-        local_experts = model.num_experts / a["ep"]
-        Te = T * model.top_k * model.capacity_factor * a["ep"] / model.num_experts
-        fe, k = model.expert_ffn_hidden, model.ffn_matrices - 1
-        ffn = (local_experts * (gemm(Te, k * fe / tp, h) + gemm(Te, h, fe / tp)) + gemm(T, model.num_experts, h)
-               + model.num_shared_experts * (gemm(T, k * fe / tp, h) + gemm(T, h, fe / tp)))
-        act_elems = (model.top_k * model.capacity_factor + model.num_shared_experts) * fe / tp
-    else:
-        k, f = model.ffn_matrices - 1, model.ffn_hidden
-        ffn = gemm(T, k * f / tp, h) + gemm(T, h, f / tp)
-        act_elems = f / tp
-    gemms_fwd = proj + ffn
-    # attention core: flash runs the causal half; unfused runs two full batched GEMMs + softmax
-    causal_flops = 0.5 * 4 * mb * (s / cp) * s * hq / tp
-    v1 = a["flash1"]
-    # v1's published rates are benchmark (burst) rates like FA2's: both run at the sustained clock
-    fwd_eff = np.where(v1, np.minimum(km.attn_fwd_efficiency, FLASH1_FWD_EFFICIENCY * km.clock_ratio),
-                       km.attn_fwd_efficiency)
-    bwd_eff = np.where(v1, np.minimum(km.attn_bwd_efficiency, FLASH1_BWD_EFFICIENCY * km.clock_ratio),
-                       km.attn_bwd_efficiency)
-    attn_peak = km.attn_peak_flops_per_s or peak
-    flash_fwd = causal_flops / (attn_peak * fwd_eff)
-    flash_bwd = ATTN_BWD_FLOP_RATIO * causal_flops / (attn_peak * bwd_eff)
-    heads_rows = mb * model.num_heads / tp * (s / cp)
-    mask = 1.0 if model.dropout else 0.0
-    score_bytes = 2.0 * mb * model.num_heads / tp * (s / cp) * s
-    unfused_fwd = (gemm(heads_rows, s, model.dh) + gemm(heads_rows, model.dh, s)
-                   + km.memory_bound(score_bytes * (3 + 2.5 * mask), 2))
-    unfused_bwd = 2 * unfused_fwd
-    flash = a["flash"]
-    attn_fwd = np.where(flash, flash_fwd, unfused_fwd)
-    attn_bwd = np.where(flash, flash_bwd, unfused_bwd)
-    # memory-bound ops per token: 2 norms (r+w h), 2 residual adds (2r+w h), dropout (r+w h + 1B mask)
-    # at 2 bytes; activation function r+w (GeLU) or 2r+w (SwiGLU) of the FFN width.
-    repl_bytes = (2 * 2 * 2 + 2 * 3 * 2 + mask * 2 * 5) * h / np.where(a["sp"], tp, 1)
-    act_bytes = (4 if model.activation == "gelu" else 6) * act_elems
-    elem_fwd = km.memory_bound(T * (repl_bytes + act_bytes), 8)
-    # FlashAttention v1 takes only unpadded (tokens, heads, dim) inputs: llm-foundry's flash_attn_fn
-    # (and HF's v1 path) always pack q, k, v with flash_attn.bert_padding.unpad_input and scatter the
-    # output back with pad_input. From bert_padding.py, at 2 bytes: forward gathers q, k, v (r+w each)
-    # and zero-fills then index-puts the output (w, r+w); backward zero-fills and scatters the q, k, v
-    # gradients (w, r+w each) and gathers the output gradient (r+w).
-    pack_fwd = pack_bwd = 0.0
-    if np.any(v1):  # skipped on the planner's grids, which never search v1
-        qkv_w, q_w = (hq + 2 * hkv) / tp, hq / tp
-        pack_fwd = np.where(v1, km.memory_bound(T * (4 * qkv_w + 6 * q_w), 4), 0.0)
-        pack_bwd = np.where(v1, km.memory_bound(T * (6 * qkv_w + 4 * q_w), 4), 0.0)
-    fwd = gemms_fwd + attn_fwd + elem_fwd + pack_fwd
-    bwd = 2 * gemms_fwd + attn_bwd + 2 * elem_fwd + pack_bwd
-    rc = a["recompute"]
-    recompute = np.where(rc == 2, fwd, np.where(rc == 1, np.where(flash, 0.0, unfused_fwd), 0.0))
-    return fwd, bwd, recompute, gemms_fwd, attn_fwd
-
-
-_layer_times = layer_times   # the old private name, still imported by tests/test_flash1.py and test_sustained_clock.py
-
-
-def logits_time_s(model: Transformer, km, tokens, tp):
-    """Output layer + loss of one micro-batch on the last stage, forward + backward, seconds."""
-    return 3 * km.gemm(tokens, model.vocab / tp, model.hidden) + km.memory_bound(
-        tokens * model.vocab / tp * LOSS_BYTES_PER_LOGIT, 6)
-
-
-def logits_split_s(model: Transformer, km, tokens, tp):
-    """(forward, backward) seconds of the output layer + loss of one micro-batch (LOGITS_FWD_SHARE)."""
-    t = logits_time_s(model, km, tokens, tp)
-    return LOGITS_FWD_SHARE * t, (1 - LOGITS_FWD_SHARE) * t
-
-
-def measured_collective(cl: Cluster, kind: str):
-    """What a measured profile says about ``kind`` collectives (models.collectives.Measured: fitted
-    latency, timed sizes), or None: models.collectives' hop model and the cluster's bandwidths."""
-    p = cl.profile
-    return p.collective(kind) if p is not None and hasattr(p, "collective") else None
-
-
-def busbw_ratio(cl: Cluster, kind: str) -> float:
-    """A measured profile's bus bandwidth of ``kind`` relative to all-reduce (1 without one)."""
-    p = cl.profile
-    return p.busbw_ratio(kind) if p is not None and hasattr(p, "busbw_ratio") else 1.0
-
-
-def group_bandwidth(cl: Cluster, group, stride, local=None):
-    """(bus bytes/s, spans nodes) for a group of ``group`` ranks at rank distance ``stride``, or with
-    ``local`` members per node (a group over several placement dimensions, e.g. dp x cp)."""
-    gpn = cl.node.nvlink_domain_gpus
-    local = coll.ranks_per_node(group, stride, gpn) if local is None else local
-    bw = coll.group_bus_bytes_per_s(group, stride, gpn, cl.gpu.nvlink_busbw_bytes_per_s, cl.net_bytes_per_s_per_gpu,
-                                    local)
-    return bw, group > local
+# The plan columns estimate_arrays takes: every declared Plan field (models/plan.py; enums as their
+# codes, placement as its index), the attention kernel split into the flags the formulas use; dtype
+# is estimate_arrays' own argument (one dtype per call).
+PLAN_FIELDS = (*(n for n in options(Plan) if n not in ("attention", "dtype")), "flash", "flash1")
+_layer_times = layer_times  # old name, kept for callers outside models/
 
 
 def stage_params(model: Transformer, a, layers, first, last):
@@ -226,99 +103,6 @@ def stage_memory_arrays(model: Transformer, cl: Cluster, a, stage):
     total = mem.allocated_bytes(states + zero3_buf + acts)
     return {"params_bytes": params, "grads_bytes": grads, "optimizer_bytes": optim,
             "activations_bytes": acts, "other_bytes": total - states - acts, "total_bytes": total}
-
-
-def cp_ring_s(model: Transformer, cl: Cluster, a, stride_cp, bpe):
-    """Seconds of one layer's K/V ring over the cp ranks at rank distance ``stride_cp`` (c-1 steps)."""
-    cp = a["cp"]
-    cp_bw, cp_spans = group_bandwidth(cl, cp, stride_cp)
-    kv = context.kv_block_bytes(a["micro_batch_size"], model.seq_len, model.num_kv_heads, model.dh, a["tp"], cp, bpe)
-    return context.ring_steps(cp) * coll.collective_time_s("send_recv", kv, cp, cp_bw, cp_spans,
-                                                           measured_collective(cl, "send_recv"))
-
-
-def cp_exposed_s(model: Transformer, cl: Cluster, a, stride_cp, attn_fwd_s, bpe):
-    """(forward, backward) exposed CP ring seconds per layer and micro-batch (models.parallel.context)."""
-    return context.exposed_ring_s(cp_ring_s(model, cl, a, stride_cp, bpe), attn_fwd_s,
-                                  ATTN_BWD_FLOP_RATIO * attn_fwd_s, (a["recompute"] == 2).astype(float))
-
-
-def layer_comm_s(model: Transformer, cl: Cluster, a, km, strides, times, bpe):
-    """Exposed TP/SP, CP and EP seconds of one layer for one micro-batch on one rank, and the TP
-    seconds outside the layers per micro-batch (embedding, output layer, loss)."""
-    tp, cp, ep, mb, s = a["tp"], a["cp"], a["ep"], a["micro_batch_size"], model.seq_len
-    s_tp, s_cp, s_dp, _ = strides
-    fwd, bwd, rcmp, gemms_fwd, attn_fwd = times
-    rc_full = (a["recompute"] == 2).astype(float)
-    # TP / SP collectives: 4 (+2 recompute) all-reduce equivalents per layer
-    tp_bw, tp_spans = group_bandwidth(cl, tp, s_tp)
-    measured_ar = measured_collective(cl, "all_reduce")
-    t_tp = coll.collective_time_s("all_reduce", tensor.tp_collective_bytes(mb, s, model.hidden, cp, bpe),
-                                  tp, tp_bw, tp_spans, measured_ar)
-    tp_layer = tensor.tp_allreduces_per_layer(rc_full) * t_tp
-    tp_layer = np.where(a["overlap_tp_comm"], np.maximum(0, tp_layer - 3 * gemms_fwd), tp_layer)
-    # outside the layers: embedding / output-layer all-reduces and the cross-entropy's, per micro-batch
-    tp_edge = tensor.tp_edge_allreduces(a["pp"]) * t_tp + coll.collective_time_s(
-        "all_reduce", tensor.TP_LOSS_ALLREDUCES * tensor.tp_loss_collective_bytes(mb, s, cp), tp, tp_bw, tp_spans,
-        measured_ar, tensor.TP_LOSS_ALLREDUCES)
-    # CP ring attention: (c-1) K/V block exchanges per layer, hidden behind attention
-    cp_fwd, cp_bwd = cp_exposed_s(model, cl, a, s_cp, attn_fwd, bpe)
-    cp_layer = cp_fwd + cp_bwd
-    if not model.is_moe:
-        return tp_layer, cp_layer, np.zeros_like(tp_layer), tp_edge
-    # EP all-to-alls: 4 (+2) per MoE layer; EP groups are consecutive DP ranks
-    a2a = expert.all_to_all_bytes(mb, s, model.hidden, model.top_k, model.capacity_factor, cp, bpe)
-    local = coll.ranks_per_node(ep, s_dp, cl.node.nvlink_domain_gpus)
-    ep_layer = model.num_moe_layers / model.num_layers * expert.all_to_alls_per_moe_layer(rc_full) * \
-        coll.all_to_all_time_s(a2a, ep, local, cl.gpu.nvlink_busbw_bytes_per_s * busbw_ratio(cl, "all_to_all"),
-                               cl.net_bytes_per_s_per_gpu, measured_collective(cl, "all_to_all"))
-    # Overlapped dispatch/combine (DeepSeek-V3 DualPipe, Sec. 3.2.1; Megatron-Core a2a overlap) hides the
-    # all-to-alls behind the other micro-batch's layer compute; only what exceeds it stays exposed.
-    overlap_ep = np.asarray(a.get("overlap_ep_comm", False))
-    return tp_layer, cp_layer, np.where(overlap_ep, np.maximum(0.0, ep_layer - (fwd + bwd + rcmp)), ep_layer), tp_edge
-
-
-def dp_groups(cl: Cluster, a, strides):
-    """The gradient-reduction groups: ((dp*cp ranks, bus bytes/s, spans nodes, members per node),
-    (expert-data-parallel ranks, bus bytes/s, spans nodes, members per node))."""
-    dp, cp, ep = a["dp"], a["cp"], a["ep"]
-    _, s_cp, s_dp, _ = strides
-    gpn = cl.node.nvlink_domain_gpus
-    dpcp = data.dp_comm_group(dp, cp)
-    # gradients reduce over the dp x cp ranks: their members per node multiply (strides nest)
-    dpcp_local = coll.ranks_per_node(cp, s_cp, gpn) * coll.ranks_per_node(dp, s_dp, gpn)
-    edp = data.expert_dp_group(dp, cp, ep)
-    edp_local = coll.ranks_per_node(edp, s_dp * ep, gpn)
-    return ((dpcp, *group_bandwidth(cl, dpcp, s_dp, dpcp_local), dpcp_local),
-            (edp, *group_bandwidth(cl, edp, s_dp * ep, edp_local), edp_local))
-
-
-def dp_collective_s(cl: Cluster, kind: str, nonexp, exp, groups, count_nonexp, count_exp):
-    """Seconds of the ``kind`` collectives over a rank's weights: ``count_nonexp`` over the dp*cp
-    group for the non-expert ones, ``count_exp`` over the expert-data-parallel group."""
-    r, lat = busbw_ratio(cl, kind), measured_collective(cl, kind)
-    (g1, bw1, sp1, _), (g2, bw2, sp2, _) = groups
-    b1, b2 = zero.grad_sync_bytes(nonexp), zero.grad_sync_bytes(exp)
-    return (coll.collective_time_s(kind, b1, g1, bw1 * r, sp1, lat, count_nonexp)
-            + coll.collective_time_s(kind, b2, g2, bw2 * r, sp2, lat, count_exp * (b2 > 0)))
-
-
-def dp_comm_s(model: Transformer, cl: Cluster, a, strides, layers, fwd_s, bwd_s, wgrad_s=0.0):
-    """(exposed, total) DP/ZeRO communication seconds per iteration on the heaviest stage (``layers``
-    layers, the embedding and the output layer), its (non-expert, expert) parameters and groups.
-    ``fwd_s`` / ``bwd_s`` / ``wgrad_s``: one micro-batch's forward, backward and (ZB-H1, else 0) separate
-    weight-gradient pass: the overlap windows (models.parallel.zero.exposed_s)."""
-    pp, z = a["pp"], a["zero_stage"]
-    m = a["global_batch_size"] // (a["micro_batch_size"] * a["dp"])
-    nonexp, exp = stage_params(model, a, layers, pp == 1, True)
-    groups = dp_groups(cl, a, strides)
-    n1 = zero.num_grad_collectives(z, zero.grad_sync_bytes(nonexp), layers)
-    n2 = zero.num_grad_collectives(z, zero.grad_sync_bytes(exp), layers) * (exp > 0)
-    t_ar, t_rs, t_ag = (dp_collective_s(cl, k, nonexp, exp, groups, n1, n2)
-                        for k in ("all_reduce", "reduce_scatter", "all_gather"))
-    exposed = zero.exposed_s(z, m, t_ar, t_rs, t_ag, n1 + n2, layers, fwd_s, bwd_s, a["overlap_grad_reduce"],
-                             a["overlap_param_gather"], a["vpp"], wgrad_s)
-    return exposed, zero.total_s(z, m, t_ar, t_rs, t_ag), nonexp, exp, groups
 
 
 def _peak_memory(model: Transformer, cl: Cluster, a, all_stages: bool):
@@ -466,6 +250,7 @@ class PlanError(ValueError):
 
 
 def plan_arrays(plan: Plan) -> dict:
+    """The plan as the scalar columns of :func:`estimate_arrays` (derived from the declared fields)."""
     d = {k: getattr(plan, k) for k in PLAN_FIELDS if hasattr(plan, k)}
     d["zero_stage"], d["recompute"], d["schedule"] = int(plan.zero_stage), int(plan.recompute), int(plan.schedule)
     d["flash"] = plan.attention in ("flash", "flash1")

@@ -1,0 +1,151 @@
+"""Communication costs of one iteration: rank placement (which dimension sits on NVLink),
+group bandwidths, the per-layer TP/SP, CP and EP collectives and what of them is exposed,
+and the data-parallel / ZeRO collectives (models.parallel.zero owns their exposure).
+Pure functions over numpy arrays of plan fields (``a``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models import collectives as coll
+from models import memory as mem
+from models.hardware import Cluster
+from models.layer import ATTN_BWD_FLOP_RATIO
+from models.parallel import context, data, expert, tensor, zero
+from models.plan import PLACEMENT_DIMS, PLACEMENTS
+from models.transformer import Transformer
+
+# _PRECEDES[code, i, j]: in placement PLACEMENTS[code], dimension j sits inside dimension i.
+_PRECEDES = np.array([[[o.index(dj) < o.index(di) for dj in PLACEMENT_DIMS] for di in PLACEMENT_DIMS]
+                      for o in (p.split("-") for p in PLACEMENTS)])
+
+
+def placement_strides(code, tp, cp, dp, pp):
+    """Rank distance between neighbours along tp, cp, dp, pp (arrays ok) for placement ``code``
+    (an index into models.plan.PLACEMENTS): the product of the sizes of the dimensions inside it.
+
+    >>> [int(x) for x in placement_strides(0, 8, 2, 4, 16)]  # Megatron order: tp, cp, dp, pp
+    [1, 8, 16, 64]
+    >>> [int(x) for x in placement_strides(PLACEMENTS.index("dp-tp-cp-pp"), 8, 2, 4, 16)]
+    [4, 32, 1, 64]
+    """
+    sizes = np.stack(np.broadcast_arrays(tp, cp, dp, pp), axis=-1)
+    prec = _PRECEDES[np.asarray(code)]
+    return tuple(np.moveaxis(np.prod(np.where(prec, sizes[..., None, :], 1), axis=-1), -1, 0))
+
+
+def measured_collective(cl: Cluster, kind: str):
+    """What a measured profile says about ``kind`` collectives (models.collectives.Measured: fitted
+    latency, timed sizes), or None: models.collectives' hop model and the cluster's bandwidths."""
+    p = cl.profile
+    return p.collective(kind) if p is not None and hasattr(p, "collective") else None
+
+
+def busbw_ratio(cl: Cluster, kind: str) -> float:
+    """A measured profile's bus bandwidth of ``kind`` relative to all-reduce (1 without one)."""
+    p = cl.profile
+    return p.busbw_ratio(kind) if p is not None and hasattr(p, "busbw_ratio") else 1.0
+
+
+def group_bandwidth(cl: Cluster, group, stride, local=None):
+    """(bus bytes/s, spans nodes) for a group of ``group`` ranks at rank distance ``stride``, or with
+    ``local`` members per node (a group over several placement dimensions, e.g. dp x cp)."""
+    gpn = cl.node.nvlink_domain_gpus
+    local = coll.ranks_per_node(group, stride, gpn) if local is None else local
+    bw = coll.group_bus_bytes_per_s(group, stride, gpn, cl.gpu.nvlink_busbw_bytes_per_s, cl.net_bytes_per_s_per_gpu,
+                                    local)
+    return bw, group > local
+
+
+def cp_ring_s(model: Transformer, cl: Cluster, a, stride_cp, bpe):
+    """Seconds of one layer's K/V ring over the cp ranks at rank distance ``stride_cp`` (c-1 steps)."""
+    cp = a["cp"]
+    cp_bw, cp_spans = group_bandwidth(cl, cp, stride_cp)
+    kv = context.kv_block_bytes(a["micro_batch_size"], model.seq_len, model.num_kv_heads, model.dh, a["tp"], cp, bpe)
+    return context.ring_steps(cp) * coll.collective_time_s("send_recv", kv, cp, cp_bw, cp_spans,
+                                                           measured_collective(cl, "send_recv"))
+
+
+def cp_exposed_s(model: Transformer, cl: Cluster, a, stride_cp, attn_fwd_s, bpe):
+    """(forward, backward) exposed CP ring seconds per layer and micro-batch (models.parallel.context)."""
+    return context.exposed_ring_s(cp_ring_s(model, cl, a, stride_cp, bpe), attn_fwd_s,
+                                  ATTN_BWD_FLOP_RATIO * attn_fwd_s, (a["recompute"] == 2).astype(float))
+
+
+def layer_comm_s(model: Transformer, cl: Cluster, a, km, strides, times, bpe):
+    """Exposed TP/SP, CP and EP seconds of one layer for one micro-batch on one rank, and the TP
+    seconds outside the layers per micro-batch (embedding, output layer, loss)."""
+    tp, cp, ep, mb, s = a["tp"], a["cp"], a["ep"], a["micro_batch_size"], model.seq_len
+    s_tp, s_cp, s_dp, _ = strides
+    fwd, bwd, rcmp, gemms_fwd, attn_fwd = times
+    rc_full = (a["recompute"] == 2).astype(float)
+    # TP / SP collectives: 4 (+2 recompute) all-reduce equivalents per layer
+    tp_bw, tp_spans = group_bandwidth(cl, tp, s_tp)
+    measured_ar = measured_collective(cl, "all_reduce")
+    t_tp = coll.collective_time_s("all_reduce", tensor.tp_collective_bytes(mb, s, model.hidden, cp, bpe),
+                                  tp, tp_bw, tp_spans, measured_ar)
+    tp_layer = tensor.tp_allreduces_per_layer(rc_full) * t_tp
+    tp_layer = np.where(a["overlap_tp_comm"], np.maximum(0, tp_layer - 3 * gemms_fwd), tp_layer)
+    # outside the layers: embedding / output-layer all-reduces and the cross-entropy's, per micro-batch
+    tp_edge = tensor.tp_edge_allreduces(a["pp"]) * t_tp + coll.collective_time_s(
+        "all_reduce", tensor.TP_LOSS_ALLREDUCES * tensor.tp_loss_collective_bytes(mb, s, cp), tp, tp_bw, tp_spans,
+        measured_ar, tensor.TP_LOSS_ALLREDUCES)
+    # CP ring attention: (c-1) K/V block exchanges per layer, hidden behind attention
+    cp_fwd, cp_bwd = cp_exposed_s(model, cl, a, s_cp, attn_fwd, bpe)
+    cp_layer = cp_fwd + cp_bwd
+    if not model.is_moe:
+        return tp_layer, cp_layer, np.zeros_like(tp_layer), tp_edge
+    # EP all-to-alls: 4 (+2) per MoE layer; EP groups are consecutive DP ranks
+    a2a = expert.all_to_all_bytes(mb, s, model.hidden, model.top_k, model.capacity_factor, cp, bpe)
+    local = coll.ranks_per_node(ep, s_dp, cl.node.nvlink_domain_gpus)
+    ep_layer = model.num_moe_layers / model.num_layers * expert.all_to_alls_per_moe_layer(rc_full) * \
+        coll.all_to_all_time_s(a2a, ep, local, cl.gpu.nvlink_busbw_bytes_per_s * busbw_ratio(cl, "all_to_all"),
+                               cl.net_bytes_per_s_per_gpu, measured_collective(cl, "all_to_all"))
+    # Overlapped dispatch/combine (DeepSeek-V3 DualPipe, Sec. 3.2.1; Megatron-Core a2a overlap) hides the
+    # all-to-alls behind the other micro-batch's layer compute; only what exceeds it stays exposed.
+    overlap_ep = np.asarray(a.get("overlap_ep_comm", False))
+    return tp_layer, cp_layer, np.where(overlap_ep, np.maximum(0.0, ep_layer - (fwd + bwd + rcmp)), ep_layer), tp_edge
+
+
+def dp_groups(cl: Cluster, a, strides):
+    """The gradient-reduction groups: ((dp*cp ranks, bus bytes/s, spans nodes, members per node),
+    (expert-data-parallel ranks, bus bytes/s, spans nodes, members per node))."""
+    dp, cp, ep = a["dp"], a["cp"], a["ep"]
+    _, s_cp, s_dp, _ = strides
+    gpn = cl.node.nvlink_domain_gpus
+    dpcp = data.dp_comm_group(dp, cp)
+    # gradients reduce over the dp x cp ranks: their members per node multiply (strides nest)
+    dpcp_local = coll.ranks_per_node(cp, s_cp, gpn) * coll.ranks_per_node(dp, s_dp, gpn)
+    edp = data.expert_dp_group(dp, cp, ep)
+    edp_local = coll.ranks_per_node(edp, s_dp * ep, gpn)
+    return ((dpcp, *group_bandwidth(cl, dpcp, s_dp, dpcp_local), dpcp_local),
+            (edp, *group_bandwidth(cl, edp, s_dp * ep, edp_local), edp_local))
+
+
+def dp_collective_s(cl: Cluster, kind: str, nonexp, exp, groups, count_nonexp, count_exp):
+    """Seconds of the ``kind`` collectives over a rank's weights: ``count_nonexp`` over the dp*cp
+    group for the non-expert ones, ``count_exp`` over the expert-data-parallel group."""
+    r, lat = busbw_ratio(cl, kind), measured_collective(cl, kind)
+    (g1, bw1, sp1, _), (g2, bw2, sp2, _) = groups
+    b1, b2 = zero.grad_sync_bytes(nonexp), zero.grad_sync_bytes(exp)
+    return (coll.collective_time_s(kind, b1, g1, bw1 * r, sp1, lat, count_nonexp)
+            + coll.collective_time_s(kind, b2, g2, bw2 * r, sp2, lat, count_exp * (b2 > 0)))
+
+
+def dp_comm_s(model: Transformer, cl: Cluster, a, strides, layers, fwd_s, bwd_s, wgrad_s=0.0):
+    """(exposed, total) DP/ZeRO communication seconds per iteration on the heaviest stage (``layers``
+    layers, the embedding and the output layer), its (non-expert, expert) parameters and groups.
+    ``fwd_s`` / ``bwd_s`` / ``wgrad_s``: one micro-batch's forward, backward and (ZB-H1, else 0) separate
+    weight-gradient pass: the overlap windows (models.parallel.zero.exposed_s)."""
+    pp, z = a["pp"], a["zero_stage"]
+    m = a["global_batch_size"] // (a["micro_batch_size"] * a["dp"])
+    nonexp, exp = mem.stage_params(model, a["tp"], a["pp"], a["ep"], layers, pp == 1, True)
+    groups = dp_groups(cl, a, strides)
+    n1 = zero.num_grad_collectives(z, zero.grad_sync_bytes(nonexp), layers)
+    n2 = zero.num_grad_collectives(z, zero.grad_sync_bytes(exp), layers) * (exp > 0)
+    t_ar, t_rs, t_ag = (dp_collective_s(cl, k, nonexp, exp, groups, n1, n2)
+                        for k in ("all_reduce", "reduce_scatter", "all_gather"))
+    exposed = zero.exposed_s(z, m, t_ar, t_rs, t_ag, n1 + n2, layers, fwd_s, bwd_s, a["overlap_grad_reduce"],
+                             a["overlap_param_gather"], a["vpp"], wgrad_s)
+    return exposed, zero.total_s(z, m, t_ar, t_rs, t_ag), nonexp, exp, groups

@@ -1,0 +1,124 @@
+"""Per-layer compute costs of one micro-batch: forward, backward and recompute time of a
+transformer layer and of the output layer, from the kernel model (GEMMs at the measured
+matmul rate with wave quantisation, FlashAttention at its fraction of peak, memory-bound ops
+at the HBM rate). Pure functions over numpy arrays of plan fields (``a``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.hardware import Cluster
+from models.parallel import zero
+from models.profile import kernel_model
+from models.transformer import Transformer
+
+# FlashAttention-2 reaches 50-73% of A100 peak (Dao 2023, "FlashAttention-2", abstract and
+# Sec. 4.1: forward up to 73%, backward lower); FlashAttention-3 ~75% on H100 forward (Shah
+# et al. 2024). Forward 0.70 and backward 0.55 of the dense peak are used for every GPU.
+ATTN_FWD_EFFICIENCY = 0.70
+ATTN_BWD_EFFICIENCY = 0.55
+# FlashAttention v1 "only reaches 25-40% of the theoretical maximum FLOPs/s (e.g. up to 124
+# TFLOPs/s on A100)" (Dao 2023, FlashAttention-2 paper, Sec. 1): forward 0.40, backward 0.30.
+FLASH1_FWD_EFFICIENCY = 0.40
+FLASH1_BWD_EFFICIENCY = 0.30
+# Flash backward runs 5 matmuls against the forward's 2 (it recomputes QK^T): 2.5x the FLOPs.
+ATTN_BWD_FLOP_RATIO = 2.5
+# Cross-entropy on fp32-upcast logits, pass by pass (PyTorch F.cross_entropy / Megatron's
+# vocab-parallel loss both upcast): upcast r2+w4, log-softmax r4+r4+w4, backward r4+r4+w4
+# plus the gradient fill w4, downcast r4+w2 = 40 bytes per logit element.
+LOSS_BYTES_PER_LOGIT = 40
+# The Adam step's bytes per parameter and the gradient bucket are models.parallel.zero's.
+OPTIMIZER_BYTES_PER_PARAM, DP_BUCKET_BYTES = zero.OPTIMIZER_BYTES_PER_PARAM, zero.DP_BUCKET_BYTES
+# One of the output layer's three GEMMs (and about a third of the loss's passes) runs forward.
+LOGITS_FWD_SHARE = 1 / 3
+
+
+def kernels(cluster: Cluster, dtype: str):
+    """The kernel-time model (models.profile.KernelModel) both the estimate and the simulator cost with."""
+    return kernel_model(cluster, dtype, ATTN_FWD_EFFICIENCY, ATTN_BWD_EFFICIENCY)
+
+
+def layer_times(model: Transformer, km, a, moe: bool | None = None):
+    """(forward, backward, recompute, forward GEMMs, attention forward) seconds of one layer for one
+    micro-batch on one rank, for plan arrays ``a`` (plan_arrays' keys). ``moe``: a dense (False) or
+    MoE (True) layer; None averages over the model's layers."""
+    if moe is None:
+        times = layer_times(model, km, a, moe=False)
+        if not model.is_moe:
+            return times
+        f = model.num_moe_layers / model.num_layers
+        return tuple((1 - f) * x + f * y for x, y in zip(times, layer_times(model, km, a, moe=True)))
+    peak = km.peak_flops_per_s
+    tp, cp, mb, s = a["tp"], a["cp"], a["micro_batch_size"], model.seq_len
+    T = mb * s / cp
+    h, hq, hkv = model.hidden, model.num_heads * model.dh, model.num_kv_heads * model.dh
+    gemm = km.gemm
+    proj = gemm(T, (hq + 2 * hkv) / tp, h) + gemm(T, h, hq / tp)
+    if moe:
+        local_experts = model.num_experts / a["ep"]
+        Te = T * model.top_k * model.capacity_factor * a["ep"] / model.num_experts
+        fe, k = model.expert_ffn_hidden, model.ffn_matrices - 1
+        ffn = (local_experts * (gemm(Te, k * fe / tp, h) + gemm(Te, h, fe / tp)) + gemm(T, model.num_experts, h)
+               + model.num_shared_experts * (gemm(T, k * fe / tp, h) + gemm(T, h, fe / tp)))
+        act_elems = (model.top_k * model.capacity_factor + model.num_shared_experts) * fe / tp
+    else:
+        k, f = model.ffn_matrices - 1, model.ffn_hidden
+        ffn = gemm(T, k * f / tp, h) + gemm(T, h, f / tp)
+        act_elems = f / tp
+    gemms_fwd = proj + ffn
+    # attention core: flash runs the causal half; unfused runs two full batched GEMMs + softmax
+    causal_flops = 0.5 * 4 * mb * (s / cp) * s * hq / tp
+    v1 = a["flash1"]
+    # v1's published rates are benchmark (burst) rates like FA2's: both run at the sustained clock
+    fwd_eff = np.where(v1, np.minimum(km.attn_fwd_efficiency, FLASH1_FWD_EFFICIENCY * km.clock_ratio),
+                       km.attn_fwd_efficiency)
+    bwd_eff = np.where(v1, np.minimum(km.attn_bwd_efficiency, FLASH1_BWD_EFFICIENCY * km.clock_ratio),
+                       km.attn_bwd_efficiency)
+    attn_peak = km.attn_peak_flops_per_s or peak
+    flash_fwd = causal_flops / (attn_peak * fwd_eff)
+    flash_bwd = ATTN_BWD_FLOP_RATIO * causal_flops / (attn_peak * bwd_eff)
+    heads_rows = mb * model.num_heads / tp * (s / cp)
+    mask = 1.0 if model.dropout else 0.0
+    score_bytes = 2.0 * mb * model.num_heads / tp * (s / cp) * s
+    unfused_fwd = (gemm(heads_rows, s, model.dh) + gemm(heads_rows, model.dh, s)
+                   + km.memory_bound(score_bytes * (3 + 2.5 * mask), 2))
+    unfused_bwd = 2 * unfused_fwd
+    flash = a["flash"]
+    attn_fwd = np.where(flash, flash_fwd, unfused_fwd)
+    attn_bwd = np.where(flash, flash_bwd, unfused_bwd)
+    # memory-bound ops per token: 2 norms (r+w h), 2 residual adds (2r+w h), dropout (r+w h + 1B mask)
+    # at 2 bytes; activation function r+w (GeLU) or 2r+w (SwiGLU) of the FFN width.
+    repl_bytes = (2 * 2 * 2 + 2 * 3 * 2 + mask * 2 * 5) * h / np.where(a["sp"], tp, 1)
+    act_bytes = (4 if model.activation == "gelu" else 6) * act_elems
+    elem_fwd = km.memory_bound(T * (repl_bytes + act_bytes), 8)
+    # FlashAttention v1 takes only unpadded (tokens, heads, dim) inputs: llm-foundry's flash_attn_fn
+    # (and HF's v1 path) always pack q, k, v with flash_attn.bert_padding.unpad_input and scatter the
+    # output back with pad_input. From bert_padding.py, at 2 bytes: forward gathers q, k, v (r+w each)
+    # and zero-fills then index-puts the output (w, r+w); backward zero-fills and scatters the q, k, v
+    # gradients (w, r+w each) and gathers the output gradient (r+w).
+    pack_fwd = pack_bwd = 0.0
+    if np.any(v1):  # skipped on the planner's grids, which never search v1
+        qkv_w, q_w = (hq + 2 * hkv) / tp, hq / tp
+        pack_fwd = np.where(v1, km.memory_bound(T * (4 * qkv_w + 6 * q_w), 4), 0.0)
+        pack_bwd = np.where(v1, km.memory_bound(T * (6 * qkv_w + 4 * q_w), 4), 0.0)
+    fwd = gemms_fwd + attn_fwd + elem_fwd + pack_fwd
+    bwd = 2 * gemms_fwd + attn_bwd + 2 * elem_fwd + pack_bwd
+    rc = a["recompute"]
+    recompute = np.where(rc == 2, fwd, np.where(rc == 1, np.where(flash, 0.0, unfused_fwd), 0.0))
+    return fwd, bwd, recompute, gemms_fwd, attn_fwd
+
+
+_layer_times = layer_times   # the old private name, still imported by tests/test_flash1.py and test_sustained_clock.py
+
+
+def logits_time_s(model: Transformer, km, tokens, tp):
+    """Output layer + loss of one micro-batch on the last stage, forward + backward, seconds."""
+    return 3 * km.gemm(tokens, model.vocab / tp, model.hidden) + km.memory_bound(
+        tokens * model.vocab / tp * LOSS_BYTES_PER_LOGIT, 6)
+
+
+def logits_split_s(model: Transformer, km, tokens, tp):
+    """(forward, backward) seconds of the output layer + loss of one micro-batch (LOGITS_FWD_SHARE)."""
+    t = logits_time_s(model, km, tokens, tp)
+    return LOGITS_FWD_SHARE * t, (1 - LOGITS_FWD_SHARE) * t
