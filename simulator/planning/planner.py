@@ -7,10 +7,16 @@ they run, and equal scores are ordered by the plan's own fields.
 
 Ranking. Plans that do not fit in memory are dropped; the rest are ranked by the objective
 (``time``: iteration time; ``time-to-train``; ``cost``: dollars; ``energy``: kWh, the
-failure-free figures of :func:`models.cost.run_figures`). For one GPU count, cost is
+failure-free figures of :func:`models.cost.run_figures` for ``training.tokens``, by default a
+Chinchilla budget of 20 tokens per parameter, as ``estimate``). For one GPU count, cost is
 proportional to time, so the time-vs-cost Pareto front has at most one plan per GPU count;
 searching several node counts (``Constraints.num_nodes``) gives a real front. Rank placement
 (which dimension sits on NVLink) is a search axis like the others.
+
+Rankings do not oversell. Plans whose figures are identical (same step time, memory and every
+breakdown term to ``IDENTICAL_RTOL``: dp32 mb1 = dp16 cp2 mb2, or two placements of one layout)
+are one row, with ``collapsed`` saying how many others it stands for. Plans whose objective is
+within ``RANKING_UNCERTAINTY`` of the best share rank 1 (``tie``): the model cannot tell them apart.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from simulator.planning.grid import (
     CHUNK_POINTS,
     GRID_FIELDS,
     OBJECTIVES,
+    PROCESS_MIN_CORES,
     PROCESS_THRESHOLD_POINTS,
     Constraints,
     Task,
@@ -57,6 +64,10 @@ BREAKDOWN_TERMS = {"compute_s": "compute", "bubble_s": "pipeline bubble",
                    "exposed_ep_comm_s": "exposed EP all-to-all", "exposed_pp_comm_s": "exposed pipeline send/recv",
                    "exposed_dp_comm_s": "exposed DP/ZeRO communication"}
 PLAN_COLUMNS = ("num_nodes", *options(Plan))
+# The model's own stated uncertainty: the median |error| of the predicted iteration time over the
+# high-reliability published runs of the dev set (docs/dev_set.md, "high records": 89 runs, median
+# |error| 7.7%). Plans whose objective is within this fraction of the best are ties, not ranks.
+RANKING_UNCERTAINTY = 0.077
 
 
 # ----------------------------------------------------------------------------------- search
@@ -64,7 +75,8 @@ PLAN_COLUMNS = ("num_nodes", *options(Plan))
 @dataclass(frozen=True)
 class SearchResult:
     """Ranked plans (best first) with every figure of ``estimate`` and the run figures."""
-    plans: pd.DataFrame                   # the top plans, best first; column "rank" from 1
+    plans: pd.DataFrame                   # the top distinct plans, best first; "rank" from 1 (ties share 1),
+                                          # "tie", "collapsed" (identical plans this row stands for)
     pareto: pd.DataFrame                  # time-to-train vs cost front, fastest first
     why: str                              # why the top plan beats the runner-up
     objective: str
@@ -74,11 +86,18 @@ class SearchResult:
     elapsed_s: float
     records: list = field(default_factory=list)   # one dict per top plan: estimate --json keys + plan fields
     notes: tuple = ()
+    plans_collapsed: int = 0              # plans shown as another row because their figures are identical
+    tokens: float = 0.0                   # tokens the run figures are for
+    tokens_rule: str = ""                 # how that budget was chosen (given, or Chinchilla's default)
+    uncertainty: float = RANKING_UNCERTAINTY   # ties: objective within this fraction of the best
+    node_counts: tuple = ()               # node counts searched
 
     def to_json(self) -> dict:
         return {"plans": self.records, "plans_evaluated": self.plans_evaluated, "grid_points": self.grid_points,
-                "plans_fit": self.plans_fit, "elapsed_s": self.elapsed_s, "objective": self.objective,
-                "why": self.why, "pareto": self.pareto.to_dict(orient="records"), "notes": list(self.notes)}
+                "plans_fit": self.plans_fit, "plans_collapsed": self.plans_collapsed, "elapsed_s": self.elapsed_s,
+                "objective": self.objective, "tokens": self.tokens, "tokens_rule": self.tokens_rule,
+                "tie_tolerance": self.uncertainty, "node_counts": list(self.node_counts), "why": self.why,
+                "pareto": self.pareto.to_dict(orient="records"), "notes": list(self.notes)}
 
 
 def _tasks(model, cluster, training, c: Constraints, objective, keep, chunk_points=CHUNK_POINTS) -> list[Task]:
@@ -122,7 +141,8 @@ def search(model: Transformer, cluster: Cluster, training: Training, constraints
     tasks = _tasks(model, cluster, training, c, objective, keep=top + 1, chunk_points=chunk_points)
     if backend == "auto":
         points = sum(len(t.layouts) * t.space.points_per_layout for t in tasks)
-        backend = "process" if points > PROCESS_THRESHOLD_POINTS and (os.cpu_count() or 1) > 1 else "serial"
+        backend = "process" if (points > PROCESS_THRESHOLD_POINTS
+                                 and (os.cpu_count() or 1) >= PROCESS_MIN_CORES) else "serial"
     results = run_tasks(tasks, backend, workers)
     notes = []
     cand = _merge(results)
@@ -131,18 +151,53 @@ def search(model: Transformer, cluster: Cluster, training: Training, constraints
         raise ValueError(f"search: none of the {sum(r['valid'] for r in results)} valid plans fits in memory "
                          f"(max_memory_fraction={c.max_memory_fraction}); add GPUs, or allow zero_stage 3 / "
                          "full recompute / larger tp, pp")
-    ranked = cand.sort_values(["score", *TIE_ORDER], kind="stable").head(top)
-    records = [_record(model, cluster, training, row) for row in ranked.itertuples()]
+    ranked, collapsed = _collapse(training, cand.sort_values(["score", *TIE_ORDER], kind="stable"), top)
+    records = [_record(model, cluster, training, row) | {"collapsed": len(ids), "collapsed_plan_ids": ids}
+               for row, ids in zip(ranked.itertuples(), collapsed)]
     if simulate_top:
         records, note = _simulate_rerank(model, cluster, records, simulate_top)
         notes += [note] if note else []
+    rank_ties(records, OBJECTIVES[objective])
     plans = pd.DataFrame([_flat(rec) for rec in records])
-    plans.insert(0, "rank", range(1, len(plans) + 1))
     pareto = _pareto(model, cluster, training, cand)
     return SearchResult(plans=plans, pareto=pareto, why=explain(records), objective=objective,
                         plans_evaluated=sum(r["valid"] for r in results),
                         grid_points=sum(r["grid_points"] for r in results), plans_fit=fit,
-                        elapsed_s=time.perf_counter() - t0, records=records, notes=tuple(notes))
+                        elapsed_s=time.perf_counter() - t0, records=records, notes=tuple(notes),
+                        plans_collapsed=int(sum(len(ids) for ids in collapsed)),
+                        tokens=default_tokens(model, training), tokens_rule=tokens_rule(training),
+                        node_counts=tuple(c.num_nodes or (cluster.num_nodes,)))
+
+
+def _collapse(training: Training, cand: pd.DataFrame, top: int) -> tuple[pd.DataFrame, list[list[str]]]:
+    """The ``top`` best distinct plans of ``cand`` (sorted best first) and, for each, the plan ids of the
+    others whose figures are identical (IDENTICAL_RTOL); the representative is the first in TIE_ORDER."""
+    fig = {k[len("fig:"):]: cand[k].to_numpy() for k in cand.columns if k.startswith("fig:")}
+    rows = np.column_stack([identity_matrix(fig), cand["num_nodes"].to_numpy(dtype=float) / IDENTICAL_RTOL])
+    labels = group_identical(rows)
+    keep = [g for g in dict.fromkeys(labels.tolist())][:top]
+    firsts = [int(np.flatnonzero(labels == g)[0]) for g in keep]
+    others = [[_plan(training, r).plan_id for r in cand.iloc[np.flatnonzero(labels == g)[1:]].itertuples()]
+              for g in keep]
+    return cand.iloc[firsts], others
+
+
+def rank_ties(records: list[dict], key: str, uncertainty: float = RANKING_UNCERTAINTY) -> None:
+    """Set "rank" and "tie" on records sorted best first: plans whose ``key`` is within ``uncertainty``
+    (relative) of the best share rank 1 and are ties (when more than one); the others rank by position.
+
+    >>> recs = [{"t": 1.0}, {"t": 1.05}, {"t": 1.2}]
+    >>> rank_ties(recs, "t"); [(r["rank"], r["tie"]) for r in recs]
+    [(1, True), (1, True), (3, False)]
+    """
+    if not records:
+        return
+    best = records[0][key]
+    within = [abs(r[key] - best) <= uncertainty * abs(best) for r in records]
+    shared = sum(within) > 1
+    for i, (rec, w) in enumerate(zip(records, within)):
+        rec["rank"] = 1 if w else i + 1
+        rec["tie"] = bool(w and shared)
 
 
 def _merge(results: list[dict]) -> pd.DataFrame:
@@ -152,6 +207,8 @@ def _merge(results: list[dict]) -> pd.DataFrame:
             continue
         d = pd.DataFrame(r["points"])
         d["score"], d["pareto_key"], d["flat_index"] = r["score"], r["pareto_key"], r["flat_index"]
+        for k, v in r["figures"].items():
+            d[f"fig:{k}"] = v
         d["task_id"], d["num_nodes"] = r["task_id"], r["num_nodes"]
         d["is_fastest"] = r["is_fastest"]
         frames.append(d)
@@ -183,7 +240,7 @@ def evaluate_plan(model: Transformer, cluster: Cluster, plan: Plan, tokens: floa
     figs = run_totals(model, cluster, tr, est.step_time_s, est.compute_s / est.step_time_s, plan.tp, plan.pp, plan.dp, plan.cp,
                       int(plan.zero_stage))
     rec.update({k: float(v) for k, v in figs.items()})
-    rec["tokens"] = float(tokens or plan.global_batch_size * model.seq_len)
+    rec["tokens"] = default_tokens(model, tr)
     rec["price_usd_per_gpu_hour"] = cluster.price_per_gpu_hour_usd
     return rec
 
@@ -203,7 +260,7 @@ def _flat(rec: dict) -> dict:
             out.update({f"memory/{m}": x for m, x in v.items()})
         elif k == "memory_by_stage":
             continue
-        elif k == "warnings":
+        elif k in ("warnings", "collapsed_plan_ids"):
             out[k] = "; ".join(v)
         else:
             out[k] = v
