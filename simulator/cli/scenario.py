@@ -18,8 +18,9 @@ PROGRESS_MIN_PLANS = 50
 
 Objective = Annotated[str, typer.Option("--objective", help="time | time-to-train | cost | energy")]
 Top = Annotated[int, typer.Option("--top", help="how many of the best plans to report")]
+# help text is rich markup: "\\[" keeps the brackets of the extra's name
 Backend = Annotated[str, typer.Option("--backend", help="auto | serial | process | ray (ray: pip install "
-                                                       "'clustersim[ray]')")]
+                                                       "'clustersim\\[ray]')")]
 
 
 def _ints(text: str | None, flag: str) -> tuple | None:
@@ -46,19 +47,44 @@ def _bools(text: str | None, flag: str) -> tuple | None:
 
 
 def _summary_table(df, title: str):
+    """The ranked plans (ties as "=1"), then up to SUMMARY_ROWS plans that do not fit: no time to train, no
+    cost, no rank, but the memory they would need."""
     from rich.table import Table
     table = Table(title=title, show_lines=False)
     for col in ("rank", "plan", "step s", "tokens/s", "MFU", "mem GiB", "train days", "cost $", "energy MWh"):
-        table.add_column(col, justify="left" if col == "plan" else "right")
-    ranked = df[df["rank"].notna()].sort_values("rank").head(SUMMARY_ROWS)
+        table.add_column(col, justify="left" if col == "plan" else "right", overflow="fold" if col == "plan" else None)
+    ranked = df[df["rank"].notna()].sort_values(["rank", "step_time_s"], kind="stable").head(SUMMARY_ROWS)
     for r in ranked.itertuples():
-        label = f"{r.name}: {r.plan_id}" if getattr(r, "name", "") else r.plan_id
-        table.add_row(str(r.rank), label, f"{r.step_time_s:.4g}", f"{r.tokens_per_s:,.0f}", f"{r.mfu:.1%}",
-                      f"{r.peak_memory_bytes / 2**30:.1f}", f"{r.time_to_train_s / 86400:.3g}", _usd(r.cost_usd),
-                      f"{r.energy_kwh / 1000:.3g}")
+        tie = bool(r.tie) if "tie" in df.columns and r.tie is not None and r.tie == r.tie else False
+        table.add_row(_rank_label(r.rank, tie), _label(r), f"{r.step_time_s:.4g}", f"{r.tokens_per_s:,.0f}",
+                      f"{r.mfu:.1%}", f"{r.peak_memory_bytes / 2**30:.1f}", f"{r.time_to_train_s / 86400:.3g}",
+                      _usd(r.cost_usd), f"{r.energy_kwh / 1000:.3g}")
+    oom = df[(df["error"] == "") & (df["fits"] == False)].head(SUMMARY_ROWS)  # noqa: E712
+    for r in oom.itertuples():
+        table.add_row("-", _label(r), "", "", "", f"needs {needs_text(r.peak_memory_bytes, r.hbm_bytes)}", "OOM",
+                      "", "")
+    notes = []
+    if "tie" in df.columns and (df["tie"] == True).any():  # noqa: E712
+        from simulator.planning.planner import RANKING_UNCERTAINTY
+        notes.append(f"=1: within {RANKING_UNCERTAINTY:.1%} of the best, the model's median |error| on the dev set's "
+                     "high-reliability runs (docs/dev_set.md): a tie, not a ranking")
+    if len(oom):
+        notes.append("-: out of memory: no time to train, cost or rank; the memory it would need")
+    table.caption = "\n".join(notes) or None
     return table
 
 
+def needs_text(peak_memory_bytes: float, hbm_bytes: float) -> str:
+    """What a plan that does not fit would need: "95.2 GiB of 80".
+
+    >>> needs_text(95.2 * 2**30, 80 * 2**30)
+    '95.2 GiB of 80'
+    """
+    return f"{peak_memory_bytes / 2**30:.1f} GiB of {hbm_bytes / 2**30:.0f}"
+
+
+def _label(r) -> str:
+    return f"{r.name}: {r.plan_id}" if getattr(r, "name", "") else r.plan_id
 
 
 @app.command("run")
@@ -175,24 +201,77 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def _rank_label(rank, tie) -> str:
+    return f"={int(rank)}" if tie else str(int(rank))
+
+
+def _search_title(res, model, cluster) -> str:
+    nodes = res.node_counts or (cluster.num_nodes,)
+    per = cluster.gpus_per_node
+    if len(nodes) > 1:
+        where = f"{', '.join(str(n) for n in nodes)} nodes of {per} x {cluster.gpu.name}"
+    else:
+        where = f"{nodes[0] * per} x {cluster.gpu.name} ({_nodes(nodes[0])})"
+    return f"{model.name} on {where}: best plans by {res.objective}"
+
+
+def _nodes(n: int) -> str:
+    return f"{n} node" if n == 1 else f"{n} nodes"
+
+
 def _print_search(res, model, cluster) -> None:
     from rich.console import Console
     from rich.table import Table
-    con = Console(width=160)
-    t = Table(title=f"{model.name} on {cluster.num_gpus} x {cluster.gpu.name}: best plans by {res.objective}")
-    for col in ("rank", "plan", "step s", "MFU", "mem GiB", "train days", "cost $", "energy MWh"):
+    con = Console(width=170)
+    t = Table(title=_search_title(res, model, cluster))
+    for col in ("rank", "plan", "nodes", "same", "step s", "MFU", "mem GiB", "train days", "cost $", "energy MWh"):
         t.add_column(col, justify="left" if col == "plan" else "right")
     for r in res.plans.itertuples():
-        t.add_row(str(r.rank), r.plan_id, f"{r.step_time_s:.4g}", f"{r.mfu:.1%}", f"{r.peak_memory_bytes / 2**30:.1f}",
+        t.add_row(_rank_label(r.rank, r.tie), r.plan_id, str(r.num_nodes), f"+{r.collapsed}" if r.collapsed else "",
+                  f"{r.step_time_s:.4g}", f"{r.mfu:.1%}", f"{r.peak_memory_bytes / 2**30:.1f}",
                   f"{r.time_to_train_s / 86400:.3g}", _usd(r.cost_usd), f"{r.energy_kwh / 1000:.3g}")
     con.print(t)
+    for line in search_notes(res):
+        typer.echo(line)
     typer.echo(f"why: {res.why}")
-    if len(res.pareto) > 1:
-        typer.echo("pareto front (time to train vs cost):")
-        for r in res.pareto.itertuples():
-            days = r.time_to_train_s / 86400
-            typer.echo(f"  {r.num_gpus:>6} GPUs  {days:8.3g} days  ${_usd(r.cost_usd)}  {r.plan_id}")
+    for line in pareto_lines(res):
+        typer.echo(line)
     for note in res.notes:
         typer.echo(f"note: {note}")
     typer.echo(f"{res.plans_evaluated:,} valid plans evaluated ({res.grid_points:,} grid points, "
                f"{res.plans_fit:,} fit) in {res.elapsed_s:.2f} s")
+
+
+def search_notes(res) -> list[str]:
+    """What the table's columns mean: the token budget, ties, collapsed plans."""
+    out = [f"train days, cost and energy are for {res.tokens:.3g} tokens: {res.tokens_rule}"]
+    if res.plans["tie"].any():
+        out.append(f"=1: within {res.uncertainty:.1%} of the best {res.objective}, the model's median |error| on "
+                   "the dev set's high-reliability runs (docs/dev_set.md): a tie, not a ranking")
+    if res.plans_collapsed:
+        out.append(f"{res.plans_collapsed} plans with figures identical to a row above collapsed into it (column "
+                   "'same'; --json lists their ids)")
+    return out
+
+
+def pareto_lines(res) -> list[str]:
+    """The time-to-train vs cost front when several node counts were searched; says so when it is one point."""
+    by = res.by_nodes
+    if len(by) < 2:
+        return []
+    if len(res.pareto) > 1:
+        out = ["pareto front (time to train vs cost; each faster point costs more):"]
+        out += [f"  {_nodes(r.num_nodes):>9} {r.num_gpus:>6} GPUs  {r.time_to_train_s / 86400:8.3g} days  "
+                f"${_usd(r.cost_usd)}  {r.plan_id}" for r in res.pareto.itertuples()]
+        off = by[~by["on_front"]]
+        if len(off):
+            out.append("  off the front (slower and no cheaper): " + ", ".join(
+                f"{_nodes(r.num_nodes)} {r.time_to_train_s / 86400:.3g} days ${_usd(r.cost_usd)}"
+                for r in off.itertuples()))
+        return out
+    best = res.pareto.iloc[0]
+    others = by[by["num_nodes"] != best["num_nodes"]]
+    return [f"pareto front: one point: {_nodes(int(best['num_nodes']))} is both the fastest and the cheapest "
+            f"({best['time_to_train_s'] / 86400:.3g} days, ${_usd(best['cost_usd'])}); the others: " + ", ".join(
+                f"{_nodes(r.num_nodes)} {r.time_to_train_s / 86400:.3g} days ${_usd(r.cost_usd)}"
+                for r in others.itertuples())]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.cost import run_figures
+from models.cost import CHINCHILLA_TOKENS_PER_PARAM, run_figures
 from models.estimate import estimate_arrays, placement_strides, plan_arrays
 from models.fields import check_value, option
 from models.hardware import Cluster
@@ -53,6 +53,15 @@ CHUNK_POINTS = 100_000
 PROCESS_THRESHOLD_POINTS = 2_000_000
 # ... and only with this many cores: on 2 cores the pool is no faster than serial (issue 19 measurement).
 PROCESS_MIN_CORES = 4
+# Two plans are the same plan when every figure below agrees to this relative tolerance (e.g. dp32 mb1 and
+# dp16 cp2 mb2 of Llama-3 8B: the same step time, memory and breakdown); the planner shows them as one row.
+IDENTICAL_RTOL = 1e-9
+# The figures compared: step time and peak memory (relative), every time term as a share of the step and
+# every memory term as a share of the peak (so a term of 0 and one of 1e-15 s agree).
+IDENTITY_TIME_TERMS = ("compute_s", "bubble_s", "optimizer_s", "exposed_tp_comm_s", "exposed_cp_comm_s",
+                       "exposed_ep_comm_s", "exposed_pp_comm_s", "exposed_dp_comm_s")
+IDENTITY_MEMORY_TERMS = ("memory/params_bytes", "memory/grads_bytes", "memory/optimizer_bytes",
+                         "memory/activations_bytes", "memory/other_bytes")
 
 
 def _tuple(v):
@@ -244,11 +253,12 @@ class Task:
 def run_totals(model: Transformer, cluster: Cluster, training: Training, step_time_s, utilisation, tp, pp, dp, cp,
                zero_stage) -> dict:
     """Run figures (time_to_train_s, gpu_hours, cost_usd, energy_kwh; arrays ok) for ``training.tokens``
-    tokens (one iteration's when None): failure-free, or with failures and checkpoints when
+    tokens (when None, a Chinchilla budget of 20 tokens per parameter, as ``estimate``): failure-free,
+    or with failures and checkpoints when
     ``training.failures`` (models.cost.run_figures_with_failures; adds goodput, expected_failures).
     ``utilisation`` drives GPU power: the compute share of the step (compute_s / step_time_s), as
     ``clustersim estimate`` and ``train-time`` use."""
-    tokens = training.tokens or training.global_batch_size * model.seq_len
+    tokens = default_tokens(model, training)
     args = (step_time_s, cluster.num_gpus, tokens, training.global_batch_size, model.seq_len, utilisation)
     base = run_figures(cluster, *args)
     if not training.failures:
@@ -261,6 +271,79 @@ def run_totals(model: Transformer, cluster: Cluster, training: Training, step_ti
     return {k: r[k] for k in ("time_to_train_s", "gpu_hours", "cost_usd", "energy_kwh")} | {
         "failure_free_time_to_train_s": base["time_to_train_s"], "goodput": r["goodput"],
         "expected_failures": r["expected_failures"], "checkpoint_interval_s": r["checkpoint_interval_s"]}
+
+
+def default_tokens(model: Transformer, training: Training) -> float:
+    """Tokens to train: ``training.tokens``, else Chinchilla's 20 per parameter (Hoffmann et al. 2022).
+
+    >>> from models.transformer import get_model
+    >>> default_tokens(get_model("llama3-8b"), Training(global_batch_size=8)) / 1e9  # 20 x 8.03 B
+    160.60522496
+    """
+    return float(training.tokens or CHINCHILLA_TOKENS_PER_PARAM * model.num_params)
+
+
+def tokens_rule(training: Training) -> str:
+    """How the token budget was chosen, for the outputs that state it."""
+    return ("given (--tokens / training.tokens)" if training.tokens else
+            f"Chinchilla, {CHINCHILLA_TOKENS_PER_PARAM} tokens per parameter (Hoffmann et al. 2022); "
+            "--tokens for another budget")
+
+
+def identity_matrix(fig: dict) -> np.ndarray:
+    """Rows that agree to IDENTICAL_RTOL (max abs difference) exactly when two plans' figures do:
+    log step time, log peak memory, time terms / step, memory terms / peak. ``fig``: 1-d arrays by key."""
+    step = np.asarray(fig["step_time_s"], dtype=float)
+    peak = np.asarray(fig["peak_memory_bytes"], dtype=float)
+    cols = [np.log(step), np.log(peak)]
+    cols += [np.asarray(fig[k], dtype=float) / step for k in IDENTITY_TIME_TERMS if k in fig]
+    cols += [np.asarray(fig[k], dtype=float) / peak for k in IDENTITY_MEMORY_TERMS if k in fig]
+    return np.stack(cols, axis=1)
+
+
+def group_identical(rows: np.ndarray, tol: float = IDENTICAL_RTOL) -> np.ndarray:
+    """Group labels (0, 1, ... in order of first appearance) of rows equal within ``tol`` to an earlier
+    group's first row.
+
+    >>> group_identical(np.array([[1.0, 0.0], [1.0, 1e-12], [2.0, 0.0], [1.0, 0.0]])).tolist()
+    [0, 0, 1, 0]
+    """
+    labels = np.empty(len(rows), dtype=np.int64)
+    reps = np.empty((0, rows.shape[1] if rows.ndim == 2 else 0))
+    for i, row in enumerate(rows):
+        if len(reps):
+            d = np.abs(reps - row).max(axis=1)
+            j = int(np.argmin(d))
+            if d[j] <= tol:
+                labels[i] = j
+                continue
+        labels[i] = len(reps)
+        reps = np.vstack([reps, row])
+    return labels
+
+
+def _figures(r: dict, shape, idx: np.ndarray) -> dict:
+    keys = ("step_time_s", "peak_memory_bytes", *IDENTITY_TIME_TERMS, *IDENTITY_MEMORY_TERMS)
+    return {k: np.broadcast_to(r[k], shape).ravel()[idx] for k in keys if k in r}
+
+
+def _keep_distinct(score: np.ndarray, r: dict, shape, keep: int) -> np.ndarray:
+    """Indices of the fitting points whose score is within the ``keep`` best *distinct* plans (plans whose
+    figures are identical count once; every member of a kept group is kept, to be counted and collapsed)."""
+    finite = np.flatnonzero(np.isfinite(score))
+    n = min(len(finite), 4 * keep)
+    while n:
+        part = finite[np.argpartition(score[finite], n - 1)[:n]] if n < len(finite) else finite
+        part = part[np.argsort(score[part], kind="stable")]
+        labels = group_identical(identity_matrix(_figures(r, shape, part)))
+        firsts = np.flatnonzero(np.r_[True, labels[1:] > np.maximum.accumulate(labels)[:-1]])
+        if len(firsts) >= keep:
+            thr = score[part[firsts[keep - 1]]]
+            return finite[score[finite] <= thr * (1 + IDENTICAL_RTOL)]
+        if n == len(finite):
+            break
+        n = min(len(finite), 4 * n)
+    return finite
 
 
 def _objective(t: Task, r: dict, a: dict, shape) -> tuple[np.ndarray, np.ndarray]:
@@ -286,18 +369,17 @@ def _eval_task(t: Task) -> dict:
     fits = valid & np.broadcast_to(r["peak_memory_bytes"] <= t.max_memory_fraction * t.cluster.gpu.hbm_bytes, shape)
     obj, key = _objective(t, r, a, shape)
     score = np.where(fits, obj, np.inf).ravel()
-    k = min(t.keep, score.size)
-    # plans tied with the k-th best are all kept (and so are ties for the fastest): how the grid is cut
-    # into chunks must not decide between equal plans; the merge orders ties by the plan's fields
-    idx = np.flatnonzero(score <= np.partition(score, k - 1)[k - 1]) if k < score.size else np.arange(score.size)
-    idx = idx[np.isfinite(score[idx])]
+    # the best ``keep`` distinct plans and every plan tied with them (and the ties for the fastest): how the grid
+    # is cut into chunks must not decide between equal plans; the merge collapses identical plans and orders
+    # ties by the plan's fields
+    idx = _keep_distinct(score, r, shape, t.keep)
     fastest = np.where(fits, key, np.inf).ravel()
     best_step = int(np.argmin(fastest))
     fastest_ties = np.flatnonzero(fastest == fastest[best_step]) if np.isfinite(fastest[best_step]) else idx[:0]
     idx = np.union1d(idx, fastest_ties)
     return {"task_id": t.task_id, "num_nodes": t.cluster.num_nodes, "grid_points": int(np.prod(shape)),
             "valid": int(valid.sum()), "fit": int(fits.sum()), "points": _decode(t, a, shape, idx),
-            "score": score[idx], "pareto_key": key.ravel()[idx], "flat_index": idx,
+            "score": score[idx], "pareto_key": key.ravel()[idx], "flat_index": idx, "figures": _figures(r, shape, idx),
             "is_fastest": np.isin(idx, fastest_ties)}
 
 

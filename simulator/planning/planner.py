@@ -45,15 +45,20 @@ from simulator.planning.grid import (
     BACKENDS,
     CHUNK_POINTS,
     GRID_FIELDS,
+    IDENTICAL_RTOL,
     OBJECTIVES,
     PROCESS_MIN_CORES,
     PROCESS_THRESHOLD_POINTS,
     Constraints,
     Task,
+    default_tokens,
+    group_identical,
+    identity_matrix,
     layouts,
     run_tasks,
     run_totals,
     search_space,
+    tokens_rule,
 )
 
 # Equal scores are ordered by the plan itself (fewer nodes, then smaller tp, pp, ...), never by chunk.
@@ -78,6 +83,7 @@ class SearchResult:
     plans: pd.DataFrame                   # the top distinct plans, best first; "rank" from 1 (ties share 1),
                                           # "tie", "collapsed" (identical plans this row stands for)
     pareto: pd.DataFrame                  # time-to-train vs cost front, fastest first
+    by_nodes: pd.DataFrame                # the fastest plan of each node count searched, "on_front" marks the front
     why: str                              # why the top plan beats the runner-up
     objective: str
     plans_evaluated: int                  # valid plans scored by the analytical model
@@ -97,7 +103,8 @@ class SearchResult:
                 "plans_fit": self.plans_fit, "plans_collapsed": self.plans_collapsed, "elapsed_s": self.elapsed_s,
                 "objective": self.objective, "tokens": self.tokens, "tokens_rule": self.tokens_rule,
                 "tie_tolerance": self.uncertainty, "node_counts": list(self.node_counts), "why": self.why,
-                "pareto": self.pareto.to_dict(orient="records"), "notes": list(self.notes)}
+                "pareto": self.pareto.to_dict(orient="records"),
+                "best_by_nodes": self.by_nodes.to_dict(orient="records"), "notes": list(self.notes)}
 
 
 def _tasks(model, cluster, training, c: Constraints, objective, keep, chunk_points=CHUNK_POINTS) -> list[Task]:
@@ -159,8 +166,10 @@ def search(model: Transformer, cluster: Cluster, training: Training, constraints
         notes += [note] if note else []
     rank_ties(records, OBJECTIVES[objective])
     plans = pd.DataFrame([_flat(rec) for rec in records])
-    pareto = _pareto(model, cluster, training, cand)
-    return SearchResult(plans=plans, pareto=pareto, why=explain(records), objective=objective,
+    plans = plans[["rank", "tie", "collapsed", *[c for c in plans.columns if c not in ("rank", "tie", "collapsed")]]]
+    by_nodes = _pareto(model, cluster, training, cand)
+    pareto = by_nodes[by_nodes["on_front"]].drop(columns="on_front").reset_index(drop=True)
+    return SearchResult(plans=plans, pareto=pareto, by_nodes=by_nodes, why=explain(records), objective=objective,
                         plans_evaluated=sum(r["valid"] for r in results),
                         grid_points=sum(r["grid_points"] for r in results), plans_fit=fit,
                         elapsed_s=time.perf_counter() - t0, records=records, notes=tuple(notes),
@@ -233,13 +242,16 @@ def plan_fields(plan: Plan, num_nodes: int) -> dict:
 
 def evaluate_plan(model: Transformer, cluster: Cluster, plan: Plan, tokens: float | None = None,
                   failures: bool = False) -> dict:
-    """``estimate --json`` keys, plan fields and run figures (time to train, GPU-hours, cost, energy) of one plan."""
+    """``estimate --json`` keys, plan fields and run figures (time to train, GPU-hours, cost, energy) of one plan;
+    the run figures are NaN when the plan does not fit in memory."""
     est = estimate(model, cluster, plan)
     rec = est.as_dict() | plan_fields(plan, cluster.num_nodes)
     tr = Training(global_batch_size=plan.global_batch_size, tokens=tokens, failures=failures, dtype=plan.dtype)
     figs = run_totals(model, cluster, tr, est.step_time_s, est.compute_s / est.step_time_s, plan.tp, plan.pp, plan.dp, plan.cp,
                       int(plan.zero_stage))
-    rec.update({k: float(v) for k, v in figs.items()})
+    # a plan that does not fit never runs: no time to train, no cost, no energy (its peak memory vs HBM says
+    # what it would need)
+    rec.update({k: float(v) if est.fits else float("nan") for k, v in figs.items()})
     rec["tokens"] = default_tokens(model, tr)
     rec["price_usd_per_gpu_hour"] = cluster.price_per_gpu_hour_usd
     return rec
@@ -268,14 +280,16 @@ def _flat(rec: dict) -> dict:
 
 
 def _pareto(model, cluster, training, cand: pd.DataFrame) -> pd.DataFrame:
-    """Time-to-train vs cost front over the fastest plan of every chunk (exact: see module docstring)."""
+    """The fastest plan of every node count (exact: see module docstring), fastest first, with ``on_front``:
+    True for the time-to-train vs cost Pareto front (no other point is as fast and cheaper)."""
     fastest = cand[cand["is_fastest"]].sort_values(["pareto_key", *TIE_ORDER], kind="stable")
     best_per_nodes = fastest.groupby("num_nodes", sort=True).head(1)
     rows = [_flat(_record(model, cluster, training, r)) for r in best_per_nodes.itertuples()]
     df = pd.DataFrame(rows).sort_values(["time_to_train_s", "cost_usd"], kind="stable")
-    front = df[df["cost_usd"] < df["cost_usd"].cummin().shift(fill_value=np.inf)]
-    cols = ["plan_id", "num_nodes", "num_gpus", "step_time_s", "time_to_train_s", "cost_usd", "energy_kwh", "mfu"]
-    return front[cols].reset_index(drop=True)
+    df["on_front"] = df["cost_usd"] < df["cost_usd"].cummin().shift(fill_value=np.inf)
+    cols = ["plan_id", "num_nodes", "num_gpus", "step_time_s", "time_to_train_s", "cost_usd", "energy_kwh", "mfu",
+            "on_front"]
+    return df[cols].reset_index(drop=True)
 
 
 def explain(records: list[dict]) -> str:
@@ -289,6 +303,10 @@ def explain(records: list[dict]) -> str:
     gap = (b["step_time_s"] - a["step_time_s"]) / b["step_time_s"]
     if abs(gap) < 1e-9:
         text = f"{a['plan_id']} ties with {b['plan_id']}: step {a['step_time_s']:.4g} s for both."
+    elif b.get("tie"):
+        text = (f"{a['plan_id']} and {b['plan_id']} tie: step {a['step_time_s']:.4g} s vs {b['step_time_s']:.4g} s "
+                f"({gap:.2%} apart, within the model's uncertainty of {RANKING_UNCERTAINTY:.1%}, the dev set's median "
+                f"|error|). The model's difference: {BREAKDOWN_TERMS[key]}, {a[key]:.4g} s vs {b[key]:.4g} s.")
     else:
         text = (f"{a['plan_id']} beats {b['plan_id']}: step {a['step_time_s']:.4g} s vs {b['step_time_s']:.4g} s "
                 f"({gap:.1%} faster). Deciding term: {BREAKDOWN_TERMS[key]}, {a[key]:.4g} s vs {b[key]:.4g} s "

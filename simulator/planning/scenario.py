@@ -192,7 +192,7 @@ def _sim_columns(sim, model, cluster, plan, mode) -> dict:
     return out
 
 
-FRONT_COLUMNS = ("scenario", "source", "index", "name", "rank", "plan_id", "num_nodes", "num_gpus", "dp", "tp", "pp",
+FRONT_COLUMNS = ("scenario", "source", "index", "name", "rank", "tie", "plan_id", "num_nodes", "num_gpus", "dp", "tp", "pp",
                  "cp", "ep", "vpp", "micro_batch_size", "global_batch_size", "sp", "zero_stage", "recompute",
                  "schedule", "dtype", "attention", "step_time_s", "tokens_per_s", "tflops_per_gpu", "mfu", "hfu",
                  "peak_memory_bytes", "hbm_bytes", "fits", "time_to_train_s", "gpu_hours", "cost_usd", "energy_kwh")
@@ -208,9 +208,16 @@ def _frame(scn: Scenario, rows: list[dict]) -> pd.DataFrame:
     key = OBJECTIVE_COLUMNS[scn.objective]
     ok = (df["error"] == "") & (df["fits"] == True)  # noqa: E712
     order = df[ok].sort_values([key, "source", "index"], kind="stable").index
+    # only plans that run are ranked; those within the model's uncertainty of the best share rank 1 (a tie)
+    from simulator.planning.planner import rank_ties
+    recs = [{key: float(v)} for v in df.loc[order, key]]
+    rank_ties(recs, key)
     rank = pd.Series(pd.NA, index=df.index, dtype="Int64")
-    rank.loc[order] = range(1, len(order) + 1)
+    rank.loc[order] = [r["rank"] for r in recs]
     df["rank"] = rank
+    tie = pd.Series(pd.NA, index=df.index, dtype="boolean")
+    tie.loc[order] = [r["tie"] for r in recs]
+    df["tie"] = tie
     rest = [c for c in df.columns if c not in FRONT_COLUMNS]
     return df[list(FRONT_COLUMNS) + rest].reset_index(drop=True)
 
