@@ -50,13 +50,13 @@ from models.layer import (  # noqa: F401
     logits_time_s,
 )
 from models.parallel import data, pipeline, zero
-from models.plan import DTYPE_BYTES, PLACEMENTS, Plan, check_plan
+from models.plan import ATTENTION_KERNELS, DTYPE_BYTES, PLACEMENTS, Plan, check_plan
 from models.transformer import Transformer
 
 # The plan columns estimate_arrays takes: every declared Plan field (models/plan.py; enums as their
 # codes, placement as its index), the attention kernel split into the flags the formulas use; dtype
 # is estimate_arrays' own argument (one dtype per call).
-PLAN_FIELDS = (*(n for n in options(Plan) if n not in ("attention", "dtype")), "flash", "flash1")
+PLAN_FIELDS = (*(n for n in options(Plan) if n not in ("attention", "dtype")), "flash", "flash1", "attn_kernel")
 _layer_times = layer_times  # old name, kept for callers outside models/
 
 
@@ -253,8 +253,9 @@ def plan_arrays(plan: Plan) -> dict:
     """The plan as the scalar columns of :func:`estimate_arrays` (derived from the declared fields)."""
     d = {k: getattr(plan, k) for k in PLAN_FIELDS if hasattr(plan, k)}
     d["zero_stage"], d["recompute"], d["schedule"] = int(plan.zero_stage), int(plan.recompute), int(plan.schedule)
-    d["flash"] = plan.attention in ("flash", "flash1")
+    d["flash"] = plan.attention != "unfused"
     d["flash1"] = plan.attention == "flash1"
+    d["attn_kernel"] = ATTENTION_KERNELS.index(plan.attention)
     d["placement"] = PLACEMENTS.index(plan.placement)
     return d
 

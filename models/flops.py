@@ -1,10 +1,16 @@
 """FLOP counts of a transformer layer, the logits, and a whole iteration.
 
 Per layer forward, b sequences of s tokens (Narayanan et al. SC'21 Sec. 5.1, App. A):
-QKV 2bsh(h_q + 2 h_kv), scores + values 4bs^2 h_q (full s x s, the convention of the
-Megatron formula), output 2bsh h_q, MLP 2bsh f x (2 for GeLU, 3 for SwiGLU); logits 2bshV.
-Backward is twice the forward. With f = 4h and MHA the total with full recompute is
-eq. (3): 96 B s l h^2 (1 + s/6h + V/16lh).
+QKV 2bsh(h_q + 2 h_kv), scores + values 4bs^2 h_q x 1/2, output 2bsh h_q, MLP 2bsh f x (2 for
+GeLU, 3 for SwiGLU); logits 2bshV. Backward is twice the forward.
+
+Causal convention (one, used for model FLOPs, hardware FLOPs and the attention kernel time in
+models.layer): a causal layer's scores and values count the causal half of the s x s square, the
+FLOPs a FlashAttention kernel executes and reports (flash-attention benchmarks/
+benchmark_flash_attention.py: ``4 b s^2 h d // (2 if causal else 1)``), and NVIDIA's MFU formulas
+for its published recipes (NeMo ``flops_formulas.py``: ``(12 s / h) * (0.5 if causal_self_attn)``).
+With it MFU and HFU stay below 1 at any sequence length. ``causal=False`` gives the full square of
+SC'21 eq. (3), 96 B s l h^2 (1 + s/6h + V/16lh) with f = 4h, MHA and full recompute.
 
 Variants: multi-head latent attention (DeepSeek-V2, arXiv 2405.04434, Sec. 2.1.2, eqs. 9-18)
 replaces the QKV projections by down- and up-projections through the latent ranks and scores
@@ -49,35 +55,43 @@ def mla_attn_proj_flops(tokens, hidden, num_heads, q_lora_rank, kv_lora_rank, qk
     return 2.0 * tokens * (q + kv + out)
 
 
-def attention_score_flops(batch, seq_len, num_heads, qk_head_dim, v_head_dim, window=0):
+CAUSAL = True   # the module's convention (docstring above)
+
+
+def attention_score_flops(batch, seq_len, num_heads, qk_head_dim, v_head_dim, window=0, causal=CAUSAL):
     """QK^T and AV FLOPs of one attention layer's forward: 2 b s k n_h (d_qk + d_v), with k keys per
-    query: s for a global layer (the full s x s square, SC'21's model-FLOPs convention), min(w, s)
-    for a sliding window of w tokens (Longformer Sec. 3.1: O(s w) instead of O(s^2)). Arrays ok.
+    query: s for a global layer over the full square (SC'21), s/2 causal; a sliding window of w
+    tokens (Longformer Sec. 3.1: O(s w) instead of O(s^2)) has min(w, s), causal w - w^2/(2s)
+    (each query sees at most w earlier keys). Arrays ok.
 
-    With d_qk = d_v = d_h this is SC'21's 4 b s^2 a d_h per layer.
+    With d_qk = d_v = d_h and causal=False this is SC'21's 4 b s^2 a d_h per layer.
 
-    >>> float(attention_score_flops(1, 4096, 32, 128, 128)) == 4 * 4096**2 * 32 * 128
+    >>> float(attention_score_flops(1, 4096, 32, 128, 128, causal=False)) == 4 * 4096**2 * 32 * 128
     True
-    >>> float(attention_score_flops(1, 4096, 32, 128, 128, window=1024) / attention_score_flops(1, 4096, 32, 128, 128))
+    >>> float(attention_score_flops(1, 4096, 32, 128, 128)) == 2 * 4096**2 * 32 * 128
+    True
+    >>> float(attention_score_flops(1, 4096, 32, 128, 128, window=1024, causal=False)
+    ...       / attention_score_flops(1, 4096, 32, 128, 128, causal=False))
     0.25
     """
-    keys = np.where(np.asarray(window) > 0, np.minimum(window, seq_len), seq_len)
+    w = np.where(np.asarray(window) > 0, np.minimum(window, seq_len), seq_len)
+    keys = np.where(causal, w - w * w / (2.0 * seq_len), w)
     return 2.0 * batch * seq_len * keys * num_heads * (qk_head_dim + v_head_dim)
 
 
-def attn_core_flops(model, batch, seq_len):
-    """QK^T and AV FLOPs of one global layer's forward over the full s x s square (model FLOPs);
-    MLA scores with d_h + d_h^R query/key dims and d_v value dims."""
-    return attention_score_flops(batch, seq_len, model.num_heads, model.qk_head_dim, model.v_dim)
+def attn_core_flops(model, batch, seq_len, causal=CAUSAL):
+    """QK^T and AV FLOPs of one global layer's forward (the causal half of the s x s square, or the
+    full square with causal=False); MLA scores with d_h + d_h^R query/key dims and d_v value dims."""
+    return attention_score_flops(batch, seq_len, model.num_heads, model.qk_head_dim, model.v_dim, causal=causal)
 
 
-def attn_core_flops_all_layers(model, batch, seq_len):
-    """QK^T and AV FLOPs of all layers' forward: global layers over the s x s square, the
-    ``num_sliding_layers`` over s x min(w, s) (attention_score_flops)."""
+def attn_core_flops_all_layers(model, batch, seq_len, causal=CAUSAL):
+    """QK^T and AV FLOPs of all layers' forward: global layers over the s x s square (causal: half),
+    the ``num_sliding_layers`` over their windows (attention_score_flops)."""
     local = model.num_sliding_layers
     window = attention_score_flops(batch, seq_len, model.num_heads, model.qk_head_dim, model.v_dim,
-                                   model.sliding_window)
-    return (model.num_layers - local) * attn_core_flops(model, batch, seq_len) + local * window
+                                   model.sliding_window, causal)
+    return (model.num_layers - local) * attn_core_flops(model, batch, seq_len, causal) + local * window
 
 
 def mlp_flops(model, tokens, ffn_hidden):
@@ -94,29 +108,29 @@ def logits_flops(model, tokens):
     return 2.0 * tokens * model.hidden * model.vocab
 
 
-def forward_flops(model, batch, seq_len=None):
+def forward_flops(model, batch, seq_len=None, causal=CAUSAL):
     """Model forward FLOPs for ``batch`` sequences (all layers + logits)."""
     s = seq_len or model.seq_len
     tokens = batch * s
-    attn = model.num_layers * attn_proj_flops(model, tokens) + attn_core_flops_all_layers(model, batch, s)
+    attn = model.num_layers * attn_proj_flops(model, tokens) + attn_core_flops_all_layers(model, batch, s, causal)
     dense = model.num_dense_ffn_layers * mlp_flops(model, tokens, model.ffn_hidden)
     moe = model.num_moe_layers * moe_layer_mlp_flops(model, tokens) if model.is_moe else 0.0
     return attn + dense + moe + logits_flops(model, tokens)
 
 
-def model_flops_per_iteration(model, global_batch_size):
+def model_flops_per_iteration(model, global_batch_size, causal=CAUSAL):
     """Model FLOPs of one iteration: 3x forward (fwd + 2x bwd), no recompute (PaLM MFU convention)."""
-    return 3.0 * forward_flops(model, global_batch_size)
+    return 3.0 * forward_flops(model, global_batch_size, causal=causal)
 
 
-def hardware_flops_per_iteration(model, global_batch_size, recompute):
+def hardware_flops_per_iteration(model, global_batch_size, recompute, causal=CAUSAL):
     """Model FLOPs plus recomputed forward: full recompute re-runs every layer's forward (not the
     logits), selective re-runs the attention core (Korthikanti et al. 2022 Sec. 5)."""
     s = model.seq_len
-    layer_fwd = forward_flops(model, global_batch_size) - logits_flops(model, global_batch_size * s)
-    attn = attn_core_flops_all_layers(model, global_batch_size, s)
+    layer_fwd = forward_flops(model, global_batch_size, causal=causal) - logits_flops(model, global_batch_size * s)
+    attn = attn_core_flops_all_layers(model, global_batch_size, s, causal)
     extra = np.where(recompute == 2, layer_fwd, np.where(recompute == 1, attn, 0.0))
-    return model_flops_per_iteration(model, global_batch_size) + extra
+    return model_flops_per_iteration(model, global_batch_size, causal) + extra
 
 
 def megatron_flops_formula(batch, seq_len, num_layers, hidden, vocab):

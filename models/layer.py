@@ -8,20 +8,25 @@ from __future__ import annotations
 
 import numpy as np
 
+from models import finetune
+from models import flops as fl
+from models import kernel_tables as kt
 from models.hardware import Cluster
 from models.parallel import zero
+from models.plan import ATTENTION_KERNELS as ATTENTION_KERNEL_CHOICES
 from models.profile import kernel_model
 from models.transformer import Transformer
 
-# FlashAttention-2 reaches 50-73% of A100 peak (Dao 2023, "FlashAttention-2", abstract and
-# Sec. 4.1: forward up to 73%, backward lower); FlashAttention-3 ~75% on H100 forward (Shah
-# et al. 2024). Forward 0.70 and backward 0.55 of the dense peak are used for every GPU.
-ATTN_FWD_EFFICIENCY = 0.70
-ATTN_BWD_EFFICIENCY = 0.55
-# FlashAttention v1 "only reaches 25-40% of the theoretical maximum FLOPs/s (e.g. up to 124
-# TFLOPs/s on A100)" (Dao 2023, FlashAttention-2 paper, Sec. 1): forward 0.40, backward 0.30.
-FLASH1_FWD_EFFICIENCY = 0.40
-FLASH1_BWD_EFFICIENCY = 0.30
+# Attention throughput comes from published kernel measurements (models.kernel_tables: by kernel, GPU
+# architecture, head dim, block length, causal, forward/backward). The flat values below are the
+# A100 FlashAttention-2 anchors (Dao 2023, Sec. 4.1: forward up to 73% of peak; backward 0.55) and
+# FlashAttention v1's 40% / 30% (Dao 2023, Sec. 1), kept for callers that pass flat efficiencies.
+ATTN_FWD_EFFICIENCY = kt.FA2_A100_BEST_FRACTION["fwd"]
+ATTN_BWD_EFFICIENCY = kt.FA2_A100_BEST_FRACTION["bwd"]
+FLASH1_FWD_EFFICIENCY = kt.FLASH1_FRACTION["fwd"]
+FLASH1_BWD_EFFICIENCY = kt.FLASH1_FRACTION["bwd"]
+# The plan's attention kernels, in models.plan.ATTENTION_KERNELS order (the attn_kernel code).
+ATTENTION_KERNELS = ATTENTION_KERNEL_CHOICES
 # Flash backward runs 5 matmuls against the forward's 2 (it recomputes QK^T): 2.5x the FLOPs.
 ATTN_BWD_FLOP_RATIO = 2.5
 # Cross-entropy on fp32-upcast logits, pass by pass (PyTorch F.cross_entropy / Megatron's
@@ -35,8 +40,26 @@ LOGITS_FWD_SHARE = 1 / 3
 
 
 def kernels(cluster: Cluster, dtype: str):
-    """The kernel-time model (models.profile.KernelModel) both the estimate and the simulator cost with."""
-    return kernel_model(cluster, dtype, ATTN_FWD_EFFICIENCY, ATTN_BWD_EFFICIENCY)
+    """The kernel-time model (models.profile.KernelModel) both the estimate and the simulator cost with:
+    attention from the published kernel tables unless the cluster carries a measured profile."""
+    return kernel_model(cluster, dtype)
+
+
+def flash_attention_s(km, kernel: str, head_dim, causal_flops, block_len, cp):
+    """(forward, backward) seconds of FlashAttention-style attention doing ``causal_flops`` forward FLOPs
+    (the causal half of the s x s square: the convention of models.flops) on blocks of ``block_len``
+    tokens (s / cp). Under context parallelism a rank's share splits into its causal diagonal block
+    (1/cp of the work) and full (non-causal) blocks (the rest), each at its measured rate (Liu et al.
+    2023; Megatron-Core's load-balanced ring). Backward: 2.5x the forward FLOPs (5 matmuls against 2).
+    """
+    peak = km.attn_peak_flops_per_s or km.peak_flops_per_s
+    diag = 1.0 / np.asarray(cp, dtype=float)
+    out = []
+    for pss, ratio in (("fwd", 1.0), ("bwd", ATTN_BWD_FLOP_RATIO)):
+        e_c = km.attention_efficiency(kernel, head_dim, block_len, True, pss)
+        e_n = km.attention_efficiency(kernel, head_dim, block_len, False, pss)
+        out.append(ratio * causal_flops * (diag / e_c + (1 - diag) / e_n) / peak)
+    return tuple(out)
 
 
 def layer_times(model: Transformer, km, a, moe: bool | None = None):
@@ -49,7 +72,6 @@ def layer_times(model: Transformer, km, a, moe: bool | None = None):
             return times
         f = model.num_moe_layers / model.num_layers
         return tuple((1 - f) * x + f * y for x, y in zip(times, layer_times(model, km, a, moe=True)))
-    peak = km.peak_flops_per_s
     tp, cp, mb, s = a["tp"], a["cp"], a["micro_batch_size"], model.seq_len
     T = mb * s / cp
     h, hq, hkv = model.hidden, model.num_heads * model.dh, model.num_kv_heads * model.dh
@@ -67,17 +89,19 @@ def layer_times(model: Transformer, km, a, moe: bool | None = None):
         ffn = gemm(T, k * f / tp, h) + gemm(T, h, f / tp)
         act_elems = f / tp
     gemms_fwd = proj + ffn
-    # attention core: flash runs the causal half; unfused runs two full batched GEMMs + softmax
-    causal_flops = 0.5 * 4 * mb * (s / cp) * s * hq / tp
+    # attention core: flash runs the causal half (models.flops' convention); unfused the full square
+    # (sliding-window layers averaged in; a cp rank's load-balanced share is 1/cp)
+    causal_flops = fl.attn_core_flops_all_layers(model, mb, s) / model.num_layers / (tp * cp)
+    code = np.asarray(a["attn_kernel"]) if "attn_kernel" in a else np.where(
+        a["flash1"], ATTENTION_KERNELS.index("flash1"),
+        np.where(a["flash"], ATTENTION_KERNELS.index("flash"), ATTENTION_KERNELS.index("unfused")))
+    flash_fwd = flash_bwd = 0.0
+    for c in np.unique(code):   # one kernel per run in practice: one table lookup
+        if ATTENTION_KERNELS[int(c)] == "unfused":
+            continue
+        f, b = flash_attention_s(km, ATTENTION_KERNELS[int(c)], model.dh, causal_flops, s / cp, cp)
+        flash_fwd, flash_bwd = np.where(code == c, f, flash_fwd), np.where(code == c, b, flash_bwd)
     v1 = a["flash1"]
-    # v1's published rates are benchmark (burst) rates like FA2's: both run at the sustained clock
-    fwd_eff = np.where(v1, np.minimum(km.attn_fwd_efficiency, FLASH1_FWD_EFFICIENCY * km.clock_ratio),
-                       km.attn_fwd_efficiency)
-    bwd_eff = np.where(v1, np.minimum(km.attn_bwd_efficiency, FLASH1_BWD_EFFICIENCY * km.clock_ratio),
-                       km.attn_bwd_efficiency)
-    attn_peak = km.attn_peak_flops_per_s or peak
-    flash_fwd = causal_flops / (attn_peak * fwd_eff)
-    flash_bwd = ATTN_BWD_FLOP_RATIO * causal_flops / (attn_peak * bwd_eff)
     heads_rows = mb * model.num_heads / tp * (s / cp)
     mask = 1.0 if model.dropout else 0.0
     score_bytes = 2.0 * mb * model.num_heads / tp * (s / cp) * s
@@ -102,8 +126,11 @@ def layer_times(model: Transformer, km, a, moe: bool | None = None):
         qkv_w, q_w = (hq + 2 * hkv) / tp, hq / tp
         pack_fwd = np.where(v1, km.memory_bound(T * (4 * qkv_w + 6 * q_w), 4), 0.0)
         pack_bwd = np.where(v1, km.memory_bound(T * (6 * qkv_w + 4 * q_w), 4), 0.0)
-    fwd = gemms_fwd + attn_fwd + elem_fwd + pack_fwd
-    bwd = 2 * gemms_fwd + attn_bwd + 2 * elem_fwd + pack_bwd
+    # fine-tuning (models.finetune): adapters, DoRA's norm, QLoRA's dequantisation; a frozen base runs
+    # no weight-gradient GEMMs (dw = 0: backward ~1x forward)
+    ft_fwd, ft_bwd, dw = finetune.layer_extra_s(model, km, a, T, bool(moe))
+    fwd = gemms_fwd + attn_fwd + elem_fwd + pack_fwd + ft_fwd
+    bwd = (1 + dw) * gemms_fwd + attn_bwd + 2 * elem_fwd + pack_bwd + ft_bwd
     rc = a["recompute"]
     recompute = np.where(rc == 2, fwd, np.where(rc == 1, np.where(flash, 0.0, unfused_fwd), 0.0))
     return fwd, bwd, recompute, gemms_fwd, attn_fwd

@@ -34,7 +34,7 @@ SCHEDULE_NAMES = {"gpipe": Schedule.GPIPE, "1f1b": Schedule.ONE_F_ONE_B,
                   "interleaved": Schedule.INTERLEAVED, "zb-h1": Schedule.ZERO_BUBBLE}
 SCHEDULE_IDS = {v: k for k, v in SCHEDULE_NAMES.items()}  # plan ids use the names users type (1f1b, zb-h1)
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp8": 1}
-ATTENTION_KERNELS = ("flash", "flash1", "unfused")
+ATTENTION_KERNELS = ("flash", "flash1", "flash2", "flash3", "cudnn", "unfused")
 # Rank placement: the order of the parallel dimensions from innermost (consecutive ranks, on
 # NVLink) to outermost. Megatron's default puts TP innermost, then CP, DP, PP (EP inside DP).
 PLACEMENT_DIMS = ("tp", "cp", "dp", "pp")

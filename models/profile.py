@@ -16,6 +16,7 @@ import numpy as np
 
 from models import collectives as coll
 from models import efficiency as eff
+from models import kernel_tables as kt
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,19 @@ class KernelModel:
     attn_peak_flops_per_s: float = 0.0       # attention runs in 16-bit even when GEMMs run in fp8
     cast_bytes_per_elem: float = 0.0         # fp8: quantising each GEMM input (read 2 B, write 1 B)
     clock_ratio: float = 1.0                 # sustained / burst tensor-core clock (GpuSpec.sustained_clock_ratio)
+    arch: str = ""                           # GPU architecture (models.kernel_tables.gpu_arch)
+    attn_flat: bool = True                   # attn_*_efficiency cap every kernel (a profile / explicit values)
+
+    def attention_efficiency(self, kernel: str, head_dim, seq_len, causal: bool, pss: str):
+        """Fraction of ``attn_peak_flops_per_s`` an attention kernel sustains on blocks of ``seq_len``
+        tokens (models.kernel_tables, at the sustained clock); the flat attn_*_efficiency when measured
+        or given (a calibration profile), capped at flash1's fraction for flash1."""
+        flat = self.attn_fwd_efficiency if pss == "fwd" else self.attn_bwd_efficiency
+        if self.attn_flat:
+            if kernel == "flash1":
+                return np.minimum(flat, kt.FLASH1_FRACTION[pss] * self.clock_ratio) + 0 * np.asarray(seq_len)
+            return flat + 0 * np.asarray(seq_len, dtype=float)
+        return kt.attention_efficiency(kernel, self.arch, head_dim, seq_len, causal, pss) * self.clock_ratio
 
     def gemm(self, m, n, k):
         p = self.profile
@@ -106,8 +120,12 @@ class KernelModel:
         return eff.memory_bound_time_s(num_bytes, self.hbm_bytes_per_s, num_kernels)
 
 
-def kernel_model(cluster, dtype: str, attn_fwd_efficiency: float, attn_bwd_efficiency: float) -> KernelModel:
+def kernel_model(cluster, dtype: str, attn_fwd_efficiency: float | None = None,
+                 attn_bwd_efficiency: float | None = None) -> KernelModel:
     """Kernel times for ``cluster``'s GPU with GEMMs in ``dtype``.
+
+    Attention runs at the published kernel table's rate (models.kernel_tables) unless a measured profile
+    or explicit ``attn_*_efficiency`` values (fractions of the burst peak) give one flat rate.
 
     fp8 (Micikevicius et al. 2022; Transformer Engine): GEMMs run at the fp8 peak times the
     measured fp8 MAMF efficiency, attention stays 16-bit, and each GEMM input is quantised first.
@@ -124,6 +142,10 @@ def kernel_model(cluster, dtype: str, attn_fwd_efficiency: float, attn_bwd_effic
     # clock (GpuSpec.sustained_clock_ratio); a measured profile already carries its own rates.
     clock = g.sustained_clock_ratio
     gemm_eff = (g.gemm_efficiency_fp8 if dtype == "fp8" and g.gemm_efficiency_fp8 else g.gemm_efficiency) * clock
+    measured = p is not None and bool(p.attn_fwd_efficiency)
+    flat = measured or attn_fwd_efficiency is not None
+    attn_fwd_efficiency = kt.FA2_A100_BEST_FRACTION["fwd"] if attn_fwd_efficiency is None else attn_fwd_efficiency
+    attn_bwd_efficiency = kt.FA2_A100_BEST_FRACTION["bwd"] if attn_bwd_efficiency is None else attn_bwd_efficiency
     return KernelModel(
         peak_flops_per_s=peak, gemm_efficiency=gemm_eff, num_sms=g.num_sms, hbm_bytes_per_s=g.hbm_bytes_per_s,
         attn_peak_flops_per_s=attn_peak, cast_bytes_per_elem=3.0 if dtype == "fp8" else 0.0,
@@ -131,4 +153,4 @@ def kernel_model(cluster, dtype: str, attn_fwd_efficiency: float, attn_bwd_effic
                              else attn_fwd_efficiency * clock),
         attn_bwd_efficiency=(p.attn_bwd_efficiency if p is not None and p.attn_bwd_efficiency
                              else attn_bwd_efficiency * clock),
-        profile=p, clock_ratio=clock)
+        profile=p, clock_ratio=clock, arch=kt.gpu_arch(g.name), attn_flat=flat)

@@ -111,13 +111,13 @@ def test_mla_flops_match_its_weights():
     mha = get_model("llama2-7b")   # unchanged for MHA: SC'21's 2 t h (2 h_q + 2 h_kv)
     assert float(fl.attn_proj_flops(mha, 10)) == 2 * 10 * 4096 * (4 * 4096)
     # MLA scores: q/k of 192 dims, v of 128 per head (DeepSeek-V2 eqs. 15-18)
-    assert float(fl.attn_core_flops(m, 1, 4096)) == 2 * 4096**2 * 128 * (192 + 128)
+    assert float(fl.attn_core_flops(m, 1, 4096, causal=False)) == 2 * 4096**2 * 128 * (192 + 128)
 
 
 def test_sliding_window_flops():
     m = imported("gemma-2-9b").model
-    full = fl.attn_core_flops(m, 1, 8192)
-    total = fl.attn_core_flops_all_layers(m, 1, 8192)
+    full = fl.attn_core_flops(m, 1, 8192, causal=False)
+    total = fl.attn_core_flops_all_layers(m, 1, 8192, causal=False)
     assert float(total) == pytest.approx(21 * full + 21 * full * 4096 / 8192)
     assert float(fl.forward_flops(m, 1)) < float(fl.forward_flops(Transformer(**{
         **{f: getattr(m, f) for f in m.__slots__}, "sliding_window": 0, "num_sliding_layers": 0}), 1))

@@ -218,7 +218,7 @@ def layer_costs(model: Transformer, cluster: Cluster, plan: Plan) -> LayerCosts:
     bpe = mem.activation_bytes_per_elem(DTYPE_BYTES[plan.dtype], plan.dtype)
     rc = int(plan.recompute)
     fwd, bwd, rcmp, gemms_fwd, attn_fwd = (float(x) for x in est_mod.layer_times(model, km, a))
-    flash = plan.attention in ("flash", "flash1")
+    flash = plan.attention != "unfused"
     strides = est_mod.placement_strides(PLACEMENTS.index(plan.placement), tp, cp, plan.dp, plan.pp)
     cp_f, cp_b = (float(x) for x in est_mod.cp_exposed_s(model, cluster, a, strides[1], attn_fwd, bpe))
     logits_f, logits_b = (float(x) for x in est_mod.logits_split_s(model, km, mb * s / cp, tp))

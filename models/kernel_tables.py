@@ -1,0 +1,172 @@
+"""Published kernel measurements the kernel model interpolates: attention throughput by (kernel,
+GPU architecture, head dim, sequence length, causal, forward/backward), and the GEMM size sweep.
+
+Attention rates are TFLOP/s as the benchmarks count them (flash-attention's
+``benchmarks/benchmark_flash_attention.py`` convention, used by the FA3 paper too): forward
+4 b s^2 h d, halved when causal; backward 2.5x the forward. A table is read at its measured points
+and interpolated linearly in log2(sequence length) and log2(head dim), clamped at the ends. The
+benchmarks run seconds-long loops at the burst clock; models.profile scales them to the sustained
+clock like every other tensor-core rate.
+
+Sources (values read off the bar labels of the figures):
+  FA3  Shah et al. 2024, "FlashAttention-3", arXiv 2407.08608, Fig. 5 (forward, FP16/BF16, H100 80GB
+       SXM5, batch x seqlen = 16k tokens, 2048 hidden; CUDA 12.3, cuDNN 9.1.1.17, FA2 2.5.8) and
+       Fig. 6 (backward, non-causal only).
+  FA2  Dao 2023, "FlashAttention-2", arXiv 2307.08691, Sec. 4.1: forward up to 73% of A100 peak.
+  FA4  Dao-AILab/flash-attention PR #2280 (2026-02-27), B200, hdim 128, seqlen 8192, batch 4 x 16
+       heads: fwd 1534.8 / bwd 1247.5 TFLOP/s non-causal, fwd 1418.1 / bwd 1117.9 causal.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+TFLOPS = 1e12
+
+# ---------------------------------------------------------------- attention
+SEQ_POINTS = (512, 1024, 2048, 4096, 8192, 16384)
+ATTENTION_KERNELS = ("flash1", "flash2", "flash3", "cudnn", "unfused")
+# Peak dense 16-bit TFLOP/s of the GPU each table was measured on (datasheets, models/hardware.py).
+MEASURED_PEAK_TFLOPS = {"ampere": 312.0, "hopper": 989.0, "blackwell": 2250.0}
+MEASURED_SMS = {"ampere": 108, "hopper": 132, "blackwell": 148}
+
+# (kernel, arch, head_dim, causal, pass) -> TFLOP/s at SEQ_POINTS, measured (FA3 paper, H100 SXM5).
+_FA3 = "Shah et al. 2024 (FlashAttention-3), H100 SXM5"
+ATTENTION_TFLOPS = {
+    # Fig. 5a-f forward
+    ("flash2", "hopper", 64, False, "fwd"): (282, 306, 318, 321, 322, 324),
+    ("cudnn", "hopper", 64, False, "fwd"): (335, 373, 395, 408, 412, 413),
+    ("flash3", "hopper", 64, False, "fwd"): (333, 392, 460, 476, 496, 497),
+    ("flash2", "hopper", 64, True, "fwd"): (180, 229, 262, 284, 295, 299),
+    ("cudnn", "hopper", 64, True, "fwd"): (225, 288, 334, 363, 379, 388),
+    ("flash3", "hopper", 64, True, "fwd"): (197, 265, 371, 420, 460, 473),
+    ("flash2", "hopper", 128, False, "fwd"): (309, 350, 362, 368, 370, 370),
+    ("cudnn", "hopper", 128, False, "fwd"): (497, 574, 617, 609, 600, 595),
+    ("flash3", "hopper", 128, False, "fwd"): (467, 565, 625, 638, 646, 648),
+    ("flash2", "hopper", 128, True, "fwd"): (191, 260, 298, 319, 333, 335),
+    ("cudnn", "hopper", 128, True, "fwd"): (315, 410, 484, 518, 529, 539),
+    ("flash3", "hopper", 128, True, "fwd"): (292, 423, 521, 579, 602, 616),
+    ("flash2", "hopper", 256, True, "fwd"): (208, 251, 278, 293, 297, 298),
+    ("cudnn", "hopper", 256, True, "fwd"): (308, 391, 450, 483, 497, 509),
+    ("flash3", "hopper", 256, True, "fwd"): (286, 427, 537, 612, 628, 642),
+    # Fig. 6a-b backward (the paper gives no causal backward)
+    ("flash2", "hopper", 64, False, "bwd"): (198, 238, 264, 279, 287, 291),
+    ("cudnn", "hopper", 64, False, "bwd"): (266, 348, 395, 417, 432, 433),
+    ("flash3", "hopper", 64, False, "bwd"): (272, 363, 422, 453, 472, 474),
+    ("flash2", "hopper", 128, False, "bwd"): (214, 260, 291, 310, 318, 322),
+    ("cudnn", "hopper", 128, False, "bwd"): (305, 408, 465, 499, 518, 516),
+    ("flash3", "hopper", 128, False, "bwd"): (316, 424, 501, 542, 559, 561),
+}
+ATTENTION_SOURCES = {k: _FA3 + (" Fig. 5" if k[4] == "fwd" else " Fig. 6") for k in ATTENTION_TFLOPS}
+
+# Blackwell: one measured point per (causal, pass), FA4 (flash-attention PR #2280, B200, hdim 128, 8k).
+FA4_B200_TFLOPS = {(False, "fwd"): 1534.8, (False, "bwd"): 1247.5, (True, "fwd"): 1418.1, (True, "bwd"): 1117.9}
+# Ampere FlashAttention-2: forward up to 73% of A100 peak at the longest, non-causal hdim-128 point
+# (Dao 2023, Sec. 4.1); backward 0.55 of peak (the kernel model's value before the table, "backward lower"
+# in the paper's figure 6; not re-read from the figure).
+FA2_A100_BEST_FRACTION = {"fwd": 0.73, "bwd": 0.55}
+# FlashAttention v1 "only reaches 25-40% of the theoretical maximum FLOPs/s (e.g. up to 124 TFLOPs/s on
+# A100)" (Dao 2023, Sec. 1): forward 0.40, backward 0.30 of peak, flat in sequence length.
+FLASH1_FRACTION = {"fwd": 0.40, "bwd": 0.30}
+
+
+def gpu_arch(gpu_name: str) -> str:
+    """GPU architecture of a catalog part, by its name: ampere, hopper, blackwell (others: their family).
+
+    >>> gpu_arch("h100-sxm-80gb"), gpu_arch("a100-sxm-40gb"), gpu_arch("gb200")
+    ('hopper', 'ampere', 'blackwell')
+    """
+    n = gpu_name.lower()
+    for prefix, arch in (("a100", "ampere"), ("a800", "ampere"), ("a10", "ampere"), ("h100", "hopper"),
+                         ("h800", "hopper"), ("h200", "hopper"), ("h20", "hopper"), ("gh200", "hopper"),
+                         ("b200", "blackwell"), ("b300", "blackwell"), ("gb200", "blackwell"),
+                         ("gb300", "blackwell"), ("v100", "volta"), ("mi", "cdna")):
+        if n.startswith(prefix):
+            return arch
+    return "other"
+
+
+def resolve_kernel(kernel: str, arch: str) -> str:
+    """The kernel a plan's ``attention`` runs on ``arch``. ``flash`` is the best FlashAttention the usual
+    stack runs there: flash2 on Ampere (FA3 is Hopper-only; Megatron/TE run FA2 on sm80), cudnn on Hopper
+    and later (Transformer Engine's get_attention_backend: "Disabling FlashAttention to give FusedAttention
+    preference on Hopper+ for performance reasons"). flash3/cudnn on Ampere run as flash2 (FA3 needs sm90;
+    no Ampere cuDNN measurement in hand).
+
+    >>> resolve_kernel("flash", "ampere"), resolve_kernel("flash", "hopper"), resolve_kernel("flash3", "ampere")
+    ('flash2', 'cudnn', 'flash2')
+    """
+    if kernel == "flash":
+        return "flash2" if arch in ("ampere", "volta", "other", "cdna") else "cudnn"
+    if kernel in ("flash3", "cudnn") and arch not in ("hopper", "blackwell"):
+        return "flash2"
+    return kernel
+
+
+def _interp_hd(curves: dict, head_dim: float) -> np.ndarray:
+    """Curve at SEQ_POINTS for ``head_dim`` from {head_dim: curve}, linear in log2(head dim), clamped."""
+    dims = sorted(curves)
+    ys = np.array([curves[d] for d in dims], dtype=float)
+    x = np.clip(np.log2(head_dim), np.log2(dims[0]), np.log2(dims[-1]))
+    return np.array([np.interp(x, np.log2(dims), ys[:, j]) for j in range(ys.shape[1])])
+
+
+def _hopper_curve(kernel: str, head_dim: float, causal: bool, pss: str) -> np.ndarray:
+    """Measured H100 TFLOP/s at SEQ_POINTS. The causal backward (not measured) is the non-causal
+    backward times the forward's causal / non-causal ratio at the same length (assumed)."""
+    def curves(c, p):
+        return {k[2]: v for k, v in ATTENTION_TFLOPS.items() if k[0] == kernel and k[3] == c and k[4] == p}
+    if pss == "bwd" and causal:
+        fwd_c, fwd_n = curves(True, "fwd"), curves(False, "fwd")
+        common = {d: fwd_c[d] for d in fwd_c if d in fwd_n}
+        ratio = _interp_hd(common, head_dim) / _interp_hd({d: fwd_n[d] for d in common}, head_dim)
+        return _interp_hd(curves(False, "bwd"), head_dim) * ratio
+    return _interp_hd(curves(causal, pss), head_dim)
+
+
+def attention_fraction_curve(kernel: str, arch: str, head_dim: float, causal: bool, pss: str) -> np.ndarray:
+    """Fraction of the measuring GPU's 16-bit peak that ``kernel`` reaches at SEQ_POINTS (burst clock).
+
+    Hopper: the FA3 paper's figures. Ampere FA2: the paper's best forward fraction (73%) and the model's
+    0.55 backward, shaped over length / causal / head dim like FA2's measured H100 curves (the same kernel
+    and tiling; assumed). Blackwell: the FA4 B200 point at 8k, shaped like FA3's H100 curve (assumed).
+    A kernel older than the architecture (FA2 on Blackwell) runs at its newest measured absolute rate
+    scaled by SM count (flash-attention #1589: FA2 on B200, hdim 64, 16k: 379 TFLOP/s fwd, vs 324 on H100).
+
+    >>> round(float(attention_fraction_curve("flash3", "hopper", 128, True, "fwd")[-1] * 989), 1)
+    616.0
+    """
+    if kernel == "flash1":
+        return np.full(len(SEQ_POINTS), FLASH1_FRACTION[pss])
+    if arch == "hopper":
+        return _hopper_curve(kernel, head_dim, causal, pss) / MEASURED_PEAK_TFLOPS["hopper"]
+    if arch == "blackwell" and kernel in ("flash3", "cudnn"):
+        shape = _hopper_curve("flash3", head_dim, causal, pss)
+        shape = shape / _hopper_curve("flash3", 128, causal, pss)[SEQ_POINTS.index(8192)]
+        return FA4_B200_TFLOPS[(causal, pss)] * shape / MEASURED_PEAK_TFLOPS["blackwell"]
+    if arch == "blackwell":   # FA2 (sm80 code) on Blackwell: H100 absolute rate x SM ratio
+        h = _hopper_curve("flash2", head_dim, causal, pss)
+        return h * MEASURED_SMS["blackwell"] / MEASURED_SMS["hopper"] / MEASURED_PEAK_TFLOPS["blackwell"]
+    # Ampere (and parts without a table): FA2 shaped like its H100 measurement
+    shape = _hopper_curve("flash2", head_dim, causal, pss) / ATTENTION_TFLOPS[("flash2", "hopper", 128, False, pss)][-1]
+    return FA2_A100_BEST_FRACTION[pss] * shape
+
+
+def attention_efficiency(kernel: str, arch: str, head_dim: float, seq_len, causal: bool, pss: str):
+    """Fraction of the 16-bit peak (burst clock) an attention kernel sustains on blocks of ``seq_len``
+    query and key tokens (arrays ok): the table interpolated in log2(seq_len), clamped at 512 / 16k.
+
+    >>> round(float(attention_efficiency("cudnn", "hopper", 128, 4096, False, "bwd")) * 989, 1)
+    499.0
+    >>> round(float(attention_efficiency("flash2", "hopper", 128, 3000, True, "fwd")) * 989, 1)
+    309.6
+    """
+    curve = attention_fraction_curve(resolve_kernel(kernel, arch), arch, head_dim, causal, pss)
+    x = np.log2(np.maximum(np.asarray(seq_len, dtype=float), 1.0))
+    return np.interp(x, np.log2(SEQ_POINTS), curve)
+
+
+# ---------------------------------------------------------------- GEMM
+# Square bf16 torch.matmul N x N x N on an H100 80GB HBM3, PyTorch 2.7.0+cu128 (zzc0721/torch-performance-
+# test-data #79; hardware_measured.yaml gemm_efficiency_measured), TFLOP/s; MAMF best shape 794.5.
+H100_SQUARE_BF16_TFLOPS = {1024: 176.62, 2048: 676.59, 4096: 788.72, 8192: 797.51, 10240: 719.72}
