@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from models import collectives as coll
+from models import finetune, optimizers
 from models import flops as fl
 from models import memory as mem
 from models.comm import (  # noqa: F401  (re-exported: the public cost path)
@@ -49,7 +50,7 @@ from models.layer import (  # noqa: F401
     logits_split_s,
     logits_time_s,
 )
-from models.parallel import data, pipeline, zero
+from models.parallel import data, offload, pipeline, zero
 from models.plan import ATTENTION_KERNELS, DTYPE_BYTES, PLACEMENTS, Plan, check_plan
 from models.transformer import Transformer
 
@@ -71,12 +72,38 @@ def stage_state_bytes(model: Transformer, a, stage):
     pp = a["pp"]
     layers = pipeline.stage_layers(model.num_layers, stage, pp, a["vpp"])
     nonexp, exp = stage_params(model, a, layers, stage == 0, stage == pp - 1)
-    dpcp, z = data.dp_comm_group(a["dp"], a["cp"]), a["zero_stage"]
-    w1, g1, o1 = zero.model_state_bytes(nonexp, dpcp, z)
-    w2, g2, o2 = zero.model_state_bytes(exp, dpcp / a["ep"], z)
-    # ZeRO-3 keeps the gathered weights of the current (and the prefetched) layer
-    buf = np.where(z >= 3, mem.zero3_gather_buffer_bytes(model, a["tp"], a["overlap_param_gather"]), 0)
-    return w1 + w2, g1 + g2, o1 + o2, buf
+    st = _stage_states(model, a, layers, nonexp, exp)
+    return st["weights"], st["grads"], st["optimizer"], st["buffer"]
+
+
+def _stage_states(model: Transformer, a, layers, nonexp, exp):
+    """Model states of one rank holding ``nonexp`` / ``exp`` parameters of ``layers`` layers: on the GPU
+    (weights, grads, optimizer, buffer) and offloaded (host/...), bytes. The trainable weights are all of
+    them, or the adapters over a frozen (16-bit or NF4) base (models.finetune); optimizer bytes per
+    trainable parameter from models.optimizers; offload from models.parallel.offload."""
+    dpcp, z, tp = data.dp_comm_group(a["dp"], a["cp"]), a["zero_stage"], a["tp"]
+    method = a.get("finetune", 0)
+    peft = np.asarray(method) != 0
+    opt_b = optimizers.state_bytes_per_param(a.get("optimizer", 0), a.get("master_weights", True))
+    adapters = layers * finetune.adapter_params_per_layer(model, a.get("lora_rank", 8), a.get("lora_targets", 5),
+                                                          method) / tp
+    w1, g1, o1 = zero.model_state_bytes(np.where(peft, adapters, nonexp), dpcp, z, optimizer_bytes=opt_b)
+    w2, g2, o2 = zero.model_state_bytes(np.where(peft, 0.0, exp), dpcp / a["ep"], z, optimizer_bytes=opt_b)
+    quant = np.minimum(layers * finetune.quantized_params_per_layer(model) / tp, nonexp + exp)
+    frozen = np.where(peft, finetune.frozen_weight_bytes(nonexp + exp, quant, method), 0.0) / np.where(z >= 3, dpcp, 1)
+    grads = np.where(optimizers.fused_update(a.get("optimizer", 0)),   # LOMO: one tensor's gradient at a time
+                     2.0 * max(model.vocab, model.ffn_hidden) * model.hidden / tp, g1 + g2)
+    off = a.get("offload", 0)
+    opt_off, grad_off = offload.has(off, "optimizer"), offload.has(off, "gradients")
+    par_off = offload.has(off, "params")
+    weights, optim = w1 + w2 + frozen, o1 + o2
+    # ZeRO-3 (or offloaded weights) keeps the gathered weights of the current (and the prefetched) layer
+    buf = np.where((z >= 3) | par_off, mem.zero3_gather_buffer_bytes(model, tp, a["overlap_param_gather"]), 0)
+    return {"weights": np.where(par_off, 0.0, weights), "grads": np.where(grad_off, 0.0, grads),
+            "optimizer": np.where(opt_off, 0.0, optim), "buffer": buf,
+            "host": np.where(opt_off, optim, 0.0) + np.where(opt_off | grad_off, grads, 0.0)
+            + np.where(par_off, weights, 0.0),
+            "trainable": np.where(peft, adapters, nonexp + exp), "weights_all": weights, "grads_all": grads}
 
 
 def optimizer_step_s(km, params):
@@ -91,18 +118,39 @@ def stage_memory_arrays(model: Transformer, cl: Cluster, a, stage):
     pp, vpp, sched = a["pp"], a["vpp"], a["schedule"]
     last = stage == pp - 1
     layers = pipeline.stage_layers(model.num_layers, stage, pp, vpp)
-    params, grads, optim, zero3_buf = stage_state_bytes(model, a, stage)
+    nonexp, exp = stage_params(model, a, layers, stage == 0, last)
+    st = _stage_states(model, a, layers, nonexp, exp)
+    params, grads, optim, zero3_buf = st["weights"], st["grads"], st["optimizer"], st["buffer"]
     mb, s, tp, sp, cp, flash = a["micro_batch_size"], model.seq_len, a["tp"], a["sp"], a["cp"], a["flash"]
     m = a["global_batch_size"] // (mb * a["dp"])
+    rc = a["recompute"]
+    layer_act = mem.mean_layer_activation_bytes(model, mb, s, tp, sp, rc, flash, cp)
+    if np.any(np.asarray(a.get("finetune", 0)) != 0):   # adapters' rank-r intermediates, frozen base's dW inputs
+        tokens = mb * s / cp
+        delta = (finetune.lora_activation_bytes(model, tokens, a["lora_rank"], a["lora_targets"], tp)
+                 - finetune.frozen_activation_savings_bytes(model, tokens, a["lora_targets"], tp, sp))
+        layer_act = np.where((np.asarray(a["finetune"]) != 0) & (rc < 2), np.maximum(layer_act + delta, 0.0),
+                             layer_act)
+    # ZeRO-R Pa (Rajbhandari et al. 2020 Sec. 6.1): checkpoints partitioned over the TP ranks
+    layer_act = np.where(a.get("partition_activations", False) & (rc == 2) & ~np.asarray(sp, dtype=bool),
+                         layer_act / tp, layer_act)
+    inflight = mem.inflight_microbatches(stage, pp, vpp, m, sched)
     acts = mem.stage_activation_bytes(
-        mem.mean_layer_activation_bytes(model, mb, s, tp, sp, a["recompute"], flash, cp), layers,
-        mem.inflight_microbatches(stage, pp, vpp, m, sched),
+        layer_act, layers, inflight,
         mem.output_layer_activation_bytes(model, mb, s, tp, sp, cp), mem.output_layers_inflight(m, sched),
-        mem.recompute_backward_transient_bytes(model, mb, s, tp, sp, flash, cp), last, a["recompute"])
+        mem.recompute_backward_transient_bytes(model, mb, s, tp, sp, flash, cp), last, rc)
+    # activation offload: the checkpoints beyond the current and the prefetched layer live on the host
+    act_off = offload.has(a.get("offload", 0), "activations")
+    acts_host = np.where(act_off, np.maximum(0.0, inflight * layers - 2) * layer_act, 0.0)
+    acts = acts - acts_host
+    # ZeRO-R CB off: one fp32 fused buffer of the rank's gradients (Sec. 6.3)
+    fused = np.where(a.get("constant_buffers", True), 0.0, 2.0 * st["grads_all"])
     states = params + grads + optim
-    total = mem.allocated_bytes(states + zero3_buf + acts)
+    total = mem.allocated_bytes(states + zero3_buf + acts + fused, a.get("fragmentation", True))
     return {"params_bytes": params, "grads_bytes": grads, "optimizer_bytes": optim,
-            "activations_bytes": acts, "other_bytes": total - states - acts, "total_bytes": total}
+            "activations_bytes": acts, "other_bytes": total - states - acts, "total_bytes": total,
+            "host_bytes": st["host"] + acts_host, "trainable_params": st["trainable"],
+            "weights_all_bytes": st["weights_all"], "grads_all_bytes": st["grads_all"], "acts_host_bytes": acts_host}
 
 
 def _peak_memory(model: Transformer, cl: Cluster, a, all_stages: bool):
@@ -163,16 +211,25 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
     dp_comm, dp_total, nonexp, exp, groups = dp_comm_s(model, cl, a, strides, layers_max, layers_max * fwd + logits_fwd,
                                                        layers_max * (bwd + rcmp) + logits_bwd - wgrad, wgrad)
     opt_params = zero.optimizer_params(nonexp, exp, groups[0][0], groups[1][0], a["zero_stage"])
-    t_opt = optimizer_step_s(km, opt_params)
+    method = np.asarray(a.get("finetune", 0))
+    total_trainable = np.where(method != 0, model.num_layers * finetune.adapter_params_per_layer(
+        model, a.get("lora_rank", 8), a.get("lora_targets", 5), method), float(model.num_params))
+    opt_params = opt_params * np.where(method != 0, total_trainable / model.num_params, 1.0)
+    step_b = optimizers.step_bytes_per_param(a.get("optimizer", 0), a.get("master_weights", True))
+    t_opt = km.memory_bound(opt_params * step_b, zero.OPTIMIZER_KERNELS)
 
+    memory, by_stage = _peak_memory(model, cl, a, all_stages)
+    gpn = np.minimum(dp * tp * pp * cp, cl.node.gpus_per_node)
+    t_offload, pcie_bytes, host_bytes = _offload(cl, a, memory, opt_params, m, t_mb_compute_max,
+                                                 layers_max * (bwd + rcmp), gpn)
+    t_opt = np.where(offload.has(a.get("offload", 0), "optimizer"), 0.0, t_opt)
     compute = m * t_mb_compute_max + t_opt
     exposed_mb_comm = m * (layers_max * comm_layer + tp_edge)
-    step = compute + exposed_mb_comm + bubble + pp_comm + dp_comm
+    step = compute + exposed_mb_comm + bubble + pp_comm + dp_comm + t_offload
     n_gpus = dp * tp * pp * cp
     peak = km.peak_flops_per_s
     model_flops = fl.model_flops_per_iteration(model, gb)
     hw_flops = fl.hardware_flops_per_iteration(model, gb, a["recompute"])
-    memory, by_stage = _peak_memory(model, cl, a, all_stages)
     peak_mem = memory["total_bytes"]
     return {
         "step_time_s": step, "compute_s": compute,
@@ -184,9 +241,32 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
         "mfu": model_flops / (step * n_gpus * peak), "hfu": hw_flops / (step * n_gpus * peak),
         "peak_memory_bytes": peak_mem, "fits": peak_mem <= cl.gpu.hbm_bytes,
         "num_microbatches": m, "num_gpus": n_gpus, "model_flops": model_flops + 0 * step,
+        "params": model.num_params + 0 * step, "trainable_params": total_trainable + 0 * step,
+        "host_memory_bytes": host_bytes + 0 * step, "offload_s": t_offload + 0 * step,
+        "pcie_bytes_per_step": pcie_bytes + 0 * step,
         **{f"memory/{k}": v for k, v in memory.items()},
         **{f"memory_by_stage/{k}": v for k, v in by_stage.items()},
     }
+
+
+def _offload(cl: Cluster, a, memory, opt_params, m, mb_compute_s, bwd_s, gpn):
+    """(exposed offload seconds, PCIe bytes per step per GPU, host bytes per node) of the largest rank
+    (models.parallel.offload); zeros without offload."""
+    off = np.asarray(a.get("offload", 0))
+    host = memory["host_bytes"] * gpn
+    if not np.any(off != 0):
+        return 0.0, 0.0, host
+    node = cl.node
+    inflight_layers = np.maximum(memory["acts_host_bytes"], 0.0) / np.maximum(np.minimum(m, a["pp"]), 1)
+    per_mb, per_step = offload.traffic_bytes(off, memory["weights_all_bytes"], memory["grads_all_bytes"], opt_params,
+                                             inflight_layers, m, a["recompute"] == 2)
+    cpu_s = np.where(offload.has(off, "optimizer"), offload.cpu_adam_s(opt_params * gpn, node.cpu_adam_params_per_s), 0.0)
+    nvme_b = offload.nvme_bytes(off, a.get("offload_to", False), memory["weights_all_bytes"],
+                                memory["host_bytes"], inflight_layers, m, gpn)
+    nvme_s = nvme_b / node.nvme_bytes_per_s if node.nvme_bytes_per_s > 0 else 0.0 * nvme_b
+    pcie = offload.pcie_bytes_per_s(node.pcie_gen, node.pcie_lanes_per_gpu)
+    t = offload.exposed_s(per_mb, per_step, m, mb_compute_s, bwd_s, pcie, cpu_s, nvme_s)
+    return np.where(off != 0, t, 0.0), m * per_mb + per_step, host
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +306,11 @@ class StepEstimate:
     num_microbatches: int
     num_gpus: int
     warnings: tuple = field(default_factory=tuple)
+    params: float = 0.0               # parameters of the model
+    trainable_params: float = 0.0     # parameters the optimizer updates (all, or the adapters)
+    host_memory_bytes: float = 0.0    # host memory per node the offload needs
+    pcie_bytes_per_step: float = 0.0  # host<->GPU bytes per GPU per iteration (offload)
+    offload_s: float = 0.0            # offload time the iteration waits for
 
     def as_dict(self) -> dict:
         """The JSON keys of ``clustersim estimate --json``."""
@@ -238,6 +323,8 @@ class StepEstimate:
             "memory": self.memory.as_dict(),
             "memory_by_stage": [m.as_dict() | {"total_bytes": m.total_bytes} for m in self.memory_by_stage],
             "num_microbatches": self.num_microbatches, "num_gpus": self.num_gpus, "warnings": list(self.warnings),
+            "params": self.params, "trainable_params": self.trainable_params,
+            "host_memory_bytes": self.host_memory_bytes,
         }
 
 
@@ -257,6 +344,12 @@ def plan_arrays(plan: Plan) -> dict:
     d["flash1"] = plan.attention == "flash1"
     d["attn_kernel"] = ATTENTION_KERNELS.index(plan.attention)
     d["placement"] = PLACEMENTS.index(plan.placement)
+    d["finetune"] = finetune.method_code(plan.finetune)          # fine-tuning fields as numeric codes
+    d["lora_targets"] = finetune.target_mask(plan.lora_targets)
+    d["optimizer"] = optimizers.code(plan.optimizer)
+    d["master_weights"] = plan.master_weights == "fp32"
+    d["offload"] = offload.mask(plan.offload)
+    d["offload_to"] = plan.offload_to == "nvme"
     return d
 
 
@@ -275,6 +368,8 @@ def estimate(model: Transformer, cluster: Cluster, plan: Plan) -> StepEstimate:
     cols = [np.broadcast_to(r.pop(f"memory_by_stage/{k}"), (plan.pp,)).tolist() for k in
             ("params_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes", "other_bytes")]
     r.pop("memory_by_stage/total_bytes")
+    for k in [k for k in r if k.startswith("memory_by_stage/")]:
+        r.pop(k)
     stages = tuple(MemoryBreakdown(*row) for row in zip(*cols))
     f = {k: float(v) for k, v in r.items()}
     est = StepEstimate(
@@ -284,7 +379,9 @@ def estimate(model: Transformer, cluster: Cluster, plan: Plan) -> StepEstimate:
         tokens_per_s=f["tokens_per_s"], tflops_per_gpu=f["tflops_per_gpu"], mfu=f["mfu"], hfu=f["hfu"],
         peak_memory_bytes=f["peak_memory_bytes"], hbm_bytes=cluster.gpu.hbm_bytes, fits=bool(r["fits"]),
         memory=_mb({k.split("/")[1]: v for k, v in f.items() if k.startswith("memory/")}),
-        memory_by_stage=stages, num_microbatches=plan.num_microbatches, num_gpus=plan.world_size)
+        memory_by_stage=stages, num_microbatches=plan.num_microbatches, num_gpus=plan.world_size,
+        params=f["params"], trainable_params=f["trainable_params"], host_memory_bytes=f["host_memory_bytes"],
+        pcie_bytes_per_step=f["pcie_bytes_per_step"], offload_s=f["offload_s"])
     return dataclasses.replace(est, warnings=tuple(_warnings(model, cluster, plan, est, f)))
 
 

@@ -135,6 +135,12 @@ GPUS: dict[str, GpuSpec] = {g.name: g for g in [
 ]}
 
 
+# DeepSpeed CPU-Adam (AVX-512, 2x 24-core Xeon Platinum 8168 of a DGX-2): 10B parameters in
+# 2.57 s (Ren et al. 2021, "ZeRO-Offload", Table 3, Adam latency; transcribed, not re-measured);
+# used for every host (assumed: newer hosts are faster).
+CPU_ADAM_PARAMS_PER_S = 10e9 / 2.57
+
+
 @dataclass(frozen=True, slots=True)
 class NodeSpec:
     name: str
@@ -144,6 +150,13 @@ class NodeSpec:
     nic_efficiency: float             # achieved / line rate (NCCL busbw per NIC)
     node_overhead_w: float            # CPUs, NICs, fans: power beyond the GPUs
     source: str
+    # host side (offload, models/parallel/offload.py); provenance in host_source
+    host_memory_bytes: float = 0.0    # CPU memory of the node (0: not stated)
+    pcie_gen: int = 4                 # PCIe generation of each GPU's host link
+    pcie_lanes_per_gpu: int = 16      # PCIe lanes of each GPU's host link
+    nvme_bytes_per_s: float = 0.0     # node's NVMe read/write bandwidth (0: not stated, no NVMe offload)
+    cpu_adam_params_per_s: float = CPU_ADAM_PARAMS_PER_S  # host optimizer step rate, whole node
+    host_source: str = ""
 
     def __post_init__(self) -> None:
         if self.gpus_per_node < 1 or self.nvlink_domain_gpus < 1:
@@ -174,6 +187,28 @@ NODES: dict[str, NodeSpec] = {n.name: n for n in [
     NodeSpec("mi300x-8", 8, 8, 400 * GBIT, _NIC_EFF_400, 4500.0,
              "8x MI300X platform, 8x 400 Gb/s (typical OAM platform; assumed)"),
 ]}
+
+# Host memory and host links (vendor datasheets). NVMe bandwidth is not on these datasheets: 0
+# (offload to NVMe needs --nvme-gb-per-s). Memory sizes are DIMM capacities, binary: "2 TB" = 2 TiB.
+_HOST = {
+    "dgx-2": dict(host_memory_bytes=1.5 * 2**40, pcie_gen=3,
+                  host_source="DGX-2 datasheet: 1.5 TB system memory, 2x Xeon Platinum 8168, PCIe gen3 x16 per GPU"),
+    "dgx-a100": dict(host_memory_bytes=2 * 2**40, pcie_gen=4,
+                     host_source="DGX A100 640GB datasheet: 2 TB system memory (1 TB on the 320GB system), "
+                                 "PCIe gen4 x16 per GPU"),
+    "dgx-h100": dict(host_memory_bytes=2 * 2**40, pcie_gen=5,
+                     host_source="DGX H100 datasheet: 2 TB system memory, PCIe gen5 x16 per GPU"),
+    "hgx-h200": dict(host_memory_bytes=2 * 2**40, pcie_gen=5,
+                     host_source="as DGX H200 datasheet: 2 TB system memory, PCIe gen5 x16 (assumed for HGX)"),
+    "dgx-b200": dict(host_memory_bytes=2 * 2**40, pcie_gen=5,
+                     host_source="DGX B200 datasheet: 2 TB system memory (4 TB option), PCIe gen5 x16"),
+    "gb200-nvl72": dict(host_memory_bytes=36 * 480 * 2**30, pcie_gen=5,
+                        host_source="GB200 NVL72 datasheet: 36 Grace CPUs x 480 GB LPDDR5X; host link taken as "
+                                    "PCIe gen5 x16 (conservative: NVLink-C2C is faster)"),
+    "mi300x-8": dict(host_memory_bytes=2 * 2**40, pcie_gen=5,
+                     host_source="8x MI300X platform: 2 TB, PCIe gen5 x16 per GPU (typical; assumed)"),
+}
+NODES = {k: dataclasses.replace(n, **_HOST.get(k, {})) for k, n in NODES.items()}
 
 DEFAULT_NODE = {"v100-sxm-32gb": "dgx-2", "a100-sxm-40gb": "dgx-a100", "a100-sxm-80gb": "dgx-a100",
                 "h100-sxm-80gb": "dgx-h100", "h800-sxm-80gb": "dgx-h100", "h200-sxm-141gb": "hgx-h200",

@@ -190,10 +190,11 @@ def stage_activation_bytes(layer_bytes, layers, inflight, out_bytes, out_infligh
     return inflight * layers * layer_bytes + out_inflight * out + rc_extra
 
 
-def allocated_bytes(tensor_bytes):
+def allocated_bytes(tensor_bytes, fragmentation=True):
     """What the allocator holds for ``tensor_bytes`` of live tensors: plus the CUDA context and
-    workspaces and the fragmentation share (the constants above)."""
-    return tensor_bytes + FRAMEWORK_OVERHEAD_BYTES + ALLOCATOR_FRAGMENTATION * tensor_bytes
+    workspaces and the fragmentation share (the constants above); ``fragmentation`` False: ZeRO-R's
+    memory defragmentation (contiguous buffers, Rajbhandari et al. 2020 Sec. 6.3) leaves none."""
+    return tensor_bytes + FRAMEWORK_OVERHEAD_BYTES + np.where(fragmentation, ALLOCATOR_FRAGMENTATION, 0.0) * tensor_bytes
 
 
 def zero3_gather_buffer_bytes(model, tp, prefetch):

@@ -7,6 +7,13 @@ from enum import IntEnum
 from itertools import permutations
 
 from models.fields import check_value, opt, options
+from models.finetune import METHODS as FINETUNE_METHODS
+from models.finetune import check as check_finetune
+from models.finetune import parse_targets
+from models.optimizers import MASTER_WEIGHTS, OPTIMIZERS, default_master
+from models.parallel.offload import OFFLOAD_TARGETS
+from models.parallel.offload import check as check_offload
+from models.parallel.offload import parse as parse_offload
 
 
 class ZeroStage(IntEnum):
@@ -105,6 +112,26 @@ class Plan:
     overlap_tp_comm: bool = opt(False, "TP/SP collectives overlapped with GEMMs", "training")
     overlap_ep_comm: bool = opt(False, "MoE all-to-alls overlapped with another micro-batch's compute (DualPipe)",
                                 "training")
+    # fine-tuning, optimizer, offload and ZeRO-R (models/finetune.py, models/optimizers.py,
+    # models/parallel/offload.py)
+    finetune: str = opt("none", "training method: none (full training), lora, qlora (NF4 base), dora", "training",
+                        choices=FINETUNE_METHODS)
+    lora_rank: int = opt(8, "LoRA rank r", "training", minimum=1, maximum=1 << 16)
+    lora_alpha: float = opt(16.0, "LoRA alpha (scales the update; no cost)", "training", minimum=0, maximum=1e6)
+    lora_targets: str = opt("q_proj,v_proj", "adapted modules, PEFT names: comma list of q_proj,k_proj,v_proj,o_proj,"
+                            "gate_proj,up_proj,down_proj, or all-linear", "training")
+    optimizer: str = opt("adamw", "optimizer (state bytes and update traffic)", "training", choices=OPTIMIZERS)
+    master_weights: str | None = opt(None, "fp32 master copy of the trainable weights", "training",
+                                     choices=MASTER_WEIGHTS, optional="fp32; none for lomo and adalomo")
+    offload: str = opt("none", "what lives off the GPU: none or a comma list of optimizer,params,gradients,"
+                       "activations", "training")
+    offload_to: str = opt("cpu", "where offloaded state lives", "training", choices=OFFLOAD_TARGETS)
+    partition_activations: bool = opt(False, "ZeRO-R Pa: activation checkpoints partitioned across TP ranks",
+                                      "training")
+    constant_buffers: bool = opt(True, "ZeRO-R CB: constant-size fused gradient buffers (off: one fp32 buffer "
+                                 "of all gradients)", "training")
+    fragmentation: bool = opt(True, "count allocator fragmentation (5% of tensor bytes); off = ZeRO-R MD, "
+                              "defragmented contiguous buffers", "training")
 
     def __post_init__(self) -> None:
         for name in options(Plan):
@@ -120,6 +147,10 @@ class Plan:
         object.__setattr__(self, "recompute", _enum(self.recompute, RECOMPUTE_NAMES, "plan.recompute"))
         object.__setattr__(self, "schedule", _enum(self.schedule, SCHEDULE_NAMES, "plan.schedule"))
         object.__setattr__(self, "placement", normalise_placement(self.placement))
+        object.__setattr__(self, "lora_targets", parse_targets(self.lora_targets))
+        object.__setattr__(self, "offload", parse_offload(self.offload))
+        if self.master_weights is None:
+            object.__setattr__(self, "master_weights", default_master(self.optimizer))
         per_step = self.micro_batch_size * self.dp
         if self.global_batch_size % per_step:
             raise ValueError(f"plan.global_batch_size: {self.global_batch_size} is not a multiple of "
@@ -182,4 +213,7 @@ def check_plan(plan: Plan, model, cluster=None) -> list[str]:
                         f"but the cluster has {cluster.num_gpus} GPUs; set dp={cluster.num_gpus // (plan.tp * plan.pp * plan.cp)}"
                         if cluster.num_gpus % (plan.tp * plan.pp * plan.cp) == 0 else
                         f"dp: world size dp*tp*pp*cp = {plan.world_size} but the cluster has {cluster.num_gpus} GPUs")
+    errs += check_finetune(model, plan.finetune, plan.lora_rank, plan.lora_targets)
+    if cluster is not None:
+        errs += check_offload(plan.offload, plan.offload_to, cluster.node)
     return errs

@@ -26,10 +26,8 @@ stream per rank and must reproduce it where nothing contends):
     the compute (overlap_param_gather) or before it; the backward returns when its reduce-scatters
     are done (FSDP's post-backward wait).
 
-Where later features go (not built): ZeRO-Offload (Ren et al. 2021) keeps the optimizer states and
-step on the host: an ``offload`` argument to :func:`model_state_bytes` (optimizer bytes leave HBM)
-and :func:`optimizer_step_bytes` (the step runs at host memory speed), plus the gradient / weight
-PCIe copies as one more term of :func:`exposed_s`. Hybrid sharding (FSDP HYBRID_SHARD, ZeRO++ hpZ)
+Offload (ZeRO-Offload, ZeRO-Infinity) is models.parallel.offload's: models.estimate moves the
+offloaded states off the GPU and adds the PCIe / CPU-step time it cannot hide. Not built: hybrid sharding (FSDP HYBRID_SHARD, ZeRO++ hpZ)
 shards over a sub-group of ``shard`` <= dp ranks and all-reduces across the dp / shard replicas:
 ``dp`` in the memory functions becomes ``shard``, and :func:`exposed_s` gains that all-reduce.
 """
@@ -52,9 +50,10 @@ OPTIMIZER_KERNELS = 10
 DP_BUCKET_BYTES = 40e6 * 2
 
 
-def model_state_bytes(num_params, dp, zero_stage):
-    """(weights, grads, optimizer) bytes per rank for ``num_params`` parameters held by the rank
-    before ZeRO sharding over ``dp`` ranks (arrays ok).
+def model_state_bytes(num_params, dp, zero_stage, optimizer_bytes=BYTES_OPTIMIZER):
+    """(weights, grads, optimizer) bytes per rank for ``num_params`` trainable parameters held by the
+    rank before ZeRO sharding over ``dp`` ranks (arrays ok); ``optimizer_bytes`` per parameter is the
+    optimizer's figure (models.optimizers; default K = 12, Adam with an fp32 master).
 
     ZeRO paper Fig. 1, 7.5B parameters, N_d = 64: 120 / 31.4 / 16.6 / 1.9 GB for stages 0-3.
     >>> [round(float(sum(model_state_bytes(7.5e9, 64, z))) / 1e9, 1) for z in range(4)]
@@ -63,7 +62,7 @@ def model_state_bytes(num_params, dp, zero_stage):
     zero_stage = np.asarray(zero_stage)
     weights = BYTES_WEIGHT * num_params / np.where(zero_stage >= 3, dp, 1)
     grads = BYTES_GRAD * num_params / np.where(zero_stage >= 2, dp, 1)
-    optimizer = BYTES_OPTIMIZER * num_params / np.where(zero_stage >= 1, dp, 1)
+    optimizer = optimizer_bytes * num_params / np.where(zero_stage >= 1, dp, 1)
     return weights, grads, optimizer
 
 

@@ -1,0 +1,91 @@
+"""Fine-tuning, optimizers and offload (issue 16): published counts, invariants, bad input."""
+
+import dataclasses
+
+import pytest
+
+from models.estimate import estimate
+from models.finetune import trainable_params
+from models.hardware import make_cluster
+from models.optimizers import code, state_bytes_per_param
+from models.plan import Plan
+from models.transformer import get_model
+from simulator.cli import main
+
+H100_1 = make_cluster("h100-sxm-80gb", 1, gpus_per_node=1)
+
+
+def test_lora_trainable_params_llama2_7b_q_v_rank8():
+    """PEFT print_trainable_parameters, Llama-2 7B, LoraConfig(r=8, target_modules=["q_proj", "v_proj"]):
+    'trainable params: 4,194,304' (PEFT README quicktour)."""
+    assert trainable_params(get_model("llama2-7b"), "lora", 8, "q_proj,v_proj") == 4_194_304
+
+
+def test_lora_trainable_params_llama3_8b_all_linear_rank16():
+    """Rank 16 on all linear layers of Llama-3 8B: 32 x 16 x (2(4096+4096) + 2(4096+1024) + 3(4096+14336))
+    = 41,943,040 (PEFT all-linear: every nn.Linear but lm_head)."""
+    assert trainable_params(get_model("llama3-8b"), "lora", 16, "all-linear") == 41_943_040
+
+
+def test_lomo_table1_optimizer_state():
+    """LOMO paper Table 1 (LLaMA-7B, GiB): optimizer states AdamW 75.31, SGD 25.10, LOMO 0."""
+    n = 6.74e9
+    for opt, master, want in (("adamw", True, 75.31), ("sgd", True, 25.10), ("lomo", False, 0.0)):
+        assert state_bytes_per_param(code(opt), master) * n / 2**30 == pytest.approx(want, abs=0.05)
+
+
+def test_default_plan_unchanged_by_the_new_fields():
+    """Full training with adamw + fp32 master is today's model: 12 bytes per parameter of optimizer state."""
+    m = get_model("llama3-8b")
+    cl = make_cluster("h100-sxm-80gb", 1)
+    base = estimate(m, cl, Plan(dp=8, zero_stage=1, global_batch_size=8))
+    explicit = estimate(m, cl, Plan(dp=8, zero_stage=1, global_batch_size=8, optimizer="adamw", master_weights="fp32"))
+    assert base.peak_memory_bytes == explicit.peak_memory_bytes and base.step_time_s == explicit.step_time_s
+    assert base.trainable_params == base.params == m.num_params
+
+
+def test_lora_frees_memory_and_backward():
+    m = get_model("llama3-8b").with_seq_len(2048)
+    full = estimate(m, H100_1, Plan(recompute="full"))
+    lora = estimate(m, H100_1, Plan(recompute="full", finetune="lora", lora_targets="all-linear", lora_rank=16))
+    assert lora.trainable_params == 41_943_040
+    assert lora.memory.optimizer_bytes < 0.01 * full.memory.optimizer_bytes
+    assert lora.step_time_s < full.step_time_s          # no dW GEMMs, tiny optimizer step
+
+
+def test_qlora_base_is_about_a_quarter_of_16_bit():
+    m = get_model("llama3-70b").with_seq_len(512)
+    lora = estimate(m, H100_1, Plan(finetune="lora", recompute="full"))
+    q = estimate(m, H100_1, Plan(finetune="qlora", recompute="full"))
+    assert 0.25 < q.memory.params_bytes / lora.memory.params_bytes < 0.32
+    assert q.step_time_s > lora.step_time_s            # dequantisation before every pass
+
+
+def test_optimizer_offload_moves_state_to_host():
+    m = get_model("llama2-7b").with_seq_len(1024)
+    on = estimate(m, H100_1, Plan(recompute="full"))
+    off = estimate(m, H100_1, Plan(recompute="full", offload="optimizer,gradients"))
+    assert off.memory.optimizer_bytes == 0 and off.memory.grads_bytes == 0
+    assert off.host_memory_bytes >= on.memory.optimizer_bytes
+    assert off.pcie_bytes_per_step > 0 and off.step_time_s > on.step_time_s
+
+
+def test_fragmentation_switch_and_partitioned_checkpoints():
+    m = get_model("llama3-8b")
+    cl = make_cluster("h100-sxm-80gb", 1)
+    p = Plan(tp=8, dp=1, recompute="full")
+    assert estimate(m, cl, dataclasses.replace(p, fragmentation=False)).peak_memory_bytes < estimate(m, cl, p).peak_memory_bytes
+    pa = estimate(m, cl, dataclasses.replace(p, partition_activations=True))
+    assert pa.memory.activations_bytes < estimate(m, cl, p).memory.activations_bytes
+
+
+@pytest.mark.parametrize("args, field", [
+    (["--model", "gpt2-small", "--finetune", "lora", "--lora-targets", "gate_proj"], "lora_targets"),
+    (["--model", "llama3-8b", "--finetune", "lora", "--lora-targets", "k_proj", "--lora-rank", "2048"], "lora_rank"),
+    (["--model", "llama3-8b", "--finetune", "lora", "--lora-targets", "qkv"], "lora_targets"),
+    (["--model", "llama3-8b", "--offload", "optimizer", "--offload-to", "nvme"], "offload_to"),
+])
+def test_bad_input_is_one_line_naming_the_field(args, field, capsys):
+    rc = main(["estimate", "--gpu", "h100", "--nodes", "1", *args])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and field in err and "Traceback" not in err
