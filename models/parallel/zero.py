@@ -27,9 +27,10 @@ stream per rank and must reproduce it where nothing contends):
     are done (FSDP's post-backward wait).
 
 Offload (ZeRO-Offload, ZeRO-Infinity) is models.parallel.offload's: models.estimate moves the
-offloaded states off the GPU and adds the PCIe / CPU-step time it cannot hide. Not built: hybrid sharding (FSDP HYBRID_SHARD, ZeRO++ hpZ)
-shards over a sub-group of ``shard`` <= dp ranks and all-reduces across the dp / shard replicas:
-``dp`` in the memory functions becomes ``shard``, and :func:`exposed_s` gains that all-reduce.
+offloaded states off the GPU and adds the PCIe / CPU-step time it cannot hide. Not built: hybrid
+sharding (FSDP HYBRID_SHARD, ZeRO++ hpZ) shards over a sub-group of ``shard`` <= dp ranks and
+all-reduces across the dp / shard replicas: ``dp`` in the memory functions becomes ``shard``, and
+:func:`exposed_s` gains that all-reduce.
 """
 
 from __future__ import annotations
