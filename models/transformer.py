@@ -27,6 +27,12 @@ NORMS = ("layernorm", "rmsnorm")             # layernorm: scale + bias (2h); rms
 TRAINING_SEQ_LEN_CAP = 8192                  # default training length for configs with a longer context
 
 
+# Largest whole number a config.json field may hold (a vocabulary, a width, a context length):
+# bounds the work and keeps the arithmetic in int64.
+MAX_CONFIG_INT = 1 << 40
+# Largest config.json read (real ones are a few KB; the Hub's largest are under 100 KB).
+MAX_CONFIG_BYTES = 4 << 20
+
 @dataclass(frozen=True, slots=True)
 class Transformer:
     name: str
@@ -72,10 +78,24 @@ class Transformer:
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"model.{f}: must be a positive integer, got {v!r}")
         for f in ("norms_per_layer", "max_seq_len", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim",
-                  "qk_rope_head_dim", "v_head_dim", "sliding_window", "num_sliding_layers"):
+                  "qk_rope_head_dim", "v_head_dim", "sliding_window", "num_sliding_layers", "num_experts", "top_k",
+                  "expert_ffn_hidden", "num_shared_experts", "moe_every", "num_dense_layers"):
             v = getattr(self, f)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ValueError(f"model.{f}: must be a whole number >= 0, got {v!r}")
+        for f in ("num_layers", "hidden", "num_heads", "num_kv_heads", "ffn_hidden", "vocab", "seq_len", "max_seq_len",
+                  "num_experts", "expert_ffn_hidden", "head_dim"):
+            v = getattr(self, f)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v > MAX_CONFIG_INT
+                                  or (f == "head_dim" and v < 1)):
+                raise ValueError(f"model.{f}: must be a whole number in [1, {MAX_CONFIG_INT:,}], got {v!r}")
+        for f in ("tied_embeddings", "dropout", "learned_pos_emb", "qkv_bias", "out_bias", "mlp_bias", "router_bias",
+                  "attn_sinks"):
+            if not isinstance(getattr(self, f), bool):
+                raise ValueError(f"model.{f}: must be true or false, got {getattr(self, f)!r}")
+        if isinstance(self.capacity_factor, bool) or not isinstance(self.capacity_factor, (int, float)) \
+                or not math.isfinite(self.capacity_factor):
+            raise ValueError(f"model.capacity_factor: must be a finite number, got {self.capacity_factor!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"model.activation: {self.activation!r} unknown; choose one of {', '.join(ACTIVATIONS)}")
         if self.norm not in NORMS:
@@ -416,6 +436,8 @@ class _Cfg:
             raise ValueError(f"config.json: {k}: must be a whole number, got {v!r}")
         if v < minimum:
             raise ValueError(f"config.json: {k}: must be >= {minimum}, got {v!r}")
+        if whole and v > MAX_CONFIG_INT:
+            raise ValueError(f"config.json: {k}: must be <= {MAX_CONFIG_INT:,}, got {v!r}")
         return int(v) if whole else float(v)
 
     def flag(self, key, default: bool) -> bool:
@@ -627,6 +649,8 @@ def find_hf_config(path_or_id: str | Path) -> Path:
     p = Path(path_or_id).expanduser()
     if p.is_file():
         return p
+    if p.exists() and not p.is_dir():   # a pipe, a device (/dev/zero), a socket: never read
+        raise ValueError(f"model: {str(p)!r} is not a regular file")
     if p.is_dir():
         if (p / "config.json").is_file():
             return p / "config.json"
@@ -650,7 +674,13 @@ def read_hf_config(path_or_id: str | Path, seq_len: int | None = None) -> HFImpo
     Every problem is one ValueError naming the file, the field and the reason."""
     p = find_hf_config(path_or_id)
     try:
-        cfg = json.loads(p.read_bytes().decode("utf-8"))
+        size = p.stat().st_size
+    except OSError as e:
+        raise ValueError(f"{p}: cannot be read ({e.strerror})") from None
+    if size > MAX_CONFIG_BYTES:
+        raise ValueError(f"{p}: {size:,} bytes; larger than the {MAX_CONFIG_BYTES:,}-byte limit of a config.json")
+    try:
+        cfg = json.loads(p.read_bytes()[:MAX_CONFIG_BYTES + 1].decode("utf-8"))
     except UnicodeDecodeError:
         raise ValueError(f"{p}: not a text file (config.json must be UTF-8 JSON)") from None
     except json.JSONDecodeError as e:

@@ -34,7 +34,7 @@ def test_invalid_plan_one_line_error(capsys):
 def test_invalid_straggler_one_line_error(capsys):
     code = main(EXAMPLE + ["--straggler-rank", "2", "--straggler-slowdown", "0.5"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "straggler_slowdown" in err[0]
+    assert code == 2 and len(err) == 1 and "straggler-slowdown" in err[0]
 
 
 def test_invalid_topology_one_line_error(capsys):

@@ -27,7 +27,14 @@ def main(argv: list[str] | None = None) -> int:
             typer.echo(f"error: {msg}", err=True)
         return 2
     except (ValueError, FileNotFoundError, KeyError) as e:
-        typer.echo(f"error: {e}", err=True)
+        typer.echo(f"error: {_one_line(e)}", err=True)
+        return 2
+    except OSError as e:   # a file given on the command line: a folder, no permission, a broken pipe name
+        name = e.filename if e.filename is not None else "file"
+        typer.echo(f"error: {name}: {e.strerror or e}", err=True)
+        return 2
+    except RecursionError:   # nested input that a loader did not bound (they refuse deep nesting themselves)
+        typer.echo("error: input: nested too deeply", err=True)
         return 2
     except RuntimeError as e:
         if type(e).__name__ != "RanksFailed":   # calibrate/validate's dead ranks; anything else is a bug
@@ -35,6 +42,14 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo(f"error: {e}", err=True)
         return 1
     except Exception as e:  # click usage errors (typer may vendor its own click: match by shape)
+        if type(e).__name__ == "ValidationError" and hasattr(e, "errors"):   # pydantic, at a loader's boundary
+            err = e.errors(include_url=False)[0]
+            where = ".".join(str(x) for x in err.get("loc", ())) or "input"
+            typer.echo(f"error: {where}: {err.get('msg', e)}", err=True)
+            return 2
+        if type(e).__name__ in ("YAMLError", "ScannerError", "ParserError", "ComposerError", "ConstructorError"):
+            typer.echo(f"error: not valid YAML ({_one_line(e)})", err=True)
+            return 2
         if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             return e.exit_code
@@ -42,6 +57,12 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         raise
     return 0
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception's message on one line (KeyError's quotes removed)."""
+    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

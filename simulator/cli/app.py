@@ -120,3 +120,21 @@ def inputs_from_flags(**kw):
         from simulator.validation.calibrate.profile import apply_profile  # issue 5; imported lazily
         inp = apply_profile(inp, profile)
     return inp
+
+
+# Options of the commands that write files (simulator/cli/files.py writes them).
+Force = Annotated[bool, typer.Option("--force", help="replace an existing file that is not an earlier clustersim "
+                                                     "output of the same kind (never an input of the run)")]
+
+
+def output_option(formats: str = ".json") -> object:
+    """The -o/--output option of a command whose result can go to a file (format by suffix)."""
+    return Annotated[Path | None, typer.Option("-o", "--output", help=f"write the result to this file ({formats})")]
+
+
+def output_format(path: Path, allowed: tuple, flag: str = "output") -> str:
+    """The suffix of an output path, checked against ``allowed`` (e.g. (".json", ".csv"))."""
+    suffix = path.suffix.lower()
+    if suffix not in allowed:
+        raise ValueError(f"{flag}: {path.name!r}: choose a {' or '.join(allowed)} file name")
+    return suffix

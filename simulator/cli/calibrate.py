@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from simulator.cli.app import app
+from simulator.cli.app import Force, app, output_format
+from simulator.cli.files import check_output_path, input_files, output_json, write_output
 
 Device = Annotated[str, typer.Option("--device", help="cpu | cuda")]
 Threads = Annotated[int, typer.Option("--threads", help="CPU threads per device (rank); ignored on cuda")]
@@ -24,6 +24,28 @@ def _check_device(device: str) -> str:
     if device not in ("cpu", "cuda"):
         raise ValueError(f"device: {device!r} unknown; choose cpu or cuda")
     return device
+
+
+# Bounds of the small model shape calibrate/validate measure on one machine.
+SHAPE_LIMITS = {"layers": 1024, "hidden": 65536, "heads": 1024, "kv-heads": 1024, "ffn-hidden": 1 << 18,
+                "vocab": 1 << 20, "seq-len": 1 << 20, "micro-batch": 4096, "tp": 1024, "steps": 100_000,
+                "threads": 1024, "ranks": 1024}
+
+
+def check_shape(**values) -> None:
+    """ValueError naming the flag when a shape option is not a whole number in [1, its limit]
+    (``warmup`` may be 0); None means the option was left out."""
+    for name, v in values.items():
+        flag = name.replace("_", "-")
+        lo = 0 if flag == "warmup" else 1
+        hi = SHAPE_LIMITS.get(flag, 100_000)
+        if v is not None and not lo <= v <= hi:
+            raise ValueError(f"{flag}: must be in [{lo}, {hi:,}], got {v}")
+    heads, kv = values.get("heads"), values.get("kv_heads")
+    if heads and values.get("hidden") and values["hidden"] % heads:
+        raise ValueError(f"heads: {heads} does not divide hidden={values['hidden']}")
+    if heads and kv and heads % kv:
+        raise ValueError(f"kv-heads: {kv} does not divide heads={heads}")
 
 
 def profile_summary(d: dict) -> list[str]:
@@ -71,9 +93,13 @@ def calibrate_cmd(
     micro_batch: Annotated[int, typer.Option("--micro-batch")] = 2,
     tp: Annotated[int, typer.Option("--tp")] = 1,
     swiglu: Annotated[bool, typer.Option("--swiglu/--gelu", help="three FFN matrices (SwiGLU) or two")] = False,
+    force: Force = False,
 ) -> None:
     """Measure GEMMs, attention, memory-bound ops, copies and collectives; write a profile YAML."""
     _check_device(device)
+    check_shape(hidden=hidden, heads=heads, kv_heads=kv_heads, ffn_hidden=ffn_hidden, vocab=vocab, seq_len=seq_len,
+                micro_batch=micro_batch, tp=tp, threads=threads, ranks=ranks)
+    check_output_path(output, "profile", (), force)  # before the measurements
     _need_torch("calibrate")
     from simulator.validation.calibrate.microbench import DTYPES
     from simulator.validation.calibrate.profile import run_calibration, write_profile
@@ -86,7 +112,7 @@ def calibrate_cmd(
               "micro_batch": micro_batch, "tp": tp, "ffn_matrices": 3 if swiglu else 2}
     d = run_calibration(device, quick=quick, dtype=dtype, threads=threads, world_size=ranks, target=target,
                         progress=lambda m: typer.echo(f"measuring {m} ...", err=True))
-    write_profile(d, output)
+    write_output(output, lambda t: write_profile(d, t), "profile", (), force)
     for line in profile_summary(d):
         typer.echo(line)
     foreign = d.get("foreign_cpu_share")
@@ -115,9 +141,16 @@ def validate_cmd(
     warmup: Annotated[int, typer.Option("--warmup")] = 2,
     threads: Annotated[int | None, typer.Option("--threads", help="CPU threads per rank "
                                                    "(default: the profile's)")] = None,
+    force: Force = False,
 ) -> None:
     """Train a small GPT under each plan the machine runs; measured vs predicted step time and memory."""
     _check_device(device)
+    check_shape(layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads, ffn_hidden=ffn_hidden, vocab=vocab,
+                seq_len=seq_len, steps=steps, warmup=warmup, threads=threads)
+    inputs = input_files(profile)
+    if json_out is not None:
+        output_format(json_out, (".json",), "json")
+        check_output_path(json_out, "validate", inputs, force, "json")  # before the runs
     _need_torch("validate")
     from simulator.validation import validate as v
     from simulator.validation.calibrate.gpt import GPTConfig
@@ -137,9 +170,8 @@ def validate_cmd(
                          progress=lambda m: typer.echo(m, err=True), impls=run)
     typer.echo(v.format_table(records))
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps({"model": v.config_dict(cfg), "summary": v.summary(records),
-                                        "records": records}, indent=2))
+        doc = {"model": v.config_dict(cfg), "summary": v.summary(records), "records": records}
+        write_output(json_out, output_json(doc, "validate"), "validate", inputs, force, "json")
         typer.echo(f"wrote {json_out}")
 
 

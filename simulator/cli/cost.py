@@ -4,13 +4,14 @@ GPU-hours, dollars, energy, the optimal checkpoint interval, goodput and a Monte
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from simulator.cli.app import Json, app, inputs_from_flags, with_plan_options
+from simulator.cli.app import Force, Json, app, inputs_from_flags, output_format, output_option, with_plan_options
+from simulator.cli.files import check_output_path, input_files, output_json, strict_json, write_output
 
 Interval = Annotated[str, typer.Option(
     "--checkpoint-interval", help="compute seconds between checkpoints, or optimal | young | daly")]
@@ -104,8 +105,8 @@ def with_step_time(est, step_time_s):
     """``est`` with its iteration time replaced by a measured one; the parts scale in proportion."""
     if step_time_s is None:
         return est
-    if not step_time_s > 0:
-        raise ValueError(f"step-time-s: must be > 0 seconds, got {step_time_s}")
+    if not (math.isfinite(step_time_s) and step_time_s > 0):
+        raise ValueError(f"step-time-s: must be a finite number > 0 seconds, got {step_time_s}")
     f = step_time_s / est.step_time_s
     return dataclasses.replace(est, step_time_s=step_time_s, compute_s=est.compute_s * f,
                                exposed_comm_s=est.exposed_comm_s * f, bubble_s=est.bubble_s * f,
@@ -137,13 +138,23 @@ def train_time_cmd(flags: dict, checkpoint_interval: Interval = "optimal",
                    node_storage_gb_per_s: NodeStorage = None, monte_carlo: MonteCarlo = 0, seed: Seed = 0,
                    stragglers: Stragglers = "none", gpu_speed_cv: SpeedCv = None, jitter_cv: JitterCv = None,
                    scenario: ScenarioOpt = None, plan_index: PlanIndex = 0, step_time_s: StepTime = None,
-                   json_out: Json = False) -> None:
+                   json_out: Json = False, output: output_option(".json") = None, force: Force = False) -> None:
     """Time to train N tokens with failures, checkpoints and restarts: wall time, GPU-hours, dollars,
     energy, the optimal checkpoint interval, goodput, and (--monte-carlo N) its distribution."""
     from models.cost import CHINCHILLA_TOKENS_PER_PARAM
     from models.estimate import estimate
     from simulator.cli.report import run_report_lines
-    from simulator.planning.montecarlo import monte_carlo_run
+    from simulator.planning.montecarlo import check_trials, monte_carlo_run
+    if monte_carlo < 0:
+        raise ValueError(f"monte-carlo: trials must be >= 0, got {monte_carlo}")
+    if monte_carlo:
+        check_trials(monte_carlo, "monte-carlo")
+    if step_time_s is not None and not (math.isfinite(step_time_s) and step_time_s > 0):
+        raise ValueError(f"step-time-s: must be a finite number > 0 seconds, got {step_time_s}")
+    inputs = input_files(flags["model"], flags.get("profile"), scenario)
+    if output is not None:
+        output_format(output, (".json",))
+        check_output_path(output, "train-time", inputs, force)  # before the work
     tokens = flags["tokens"]
     if scenario is not None:
         m, cl, plan, scn_tokens = _scenario_inputs(scenario, plan_index)
@@ -153,8 +164,6 @@ def train_time_cmd(flags: dict, checkpoint_interval: Interval = "optimal",
     else:
         inp = inputs_from_flags(**flags)
         m, cl, plan = inp.model, inp.cluster, inp.plan
-    if monte_carlo < 0:
-        raise ValueError(f"monte-carlo: trials must be >= 0, got {monte_carlo}")
     tokens = tokens or CHINCHILLA_TOKENS_PER_PARAM * m.num_params
     spec = reliability_spec(gpu_failure_rate, node_failure_rate, job_failure_rate, mtbf_hours, detect_s,
                             restart_s, storage_gb_per_s, node_storage_gb_per_s, async_checkpoint)
@@ -168,8 +177,10 @@ def train_time_cmd(flags: dict, checkpoint_interval: Interval = "optimal",
     if monte_carlo:
         mc = monte_carlo_run(run, monte_carlo, seed, est.exposed_comm_s, st)
         out["monte_carlo"] = mc.as_dict() | {"stragglers": dataclasses.asdict(st)}
+    if output is not None:
+        write_output(output, output_json(out, "train-time"), "train-time", inputs, force)
     if json_out:
-        typer.echo(json.dumps(out, indent=2, default=float))
+        typer.echo(strict_json(out))
         return
     typer.echo(f"clustersim train-time: {m.name} on {plan.world_size:,} x {cl.gpu.name}, plan {plan.plan_id}, "
                f"iteration {est.step_time_s:.3f} s (MFU {est.mfu:.1%})")
@@ -179,6 +190,8 @@ def train_time_cmd(flags: dict, checkpoint_interval: Interval = "optimal",
         typer.echo(line)
     if mc is not None:
         typer.echo(mc_report_line(mc, stragglers))
+    if output is not None:
+        typer.echo(f"wrote {output}")
 
 
 def mc_report_line(mc, stragglers: str = "none") -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -10,38 +9,75 @@ import typer
 
 from models.cost import estimate_extras
 from models.estimate import estimate
-from simulator.cli.app import Json, Profile, app, inputs_from_flags, with_plan_options
+from simulator.cli.app import (
+    Force,
+    Json,
+    Profile,
+    app,
+    inputs_from_flags,
+    output_format,
+    output_option,
+    with_plan_options,
+)
+from simulator.cli.files import check_output_path, input_files, output_json, strict_json, write_output
 from simulator.cli.report import cost_report_lines, estimate_report, published_report
 
 
 @app.command("estimate")
 @with_plan_options("estimate")
-def estimate_cmd(flags: dict, json_out: Json = False) -> None:
+def estimate_cmd(flags: dict, json_out: Json = False, output: output_option(".json") = None,
+                 force: Force = False) -> None:
     """Analytical estimate of one iteration: time and its breakdown, MFU, memory per GPU, OOM verdict."""
+    inputs = input_files(flags["model"], flags.get("profile"))
+    if output is not None:
+        output_format(output, (".json",))
     inp = inputs_from_flags(**flags)
     est = estimate(inp.model, inp.cluster, inp.plan)
     out = est.as_dict()
     out["cost"], run = estimate_extras(inp.model, inp.cluster, inp.plan, est, tokens=inp.training.tokens)
+    if output is not None:
+        write_output(output, output_json(out, "estimate"), "estimate", inputs, force)
     if json_out:
-        typer.echo(json.dumps(out, indent=2))
+        typer.echo(strict_json(out))
     else:
         typer.echo(estimate_report(inp.model, inp.cluster, est))
         for line in cost_report_lines(out["cost"], run, inp.cluster.price_per_gpu_hour_usd):
             typer.echo(line)
+    if output is not None and not json_out:
+        typer.echo(f"wrote {output}")
 
 
 @app.command("published")
 def published_cmd(file: Annotated[Path, typer.Argument(help="runs YAML in the format of dev_runs.yaml")],
                   json_path: Annotated[Path | None, typer.Option("--json", help="write JSON here")] = None,
-                  profile: Profile = None) -> None:
+                  output: output_option(".json, or .csv: one row per record") = None,
+                  profile: Profile = None, force: Force = False) -> None:
     """Predict published measured runs and compare iteration times (count, MAPE, median, max error)."""
     from simulator.validation.published import predict_runs
+    inputs = input_files(file, profile)
+    targets = [(p, flag) for p, flag in ((json_path, "json"), (output, "output")) if p is not None]
+    for p, flag in targets:
+        output_format(p, (".json",) if flag == "json" else (".json", ".csv"), flag)
+        check_output_path(p, "published", inputs, force, flag)  # before the work
     result = predict_runs(file, profile=profile) if profile else predict_runs(file)
     typer.echo(published_report(result))
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result, indent=2, default=str))
-        typer.echo(f"wrote {json_path}")
+    for p, flag in targets:
+        if p.suffix.lower() == ".csv" and flag == "output":
+            rows = _published_rows(result)
+            write_output(p, lambda t, rows=rows: rows.to_csv(t, index=False, lineterminator="\n"), "published",
+                         inputs, force, flag)
+        else:
+            write_output(p, output_json(result, "published"), "published", inputs, force, flag)
+        typer.echo(f"wrote {p}")
+
+
+def _published_rows(result: dict):
+    """One row per record (id, reliability, group first; the defaults used joined by '; ')."""
+    import pandas as pd
+    rows = pd.DataFrame([{"id": r.get("id"), "reliability": r.get("reliability"), "group": r.get("group")}
+                         | {k: v for k, v in r.items() if k != "defaults"}
+                         | {"defaults": "; ".join(map(str, r.get("defaults", [])))} for r in result["records"]])
+    return rows
 
 
 @app.command("presets")
@@ -64,7 +100,7 @@ def model_cmd(model: Annotated[str, typer.Argument(help="preset name, config.jso
     from models.describe import describe_model
     rep = describe_model(model, seq_len=seq_len)
     if json_out:
-        typer.echo(json.dumps(rep.as_dict(), indent=2, default=str))
+        typer.echo(strict_json(rep.as_dict()))
         return
     model_report(rep.as_dict())
 

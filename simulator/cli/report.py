@@ -77,7 +77,9 @@ def published_report(result: dict, width: int = 200) -> str:
     lines = [buf.getvalue().rstrip("\n")]
     for key in ("summary", "summary_high"):
         s = result.get(key)
-        if s:
+        if s and not s["count"]:   # nothing compared: no error statistics (not "MAPE nan%")
+            lines.append(f"{s['reliability']} records: none compared (skipped {s['skipped']})")
+        elif s:
             lines.append(f"{s['reliability']} records: count {s['count']}, skipped {s['skipped']}, MAPE {s['mape']:.1%}, "
                          f"median abs error {s['median_abs_error']:.1%}, max abs error {s['max_abs_error']:.1%}")
     return "\n".join(lines)

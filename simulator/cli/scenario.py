@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 
 from models.inputs import SEARCH_AXES
-from simulator.cli.app import app, with_plan_options
+from simulator.cli.app import Force, app, output_format, output_option, with_plan_options
+from simulator.cli.files import check_output_path, input_files, output_json, strict_json, write_output
 
 # rows of the summary table printed after `run`
 SUMMARY_ROWS = 10
@@ -94,6 +95,7 @@ def run_cmd(file: Annotated[Path, typer.Argument(help="scenario YAML (see `clust
             mode: Annotated[str | None, typer.Option("--mode", help="override the file's mode: "
                                                         "estimate | simulate | both")] = None,
             quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no table, no progress bar")] = False,
+            force: Force = False,
             ) -> None:
     """Run every plan of a scenario file; write one row per plan and print a ranked summary."""
     from rich.console import Console
@@ -102,6 +104,8 @@ def run_cmd(file: Annotated[Path, typer.Argument(help="scenario YAML (see `clust
     scn = load_scenario(file)
     if output is not None:  # check the output name before the work
         check_output(output, input_paths(scn))
+        check_output_path(output, "results", input_paths(scn), force)
+    check_scenario_size(scn, mode)
     n = len(plan_rows(scn))
     err = Console(stderr=True)
     t0 = time.perf_counter()
@@ -114,13 +118,43 @@ def run_cmd(file: Annotated[Path, typer.Argument(help="scenario YAML (see `clust
             df = run_scenario(scn, mode=mode, progress=lambda done, total: bar.update(task, completed=done))
     elapsed = time.perf_counter() - t0
     if output is not None:
-        write_results(df, output, input_paths(scn))
+        write_results(df, output, input_paths(scn), force=force)
     if not quiet:
         Console(width=160).print(_summary_table(df, f"{scn.name}: {len(df)} plans, ranked by {scn.objective}"))
         bad = int((df["error"] != "").sum())
         oom = int(((df["error"] == "") & (df["fits"] == False)).sum())  # noqa: E712
         typer.echo(f"{len(df)} plans in {elapsed:.2f} s; {bad} invalid, {oom} out of memory"
                    + (f"; wrote {output}" if output is not None else ""))
+
+def check_scenario_size(scn, mode: str | None = None) -> None:
+    """Refuse, before the work, a scenario whose simulations or search would not end in reasonable time:
+    every simulated plan within MAX_SIM_OPS (simulate.check_simulation_size), the search section's grid
+    within MAX_SEARCH_POINTS. Rows whose plan is invalid are left to the run (they become error rows)."""
+    from simulator.cli.simulate import check_simulation_size
+    from simulator.planning.planner import Constraints
+    from simulator.planning.scenario import build_cluster_spec, build_model, plan_from_spec, plan_rows, training_of
+    simulated = (mode or scn.mode).lower() != "estimate"
+    if not simulated and scn.search is None:
+        return
+    try:
+        model, cluster = build_model(scn), build_cluster_spec(scn)
+    except ValueError:
+        return  # run_scenario reports it with the file's line
+    if simulated:
+        for src, i, spec in plan_rows(scn):
+            try:
+                plan = plan_from_spec({k: v for k, v in spec.items() if k != "name"}, model, cluster, scn.training)
+            except ValueError:
+                continue
+            check_simulation_size(plan, f"{scn.source}: {src}[{i}]")
+    if scn.search is not None:
+        try:
+            cons = Constraints(**{k: v for k, v in scn.search.model_dump().items()
+                                  if k in Constraints.__dataclass_fields__})
+        except ValueError:
+            return
+        check_search_size(model, cluster, training_of(scn), cons, where=f"{scn.source}: search")
+
 
 @app.command("search")
 @with_plan_options("search", listed=SEARCH_AXES)
@@ -134,7 +168,8 @@ def search_cmd(flags: dict, objective: Objective = "time", top: Top = 10, backen
                simulate_top: Annotated[int, typer.Option("--simulate-top", help="re-rank the best K with the "
                                                          "simulator")] = 0,
                json_out: Annotated[Path | None, typer.Option("--json", help="write the result JSON here "
-                                                                "(- for stdout)")] = None) -> None:
+                                                                "(- for stdout)")] = None,
+               output: output_option(".json, or .csv: the ranked plans") = None, force: Force = False) -> None:
     """Search every valid plan, drop those that do not fit, rank by the objective, explain the winner.
     Plan options take comma-separated lists of the values to try (e.g. --tp 1,2,4,8)."""
     from models.inputs import ClusterInputs, Training, split_inputs
@@ -144,22 +179,85 @@ def search_cmd(flags: dict, objective: Objective = "time", top: Top = 10, backen
     training = Training(**tr_kw)
     if training.global_batch_size is None:
         raise ValueError("global-batch: required for search (sequences per iteration)")
-    if simulate_top < 0:
-        raise ValueError(f"simulate-top: must be >= 0, got {simulate_top}")
+    _check_range("top", top, 1, 10_000)
+    _check_range("simulate-top", simulate_top, 0, 1_000)
+    if workers is not None:
+        _check_range("workers", workers, 1, 1024)
+    inputs = input_files(flags["model"])
+    to_file = json_out is not None and str(json_out) != "-"
+    targets = [(p, flag) for p, flag in ((json_out if to_file else None, "json"), (output, "output")) if p is not None]
+    for p, flag in targets:
+        output_format(p, (".json",) if flag == "json" else (".json", ".csv"), flag)
+        check_output_path(p, "search", inputs, force, flag)  # before the work
     m = resolve_model(flags["model"], training.seq_len)
     cl = ClusterInputs(**{k: v for k, v in cl_kw.items() if v is not None}).build(training.price_per_gpu_hour)
     cons = Constraints(**{a: _values(a, flags[a]) for a in SEARCH_AXES}, num_nodes=_ints(try_nodes, "try-nodes"),
                        max_memory_fraction=max_memory_fraction)
-    res = search(m, cl, training, cons, objective=objective, top=top, backend=backend, workers=workers,
-                 simulate_top=simulate_top)
+    check_search_size(m, cl, training, cons)
+    try:
+        res = search(m, cl, training, cons, objective=objective, top=top, backend=backend, workers=workers,
+                     simulate_top=simulate_top)
+    except ValueError as e:
+        raise ValueError(_no_valid_plan(str(e))) from None
     if json_out is not None and str(json_out) == "-":
-        typer.echo(json.dumps(res.to_json(), indent=2, default=_json_default))
+        typer.echo(strict_json(res.to_json()))
         return
     _print_search(res, m, cl)
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(res.to_json(), indent=2, default=_json_default) + "\n")
-        typer.echo(f"wrote {json_out}")
+    for p, flag in targets:
+        if p.suffix.lower() == ".csv":
+            write_output(p, lambda t: res.plans.to_csv(t, index=False, lineterminator="\n"), "search", inputs,
+                         force, flag)
+        else:
+            write_output(p, output_json(res.to_json(), "search"), "search", inputs, force, flag)
+        typer.echo(f"wrote {p}")
+
+
+# Most grid points one search may score (the 405B default search is ~3.6M points, ~1 s per 3.6M on a
+# 2-core box), and most (tp, cp, pp, nodes) candidates it may enumerate before that.
+MAX_SEARCH_POINTS = 50_000_000
+MAX_SEARCH_LAYOUTS = 1_000_000
+
+
+def _check_range(flag: str, value: int, lo: int, hi: int) -> None:
+    if not lo <= value <= hi:
+        raise ValueError(f"{flag}: must be in [{lo}, {hi:,}], got {value}")
+
+
+def check_search_size(model, cluster, training, cons, where: str = "search") -> int:
+    """Grid points the planner would score for ``cons`` (exactly: valid layouts x points per layout);
+    ValueError naming the count and the limit above MAX_SEARCH_POINTS, or when no layout is valid."""
+    import dataclasses
+    import math
+
+    from simulator.planning.grid import layouts, search_space
+    space = search_space(model, cons)
+    nodes = cons.num_nodes or (cluster.num_nodes,)
+    per_node = cluster.gpus_per_node
+    raw = len(nodes) * len(cons.tp or range(11)) * len(cons.cp or range(6)) * max(
+        len(cons.pp) if cons.pp else 0, max(sum(1 for d in range(1, min(n * per_node, 1 << 16) + 1)
+                                                 if (n * per_node) % d == 0) for n in nodes[:64]))
+    if raw > MAX_SEARCH_LAYOUTS:
+        raise ValueError(f"{where}: {raw:,} (nodes, tp, cp, pp) combinations to enumerate; more than the "
+                         f"{MAX_SEARCH_LAYOUTS:,} one search may try: give fewer values")
+    n_layouts = sum(len(layouts(model, dataclasses.replace(cluster, num_nodes=n), training, cons)) for n in nodes)
+    points = n_layouts * space.points_per_layout
+    if n_layouts == 0:
+        raise ValueError(f"{where}: no valid plan: no (tp, pp, cp, dp) layout with the allowed values divides "
+                         f"{', '.join(str(n * per_node) for n in nodes)} GPUs, the heads and layers of {model.name} "
+                         f"and the global batch of {training.global_batch_size}; allow other values")
+    if points > MAX_SEARCH_POINTS:
+        raise ValueError(f"{where}: {points:,} grid points ({n_layouts:,} layouts x "
+                         f"{math.prod(len(v) for _, v in space.axes) * len(space.sched_vpp):,} choices); more than the "
+                         f"{MAX_SEARCH_POINTS:,} one search may score: give fewer values or node counts")
+    return points
+
+
+def _no_valid_plan(msg: str) -> str:
+    """The planner's message, when no plan at all is valid, said as such."""
+    if msg.startswith("search: none of the 0 valid plans"):
+        return ("search: no valid plan: every combination of the allowed values breaks a rule (batch divisibility, "
+                "schedule, layers per stage, sequence parallelism, experts); allow other values")
+    return msg
 
 
 def _values(name: str, text: str | None) -> tuple | None:

@@ -1,12 +1,13 @@
 """The ``clustersim simulate`` command (registered into simulator.cli's app)."""
 
-import json
+import math
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from simulator.cli.app import Json, app, inputs_from_flags, with_plan_options
+from simulator.cli.app import Force, Json, app, inputs_from_flags, output_format, output_option, with_plan_options
+from simulator.cli.files import MARKER, check_output_path, input_files, output_json, strict_json, write_output
 
 Trace = Annotated[Path | None, typer.Option("--trace", help="write a Chrome/Perfetto trace JSON here")]
 Timeline = Annotated[Path | None, typer.Option("--timeline", help="write the timeline table (.csv or .parquet)")]
@@ -17,6 +18,46 @@ StragglerSlowdown = Annotated[float, typer.Option("--straggler-slowdown",
 SpeedCV = Annotated[float, typer.Option("--speed-cv", help="per-GPU speed spread: coefficient of variation "
                                                            "of a lognormal time multiplier (0 = identical GPUs)")]
 
+# Bounds of the simulation inputs that are not declared fields (checked before any work).
+MAX_STRAGGLER_SLOWDOWN = 100.0      # a GPU 100x slower than its peers is a failed GPU, not a straggler
+MAX_SPEED_CV = 1.0                  # a spread of GPU speeds of 100% of the mean
+# Compute ops one simulation may schedule: micro-batches x pipeline stages x model chunks x phases
+# (forward, backward, and the weight-gradient pass of zero-bubble schedules); each op brings ~5-15
+# engine events (its communication, memory records), ~100k events/s on a 2-core box.
+MAX_SIM_OPS = 200_000
+
+
+def simulation_ops(plan) -> int:
+    """Compute ops one iteration of ``plan`` schedules per replica: num_microbatches x pp x vpp x
+    phases (2, or 3 with the zero-bubble schedule's separate weight-gradient pass).
+
+    >>> from models.plan import Plan
+    >>> simulation_ops(Plan(pp=4, global_batch_size=32))
+    256
+    """
+    from models.plan import Schedule
+    phases = 3 if plan.schedule == Schedule.ZERO_BUBBLE else 2
+    return int(plan.num_microbatches) * int(plan.pp) * int(plan.vpp) * phases
+
+
+def check_simulation_size(plan, where: str = "global_batch_size") -> None:
+    """ValueError when simulating ``plan`` would schedule more than MAX_SIM_OPS compute ops."""
+    n = simulation_ops(plan)
+    if n > MAX_SIM_OPS:
+        raise ValueError(f"{where}: simulating plan {plan.plan_id} schedules {n:,} compute ops "
+                         f"({plan.num_microbatches:,} micro-batches x {plan.pp} stages x {plan.vpp} chunks); more "
+                         f"than the {MAX_SIM_OPS:,} one simulation may run: use a larger --micro-batch or a smaller "
+                         "--global-batch (the analytical `estimate` has no such limit)")
+
+
+def check_straggler_inputs(straggler_slowdown: float, speed_cv: float) -> None:
+    """ValueError naming the flag when a straggler input is not finite or outside its range."""
+    if not (math.isfinite(straggler_slowdown) and 1.0 <= straggler_slowdown <= MAX_STRAGGLER_SLOWDOWN):
+        raise ValueError(f"straggler-slowdown: must be a finite time multiplier in [1, {MAX_STRAGGLER_SLOWDOWN:g}], "
+                         f"got {straggler_slowdown!r}")
+    if not (math.isfinite(speed_cv) and 0.0 <= speed_cv <= MAX_SPEED_CV):
+        raise ValueError(f"speed-cv: must be a finite coefficient of variation in [0, {MAX_SPEED_CV:g}], "
+                         f"got {speed_cv!r}")
 
 
 
@@ -54,26 +95,52 @@ def simulate_report(res) -> str:
 def simulate_cmd(flags: dict, trace: Trace = None, timeline: Timeline = None, seed: Seed = 0,
                  straggler_rank: StragglerRank = None, straggler_slowdown: StragglerSlowdown = 1.2,
                  speed_cv: SpeedCV = 0.0,
-                 json_out: Json = False) -> None:
+                 json_out: Json = False, output: output_option(".json") = None, force: Force = False) -> None:
     """Discrete-event simulation of one iteration: timeline, exposed communication, bubble, trace."""
     from simulator.des.simulate import simulate
+    check_straggler_inputs(straggler_slowdown, speed_cv)
+    inputs = input_files(flags["model"], flags.get("profile"))
+    if timeline is not None:
+        output_format(timeline, (".csv", ".parquet"), "timeline")
+    if trace is not None:
+        output_format(trace, (".json",), "trace")
+    if output is not None:
+        output_format(output, (".json",))
+    for path, kind, flag in ((trace, "trace", "trace"), (timeline, "timeline", "timeline"),
+                             (output, "simulate", "output")):
+        if path is not None:
+            check_output_path(path, kind, inputs, force, flag)  # before the work
     inp = inputs_from_flags(**flags)
-    if timeline is not None and timeline.suffix not in (".csv", ".parquet"):
-        raise ValueError(f"--timeline: {timeline} must end in .csv or .parquet")
+    check_simulation_size(inp.plan)
     res = simulate(inp.model, inp.cluster, inp.plan, seed=seed, straggler_rank=straggler_rank,
                    straggler_slowdown=straggler_slowdown if straggler_rank is not None else 1.0,
                    speed_cv=speed_cv)
     if trace is not None:
-        trace.parent.mkdir(parents=True, exist_ok=True)
-        trace.write_text(json.dumps(res.chrome_trace()))
+        doc = res.chrome_trace()
+        doc["otherData"] = {**doc.get("otherData", {}), MARKER: "trace"}
+        write_output(trace, strict_json(doc, indent=None), "trace", inputs, force, "trace")
     if timeline is not None:
-        timeline.parent.mkdir(parents=True, exist_ok=True)
-        (res.timeline.to_csv if timeline.suffix == ".csv" else res.timeline.to_parquet)(timeline, index=False)
+        if timeline.suffix.lower() == ".csv":
+            writer = lambda t: res.timeline.to_csv(t, index=False)
+        else:
+            writer = lambda t: _to_parquet(res.timeline, t)
+        write_output(timeline, writer, "timeline", inputs, force, "timeline")
+    if output is not None:
+        write_output(output, output_json(res.as_dict(), "simulate"), "simulate", inputs, force)
     if json_out:
-        typer.echo(json.dumps(res.as_dict(), indent=2))
+        typer.echo(strict_json(res.as_dict()))
         return
     typer.echo(simulate_report(res))
     if trace is not None:
         typer.echo(f"wrote {trace} (open in ui.perfetto.dev)")
     if timeline is not None:
         typer.echo(f"wrote {timeline}")
+    if output is not None:
+        typer.echo(f"wrote {output}")
+
+
+def _to_parquet(df, path) -> None:
+    try:
+        df.to_parquet(path, index=False)
+    except ImportError:
+        raise ValueError("timeline: .parquet needs pyarrow; pip install 'clustersim[parquet]'") from None

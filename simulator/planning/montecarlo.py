@@ -44,6 +44,22 @@ from models.reliability import LLAMA3_GPU_FAILURES_PER_GPU_HOUR
 from models.units import HOUR_S
 
 _MAX_SAMPLES_PER_CHUNK = 4_000_000
+# Most trials one call may ask for (5,000 trials take ~0.3 s on a 2-core box: 100k ~ 6 s; a percentile
+# of a run time needs no more).
+MAX_TRIALS = 100_000
+# Largest coefficient of variation of a GPU's speed or per-iteration time (a spread of 100% of the mean).
+MAX_CV = 1.0
+# A GPU's compute time multiplier is at least this (1 + cv z of a normal z would reach 0 at cv z = -1).
+MIN_TIME_MULTIPLIER = 0.05
+
+
+def check_trials(trials, where: str = "monte_carlo") -> int:
+    """``trials`` if it is an integer in [1, MAX_TRIALS]; ValueError naming ``where`` otherwise."""
+    if isinstance(trials, bool) or not isinstance(trials, (int, np.integer)) or trials < 1:
+        raise ValueError(f"{where}: trials must be a positive integer, got {trials!r}")
+    if trials > MAX_TRIALS:
+        raise ValueError(f"{where}: {int(trials):,} trials; more than the {MAX_TRIALS:,} one run may sample")
+    return int(trials)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +77,12 @@ class StragglerSpec:
     def __post_init__(self) -> None:
         for f in fields(self):
             v = getattr(self, f.name)
-            if not math.isfinite(v) or v < 0:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"stragglers.{f.name}: must be a finite number >= 0, got {v!r}")
+        for f in ("gpu_speed_cv", "iteration_jitter_cv"):
+            if getattr(self, f) > MAX_CV:
+                raise ValueError(f"stragglers.{f}: must be <= {MAX_CV:g} (a coefficient of variation), "
+                                 f"got {getattr(self, f)!r}")
         for f in ("slow_gpu_slowdown", "hotspot_comm_factor"):
             if getattr(self, f) < 1:
                 raise ValueError(f"stragglers.{f}: must be >= 1 (a slowdown), got {getattr(self, f)}")
@@ -166,7 +186,8 @@ def sample_times(rng: Generator, trials: int, step_time_s, iterations, iters_per
 
     spread = st.gpu_speed_cv * sample_max_normal(rng, num_gpus, trials) if st.gpu_speed_cv > 0 else np.zeros(trials)
     mu_j, sd_j = max_normal_moments(num_gpus) if st.iteration_jitter_cv > 0 else (0.0, 0.0)
-    step_eff = step + compute * (spread + st.iteration_jitter_cv * mu_j)          # per trial
+    # per trial; a GPU's time multiplier 1 + cv z is kept >= MIN_TIME_MULTIPLIER (never a negative time)
+    step_eff = step + compute * np.maximum(spread + st.iteration_jitter_cv * mu_j, MIN_TIME_MULTIPLIER - 1.0)
 
     full_s, last_s = k * step_eff + checkpoint_s, last * step_eff
     if math.isfinite(mtbf):
@@ -182,7 +203,8 @@ def sample_times(rng: Generator, trials: int, step_time_s, iterations, iters_per
     time_s = (nseg - 1) * full_s + last_s + lost + failures * restart_s
     if st.iteration_jitter_cv > 0:       # variance of the per-iteration maxima over the executed iterations
         executed = time_s / step_eff
-        time_s = time_s + rng.standard_normal(trials) * np.sqrt(executed) * st.iteration_jitter_cv * compute * sd_j
+        noise = rng.standard_normal(trials) * np.sqrt(executed) * st.iteration_jitter_cv * compute * sd_j
+        time_s = np.maximum(time_s + noise, MIN_TIME_MULTIPLIER * time_s)
     time_s = time_s + _episodes(rng, st, time_s, num_gpus, step, compute, comm)
     return {"time_s": time_s, "failures": failures}
 
@@ -205,8 +227,7 @@ def monte_carlo(step_time_s, iterations, iters_per_checkpoint, checkpoint_s, res
                 seed: int = 0, num_gpus: int = 1, exposed_comm_s: float = 0.0,
                 stragglers: StragglerSpec | None = None) -> MonteCarloResult:
     """Distribution of the time to train over ``trials`` sampled runs (deterministic for ``seed``)."""
-    if not isinstance(trials, int) or trials < 1:
-        raise ValueError(f"monte_carlo: trials must be a positive integer, got {trials!r}")
+    trials = check_trials(trials)
     rng = Generator(PCG64(seed))
     analytic = cost_model.expected_run(step_time_s, iterations, iters_per_checkpoint, checkpoint_s, restart_s, mtbf_s)
     # chunk the trials so that the per-failure samples stay bounded in memory

@@ -231,35 +231,44 @@ def input_paths(scn: Scenario) -> list[Path]:
     if isinstance(model, str) and Path(model).exists():
         p = Path(model)
         paths.append(p / "config.json" if p.is_dir() else p)
+    elif isinstance(model, str) and ("/" in model or model.endswith(".json")):
+        from models.transformer import find_hf_config
+        try:
+            paths.append(find_hf_config(model))
+        except (ValueError, OSError):
+            pass
     return paths
 
 
 def check_output(out: str | Path, inputs=()) -> Path:
-    """The output path, if its suffix is known and it is none of ``inputs``; ValueError otherwise."""
+    """The output path, if its suffix is known and it is none of ``inputs`` (compared as files: by device
+    and inode, so a hard link or a symlink to an input is caught); ValueError otherwise."""
+    from simulator.cli.files import check_output_path
     o = Path(out)
     if o.suffix.lower() not in (".csv", ".parquet", ".json"):
         raise ValueError(f"output: {o.name!r}: choose a .csv, .parquet or .json file name")
-    for p in inputs:
-        if o.resolve() == Path(p).resolve():
-            raise ValueError(f"output: {o} is an input of this run ({p}); choose another name")
+    check_output_path(o, "results", inputs, force=True)
     return o
 
 
-def write_results(df: pd.DataFrame, out: str | Path, inputs=()) -> Path:
-    """Write by suffix (.csv, .parquet, .json); refuses to write onto any of ``inputs`` (the scenario, a config)."""
+def write_results(df: pd.DataFrame, out: str | Path, inputs=(), force: bool = False) -> Path:
+    """Write by suffix (.csv, .parquet, .json) through a temporary file renamed into place; refuses to
+    write onto any of ``inputs`` (the scenario, a config), and onto an existing file that is not an
+    earlier results file unless ``force`` (simulator.cli.files.write_output)."""
+    from simulator.cli.files import write_output
     o = check_output(out, [inputs] if isinstance(inputs, (str, Path)) else inputs)
     suffix = o.suffix.lower()
-    o.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".csv":
-        df.to_csv(o, index=False, lineterminator="\n")
+        writer = lambda t: df.to_csv(t, index=False, lineterminator="\n")  # noqa: E731
     elif suffix == ".json":
-        o.write_text(df.to_json(orient="records", indent=1, double_precision=15) + "\n")
+        writer = lambda t: Path(t).write_text(df.to_json(orient="records", indent=1, double_precision=15) + "\n")  # noqa: E731
     else:
-        try:
-            df.to_parquet(o, index=False)
-        except ImportError:
-            raise ValueError("output: .parquet needs pyarrow; pip install 'clustersim[parquet]'") from None
-    return o
+        def writer(t):
+            try:
+                df.to_parquet(t, index=False)
+            except ImportError:
+                raise ValueError("output: .parquet needs pyarrow; pip install 'clustersim[parquet]'") from None
+    return write_output(o, writer, "results", [inputs] if isinstance(inputs, (str, Path)) else inputs, force)
 
 
 __all__ = ["input_paths", "check_output", "Scenario", "ScenarioError", "load_scenario", "parse_scenario",

@@ -193,6 +193,34 @@ def _node_lines(root, budget: int = MAX_NODES) -> dict:
     return out
 
 
+MAX_DEPTH = 64                    # nesting of mappings and lists (a scenario needs 4)
+
+
+def _check_tree(root) -> None:
+    """ScenarioError for a recursive alias (a node inside itself) or nesting deeper than MAX_DEPTH,
+    found on the composed node graph before anything is expanded."""
+    stack, on_path, seen = [(root, 0, False)], set(), 0
+    while stack:
+        node, depth, leaving = stack.pop()
+        if leaving:
+            on_path.discard(id(node))
+            continue
+        if not isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+            continue
+        seen += 1
+        if seen > MAX_NODES:
+            raise ScenarioError(f"YAML aliases expand to more than {MAX_NODES:,} nodes; refused (write the values out)")
+        if id(node) in on_path:
+            raise ScenarioError(f"line {node.start_mark.line + 1}: a recursive YAML alias (a node inside itself); "
+                                "refused")
+        if depth > MAX_DEPTH:
+            raise ScenarioError(f"line {node.start_mark.line + 1}: nested more than {MAX_DEPTH} levels deep; refused")
+        on_path.add(id(node))
+        stack.append((node, depth, True))
+        kids = [v for _, v in node.value] if isinstance(node, yaml.MappingNode) else node.value
+        stack.extend((k, depth + 1, False) for k in kids)
+
+
 def read_text_file(path: str | Path, what: str, max_bytes: int = MAX_FILE_BYTES) -> str:
     """The text of a regular file of at most ``max_bytes``; ValueError (``what: reason``) otherwise.
     A directory, a pipe or a device (``/dev/zero``) is refused without reading it."""
@@ -224,6 +252,8 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError(str(e).removeprefix("scenario: ")) from None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)  # node tree for line numbers; constructs no objects
+        if root is not None:
+            _check_tree(root)
         lines = _node_lines(root) if root is not None else {}
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -13,15 +13,31 @@ from ui.pages_common import require_setup
 EXAMPLES = Path(__file__).resolve().parents[2] / "scenarios"
 
 
-def load(data: bytes, name: str):
-    """A validated Scenario from uploaded bytes; errors name the uploaded file, line and field."""
+def load(data: bytes, name: str, uploaded: bool = True):
+    """A validated Scenario from uploaded bytes; errors name the uploaded file, line and field. An
+    uploaded scenario may name its model by preset or inline only: a path (``model: /etc/x.json``,
+    ``config: ...``) or a Hub id would be read on this server, so it is refused."""
     with tempfile.TemporaryDirectory() as tmp:
-        p = Path(tmp) / Path(name).name
+        p = Path(tmp) / (Path(name).name or "scenario.yaml")
         p.write_bytes(data)
         try:
-            return cs.load_scenario(p)
+            scn = cs.load_scenario(p)
         except ValueError as e:
             raise ValueError(str(e).replace(str(p), name)) from None
+    if uploaded:
+        check_uploaded_model(scn.model, name)
+    return scn
+
+
+def check_uploaded_model(model, name: str) -> None:
+    """ValueError unless an uploaded scenario's model is a preset name or an inline mapping."""
+    if isinstance(model, str) and model not in cs.PRESETS:
+        raise ValueError(f"{name}: model: {model!r} is not a preset; an uploaded scenario may not name a file or a "
+                         "Hub id on the server: use a preset name or an inline mapping (or upload the config.json "
+                         "in the sidebar)")
+    if isinstance(model, dict) and "config" in model:
+        raise ValueError(f"{name}: model.config: an uploaded scenario may not name a file on the server; use "
+                         "{preset: NAME, ...} or an inline mapping")
 
 
 def apply(scn) -> list[str]:
@@ -37,8 +53,8 @@ def apply(scn) -> list[str]:
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
-def run_all(data: bytes, name: str):
-    scn = load(data, name)
+def run_all(data: bytes, name: str, uploaded: bool = True):
+    scn = load(data, name, uploaded)
     return cs.run_scenario(scn)
 
 
@@ -52,8 +68,8 @@ if True:  # scenario files: load one, or run it whole
     up = c1.file_uploader("Scenario YAML", type=["yaml", "yml"], key="sc_upload")
     examples = sorted(p.name for p in EXAMPLES.glob("*.yaml")) if EXAMPLES.is_dir() else []
     example = c2.selectbox("or an example from scenarios/", ["(none)", *examples], key="sc_example")
-    source = (up.getvalue(), up.name) if up is not None else (
-        ((EXAMPLES / example).read_bytes(), example) if example != "(none)" else None)
+    source = (up.getvalue(), up.name, True) if up is not None else (
+        ((EXAMPLES / example).read_bytes(), example, False) if example != "(none)" else None)
     b1, b2 = st.columns(2)
     if source and b1.button("Load into the dashboard", key="sc_load", type="primary"):
         try:

@@ -15,6 +15,17 @@ DEV_RUNS = ROOT.parent / "shared" / "validation" / "dev_runs.yaml"
 LOCAL_RESULTS = ROOT / "out" / "validate.json"
 
 
+def pct(v) -> str:
+    """A fraction as a percentage; a dash when there is none (no record compared, or not a number)."""
+    return f"{v:.1%}" if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf") \
+        else "-"
+
+
+NUMERIC = ("measured_step_time_s", "predicted_step_time_s", "step_time_error", "measured_peak_memory_bytes",
+           "predicted_peak_memory_bytes", "peak_memory_error")
+MAX_UPLOAD_BYTES = 16 << 20
+
+
 @st.cache_data(max_entries=4, show_spinner=False)
 def predicted(path: str, mtime: float) -> dict:
     return cs.predict_runs(path)
@@ -37,9 +48,9 @@ else:
     s, sh = res["summary"], res["summary_high"]
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Runs predicted", f"{s['count']}")
-    c2.metric("MAPE (all)", f"{s['mape']:.1%}")
-    c3.metric("MAPE (high reliability)", f"{sh['mape']:.1%}")
-    c4.metric("Median |error|", f"{s['median_abs_error']:.1%}")
+    c2.metric("MAPE (all)", pct(s["mape"]))
+    c3.metric("MAPE (high reliability)", pct(sh["mape"]))
+    c4.metric("Median |error|", pct(s["median_abs_error"]))
     if len(ok):
         color = "group" if "group" in ok else None
         plot(figures.validation_figure(ok, color=color), "fig_validation")
@@ -59,24 +70,37 @@ st.caption("Small real training runs on this machine (`clustersim validate --jso
 up = st.file_uploader("validate JSON", type=["json"], key="val_upload")
 local = LOCAL_RESULTS if LOCAL_RESULTS.is_file() else None
 try:
+    if up is not None and len(up.getvalue()) > MAX_UPLOAD_BYTES:
+        raise ValueError(f"{len(up.getvalue()):,} bytes; larger than the {MAX_UPLOAD_BYTES:,}-byte limit")
     doc = json.loads(up.getvalue()) if up is not None else (json.loads(local.read_text()) if local else None)
-except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    st.error(f"{up.name if up else local}: not valid JSON ({e})")
+except (ValueError, RecursionError, OSError) as e:   # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    st.error(f"{up.name if up else local}: not valid JSON ({' '.join(str(e).split())[:200]})")
     doc = None
 if doc is None:
     st.info(f"No local results: run `clustersim validate --json {LOCAL_RESULTS.relative_to(ROOT)}` "
             "(needs PyTorch), then reload, or upload the JSON it wrote.")
 else:
-    recs = pd.DataFrame(doc.get("records", []) if isinstance(doc, dict) else [])
+    raw = doc.get("records", []) if isinstance(doc, dict) else []
+    recs = pd.DataFrame([r for r in raw if isinstance(r, dict)] if isinstance(raw, list) else [])
     need = {"plan", "measured_step_time_s", "predicted_step_time_s"}
-    if not need <= set(recs.columns):
+    if need <= set(recs.columns):   # numbers where numbers go; a record with a string there is left out
+        for c in NUMERIC:
+            if c in recs:
+                recs[c] = pd.to_numeric(recs[c], errors="coerce")
+        bad = recs["measured_step_time_s"].isna() | recs["predicted_step_time_s"].isna()
+        if bad.any():
+            st.warning(f"validate JSON: {int(bad.sum())} records without a numeric measured and predicted step time "
+                       "left out")
+        recs = recs[~bad]
+        recs["plan"] = recs["plan"].astype(str)
+    if not need <= set(recs.columns) or not len(recs):
         st.error(f"validate JSON: expected records with {', '.join(sorted(need))}")
     else:
         summ = doc.get("summary", {})
-        if summ:
+        if isinstance(summ, dict) and summ:
             c1, c2 = st.columns(2)
-            c1.metric("Median |step-time error|", f"{summ.get('median_abs_step_time_error', float('nan')):.1%}")
-            c2.metric("Max |peak-memory error|", f"{summ.get('max_abs_peak_memory_error', float('nan')):.1%}")
+            c1.metric("Median |step-time error|", pct(summ.get("median_abs_step_time_error")))
+            c2.metric("Max |peak-memory error|", pct(summ.get("max_abs_peak_memory_error")))
         fig = figures.validation_figure(recs, predicted="predicted_step_time_s", measured="measured_step_time_s",
                                         label="plan")
         fig.update_layout(title="Local runs: predicted vs measured step time")
