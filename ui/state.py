@@ -100,6 +100,8 @@ def evaluate(model: Transformer, cluster: Cluster, plan: Plan, tokens: float) ->
         est = estimate(model, cluster, plan)
     except ValueError as e:  # PlanError (a ValueError) lists every reason
         return {"errors": list(getattr(e, "errors", [str(e)]))}
+    if not est.fits:   # a plan that does not fit never runs: no time to train, no cost (issue 18)
+        return {"est": est, "run": {}}
     tr = time_to_train(model, cluster, plan, tokens, est=est)
     run = {"time_to_train_s": tr.time_to_train_s, "gpu_hours": tr.gpu_hours, "cost_usd": tr.cost_usd,
            "energy_kwh": tr.energy_kwh, "goodput": tr.goodput, "expected_failures": tr.expected_failures,
@@ -216,7 +218,8 @@ def model_inputs() -> Transformer:
         base = model_from_config(up.getvalue(), up.name)
     seq_key = f"in_seq_len_{base.name}"
     ss.setdefault(seq_key, base.seq_len)
-    seq_len = st.number_input("Sequence length (tokens)", min_value=1, step=512, key=seq_key)
+    seq_len = st.number_input("Sequence length (tokens)", min_value=1, max_value=int(cs.option(Training, "seq_len").maximum),
+                              step=512, key=seq_key)
     model = base.with_seq_len(int(seq_len))
     if st.toggle("Edit model fields", key="in_edit"):
         vals = {}
@@ -224,12 +227,15 @@ def model_inputs() -> Transformer:
         for i, f in enumerate(MODEL_FIELDS):
             key = f"in_m_{f}_{base.name}"
             ss.setdefault(key, getattr(base, f))
-            vals[f] = int(cols[i % 2].number_input(f, min_value=1, step=1, key=key))
+            vals[f] = int(cols[i % 2].number_input(f, min_value=1, max_value=MAX_MODEL_FIELD, step=1, key=key))
         model = dataclasses.replace(model, **vals)
     st.caption(f"{model.num_params / 1e9:.2f} B parameters"
                + (f" ({model.num_active_params / 1e9:.2f} B active)" if model.is_moe else ""))
     return model
 
+
+# Largest value of an edited model field (layers, widths, heads, vocabulary): the config.json bound.
+MAX_MODEL_FIELD = 1 << 40
 
 CLUSTER_CHOICES = {"gpu": tuple(GPUS), "node": ("auto", *NODES)}
 
@@ -243,7 +249,8 @@ def cluster_inputs() -> Cluster:
     gpu = vals["gpu"]
     price_key = f"in_price_{gpu}"
     ss.setdefault(price_key, float(GPUS[gpu].price_usd_per_hour))
-    price = st.number_input("Price per GPU-hour (USD)", min_value=0.0, step=0.1, key=price_key,
+    price = st.number_input("Price per GPU-hour (USD)", min_value=0.0,
+                            max_value=float(cs.option(Training, "price_per_gpu_hour").maximum), step=0.1, key=price_key,
                             help=cs.help_text(Training, "price_per_gpu_hour"))
     cl = ClusterInputs(**vals).build(float(price))
     st.caption(f"{cl.num_gpus} GPUs, {cl.gpus_per_node} per node ({cl.node.name})")
