@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 
 from models.fields import check_value, default_of, opt, option, options
+from models.frameworks import FRAMEWORK_CHOICES, apply_defaults, framework_errors, get_profile
 from models.hardware import Cluster, make_cluster
 from models.plan import Plan
 from models.transformer import Transformer, resolve_model
@@ -41,6 +42,9 @@ class _RunFields:
     failures: bool = opt(False, "time to train, cost and energy with failures, checkpoints and restarts "
                          "(Llama 3 failure rates) instead of failure-free", "training",
                          commands=("search", "run"))
+    framework: str | None = opt(None, "training framework whose defaults fill what is left unstated and whose "
+                                "limits the plan must meet (models/frameworks.py)", "training",
+                                choices=FRAMEWORK_CHOICES, optional="none: the generic defaults")
 
 
 def _training_fields() -> list:
@@ -59,9 +63,16 @@ def _training_post_init(self) -> None:
 
 
 def _plan_kwargs(self) -> dict:
-    """The Plan fields these settings fix (global batch, dtype, attention kernel, overlaps)."""
-    return {name: getattr(self, name) for name, o in options(Plan).items() if o.section == "training"}
+    """The Plan fields these settings fix (global batch, dtype, attention kernel, overlaps), with the
+    framework's defaults (models/frameworks.py) for those left at the generic default."""
+    out = {name: getattr(self, name) for name, o in options(Plan).items() if o.section == "training"}
+    if getattr(self, "framework", None):
+        out, _ = apply_defaults(out, self.framework, _GENERIC)
+        out = {k: v for k, v in out.items() if k in options(Plan) and options(Plan)[k].section == "training"}
+    return out
 
+
+_GENERIC = {name: default_of(Plan, name) for name in options(Plan)}
 
 Training = dataclasses.make_dataclass(
     "Training", _training_fields(), frozen=True, slots=True,
@@ -123,6 +134,7 @@ def resolve_plan(num_gpus: int, training, **fields) -> Plan:
         raise ValueError(f"plan: unknown field(s) {', '.join(sorted(unknown))}; fields: {', '.join(PLAN_FIELDS)}")
     f = {k: v for k, v in fields.items() if v is not None}
     tr = training.plan_kwargs() if hasattr(training, "plan_kwargs") else dict(training)
+    framework = tr.pop("framework", None) or getattr(training, "framework", None)
     for k in ("tp", "pp", "cp"):
         f[k] = check_value(Plan, k, f.get(k, 1), where="plan")
     if "dp" not in f:
@@ -133,10 +145,20 @@ def resolve_plan(num_gpus: int, training, **fields) -> Plan:
         f["dp"] = num_gpus // denom
     if f.get("schedule") is None:
         f["schedule"] = "interleaved" if (f.get("vpp") or 1) > 1 else "1f1b"
+    if framework:  # the framework's defaults for what is unset (or at the generic default), then its limits
+        merged, _ = apply_defaults({**_GENERIC, **{k: v for k, v in tr.items() if v is not None}, **f}, framework,
+                                   _GENERIC)
+        f.update({k: merged[k] for k in PLAN_FIELDS if k not in f and merged.get(k) != _GENERIC[k]})
+        tr.update({k: merged[k] for k in tr if tr[k] is not None})
     if tr.get("global_batch_size") is None:
+        per_stage = f["pp"] if framework and get_profile(framework).microbatches == "stages" else 1
         tr["global_batch_size"] = check_value(Plan, "dp", f["dp"], where="plan") * (
-            f.get("micro_batch_size") or default_of(Plan, "micro_batch_size"))
-    return Plan(**f, **tr)
+            f.get("micro_batch_size") or default_of(Plan, "micro_batch_size")) * per_stage
+    plan = Plan(**f, **tr)
+    errors = framework_errors(plan, framework)
+    if errors:
+        raise ValueError("; ".join(errors))
+    return plan
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -180,6 +202,9 @@ def build_inputs(model: str | Transformer = "gpt3-175b", **kw) -> Inputs:
     m = model if isinstance(model, Transformer) else resolve_model(model, training.seq_len)
     if isinstance(model, Transformer) and training.seq_len:
         m = m.with_seq_len(training.seq_len)
+    prof = get_profile(training.framework)
+    if prof is not None and "dropout" in prof.defaults:  # dropout layers are the framework's choice
+        m = dataclasses.replace(m, dropout=bool(prof.defaults["dropout"].value))
     cluster = ClusterInputs(**{k: v for k, v in cl_kw.items() if v is not None}).build(training.price_per_gpu_hour)
     return Inputs(m, cluster, resolve_plan(cluster.num_gpus, training, **pl_kw), training)
 

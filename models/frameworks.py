@@ -1,0 +1,386 @@
+"""Framework profiles as data: what Megatron-LM, Megatron-Core/NeMo, DeepSpeed, PyTorch FSDP,
+llm-foundry, torchtitan and MaxText do when a user leaves a setting unstated, and what they
+cannot run at all.
+
+A :class:`Profile` holds
+
+- ``defaults``: a :class:`Default` per plan/training field (and ``dropout`` for the model), each
+  with the source it was read from (repository, file, version). A default may depend on the
+  layout (``tp>1``, ``pp>1``, ``zero_stage=3``): Megatron-Core recipes turn sequence parallelism on
+  with TP, torchtitan keeps FSDP2 parameters gathered between forward and backward under PP.
+- ``limits``: what the framework can run, per field: the allowed values and the reason
+  (Megatron-Core has no ZeRO-2/3; DeepSpeed's pipeline engine runs 1F1B only ...).
+- ``microbatches``: ``"stages"`` where the framework splits a local batch into as many
+  micro-batches as pipeline stages unless told otherwise (torchtitan).
+
+:func:`apply_defaults` fills the fields a user left at the generic default; :func:`framework_errors`
+says why a plan cannot run under a framework (``check_plan`` reports it).
+
+    >>> p = get_profile("megatron-core")
+    >>> p.defaults["zero_stage"].value, p.defaults["sp"].resolve({"tp": 4})
+    (1, True)
+    >>> framework_errors({"zero_stage": 3, "pp": 1, "tp": 1}, "nemo")[0][:60]
+    'zero_stage: megatron-core cannot run zero_stage=3 (the distri'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Conditions a default or a limit may depend on (the only vocabulary: profiles stay data).
+CONDITIONS = {"tp>1": lambda f: int(f.get("tp") or 1) > 1, "pp>1": lambda f: int(f.get("pp") or 1) > 1,
+              "zero_stage=3": lambda f: int(f.get("zero_stage") or 0) == 3, "always": lambda f: True}
+
+
+@dataclass(frozen=True, slots=True)
+class Default:
+    """One default and its source; ``when``: (condition, value) pairs tried first, in order."""
+    value: object
+    source: str                       # "repo path@version: what it says"
+    when: tuple = ()                  # ((condition in CONDITIONS, value), ...)
+
+    def resolve(self, fields: dict):
+        for cond, value in self.when:
+            if CONDITIONS[cond](fields):
+                return value
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """Values a field may take under the framework (``when`` the condition holds), and why."""
+    allowed: tuple
+    reason: str
+    when: str = "always"
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    name: str
+    title: str                        # framework and era, as a user would say it
+    aliases: tuple = ()
+    defaults: dict = field(default_factory=dict)   # field -> Default
+    limits: dict = field(default_factory=dict)     # field -> tuple of Limit
+    microbatches: str = ""            # "stages": default global batch gives pp micro-batches per pipeline
+    microbatches_source: str = ""
+    export: str = ""                  # writer in models/export.py
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+
+# ----------------------------------------------------------------------------- sources (one place)
+
+_MLM_ARGS_2021 = ("NVIDIA/Megatron-LM megatron/arguments.py@v2.5 (2021; same in the Sep 2020 tree 5281919 "
+                  "and until 3fb3e95 'Deprecate torchDDP and get rid of args.DDP_impl', 2023-08-31)")
+_MLM_ATTN_2021 = ("NVIDIA/Megatron-LM megatron/model/transformer.py@v2.5: ParallelAttention forms the "
+                  "[b, np, s, s] attention_scores with baddbmm and FusedScaleMaskSoftmax (scores in HBM)")
+_NEMO_70B = "NVIDIA/NeMo nemo/collections/llm/recipes/llama3_70b.py@0189a3b (NeMo 2.0, 2024)"
+_NEMO_ADAM = ("NVIDIA/NeMo nemo/collections/llm/recipes/optim/adam.py@0189a3b: distributed_fused_adam_with_"
+              "cosine_annealing -> OptimizerConfig(use_distributed_optimizer=True)")
+_NEMO_LLAMA = "NVIDIA/NeMo nemo/collections/llm/gpt/model/llama.py@0189a3b: Llama3Config hidden/attention_dropout 0.0"
+_MCORE_ARGS = ("NVIDIA/Megatron-LM megatron/training/arguments.py@core_r0.8.0 (2024): --use-distributed-optimizer, "
+               "--sequence-parallel, --overlap-grad-reduce, --overlap-param-gather, --tp-comm-overlap are store_true "
+               "(off unless given); --hidden-dropout/--attention-dropout default 0.1")
+_MCORE_NO_ZERO3 = ("the distributed optimizer shards optimizer state over DP (ZeRO-1); Megatron-Core has no "
+                   "ZeRO-2/3 parameter sharding (Megatron-LM megatron/core/optimizer/distrib_optimizer.py@core_r0.8.0)")
+_DS_ZERO = "microsoft/DeepSpeed deepspeed/runtime/zero/config.py@03dc2b9 (v0.16)"
+_DS_PIPE = ("microsoft/DeepSpeed deepspeed/runtime/pipe/engine.py@03dc2b9: PipelineEngine asserts "
+            "zero_optimization_stage() < 2 ('ZeRO-2 and ZeRO-3 are incompatible with pipeline parallelism') and "
+            "runs schedule.TrainSchedule (1F1B, no interleaving)")
+_DS_BF16 = ("microsoft/DeepSpeed deepspeed/runtime/bf16_optimizer.py@v0.6.0 (2022): BF16_Optimizer shards fp32 state "
+            "over DP (ZeRO-1) and all-reduces gradients after backward")
+_FSDP = ("pytorch/pytorch torch/distributed/fsdp/fully_sharded_data_parallel.py@v2.1.0: sharding_strategy="
+         "FULL_SHARD, backward_prefetch=BACKWARD_PRE, limit_all_gathers=True by default")
+_FSDP_NO_PP = "PyTorch FSDP (torch.distributed.fsdp@v2.1.0) shards data-parallel ranks only: no pipeline schedule"
+_FOUNDRY = ("mosaicml/llm-foundry scripts/train/benchmarking/README.md@4952183 (2024-04-22): fsdp_config "
+            "sharding_strategy FULL_SHARD, activation_checkpointing true, attn_impl flash; the tables carry "
+            "'TODO: Update tables with torch 2.0 after next Composer release' (torch 1.13: FlashAttention v1)")
+_TITAN = "pytorch/torchtitan torchtitan/config_manager.py@0011fb9 (2024)"
+_TITAN_FSDP = ("pytorch/torchtitan torchtitan/parallelisms/parallelize_llama.py@0011fb9: fully_shard(..., "
+               "reshard_after_forward=not parallel_dims.pp_enabled) (FSDP2 keeps parameters gathered under PP)")
+_TITAN_PP = ("pytorch/torchtitan torchtitan/config_manager.py@0011fb9 --experimental.pipeline_parallel_schedule "
+             "choices 1f1b, gpipe, interleaved_1f1b, flexible_interleaved_1f1b")
+_MAXTEXT = "AI-Hypercomputer/maxtext MaxText/configs/base.yml@315ebb5"
+
+
+def _d(value, source, **when) -> Default:
+    return Default(value, source, tuple((k.replace("_gt1", ">1").replace("_eq3", "=3"), v) for k, v in when.items()))
+
+
+PROFILES: dict[str, Profile] = {p.name: p for p in [
+    Profile(
+        "megatron-lm-2020", "Megatron-LM v1/v2 (2020-2022, before Megatron-Core)",
+        aliases=("megatron-lm-v2", "megatron-2020", "megatron-2021"),
+        defaults={
+            "attention": _d("unfused", _MLM_ATTN_2021),
+            "dropout": _d(True, f"{_MLM_ARGS_2021}: --hidden-dropout 0.1, --attention-dropout 0.1"),
+            "overlap_grad_reduce": _d(False, f"{_MLM_ARGS_2021}: --DDP-impl default 'local' (gradients all-reduced "
+                                             "after backward)"),
+            "overlap_param_gather": _d(False, f"{_MLM_ARGS_2021}: no distributed optimizer, nothing to gather"),
+            "zero_stage": _d(0, f"{_MLM_ARGS_2021}: no --use-distributed-optimizer before v3.0"),
+            "sp": _d(False, f"{_MLM_ARGS_2021}: no --sequence-parallel before v3.0"),
+        },
+        limits={
+            "zero_stage": (Limit((0,), "Megatron-LM before v3.0 has no distributed optimizer"),),
+            "sp": (Limit((False,), "sequence parallelism arrived in Megatron-LM v3.0 (2022)"),),
+            "cp": (Limit((1,), "context parallelism arrived with Megatron-Core (2023)"),),
+            "recompute": (Limit(("none", "full"), "selective recomputation arrived in Megatron-LM v3.0 (2022)"),),
+            "schedule": (Limit(("1f1b", "interleaved"), "Megatron-LM runs 1F1B or interleaved 1F1B "
+                               "(megatron/schedules.py@v2.5)"),),
+            "dtype": (Limit(("fp16", "bf16"), "fp8 needs Transformer Engine (Megatron-Core era)"),),
+        },
+        export="megatron"),
+    Profile(
+        "megatron-lm", "Megatron-LM with Megatron-Core, argument defaults (2023-)",
+        aliases=("megatron", "megatron-lm-core"),
+        defaults={
+            "attention": _d("flash", f"{_MCORE_ARGS}; --transformer-impl transformer_engine (TE fused/flash attention)"),
+            "dropout": _d(True, _MCORE_ARGS),
+            "overlap_grad_reduce": _d(False, _MCORE_ARGS),
+            "overlap_param_gather": _d(False, _MCORE_ARGS),
+            "overlap_tp_comm": _d(False, _MCORE_ARGS),
+            "zero_stage": _d(0, _MCORE_ARGS),
+            "sp": _d(False, _MCORE_ARGS),
+        },
+        limits={
+            "zero_stage": (Limit((0, 1), _MCORE_NO_ZERO3),),
+            "schedule": (Limit(("1f1b", "interleaved"), "Megatron-Core pipeline_parallel/schedules.py@core_r0.8.0: "
+                               "1F1B with or without interleaving"),),
+        },
+        export="megatron"),
+    Profile(
+        "megatron-core", "Megatron-Core recipes: NeMo 2.0 / Megatron-Bridge (2024-)",
+        aliases=("nemo", "megatron-bridge", "nemo-megatron", "mcore"),
+        defaults={
+            "zero_stage": _d(1, _NEMO_ADAM),
+            "sp": _d(False, f"{_NEMO_70B}: sequence_parallelism=True with tensor_parallelism>1", tp_gt1=True),
+            "overlap_grad_reduce": _d(True, f"{_NEMO_70B}: DistributedDataParallelConfig(overlap_grad_reduce=True)"),
+            "overlap_param_gather": _d(True, f"{_NEMO_70B}: DistributedDataParallelConfig(overlap_param_gather=True)"),
+            "overlap_tp_comm": _d(False, f"{_NEMO_70B} pretrain_recipe_performance: MegatronCommOverlapCallback("
+                                         "tp_comm_overlap=True) with TP", tp_gt1=True),
+            "attention": _d("flash", "NVIDIA/NeMo GPTConfig@0189a3b: transformer_layer_spec = TE spec "
+                                     "(TEDotProductAttention: cuDNN/flash fused attention)"),
+            "dropout": _d(False, _NEMO_LLAMA),
+        },
+        limits={
+            "zero_stage": (Limit((0, 1), _MCORE_NO_ZERO3),),
+            "schedule": (Limit(("1f1b", "interleaved"), "Megatron-Core pipeline_parallel/schedules.py: 1F1B with or "
+                               "without interleaving"),),
+        },
+        export="nemo"),
+    Profile(
+        "megatron-deepspeed", "Megatron-DeepSpeed (BigScience/Microsoft fork of Megatron-LM v2, 2021-2022)",
+        aliases=("megatron-ds",),
+        defaults={
+            "attention": _d("unfused", _MLM_ATTN_2021 + " (kept by the fork)"),
+            "dropout": _d(True, f"{_MLM_ARGS_2021} (kept by the fork)"),
+            "overlap_grad_reduce": _d(False, _DS_BF16),
+            "zero_stage": _d(0, f"{_DS_ZERO}: stage 0"),
+            "sp": _d(False, f"{_MLM_ARGS_2021}: no --sequence-parallel"),
+        },
+        limits={
+            "zero_stage": (Limit((0, 1), _DS_PIPE, when="pp>1"),),
+            "schedule": (Limit(("1f1b",), _DS_PIPE, when="pp>1"),),
+            "vpp": (Limit((1,), _DS_PIPE),),
+            "cp": (Limit((1,), "no context parallelism in Megatron-DeepSpeed (2022)"),),
+        },
+        export="deepspeed"),
+    Profile(
+        "deepspeed", "DeepSpeed ZeRO (config defaults)",
+        aliases=("ds",),
+        defaults={
+            "zero_stage": _d(0, f"{_DS_ZERO}: DeepSpeedZeroConfig.stage = 0"),
+            "overlap_grad_reduce": _d(False, f"{_DS_ZERO}: overlap_comm = (stage == 3) when unset", zero_stage_eq3=True),
+            "overlap_param_gather": _d(True, f"{_DS_ZERO}: stage3_prefetch_bucket_size 5e7 elements (prefetch)"),
+        },
+        limits={
+            "zero_stage": (Limit((0, 1), _DS_PIPE, when="pp>1"),),
+            "schedule": (Limit(("1f1b",), _DS_PIPE, when="pp>1"),),
+            "vpp": (Limit((1,), _DS_PIPE),),
+        },
+        export="deepspeed"),
+    Profile(
+        "fsdp", "PyTorch FSDP (FSDP1, torch 2.x)",
+        aliases=("pytorch-fsdp", "fsdp1"),
+        defaults={
+            "zero_stage": _d(3, f"{_FSDP}: FULL_SHARD = parameters, gradients and optimizer state sharded"),
+            "overlap_param_gather": _d(True, f"{_FSDP}: BACKWARD_PRE prefetch"),
+            "overlap_grad_reduce": _d(True, f"{_FSDP}: reduce-scatter issued per unit during backward"),
+        },
+        limits={
+            "zero_stage": (Limit((0, 2, 3), "FSDP ShardingStrategy: NO_SHARD (0), SHARD_GRAD_OP (2), FULL_SHARD / "
+                                 "HYBRID_SHARD (3)"),),
+            "pp": (Limit((1,), _FSDP_NO_PP),),
+        },
+        export="fsdp"),
+    Profile(
+        "llm-foundry", "MosaicML llm-foundry / Composer FSDP (torch 2, FlashAttention 2)",
+        aliases=("mosaicml", "composer"),
+        defaults={
+            "zero_stage": _d(3, _FOUNDRY),
+            "recompute": _d("full", _FOUNDRY),
+            "attention": _d("flash", _FOUNDRY),
+            "overlap_param_gather": _d(True, _FSDP),
+        },
+        limits={
+            "zero_stage": (Limit((0, 2, 3), "Composer FSDP: NO_SHARD, SHARD_GRAD_OP, FULL_SHARD/HYBRID_SHARD"),),
+            "pp": (Limit((1,), "llm-foundry has no pipeline parallelism"),),
+            "tp": (Limit((1,), "llm-foundry (2023-2024) trains with FSDP only, no tensor parallelism"),),
+            "cp": (Limit((1,), "llm-foundry has no context parallelism"),),
+        },
+        export="fsdp"),
+    Profile(
+        "llm-foundry-torch1", "llm-foundry benchmark tables of torch 1.13 (FlashAttention v1)",
+        aliases=("llm-foundry-2023",),
+        defaults={
+            "zero_stage": _d(3, _FOUNDRY),
+            "recompute": _d("full", _FOUNDRY),
+            "attention": _d("flash1", _FOUNDRY),
+            "overlap_param_gather": _d(True, _FSDP),
+        },
+        limits={
+            "zero_stage": (Limit((0, 2, 3), "Composer FSDP: NO_SHARD, SHARD_GRAD_OP, FULL_SHARD/HYBRID_SHARD"),),
+            "pp": (Limit((1,), "llm-foundry has no pipeline parallelism"),),
+            "tp": (Limit((1,), "llm-foundry (2023) trains with FSDP only, no tensor parallelism"),),
+            "cp": (Limit((1,), "llm-foundry has no context parallelism"),),
+        },
+        export="fsdp"),
+    Profile(
+        "torchtitan", "torchtitan (FSDP2, 2024)",
+        aliases=("titan",),
+        defaults={
+            "zero_stage": _d(3, f"{_TITAN_FSDP}; {_TITAN} --training.data_parallel_shard_degree -1 (FSDP2 over the "
+                                "remaining ranks)", pp_gt1=2),
+            "recompute": _d("selective", f"{_TITAN} --activation_checkpoint.mode 'selective' (selective_ac_option '2')"),
+            "sp": _d(False, "pytorch/torchtitan torchtitan/parallelisms/parallelize_llama.py@0011fb9: TP plan uses "
+                            "SequenceParallel for norms whenever tensor_parallel_degree > 1", tp_gt1=True),
+            "overlap_tp_comm": _d(False, f"{_TITAN} --experimental.enable_async_tensor_parallel default False"),
+            "overlap_param_gather": _d(True, "pytorch/pytorch torch/distributed/_composable/fsdp/"
+                                            "fully_shard.py@v2.4.0: FSDP2 prefetches the next unit's all-gather"),
+            "attention": _d("flash", "pytorch/torchtitan torchtitan/models/llama/model.py@0011fb9: "
+                                     "F.scaled_dot_product_attention "
+                                     "(FlashAttention-2 backend)"),
+            "dropout": _d(False, "pytorch/torchtitan torchtitan/models/llama/model.py@0011fb9: no dropout layers"),
+        },
+        limits={
+            "zero_stage": (Limit((0, 2, 3), "FSDP2 fully_shard (3), reshard_after_forward=False (2) or DDP (0)"),),
+            "schedule": (Limit(("1f1b", "gpipe", "interleaved"), _TITAN_PP),),
+        },
+        microbatches="stages",
+        microbatches_source=f"{_TITAN} --experimental.pipeline_parallel_microbatches default None: 'the number of "
+                            "pipeline stages'",
+        export="torchtitan"),
+    Profile(
+        "maxtext", "MaxText (JAX/XLA)",
+        aliases=("jax",),
+        defaults={
+            "zero_stage": _d(3, f"{_MAXTEXT}: ici_fsdp_parallelism -1 (FSDP over the remaining ICI devices)"),
+            "recompute": _d("full", f"{_MAXTEXT}: remat_policy 'full'"),
+            "dropout": _d(False, f"{_MAXTEXT}: dropout_rate 0"),
+            "attention": _d("flash", f"{_MAXTEXT}: attention 'autoselected' (cudnn flash on GPU)"),
+            "overlap_param_gather": _d(True, "AI-Hypercomputer/maxtext gpu_multi_process_run.sh@315ebb5: XLA "
+                                             "latency-hiding scheduler overlaps FSDP all-gathers ("
+                                             "XLA_FLAGS --xla_gpu_enable_latency_hiding_scheduler=true)"),
+        },
+        limits={
+            "zero_stage": (Limit((0, 3), "MaxText shards with FSDP (3) or replicates (data parallelism, 0)"),),
+            "schedule": (Limit(("gpipe", "interleaved"), "MaxText pipeline: circular GPipe-style schedule "
+                               "(MaxText/layers/pipeline.py)"),),
+        },
+        export=""),
+]}
+
+_ALIASES = {a: p.name for p in PROFILES.values() for a in (p.name, *p.aliases)}
+FRAMEWORK_NAMES = tuple(PROFILES)
+FRAMEWORK_CHOICES = tuple(_ALIASES)
+# Plan fields whose defaults a profile may set (plus "dropout", a model setting).
+PROFILE_FIELDS = ("zero_stage", "sp", "recompute", "schedule", "attention", "dtype", "overlap_grad_reduce",
+                  "overlap_param_gather", "overlap_tp_comm", "overlap_ep_comm", "dropout")
+
+
+def get_profile(name: str | None) -> Profile | None:
+    """The profile called ``name`` (or one of its aliases); None for None/'' ; ValueError naming the choices."""
+    if not name:
+        return None
+    key = str(name).lower()
+    if key not in _ALIASES:
+        raise ValueError(f"framework: {name!r} unknown; choose one of {', '.join(FRAMEWORK_NAMES)}")
+    return PROFILES[_ALIASES[key]]
+
+
+def _norm(value):
+    """A field value as profiles spell it (enums by their lower-case name, zero stage as int)."""
+    name = getattr(value, "name", None)
+    if name is not None and type(value).__name__ == "ZeroStage":
+        return int(value)
+    if name is not None and type(value).__name__ in ("Recompute",):
+        return name.lower()
+    if name is not None and type(value).__name__ == "Schedule":
+        from models.plan import SCHEDULE_IDS
+        return SCHEDULE_IDS[value]
+    return value
+
+
+def apply_defaults(fields: dict, framework: str | None, generic: dict) -> tuple[dict, list[str]]:
+    """``fields`` with the profile's default for every field that is missing, None or equal to the
+    generic default in ``generic`` (the CLI cannot tell an unset flag from one given at its default);
+    also the list of "field=value (source)" applied."""
+    prof = get_profile(framework)
+    if prof is None:
+        return dict(fields), []
+    out, used = dict(fields), []
+    for name, d in prof.defaults.items():
+        if name not in generic and name not in out:
+            continue
+        cur = out.get(name)
+        if cur is None or _norm(cur) == _norm(generic.get(name)):
+            value = d.resolve(out)
+            if _norm(cur) != value:
+                used.append(f"{name}={value} ({prof.name})")
+            out[name] = value
+    return out, used
+
+
+def framework_errors(fields: dict, framework: str | None) -> list[str]:
+    """Why a plan (dict of fields, or a Plan) cannot run under ``framework``: 'field: reason' lines."""
+    prof = get_profile(framework)
+    if prof is None:
+        return []
+    if not isinstance(fields, dict):
+        fields = {k: getattr(fields, k) for k in fields.__dataclass_fields__}
+    f = {k: _norm(v) for k, v in fields.items()}
+    errs = []
+    for name, limits in prof.limits.items():
+        if name not in f:
+            continue
+        for lim in limits:
+            if CONDITIONS[lim.when](f) and f[name] not in lim.allowed:
+                cond = "" if lim.when == "always" else f" with {lim.when}"
+                errs.append(f"{name}: {prof.name} cannot run {name}={f[name]}{cond} ({lim.reason}); "
+                            f"allowed: {', '.join(map(str, lim.allowed))}")
+    return errs
+
+
+def allowed_values(framework: str | None, name: str, fields: dict | None = None) -> tuple | None:
+    """The values of ``name`` a framework can run (under the conditions ``fields`` meet; unconditional
+    limits only when ``fields`` is None); None when the framework does not restrict it."""
+    prof = get_profile(framework)
+    if prof is None or name not in prof.limits:
+        return None
+    lims = [lim for lim in prof.limits[name] if (lim.when == "always" if fields is None else CONDITIONS[lim.when](fields))]
+    if not lims:
+        return None
+    out = set(lims[0].allowed)
+    for lim in lims[1:]:
+        out &= set(lim.allowed)
+    return tuple(v for v in lims[0].allowed if v in out)
+
+
+def sources(framework: str) -> dict[str, str]:
+    """field -> source of each default of a profile (what the tests and `clustersim export` cite)."""
+    return {k: d.source for k, d in get_profile(framework).defaults.items()}
+
+
+__all__ = ["Profile", "Default", "Limit", "PROFILES", "FRAMEWORK_NAMES", "FRAMEWORK_CHOICES", "get_profile",
+           "apply_defaults", "framework_errors", "allowed_values", "sources"]
