@@ -141,6 +141,53 @@ GPUS: dict[str, GpuSpec] = {g.name: g for g in [
 CPU_ADAM_PARAMS_PER_S = 10e9 / 2.57
 
 
+# Variants real clusters have (issue 15). Datasheet numbers, dense (no sparsity); a gemm_efficiency
+# marked "assumed" has no MAMF measurement: the measured part of the same die where there is one.
+_DS = "datasheet"
+GPUS.update({g.name: g for g in [
+    _gpu("h100-sxm-96gb-500w", 96, 2.4, 53.6, 400, 800, 800, 1600, 450, 370, 0.803, 132, 500, 2.5,
+         "H100 SXM5 96 GB HBM2e at a 500 W limit (torchtitan docs/performance.md footnote 1: 'H100 GPUs with 96GB "
+         "HBM2e', 'lower TDP'); peaks = H100 SXM x 800/989 (NVIDIA H100 datasheet: 500 W configurations are "
+         "bounded by power; assumed), HBM2e 2.4 TB/s (5 stacks; assumed); MAMF as H100 (same die)",
+         0.709, _HOPPER_SUSTAINED),
+    _gpu("h100-pcie-80gb", 80, 2.0, 51, 378, 756, 756, 1513, 64, 51, 0.803, 114, 350, 2.2,
+         f"NVIDIA H100 PCIe {_DS}: 756 TF bf16, 2.0 TB/s HBM2e, 350 W, 114 SMs; GPU-GPU over PCIe gen5 x16 "
+         "64 GB/s (no NVLink bridge assumed), busbw 0.8 of it (assumed); MAMF as H100 SXM (assumed)", 0.709),
+    _gpu("h100-nvl-94gb", 94, 3.9, 60, 417.5, 835, 835, 1670, 300, 240, 0.803, 132, 400, 2.5,
+         f"NVIDIA H100 NVL {_DS}: 835 TF bf16, 94 GB HBM3 3.9 TB/s, 350-400 W, NVLink bridge 600 GB/s bidir "
+         "(pairs); busbw 0.8 of it (assumed); MAMF as H100 SXM (assumed)", 0.709),
+    _gpu("h20", 96, 4.0, 44, 74, 148, 148, 296, 450, 370, 0.803, 78, 400, 1.5,
+         f"NVIDIA H20 {_DS} (HGX H20): 148 TF bf16, 296 TF fp8, 96 GB HBM3 4.0 TB/s, NVLink 900 GB/s, 400 W; "
+         "busbw as H100 (NVLink4); MAMF as H100 (assumed)", 0.709),
+    _gpu("a800-sxm-80gb", 80, 2.0, 19.5, 156, 312, 312, 0, 200, 160, _A100_MAMF, 108, 400, 1.6,
+         f"NVIDIA A800 SXM4 80GB {_DS}: A100 compute and HBM, NVLink 400 GB/s bidir; busbw 0.8 of it (assumed); "
+         f"{_MAMF} as A100; {_A100_CLOCK}", sustained=_A100_SUSTAINED),
+    _gpu("a100-pcie-40gb", 40, 1.555, 19.5, 156, 312, 312, 0, 32, 25, _A100_MAMF, 108, 250, 1.2,
+         f"NVIDIA A100 PCIe 40GB {_DS}: 312 TF bf16, 1.555 TB/s, 250 W; GPU-GPU over PCIe gen4 x16 32 GB/s "
+         f"(no NVLink bridge assumed); {_MAMF} as A100 SXM (same die; at 250 W lower in practice)"),
+    _gpu("a100-pcie-80gb", 80, 1.935, 19.5, 156, 312, 312, 0, 32, 25, _A100_MAMF, 108, 300, 1.5,
+         f"NVIDIA A100 PCIe 80GB {_DS}: 312 TF bf16, 1.935 TB/s, 300 W; PCIe gen4 x16 32 GB/s between GPUs "
+         f"(assumed); {_MAMF} as A100 SXM"),
+    _gpu("l40s", 48, 0.864, 91.6, 183, 362, 362, 733, 32, 25, 0.70, 142, 350, 1.0,
+         f"NVIDIA L40S {_DS}: 362 TF bf16 and 733 TF fp8 dense, 48 GB GDDR6 864 GB/s, 350 W, no NVLink "
+         "(PCIe gen4 x16 32 GB/s); gemm_efficiency 0.70 assumed"),
+    _gpu("rtx-3090", 24, 0.936, 35.6, 35.6, 71, 71, 0, 32, 20, 0.70, 82, 350, 0.3,
+         "NVIDIA Ampere GA102 whitepaper, RTX 3090: fp16/bf16 tensor 71 TF dense with fp32 accumulate, 24 GB "
+         "GDDR6X 936 GB/s, 350 W, 82 SMs; no NVLink (PCIe gen4 x16); gemm_efficiency 0.70 assumed"),
+    _gpu("rtx-4090", 24, 1.008, 82.6, 82.6, 165, 165, 330, 32, 20, 0.70, 128, 450, 0.4,
+         "NVIDIA Ada AD102 whitepaper, RTX 4090: fp16/bf16 tensor 165 TF dense with fp32 accumulate, fp8 330 TF, "
+         "24 GB GDDR6X 1008 GB/s, 450 W, 128 SMs; no NVLink (PCIe gen4 x16); gemm_efficiency 0.70 assumed"),
+    _gpu("b300", 288, 8.0, 75, 1125, 2250, 2250, 4500, 900, 740, 0.776, 160, 1100, 6.0,
+         f"NVIDIA HGX B300 {_DS} (Blackwell Ultra): 288 GB HBM3e 8 TB/s, NVLink5 1.8 TB/s bidir, bf16/fp8 dense as "
+         "B200; busbw as B200 (assumed); MAMF as B200 (assumed)", 0.763, _B200_SUSTAINED),
+    _gpu("gb300", 288, 8.0, 80, 1250, 2500, 2500, 5000, 900, 740, 0.729, 160, 1400, 7.0,
+         f"NVIDIA GB300 NVL72 {_DS}: 288 GB HBM3e 8 TB/s per GPU, bf16/fp8 dense as GB200, NVLink5; MAMF as GB200 "
+         "(assumed)", 0.723),
+    _gpu("mi325x", 256, 6.0, 163.4, 653.7, 1307.4, 1307.4, 2614.9, 448, 368, 0.60, 304, 1000, 3.0,
+         "AMD Instinct MI325X datasheet: 256 GB HBM3E 6 TB/s, MI300X compute (1307 TF bf16 dense), 1000 W; "
+         "busbw and gemm_efficiency as MI300X (assumed)"),
+]})
+
 @dataclass(frozen=True, slots=True)
 class NodeSpec:
     name: str
@@ -210,9 +257,24 @@ _HOST = {
 }
 NODES = {k: dataclasses.replace(n, **_HOST.get(k, {})) for k, n in NODES.items()}
 
+_VARIANT_NODES = [
+    NodeSpec("pcie-8", 8, 8, 25 * GBIT, _NIC_EFF_200, 1500.0,
+             "8 PCIe GPUs in one server, 200 Gb/s per node (assumed typical); GPU-GPU traffic over PCIe (the GPU's "
+             "nvlink_bytes_per_s is its PCIe rate)"),
+    NodeSpec("dgx-b300", 8, 8, 800 * GBIT, _NIC_EFF_400, 6300.0,
+             "DGX B300: NVLink5, 8x 800 Gb/s ConnectX-8 (datasheet); overhead as DGX B200 (assumed)"),
+    NodeSpec("gb300-nvl72", 72, 72, 800 * GBIT, _NIC_EFF_400, 30000.0,
+             "GB300 NVL72: 72 GPUs in one NVLink5 domain, ConnectX-8 800 Gb/s per GPU (datasheet); overhead as "
+             "GB200 NVL72 (assumed)"),
+]
+NODES.update({n.name: n for n in _VARIANT_NODES})
 DEFAULT_NODE = {"v100-sxm-32gb": "dgx-2", "a100-sxm-40gb": "dgx-a100", "a100-sxm-80gb": "dgx-a100",
                 "h100-sxm-80gb": "dgx-h100", "h800-sxm-80gb": "dgx-h100", "h200-sxm-141gb": "hgx-h200",
-                "b200": "dgx-b200", "gb200": "gb200-nvl72", "mi300x": "mi300x-8"}
+                "b200": "dgx-b200", "gb200": "gb200-nvl72", "mi300x": "mi300x-8",
+                "h100-sxm-96gb-500w": "dgx-h100", "h100-pcie-80gb": "pcie-8", "h100-nvl-94gb": "pcie-8",
+                "h20": "dgx-h100", "a800-sxm-80gb": "dgx-a100", "a100-pcie-40gb": "pcie-8", "a100-pcie-80gb": "pcie-8",
+                "l40s": "pcie-8", "rtx-3090": "pcie-8", "rtx-4090": "pcie-8", "b300": "dgx-b300",
+                "gb300": "gb300-nvl72", "mi325x": "mi300x-8"}
 
 _GPU_ALIASES = {"a100": "a100-sxm-80gb", "a100-80gb": "a100-sxm-80gb", "a100-40gb": "a100-sxm-40gb",
                 "h100": "h100-sxm-80gb", "h800": "h800-sxm-80gb", "h200": "h200-sxm-141gb",

@@ -111,6 +111,28 @@ Constraints = dataclasses.make_dataclass(
 Constraints.__module__ = __name__
 
 
+def framework_constraints(c, training):
+    """``c`` narrowed to what ``training.framework`` can run (models/frameworks.py limits that hold for
+    every layout); ValueError naming the field and the reason when the user's own values leave nothing."""
+    from models.frameworks import allowed_values, get_profile
+    fw = getattr(training, "framework", None)
+    if not fw:
+        return c
+    over = {}
+    for name in SEARCH_AXES:
+        allowed = allowed_values(fw, name)
+        if allowed is None:
+            continue
+        codes = _constraint_values(name, allowed)
+        cur = getattr(c, name)
+        keep = codes if cur is None else tuple(v for v in cur if v in codes)
+        if not keep:
+            lim = get_profile(fw).limits[name][0]
+            raise ValueError(f"constraints.{name}: {fw} cannot run {', '.join(map(str, cur))} ({lim.reason})")
+        over[name] = keep
+    return dataclasses.replace(c, **over) if over else c
+
+
 def _named(value, names: dict, fld: str) -> int:
     if isinstance(value, str):
         if value.lower() not in names:

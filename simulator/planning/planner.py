@@ -52,6 +52,7 @@ from simulator.planning.grid import (
     Constraints,
     Task,
     default_tokens,
+    framework_constraints,
     group_identical,
     identity_matrix,
     layouts,
@@ -108,6 +109,7 @@ class SearchResult:
 
 
 def _tasks(model, cluster, training, c: Constraints, objective, keep, chunk_points=CHUNK_POINTS) -> list[Task]:
+    c = framework_constraints(c, training)  # only what the framework can run (models/frameworks.py)
     space = search_space(model, c)
     tasks = []
     for nodes in (c.num_nodes or (cluster.num_nodes,)):
