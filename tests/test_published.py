@@ -69,3 +69,65 @@ def test_gb200_record_runs_on_one_nvl72_domain(dev_runs_path):
     _, cluster, _, _ = record_inputs(rec)
     assert cluster.gpu.name == "gb200"
     assert cluster.num_gpus == 64 and cluster.node.nvlink_domain_gpus == 64
+
+
+def test_nothing_keys_on_a_records_group():
+    """Issue 15: a record is mapped from what it states, never from its group name."""
+    import inspect
+
+    import simulator.validation.published as pub
+    src = inspect.getsource(pub)
+    assert '"group"' not in src.replace('"group": rec.get("group")', "")
+    assert "_GROUPS" not in src and "group.startswith" not in src
+
+
+def test_same_record_under_another_group_maps_the_same(dev_runs_path):
+    from simulator.validation.published import record_inputs
+    for rec in yaml.safe_load(dev_runs_path.read_text())[::20]:
+        try:
+            a = record_inputs(rec)
+        except ValueError:
+            continue
+        b = record_inputs(dict(rec, group="renamed"))
+        assert a[2] == b[2] and a[3] == b[3]
+
+
+def test_framework_comes_from_the_records_own_text():
+    from simulator.validation.published import record_framework
+    assert record_framework({"source": {"repo": "NVIDIA/dgxc-benchmarking"}}) == "megatron-core"
+    assert record_framework({"source": {"repo": "NVIDIA/Megatron-LM", "file": "README.md at commit 5281919 (Sep 2020)"}}) \
+        == "megatron-lm-2020"
+    assert record_framework({"source": {"repo": "pytorch/torchtitan"}}) == "torchtitan"
+    assert record_framework({"parallel": {"framework": "MegaScale (built on Megatron-LM)"}}) is None
+    assert record_framework({"software": "Megatron-DeepSpeed (bigscience fork) + DeepSpeed"}) == "megatron-deepspeed"
+
+
+def test_gpu_variants_from_hardware_text():
+    from simulator.validation.published import _gpu_key
+    assert _gpu_key("NVIDIA H100 SXM 95GB HBM2e, lower-TDP variant") == "h100-sxm-96gb-500w"
+    assert _gpu_key("NVIDIA GeForce RTX 3090 24GB") == "rtx-3090"
+    assert _gpu_key("NVIDIA GB200 (DGX-GB200)") == "gb200"
+    assert _gpu_key("NVIDIA H100 PCIe") == "h100-pcie-80gb"
+
+
+def test_partial_gb200_rack_is_halves_of_a_domain(dev_runs_path):
+    """128 GB200 GPUs: the NVLink domain is a topology fact (two 64-GPU halves), not a granularity to match."""
+    from simulator.validation.published import record_inputs
+    rec = dict(yaml.safe_load(dev_runs_path.read_text())[0])
+    rec["hardware"] = dict(rec["hardware"], gpu="NVIDIA GB200", gpus_total=128, gpus_per_node=None)
+    rec["parallel"] = dict(rec["parallel"], tp=1, pp=1, cp=1, dp=128, vp=None)
+    _, cluster, _, _ = record_inputs(rec)
+    assert cluster.num_gpus == 128 and cluster.node.nvlink_domain_gpus == 64
+
+
+def test_memory_only_record_is_scored_on_memory(dev_runs_path):
+    rec = dict(yaml.safe_load(dev_runs_path.read_text())[0])
+    rec["measured"] = {"iteration_time_s": None, "memory_gib_per_gpu": 40.0}
+    rec["derived"] = None
+    r = predict_record(rec)
+    assert "memory_error" in r and "error" not in r
+
+
+def test_unmodelled_fine_tuning_is_skipped_naming_the_field(dev_runs_path):
+    rec = dict(yaml.safe_load(dev_runs_path.read_text())[0], training_method="lora")
+    assert predict_record(rec)["skipped"].startswith("training_method:")
