@@ -146,3 +146,17 @@ def test_memory_timeline_peak_equals_analytical(kw):
     sim_by_stage = r.memory_timeline.groupby("stage")["allocated_bytes"].max().to_numpy()
     ana_by_stage = np.array([m.total_bytes for m in r.analytical.memory_by_stage])
     np.testing.assert_allclose(sim_by_stage, ana_by_stage, rtol=1e-6)
+
+
+def test_speed_spread_is_a_mean_preserving_lognormal_with_that_cv():
+    """--speed-cv is the coefficient of variation of the per-GPU time multiplier (mean 1): the
+    lognormal's sigma is sqrt(ln(1 + cv^2)), so a wider spread never makes the GPUs faster."""
+    import math
+
+    import numpy as np
+    cv = 0.5
+    sigma = math.sqrt(math.log1p(cv ** 2))
+    x = np.random.default_rng(0).lognormal(-sigma ** 2 / 2, sigma, 200_000)
+    assert abs(x.mean() - 1) < 0.01 and abs(x.std() / x.mean() - cv) < 0.01
+    kw = dict(model="llama3-8b", gpu="h100-sxm-80gb", nodes=1, tp=1, pp=2, dp=4, global_batch=32)
+    assert run(speed_cv=0.5, **kw).step_time_s > run(**kw).step_time_s

@@ -18,6 +18,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -112,7 +113,10 @@ def _slowdowns(plan: Plan, pl: Placement, seed: int, straggler_rank, straggler_s
     mult = np.ones(world)
     if speed_cv > 0:   # per-GPU speed spread: lognormal time multiplier, mean 1
         rng = np.random.default_rng(seed)
-        mult = rng.lognormal(-speed_cv ** 2 / 2, speed_cv, world)
+        # a lognormal with coefficient of variation cv has sigma^2 = ln(1 + cv^2); mu = -sigma^2/2 keeps
+        # the mean at 1 (the cv itself is not sigma: with sigma = cv = 5 the spread made GPUs faster)
+        sigma = math.sqrt(math.log1p(speed_cv ** 2))
+        mult = rng.lognormal(-sigma ** 2 / 2, sigma, world)
     if straggler_rank is not None:
         if not 0 <= straggler_rank < world:
             raise ValueError(f"straggler_rank: must be in [0, {world - 1}], got {straggler_rank}")
