@@ -154,7 +154,8 @@ def test_timeline_of_a_1024_gpu_plan_renders(at):
     at.number_input(key="in_global_batch").set_value(1024).run()
     at.number_input(key="p1_tp").set_value(8).run()
     at.number_input(key="p1_pp").set_value(8).run()
-    assert not at.exception and not at.error
+    # a valid plan; it may not fit in memory (issue 18: then the page says what it would need)
+    assert not at.exception and all(e.value.startswith("Out of memory: needs") for e in at.error)
     t0 = time.perf_counter()
     at.switch_page("views/timeline.py").run()
     assert time.perf_counter() - t0 < 20
@@ -257,3 +258,85 @@ def test_cli_ui_command_runs_streamlit_on_the_app(capsys):
     out = capsys.readouterr().out
     assert "streamlit run" in out and out.strip().split()[4].endswith("ui/app.py") and "8765" in out
     assert main(["ui", "--port", "0"]) == 2
+
+
+# ----------------------------------------------------------------------------------- issue 18
+
+
+def _oom(at):
+    """P1 out of memory: no ZeRO, 16 sequences per micro-batch of Llama-2 7B on one H100 each."""
+    at.selectbox(key="p1_zero_stage").select(0).run()
+    at.number_input(key="p1_micro_batch_size").set_value(16).run()
+    assert not at.exception
+
+
+def test_oom_plan_gets_no_time_cost_or_arrow_and_says_what_it_needs(at):
+    from streamlit.proto.Metric_pb2 import Metric
+    _oom(at)
+    got = metrics(at)
+    assert got[(0, "Time to train")] == "n/a" and got[(0, "Cost")] == "n/a"
+    assert got[(1, "Cost")].startswith("$") and got[(1, "Cost")] != "n/a"
+    assert any("Out of memory: needs" in e.value and "GiB of 80" in e.value for e in at.error)
+    mem = [m for m in at.metric if m.label == "Memory"]
+    assert mem[0].proto.delta == "OOM" and all(m.proto.direction == Metric.MetricDirection.NONE for m in mem)
+    table = at.dataframe[0].value
+    row = table[table["plan"] == "P1"].iloc[0]
+    assert not row["fits"] and row["memory"].startswith("needs ")
+    for col in ("time_to_train_days", "cost_usd", "gpu_hours", "energy_mwh"):
+        assert row[col] != row[col], col            # NaN: no figures for a plan that cannot run
+
+
+def test_results_table_shows_time_and_cost_first(at):
+    cols = list(at.dataframe[0].value.columns)
+    assert cols[:5] == ["plan", "fits", "memory", "time_to_train_days", "cost_usd"]
+    assert cols[-1] == "plan_id"
+
+
+def test_error_text_keeps_its_characters(at):
+    at.number_input(key="p1_tp").set_value(3).run()
+    texts = [e.value for e in at.error]
+    # Streamlit renders st.error as markdown: a bare "*" would become emphasis ("tp*pp*cp" -> "tpppcp")
+    assert all("*" not in t.replace("\\*", "") for t in texts if "tp" in t)
+
+
+def test_one_node_is_singular(at):
+    at.number_input(key="in_nodes").set_value(1).run()
+    assert not at.exception
+    assert any("(1 node)" in c.value for c in at.caption) and not any("1 nodes" in c.value for c in at.caption)
+
+
+def test_pinned_plans_live_in_the_url(at):
+    url = at.query_params["plans"]
+    assert url == "tp:2,zero_stage:1~tp:4,pp:2,sp:true,recompute:selective" or "tp:2" in url
+    at.number_input(key="p1_tp").set_value(8).run()
+    assert at.query_params["plans"].startswith("tp:8")
+    # a reload or a shared link: a new session with the URL's plans
+    fresh = AppTest.from_file(APP, default_timeout=60)
+    fresh.query_params["plans"] = "tp:8,pp:2~tp:1,zero_stage:3~default"
+    fresh.run()
+    assert not fresh.exception
+    plans = fresh.session_state.plans
+    assert [(p["tp"], p["pp"], p["zero_stage"]) for p in plans][:2] == [(8, 2, plans[0]["zero_stage"]), (1, 1, 3)]
+    assert len(plans) == 3
+    assert fresh.number_input(key=f"p{plans[0]['uid']}_tp").value == 8
+
+
+def test_timeline_table_adds_up_and_explains_the_bubble(at):
+    pytest.importorskip("simulator.des.simulate")
+    at.switch_page("views/timeline.py").run()
+    at.selectbox(key="tl_plan").select(at.selectbox(key="tl_plan").options[1]).run()   # P2: pp 2
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert list(table["source"]) == ["simulated", "analytical"]
+    terms = [c for c in table.columns if c not in ("source", "iteration_s")]
+    for _, row in table.iterrows():
+        assert sum(row[c] for c in terms) == pytest.approx(row["iteration_s"], rel=1e-9)
+    assert "idle_s" in terms and "bubble_s" in terms
+    assert "cp_s" not in terms and "ep_s" not in terms        # zero in both rows: left out
+    assert any("bubble" in c.value and "Narayanan" in c.value for c in at.caption)
+
+
+def test_cli_ui_command_hides_the_deploy_button(capsys):
+    from simulator.cli import main
+    assert main(["ui", "--dry-run"]) in (0, None)
+    assert "--client.toolbarMode minimal" in capsys.readouterr().out

@@ -156,3 +156,38 @@ def test_validation_figure_has_identity_line():
     ident = next(t for t in fig.data if t.name == "y = x")
     assert list(ident.x) == list(ident.y)
     assert fig.layout.xaxis.type == "log"
+
+
+def test_zero_components_are_left_out_of_the_legend(estimates):
+    fig = figures.time_breakdown_figure(figures.breakdown_frame(estimates))
+    names = {t.name for t in fig.data}
+    assert "compute" in names and "cp comm" not in names and "ep comm" not in names
+    zero = figures.memory_frame(estimates)
+    zero.loc[zero["component"] == "other", "gib"] = 0.0
+    assert "other" not in {t.name for t in figures.memory_figure(zero, 80 * 2**30).data}
+
+
+def test_topology_nodes_are_labelled():
+    import simulator as cs
+    fig = figures.topology_figure(cs.build_topology(make_cluster("h100", 2)))
+    labelled = [t for t in fig.data if t.mode == "markers+text"]
+    texts = {x for t in labelled for x in t.text}
+    assert "GPU 0 (node 0)" in texts and "NVSwitch (node 1)" in texts
+    big = figures.topology_figure(figures.trim_topology(cs.build_topology(make_cluster("h100", 32)), 256))
+    assert any(t.mode == "markers" and t.name == "gpu" for t in big.data)   # too many to label: hover only
+
+
+def test_timeline_breakdown_table_adds_up():
+    est = estimate(get_model("llama2-7b"), make_cluster("h100", 2), Plan(dp=2, tp=4, pp=2, global_batch_size=256))
+    sim_terms = {"compute_s": 4.0, "bubble_s": 0.5, "tp_s": 1.0, "cp_s": 0.0, "ep_s": 0.0, "pp_s": 0.1, "dp_s": 0.0}
+    df = figures.breakdown_table(sim_terms, 5.9, est)
+    terms = [c for c in df.columns if c not in ("source", "iteration_s")]
+    assert df.loc[0, "idle_s"] == pytest.approx(0.3)
+    for _, row in df.iterrows():
+        assert sum(row[c] for c in terms) == pytest.approx(row["iteration_s"], rel=1e-9)
+    assert "cp_s" not in df.columns
+
+
+def test_markdown_escape_keeps_stars():
+    assert figures.markdown_escape("tp*pp*cp must divide 32") == "tp\\*pp\\*cp must divide 32"
+    assert figures.nodes_text(1) == "1 node"

@@ -38,9 +38,21 @@ def breakdown_frame(estimates: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["plan", "component", "seconds"])
 
 
+def drop_zero_components(df: pd.DataFrame, value: str, component: str = "component") -> pd.DataFrame:
+    """``df`` without the components that are zero in every row (so no legend entry for them).
+
+    >>> d = pd.DataFrame({"component": ["compute", "tp comm", "compute", "tp comm"], "s": [1.0, 0.0, 2.0, 0.0]})
+    >>> sorted(drop_zero_components(d, "s")["component"].unique())
+    ['compute']
+    """
+    used = df.groupby(component)[value].apply(lambda v: bool((v.abs() > 0).any()))
+    return df[df[component].map(used)]
+
+
 def time_breakdown_figure(df: pd.DataFrame) -> go.Figure:
-    """Stacked bars of the iteration time per plan: compute, exposed comm by kind, bubble."""
-    d = df.assign(ms=df["seconds"] * 1e3)
+    """Stacked bars of the iteration time per plan: compute, exposed comm by kind, bubble (components
+    that are zero for every plan are left out of the bars and the legend)."""
+    d = drop_zero_components(df, "seconds").assign(ms=lambda x: x["seconds"] * 1e3)
     fig = px.bar(d, x="plan", y="ms", color="component", barmode="stack",
                  labels={"ms": "time per iteration (ms)", "plan": "plan"},
                  category_orders={"component": ["compute", *[f"{k} comm" for k in COMM_KINDS], "bubble"]},
@@ -48,6 +60,33 @@ def time_breakdown_figure(df: pd.DataFrame) -> go.Figure:
                  title="Where the iteration time goes")
     fig.update_layout(legend_title_text="")
     return fig
+
+
+# The seconds of the Timeline page's table, in order; each row adds up to its iteration time.
+BREAKDOWN_COLUMNS = ("compute_s", "tp_s", "cp_s", "ep_s", "pp_s", "dp_s", "bubble_s", "idle_s")
+BREAKDOWN_NOTE = (
+    "Each row adds up to its iteration time. Simulated: the pipeline stage on most of the critical path; "
+    "bubble = the seconds it waited for a neighbouring stage's activations or gradients, idle = the seconds it "
+    "finished before the slowest stage. Analytical: the schedule's closed form (bubble = (p-1) x the slowest "
+    "stage's forward+backward per micro-batch, Narayanan et al. 2021; 0 without pipeline parallelism), no "
+    "idle. They differ when stages are unequal (the first and last stages hold the embedding and the loss), "
+    "when pipeline sends take time or share links, and with the stage's place in the pipeline.")
+
+
+def breakdown_table(simulated: dict, simulated_step_s: float, est) -> pd.DataFrame:
+    """Two rows (simulated, analytical) of seconds that each add up to the row's iteration time:
+    compute, exposed communication by kind, pipeline bubble and idle (the simulated seconds not in the
+    other terms: the stage finished before the slowest one). Columns zero in both rows are left out."""
+    sim = {k: float(simulated.get(k, 0.0)) for k in BREAKDOWN_COLUMNS}
+    sim["idle_s"] = max(0.0, simulated_step_s - sum(v for k, v in sim.items() if k != "idle_s"))
+    ana = {"compute_s": est.compute_s, "bubble_s": est.bubble_s, "idle_s": 0.0,
+           **{f"{k}_s": float(v) for k, v in est.exposed_comm_by_kind_s.items()}}
+    rows = [{"source": "simulated", **sim, "iteration_s": simulated_step_s},
+            {"source": "analytical", **{k: float(ana.get(k, 0.0)) for k in BREAKDOWN_COLUMNS},
+             "iteration_s": est.step_time_s}]
+    df = pd.DataFrame(rows, columns=["source", *BREAKDOWN_COLUMNS, "iteration_s"])
+    keep = [c for c in df.columns if c in ("source", "iteration_s") or (df[c].abs() > 0).any()]
+    return df[keep]
 
 
 # ---------------------------------------------------------------- memory
@@ -65,7 +104,8 @@ def memory_frame(estimates: dict) -> pd.DataFrame:
 
 def memory_figure(df: pd.DataFrame, hbm_bytes: float) -> go.Figure:
     """Stacked bars of memory per pipeline stage by component (one panel per plan), with the
-    GPU's HBM capacity as a horizontal line."""
+    GPU's HBM capacity as a horizontal line (components zero everywhere are left out of the legend)."""
+    df = drop_zero_components(df, "gib")
     facet = "plan" if df["plan"].nunique() > 1 else None
     fig = px.bar(df, x="stage", y="gib", color="component", barmode="stack", facet_col=facet,
                  color_discrete_sequence=PALETTE,
@@ -236,6 +276,49 @@ def gantt_figure(timeline: pd.DataFrame, max_bars: int = MAX_GANTT_BARS,
 
 
 # ---------------------------------------------------------------- topology
+# Most nodes of one kind (GPUs, NICs, switches) labelled on the drawing; beyond it the labels overlap
+# and the names are on hover only.
+MAX_NODE_LABELS = 40
+
+
+def node_label(name, data: dict) -> str:
+    """A readable name for a topology node: "GPU 3", "NVSwitch 0", "NIC 5", "leaf 0.1", "spine 0".
+
+    >>> node_label("gpu3", {"kind": "gpu", "node": 0}), node_label("nvsw1", {"kind": "nvswitch"})
+    ('GPU 3 (node 0)', 'NVSwitch (node 1)')
+    """
+    s = str(name)
+    kind = data.get("kind", "")
+    num = re.sub(r"^[a-z_/]+", "", s)
+    if kind == "gpu":
+        return f"GPU {num}" + (f" (node {data['node']})" if "node" in data else "")
+    if kind == "nvswitch":
+        return f"NVSwitch (node {num})" if num else "NVSwitch"
+    if kind == "nic":
+        return f"NIC {num}"
+    return re.sub(r"^([a-z]+)", r"\1 ", s).strip()
+
+
+def nodes_text(n: int) -> str:
+    """ "1 node", "4 nodes".
+
+    >>> nodes_text(1), nodes_text(4)
+    ('1 node', '4 nodes')
+    """
+    return f"{n} node" if n == 1 else f"{n} nodes"
+
+
+def markdown_escape(text: str) -> str:
+    r"""Text shown through Streamlit's markdown (st.error, st.caption...) with its characters kept:
+    ``tp*pp*cp`` would render as "tpppcp" (emphasis), ``$`` starts LaTeX (``_`` inside words, as in
+    field names, is left alone: it is no emphasis there).
+
+    >>> print(markdown_escape("tp*pp*cp = 32 [global_batch_size]"))
+    tp\*pp\*cp = 32 \[global_batch_size\]
+    """
+    return re.sub(r"([\\`*\[\]<>#|~$])", r"\\\1", str(text))
+
+
 def cluster_graph(num_nodes: int, gpus_per_node: int, max_nodes: int = 16):
     """A networkx graph of the cluster: GPUs -> NVSwitch per node -> leaf switch(es) -> spine.
     Draws at most ``max_nodes`` nodes (the rest are identical); node attribute ``kind``."""
@@ -352,11 +435,14 @@ def topology_figure(g, utilisation: dict | None = None, pos: dict | None = None)
         xs, ys, ts = kinds.setdefault(str(data.get("kind", "node")), ([], [], []))
         xs.append(pos[n][0])
         ys.append(pos[n][1])
-        ts.append(str(n))
+        ts.append(node_label(n, data))
     symbols = {"gpu": "square", "nvswitch": "diamond", "switch": "circle", "nic": "triangle-up"}
     node_colours = {"gpu": "#2ca02c", "nvswitch": "#9467bd", "switch": "#444444", "nic": "#8c564b"}
     for kind, (xs, ys, ts) in kinds.items():
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name=kind, text=ts, hoverinfo="text",
+        labelled = len(ts) <= MAX_NODE_LABELS      # a label on every node of the kind, else hover only
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers+text" if labelled else "markers", name=kind, text=ts,
+                                 hoverinfo="text", textposition="bottom center" if kind != "nvswitch" else "top center",
+                                 textfont={"size": 9},
                                  marker={"size": 10 if kind != "gpu" else 8, "symbol": symbols.get(kind, "circle"),
                                          "color": node_colours.get(kind, "#17becf")}))
     hidden = g.graph.get("hidden_nodes", 0)

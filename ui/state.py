@@ -26,6 +26,7 @@ from simulator import (
     estimate,
     time_to_train,
 )
+from ui.figures import markdown_escape
 
 MAX_PLANS = 5
 MODEL_FIELDS = ("num_layers", "hidden", "num_heads", "num_kv_heads", "ffn_hidden", "vocab")
@@ -275,7 +276,7 @@ def sidebar() -> Setup | None:
                 try:
                     parts[name] = fn()
                 except ValueError as e:  # every section still draws, so no widget loses its value
-                    st.error(str(e))
+                    st.error(markdown_escape(str(e)))   # "tp*pp*cp" keeps its stars
     if len(parts) < 3:
         return None
     return Setup(parts["Model"], parts["Cluster"], parts["Training"])

@@ -20,7 +20,9 @@ def ui_command(argv_extra: list[str] | None = None, port: int = 8501, address: s
     """The command line that runs the dashboard with this interpreter's streamlit."""
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP_PATH), "--server.port", str(port),
            "--server.address", address, "--server.headless", str(headless).lower(),
-           "--browser.gatherUsageStats", "false"]
+           "--browser.gatherUsageStats", "false",
+           # no "Deploy" button or developer menu: the dashboard is a tool, not an app to publish
+           "--client.toolbarMode", "minimal"]
     return cmd + list(argv_extra or [])
 
 

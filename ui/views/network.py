@@ -10,7 +10,7 @@ from ui.pages_common import pick_plan, plot, require_setup
 st.title("Network")
 setup = require_setup()
 cl = setup.cluster
-st.caption(f"{cl.num_nodes} x {cl.node.name}: {cl.gpus_per_node} x {cl.gpu.name} per node, "
+st.caption(f"{figures.nodes_text(cl.num_nodes)} of {cl.node.name}: {cl.gpus_per_node} x {cl.gpu.name} per node, "
            f"{cl.gpu.nvlink_bytes_per_s / 1e9:.0f} GB/s NVLink per GPU, "
            f"{cl.node.nic_bytes_per_s_per_gpu * 8 / 1e9:.0f} Gb/s network per GPU, "
            f"oversubscription {cl.oversubscription:g}:1")
@@ -24,7 +24,7 @@ if sim.available():
         with st.spinner("Simulating the iteration..."):
             r = sim.simulated(setup.model, cl, item["plan"])
         if "error" in r:
-            st.error(r["error"])
+            st.error(figures.markdown_escape(r["error"]))
         else:
             util = sim.link_utilisation(graph, r["busy"], item["plan"], cl.gpus_per_node)
             crosses = {k: x for k, x in sim.crosses_nodes(item["plan"], cl.gpus_per_node).items()

@@ -55,7 +55,7 @@ def plan_metrics(item: dict) -> None:
     est, run = item["est"], item["run"]
     if est is None:
         for msg in item["errors"]:
-            st.error(msg)
+            st.error(figures.markdown_escape(msg))
         return
     a, b = st.columns(2)
     a.metric("Iteration time", f"{est.step_time_s:.3f} s")
@@ -63,8 +63,15 @@ def plan_metrics(item: dict) -> None:
     a, b = st.columns(2)
     a.metric("MFU", f"{est.mfu:.1%}")
     mem = f"{est.peak_memory_bytes / 2**30:.1f} / {est.hbm_bytes / 2**30:.0f} GiB"
-    b.metric("Memory", mem, delta="fits" if est.fits else "OOM", delta_color="normal" if est.fits else "inverse")
-    if run:
+    # a status, not a change: no arrow (an up-arrow read as "OOM went up")
+    b.metric("Memory", mem, delta="fits" if est.fits else "OOM", delta_color="normal" if est.fits else "inverse",
+             delta_arrow="off")
+    if not est.fits:   # it never runs: no time to train, no cost; what it would need instead
+        a, b = st.columns(2)
+        a.metric("Time to train", "n/a", help="the plan does not fit in memory, so it cannot train")
+        b.metric("Cost", "n/a", help="the plan does not fit in memory, so it cannot train")
+        st.error(f"Out of memory: needs {needs_text(est)}; no time to train, cost or rank.")
+    elif run:
         a, b = st.columns(2)
         a.metric("Time to train", fmt_time(run["time_to_train_s"]),
                   help=f"with failures and checkpoints (goodput {run.get('goodput', 1):.1%}); "
@@ -72,8 +79,34 @@ def plan_metrics(item: dict) -> None:
         b.metric("Cost", f"${run['cost_usd']:,.0f}", help="GPU-hours x price, failures and checkpoints included")
 
 
+def needs_text(est) -> str:
+    """What a plan that does not fit would need: "95.2 GiB of 80" (peak per GPU vs HBM)."""
+    return f"{est.peak_memory_bytes / 2**30:.1f} GiB of {est.hbm_bytes / 2**30:.0f}"
+
+
+# The results table's first columns: what a reader compares (time, cost) before the details; the long
+# plan id last, so time and cost show without scrolling.
+RESULT_ORDER = ("plan", "fits", "memory", "time_to_train_days", "cost_usd", "iteration_s", "mfu", "tokens_per_s",
+                "peak_memory_gib")
+
+
+def results_frame(items: list[dict]) -> pd.DataFrame:
+    """The comparison rows, time and cost first; a plan that does not fit has no time to train, cost,
+    energy or GPU-hours, and its "memory" says what it would need."""
+    rows = []
+    for it in items:
+        row = state.result_row(it)
+        if it["est"] is not None:
+            row["memory"] = "fits" if it["est"].fits else f"needs {needs_text(it['est'])}"
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    first = [c for c in RESULT_ORDER if c in df.columns]
+    rest = [c for c in df.columns if c not in first and c not in ("plan_id", "error")]
+    return df[first + rest + [c for c in ("error", "plan_id") if c in df.columns]]
+
+
 def results_table(items: list[dict]) -> pd.DataFrame:
-    df = pd.DataFrame([state.result_row(it) for it in items])
+    df = results_frame(items)
     st.dataframe(df, hide_index=True, key="results_table", column_config={
         "mfu": st.column_config.ProgressColumn("MFU", format="percent", min_value=0, max_value=1),
         "iteration_s": st.column_config.NumberColumn("iteration (s)", format="%.3f"),
@@ -107,13 +140,14 @@ def charts(items: list[dict], setup) -> None:
     with t3:
         for label, est in ok.items():
             for w in est.warnings:
-                st.warning(f"{label}: {w}")
+                st.warning(figures.markdown_escape(f"{label}: {w}"))
 
 
 st.title("Compare plans")
 setup = require_setup()
 m, cl = setup.model, setup.cluster
-st.caption(f"{m.name}, {m.num_params / 1e9:.1f} B parameters, seq {m.seq_len} · {cl.num_gpus} x {cl.gpu.name} · "
+st.caption(f"{m.name}, {m.num_params / 1e9:.1f} B parameters, seq {m.seq_len} · {cl.num_gpus} x {cl.gpu.name} "
+           f"({figures.nodes_text(cl.num_nodes)}) · "
            f"global batch {setup.training.global_batch_size} · {setup.training.tokens / 1e9:,.0f} B tokens")
 
 plans = st.session_state.plans

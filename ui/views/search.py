@@ -29,7 +29,7 @@ def run_search(model, cluster, training, constraints, objective: str, top: int) 
             r = cs.search(model, cluster, training, c, objective=objective, top=max(1, top // len(counts)),
                                backend="serial")
         except ValueError as e:
-            errors.append(f"{n} nodes: {e}")
+            errors.append(f"{figures.nodes_text(n)}: {e}")
             continue
         frames.append(r.plans)
         whys.append((r.plans[cs.OBJECTIVES[objective]].iloc[0], n, r.why))
@@ -39,7 +39,7 @@ def run_search(model, cluster, training, constraints, objective: str, top: int) 
     plans = pd.concat(frames, ignore_index=True).sort_values(cs.OBJECTIVES[objective], kind="stable")
     plans["rank"] = range(1, len(plans) + 1)
     best = min(whys, key=lambda w: w[0])
-    return {"plans": plans.reset_index(drop=True), "why": f"({best[1]} nodes) {best[2]}", "evaluated": evaluated,
+    return {"plans": plans.reset_index(drop=True), "why": f"({figures.nodes_text(best[1])}) {best[2]}", "evaluated": evaluated,
             "fit": fit, "elapsed_s": elapsed, "skipped": errors}
 
 
@@ -112,11 +112,11 @@ st.caption(f"{r['evaluated']:,} valid plans scored, {r['fit']:,} fit in memory, 
 st.markdown(f"**Why the best plan wins:** {r['why']}")
 for msg in r["skipped"]:
     st.warning(msg)
-fig = figures.pareto_figure(df.assign(nodes=df["num_nodes"].astype(str) + " nodes"), x="time_to_train_s",
+fig = figures.pareto_figure(df.assign(nodes=df["num_nodes"].map(figures.nodes_text)), x="time_to_train_s",
                             y="cost_usd", label="plan_id", color="nodes")
 plot(fig, "fig_pareto", on_select=on_select, selection_mode="points")
 
-labels = [f"#{i + 1} {row.plan_id} ({row.num_nodes} nodes)" for i, row in enumerate(df.itertuples())]
+labels = [f"#{i + 1} {row.plan_id} ({figures.nodes_text(row.num_nodes)})" for i, row in enumerate(df.itertuples())]
 p1, p2 = st.columns([3, 1])
 choice = p1.selectbox("Plan to pin", labels, key="s_pick")
 if p2.button("Pin plan", key="s_pin", disabled=len(st.session_state.plans) >= state.MAX_PLANS):

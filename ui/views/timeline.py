@@ -1,6 +1,5 @@
 """The simulated iteration as a Gantt chart per GPU and stream (zoom with the mouse)."""
 
-import pandas as pd
 import streamlit as st
 
 from ui import figures, sim
@@ -17,7 +16,7 @@ if item is None:
 with st.spinner(f"Simulating {item['label']} on {setup.cluster.num_gpus} GPUs..."):
     r = sim.simulated(setup.model, setup.cluster, item["plan"])
 if "error" in r:
-    st.error(r["error"])
+    st.error(figures.markdown_escape(r["error"]))
     st.stop()
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Simulated iteration", f"{r['step_time_s']:.3f} s")
@@ -38,9 +37,9 @@ if r["ranks"] > r["timeline"]["rank"].nunique():
 if note:
     st.caption(note)
 plot(fig, "fig_gantt")
-b = r["breakdown"]
 est = item["est"]
-analytical = {"compute_s": est.compute_s, "bubble_s": est.bubble_s,
-              **{f"{k}_s": v for k, v in est.exposed_comm_by_kind_s.items()}}
-st.dataframe(pd.DataFrame([{"": "simulated", **b}, {"": "analytical", **analytical}]), hide_index=True,
-             key="tl_breakdown")
+table = figures.breakdown_table(r["breakdown"], r["step_time_s"], est)
+st.subheader("Where the iteration goes")
+st.dataframe(table, hide_index=True, key="tl_breakdown",
+             column_config={c: st.column_config.NumberColumn(format="%.4f") for c in table.columns if c != "source"})
+st.caption(figures.markdown_escape(figures.BREAKDOWN_NOTE))
