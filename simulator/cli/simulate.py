@@ -8,6 +8,7 @@ import typer
 
 from simulator.cli.app import Force, Json, app, inputs_from_flags, output_format, output_option, with_plan_options
 from simulator.cli.files import MARKER, check_output_path, input_files, output_json, strict_json, write_output
+from simulator.des.bounds import MAX_SIM_OPS, check_simulation_size, simulation_ops  # noqa: F401
 
 Trace = Annotated[Path | None, typer.Option("--trace", help="write a Chrome/Perfetto trace JSON here")]
 Timeline = Annotated[Path | None, typer.Option("--timeline", help="write the timeline table (.csv or .parquet)")]
@@ -21,35 +22,6 @@ SpeedCV = Annotated[float, typer.Option("--speed-cv", help="per-GPU speed spread
 # Bounds of the simulation inputs that are not declared fields (checked before any work).
 MAX_STRAGGLER_SLOWDOWN = 100.0      # a GPU 100x slower than its peers is a failed GPU, not a straggler
 MAX_SPEED_CV = 1.0                  # a spread of GPU speeds of 100% of the mean
-# Compute ops one simulation may schedule: micro-batches x pipeline stages x model chunks x phases
-# (forward, backward, and the weight-gradient pass of zero-bubble schedules); each op brings ~5-15
-# engine events (its communication, memory records), ~100k events/s on a 2-core box.
-MAX_SIM_OPS = 200_000
-
-
-def simulation_ops(plan) -> int:
-    """Compute ops one iteration of ``plan`` schedules per replica: num_microbatches x pp x vpp x
-    phases (2, or 3 with the zero-bubble schedule's separate weight-gradient pass).
-
-    >>> from models.plan import Plan
-    >>> simulation_ops(Plan(pp=4, global_batch_size=32))
-    256
-    """
-    from models.plan import Schedule
-    phases = 3 if plan.schedule == Schedule.ZERO_BUBBLE else 2
-    return int(plan.num_microbatches) * int(plan.pp) * int(plan.vpp) * phases
-
-
-def check_simulation_size(plan, where: str = "global_batch_size") -> None:
-    """ValueError when simulating ``plan`` would schedule more than MAX_SIM_OPS compute ops."""
-    n = simulation_ops(plan)
-    if n > MAX_SIM_OPS:
-        raise ValueError(f"{where}: simulating plan {plan.plan_id} schedules {n:,} compute ops "
-                         f"({plan.num_microbatches:,} micro-batches x {plan.pp} stages x {plan.vpp} chunks); more "
-                         f"than the {MAX_SIM_OPS:,} one simulation may run: use a larger --micro-batch or a smaller "
-                         "--global-batch (the analytical `estimate` has no such limit)")
-
-
 def check_straggler_inputs(straggler_slowdown: float, speed_cv: float) -> None:
     """ValueError naming the flag when a straggler input is not finite or outside its range."""
     if not (math.isfinite(straggler_slowdown) and 1.0 <= straggler_slowdown <= MAX_STRAGGLER_SLOWDOWN):

@@ -30,6 +30,7 @@ from models.hardware import Cluster
 from models.plan import Plan, check_plan
 from models.transformer import Transformer
 from simulator.des import engine
+from simulator.des.bounds import check_simulation_size
 from simulator.des.program import build_program, link_capacities, memory_total_bytes
 from simulator.des.topology import Placement
 from simulator.des.trace import chrome_trace, memory_frame, timeline_frame
@@ -138,6 +139,7 @@ def simulate(model: Transformer, cluster: Cluster, plan: Plan, seed: int = 0, st
     errors = check_plan(plan, model, cluster)
     if errors:
         raise PlanError(errors)
+    check_simulation_size(plan)  # bounded work: refused before any is done
     if placement_order is not None:   # the simulation and its analytical comparison use the same placement
         plan = dataclasses.replace(plan, placement="-".join(placement_order))
     est = estimate(model, cluster, plan)
