@@ -130,7 +130,7 @@ def check_scenario_size(scn, mode: str | None = None) -> None:
     """Refuse, before the work, a scenario whose simulations or search would not end in reasonable time:
     every simulated plan within MAX_SIM_OPS (simulate.check_simulation_size), the search section's grid
     within MAX_SEARCH_POINTS. Rows whose plan is invalid are left to the run (they become error rows)."""
-    from simulator.cli.simulate import check_simulation_size
+    from simulator.des.bounds import check_simulation_size
     from simulator.planning.planner import Constraints
     from simulator.planning.scenario import build_cluster_spec, build_model, plan_from_spec, plan_rows, training_of
     simulated = (mode or scn.mode).lower() != "estimate"
