@@ -227,13 +227,12 @@ def _figures(e) -> np.ndarray:
 
 
 def test_identical_plans_are_one_row(llama8_32):
-    """Llama-3 8B on 32 H100s: dp32 mb1 = dp16 cp2 mb2 = dp8 cp4 mb4 = dp4 cp8 mb8 (and a placement repeat)
-    were the top 5 rows; now they are one row that says it stands for 4 others."""
+    """Llama-3 8B on 32 H100s: the top 5 rows were one plan five times (dp32 mb1 = dp16 cp2 mb2 = dp4 cp8 mb8
+    and placement repeats, issue 18); now identical plans are one row that says how many it stands for."""
     r = llama8_32
-    top = r.records[0]
-    assert top["plan_id"].startswith("dp32-tp1-pp1-cp1") and top["collapsed"] == 4
-    assert any(i.startswith("dp4-tp1-pp1-cp8") and "-mb8-" in i for i in top["collapsed_plan_ids"])
     assert r.plans_collapsed == sum(rec["collapsed"] for rec in r.records) > 0
+    ids = [rec["plan_id"] for rec in r.records]
+    assert not {i for rec in r.records for i in rec["collapsed_plan_ids"]} & set(ids)
     # no two rows have the same figures; every collapsed plan has exactly the figures of its row
     rows = [_figures(estimate(LLAMA8, make_cluster("h100", 4), _plan(rec))) for rec in r.records]
     for i in range(len(rows)):
