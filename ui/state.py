@@ -73,7 +73,11 @@ def declared_widget(cls, name: str, key: str, where=st, choices: tuple | None = 
     if t is bool:
         return where.toggle(label, key=key, help=helptext)
     if choices or o.choices:
-        return where.selectbox(label, choices or o.choices, key=key, help=helptext)
+        opts = tuple(choices or o.choices)
+        if o.optional and "auto" not in opts:   # an optional choice (e.g. framework): "auto" leaves it unset
+            v = where.selectbox(label, ("auto", *opts), key=key, help=helptext)
+            return None if v == "auto" else v
+        return where.selectbox(label, opts, key=key, help=helptext)
     if t in (int, float):
         lo = 0 if o.optional else o.minimum
         value = where.number_input(label + (" (0 = default)" if o.optional else ""), key=key, help=helptext,
@@ -81,7 +85,8 @@ def declared_widget(cls, name: str, key: str, where=st, choices: tuple | None = 
                                    max_value=t(o.maximum) if o.maximum is not None else None,
                                    step=t(1) if t is int else None)
         return t(value)
-    return where.text_input(label, key=key, help=helptext)
+    v = where.text_input(label, key=key, help=helptext)
+    return None if o.optional and v.strip() in ("", "auto") else v
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +264,8 @@ def cluster_inputs() -> Cluster:
 
 
 def training_inputs() -> Training:
-    gb = int(st.number_input("Global batch (sequences)", min_value=1, step=8, key="in_global_batch",
+    gb = int(st.number_input("Global batch (sequences)", min_value=1, max_value=int(cs.option(Training,
+                             "global_batch_size").maximum), step=8, key="in_global_batch",
                              help=cs.help_text(Training, "global_batch_size")))
     tokens_b = st.number_input("Tokens to train (billions)", min_value=0.001, max_value=1e7, step=100.0,
                                key="in_tokens_b", help=cs.help_text(Training, "tokens"))

@@ -79,7 +79,7 @@ class SimResult:
         return self.num_events / max(self.wall_s, 1e-9)
 
     def chrome_trace(self) -> dict:
-        return chrome_trace(self.timeline, f"clustersim {self.analytical.plan.plan_id}")
+        return chrome_trace(self.timeline, f"clustersim {self.analytical.plan.plan_id}", memory=self.memory_timeline)
 
     def as_dict(self) -> dict:
         """The keys of ``estimate --json`` with the simulated time, plus the analytical time and breakdown."""
