@@ -1,9 +1,11 @@
 """Per-GPU kernel time model: GEMMs with wave quantisation, memory-bound ops at HBM speed.
 
-A GEMM runs at the GPU's best achieved matmul rate (MAMF, measured) times the fraction
-of the last wave of output tiles that keeps SMs busy (NVIDIA "Matrix Multiplication
-Background User's Guide", Sec. "Wave quantization"), and never faster than moving its
-operands through HBM (roofline, Williams et al. 2009). Functions accept numpy arrays.
+A GEMM runs at the rate measured for its size on its GPU architecture (models.kernel_tables: a
+per-wave efficiency read off measured matmul sweeps times this shape's wave utilisation, NVIDIA
+"Matrix Multiplication Background User's Guide", Sec. "Wave quantization"; :func:`gemm_time_at_s`),
+or, for a part without a table, at its best achieved matmul rate (MAMF) times the wave
+utilisation (:func:`gemm_time_s`); never faster than moving its operands through HBM (roofline,
+Williams et al. 2009). Functions accept numpy arrays.
 """
 
 from __future__ import annotations
@@ -47,6 +49,18 @@ def gemm_time_s(m, n, k, peak_flops_per_s, gemm_efficiency, num_sms, hbm_bytes_p
     """
     flops = 2.0 * m * n * k
     t_compute = flops / (peak_flops_per_s * gemm_efficiency * wave_utilisation(m, n, num_sms))
+    t_memory = bytes_per_elem * (m * k + k * n + m * n) / (hbm_bytes_per_s * MEMORY_BOUND_EFFICIENCY)
+    return np.maximum(t_compute, t_memory) + KERNEL_OVERHEAD_S
+
+
+def gemm_time_at_s(m, n, k, achieved_flops_per_s, hbm_bytes_per_s, bytes_per_elem=2):
+    """Seconds for one (m x k) @ (k x n) GEMM run at ``achieved_flops_per_s`` (its shape's measured rate,
+    wave quantisation included), never faster than its HBM traffic, plus the kernel overhead.
+
+    >>> round(float(gemm_time_at_s(8192, 8192, 8192, 797.5e12, 3.35e12)) * 1e3, 3)
+    1.382
+    """
+    t_compute = 2.0 * m * n * k / achieved_flops_per_s
     t_memory = bytes_per_elem * (m * k + k * n + m * n) / (hbm_bytes_per_s * MEMORY_BOUND_EFFICIENCY)
     return np.maximum(t_compute, t_memory) + KERNEL_OVERHEAD_S
 

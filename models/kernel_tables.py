@@ -19,7 +19,10 @@ Sources (values read off the bar labels of the figures):
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+from scipy import interpolate
 
 TFLOPS = 1e12
 
@@ -167,6 +170,97 @@ def attention_efficiency(kernel: str, arch: str, head_dim: float, seq_len, causa
 
 
 # ---------------------------------------------------------------- GEMM
-# Square bf16 torch.matmul N x N x N on an H100 80GB HBM3, PyTorch 2.7.0+cu128 (zzc0721/torch-performance-
-# test-data #79; hardware_measured.yaml gemm_efficiency_measured), TFLOP/s; MAMF best shape 794.5.
+# Measured dense matmul throughput by shape, TFLOP/s as the benchmark counts them (2 m n k / time), per
+# (architecture, dtype): (M, N, K, TFLOP/s) points and the GPU they were measured on. The kernel model
+# reads a GEMM's rate off these tables (gemm_efficiency below); nothing else sets a GEMM's speed.
+#   H100  zzc0721/torch-performance-test-data issue #79: NVIDIA H100 80GB HBM3 (SXM), PyTorch 2.7.0+cu128,
+#         square torch.matmul N x N x N, bf16 / fp16 / tf32 (hardware_measured.yaml gemm_efficiency_measured).
+#   B200  pytorch/ao PR #2427 (2025-06-23), benchmarks/float8/bench_matmul.py on an NVIDIA B200, torch.bfloat16
+#         square M = K = N rows ("tops/sec").
+#   A100  stas00/ml-engineering compute/accelerator/README.md MAMF table: A100 SXM bf16 271.2 TFLOP/s at its best
+#         shape 1024x10240x5120 (torch 2.6.0+cu126); no published A100 SXM sweep by shape was found, so the
+#         Ampere table is that one point (the rate is flat in size, wave quantisation aside).
 H100_SQUARE_BF16_TFLOPS = {1024: 176.62, 2048: 676.59, 4096: 788.72, 8192: 797.51, 10240: 719.72}
+H100_SQUARE_FP16_TFLOPS = {1024: 179.13, 2048: 645.12, 4096: 760.04, 8192: 736.19, 10240: 668.42}
+H100_SQUARE_TF32_TFLOPS = {1024: 119.60, 2048: 334.99, 4096: 402.15, 8192: 372.05, 10240: 376.66}
+B200_SQUARE_BF16_TFLOPS = {1024: 423.0, 1536: 921.0, 2048: 1130.0, 3072: 1510.0, 4096: 1410.0, 6144: 1450.0,
+                           8192: 1420.0}
+_SQ = lambda table: tuple((n, n, n, t) for n, t in table.items())  # noqa: E731
+_H100_79 = "zzc0721/torch-performance-test-data #79, H100 80GB HBM3, PyTorch 2.7.0+cu128, square torch.matmul"
+GEMM_TFLOPS = {
+    ("hopper", "bf16"): (_SQ(H100_SQUARE_BF16_TFLOPS), _H100_79 + " bf16"),
+    ("hopper", "fp16"): (_SQ(H100_SQUARE_FP16_TFLOPS), _H100_79 + " fp16"),
+    ("hopper", "tf32"): (_SQ(H100_SQUARE_TF32_TFLOPS), _H100_79 + " tf32"),
+    ("blackwell", "bf16"): (_SQ(B200_SQUARE_BF16_TFLOPS), "pytorch/ao PR #2427, B200, torch.bfloat16 square matmul"),
+    ("ampere", "bf16"): (((1024, 10240, 5120, 271.2),), "stas00/ml-engineering MAMF table, A100 SXM bf16, torch 2.6.0"),
+}
+# Peak dense TFLOP/s of each table's GPU for its dtype (datasheets; models/hardware.py), and its SMs.
+GEMM_MEASURED_PEAK_TFLOPS = {("hopper", "bf16"): 989.0, ("hopper", "fp16"): 989.0, ("hopper", "tf32"): 494.5,
+                             ("blackwell", "bf16"): 2250.0, ("ampere", "bf16"): 312.0}
+# Output tile of cuBLAS's large bf16 kernels on Ampere/Hopper (NVIDIA Matrix Multiplication Background
+# User's Guide, "Tile quantization"): 128 x 256 (the wave model of models.efficiency).
+GEMM_TILE = (128, 256)
+
+
+def gemm_wave_utilisation(m, n, num_sms, tile=GEMM_TILE):
+    """Fraction of SM time doing useful output tiles for an m x n GEMM output on ``num_sms`` SMs (either
+    orientation of the tile, the better one): NVIDIA Matrix Multiplication Background guide, "Wave
+    quantization".
+
+    >>> round(float(gemm_wave_utilisation(1024, 1024, 132)), 3)
+    0.242
+    """
+    def util(tm, tn):
+        tiles = np.ceil(np.asarray(m) / tm) * np.ceil(np.asarray(n) / tn)
+        return tiles / (np.ceil(tiles / num_sms) * num_sms)
+    return np.maximum(util(*tile), util(*tile[::-1]))
+
+
+def gemm_table_key(arch: str, dtype: str) -> tuple[str, str] | None:
+    """The measured table a GEMM of ``dtype`` on ``arch`` reads: its own, else the architecture's bf16 table
+    (fp16 and fp8 run on the same tensor cores; fp8's level is set by its MAMF, models.profile), else None.
+
+    >>> gemm_table_key("hopper", "fp16"), gemm_table_key("ampere", "fp16"), gemm_table_key("cdna", "bf16")
+    (('hopper', 'fp16'), ('ampere', 'bf16'), None)
+    """
+    if (arch, dtype) in GEMM_TFLOPS:
+        return arch, dtype
+    return (arch, "bf16") if (arch, "bf16") in GEMM_TFLOPS else None
+
+
+@functools.cache
+def gemm_tile_curve(key: tuple[str, str]):
+    """(log2 FLOPs, per-wave efficiency) of a measured table: each point's fraction of its GPU's peak divided
+    by its own wave utilisation, so the wave quantisation of a looked-up shape is applied once, and a
+    measured shape reads back its measured rate. Points in ascending size."""
+    points, _ = GEMM_TFLOPS[key]
+    sms = MEASURED_SMS[key[0]]
+    m, n, k, t = (np.array(c, dtype=float) for c in zip(*points))
+    x = np.log2(2 * m * n * k)
+    y = t / GEMM_MEASURED_PEAK_TFLOPS[key] / gemm_wave_utilisation(m, n, sms)
+    order = np.argsort(x)
+    return tuple(x[order]), tuple(y[order])
+
+
+@functools.cache
+def _tile_interpolator(key: tuple[str, str]):
+    """Piecewise-linear interpolator in log2(FLOPs) over a table's per-wave efficiencies, held constant
+    beyond its ends (scipy.interpolate.interp1d)."""
+    x, y = gemm_tile_curve(key)
+    if len(x) == 1:
+        return lambda q: np.full(np.shape(q), y[0])
+    return interpolate.interp1d(x, y, kind="linear", bounds_error=False, fill_value=(y[0], y[-1]),
+                                assume_sorted=True)
+
+
+def gemm_efficiency(m, n, k, key: tuple[str, str], num_sms):
+    """Fraction of the measuring GPU's peak an (m x k) @ (k x n) GEMM reaches (arrays ok): the table's
+    per-wave efficiency interpolated in log2(2 m n k) times this shape's wave utilisation on ``num_sms``.
+    At a measured shape (on the measuring GPU) it is the measured rate.
+
+    >>> round(float(gemm_efficiency(2048, 2048, 2048, ("hopper", "bf16"), 132)) * 989, 2)
+    676.59
+    """
+    flops = 2.0 * np.asarray(m, dtype=float) * n * k
+    e = _tile_interpolator(key)(np.log2(np.maximum(flops, 1.0)))
+    return e * gemm_wave_utilisation(m, n, num_sms)

@@ -1,8 +1,9 @@
 """A measured hardware profile (from ``clustersim calibrate``) and the kernel-time model that
 uses it in place of datasheet defaults.
 
-Without a profile, kernel times come from models.efficiency (MAMF x wave quantisation,
-HBM roofline) and the attention efficiencies in models.estimate. With one, GEMM efficiency
+Without a profile, kernel times come from models.kernel_tables (GEMMs by shape from measured
+matmul sweeps with wave quantisation, attention by kernel), models.efficiency (HBM roofline; MAMF x
+wave quantisation for parts without a GEMM table). With one, GEMM efficiency
 is interpolated from the measured table by GEMM size (log2 FLOPs), attention and
 memory-bound rates are the measured ones, and so are each collective's latency (alpha) and bus
 bandwidth (models.estimate passes them to models.collectives).
@@ -89,6 +90,8 @@ class KernelModel:
     clock_ratio: float = 1.0                 # sustained / burst tensor-core clock (GpuSpec.sustained_clock_ratio)
     arch: str = ""                           # GPU architecture (models.kernel_tables.gpu_arch)
     attn_flat: bool = True                   # attn_*_efficiency cap every kernel (a profile / explicit values)
+    gemm_table: tuple | None = None          # (arch, dtype) of the measured GEMM table (models.kernel_tables)
+    gemm_table_scale: float = 1.0            # clock ratio x (fp8 MAMF / bf16 MAMF) applied to that table
 
     def attention_efficiency(self, kernel: str, head_dim, seq_len, causal: bool, pss: str):
         """Fraction of ``attn_peak_flops_per_s`` an attention kernel sustains on blocks of ``seq_len``
@@ -107,8 +110,14 @@ class KernelModel:
             flops = 2.0 * m * n * k
             e = np.interp(np.log2(np.maximum(flops, 1.0)), p.gemm_log2_flops, p.gemm_efficiency)
             return flops / (self.peak_flops_per_s * e) + (p.kernel_overhead_s or 0.0)
-        t = eff.gemm_time_s(m, n, k, self.peak_flops_per_s, self.gemm_efficiency, self.num_sms, self.hbm_bytes_per_s,
-                            2 if self.cast_bytes_per_elem == 0 else 1)
+        bpe = 2 if self.cast_bytes_per_elem == 0 else 1
+        if self.gemm_table is not None:
+            rate = self.peak_flops_per_s * self.gemm_table_scale * kt.gemm_efficiency(m, n, k, self.gemm_table,
+                                                                                      self.num_sms)
+            t = eff.gemm_time_at_s(m, n, k, rate, self.hbm_bytes_per_s, bpe)
+        else:
+            t = eff.gemm_time_s(m, n, k, self.peak_flops_per_s, self.gemm_efficiency, self.num_sms,
+                                self.hbm_bytes_per_s, bpe)
         if self.cast_bytes_per_elem:
             t = t + eff.memory_bound_time_s(self.cast_bytes_per_elem * m * k, self.hbm_bytes_per_s)
         return t
@@ -142,6 +151,12 @@ def kernel_model(cluster, dtype: str, attn_fwd_efficiency: float | None = None,
     # clock (GpuSpec.sustained_clock_ratio); a measured profile already carries its own rates.
     clock = g.sustained_clock_ratio
     gemm_eff = (g.gemm_efficiency_fp8 if dtype == "fp8" and g.gemm_efficiency_fp8 else g.gemm_efficiency) * clock
+    # GEMMs by shape from the architecture's measured table (models.kernel_tables), as a fraction of peak
+    # (a part of the same architecture with another peak keeps the fraction: assumed); fp8 scales the
+    # bf16 table by the part's fp8 / bf16 MAMF (same shape dependence: assumed). No table: MAMF x waves.
+    table = None if p is not None and p.gemm_efficiency else kt.gemm_table_key(kt.gpu_arch(g.name), dtype)
+    table_scale = clock * (g.gemm_efficiency_fp8 / g.gemm_efficiency if dtype == "fp8" and g.gemm_efficiency_fp8
+                           else 1.0)
     measured = p is not None and bool(p.attn_fwd_efficiency)
     flat = measured or attn_fwd_efficiency is not None
     attn_fwd_efficiency = kt.FA2_A100_BEST_FRACTION["fwd"] if attn_fwd_efficiency is None else attn_fwd_efficiency
@@ -153,4 +168,5 @@ def kernel_model(cluster, dtype: str, attn_fwd_efficiency: float | None = None,
                              else attn_fwd_efficiency * clock),
         attn_bwd_efficiency=(p.attn_bwd_efficiency if p is not None and p.attn_bwd_efficiency
                              else attn_bwd_efficiency * clock),
-        profile=p, clock_ratio=clock, arch=kt.gpu_arch(g.name), attn_flat=flat)
+        profile=p, clock_ratio=clock, arch=kt.gpu_arch(g.name), attn_flat=flat, gemm_table=table,
+        gemm_table_scale=table_scale)

@@ -85,3 +85,35 @@ def test_context_parallel_at_1k_tokens_per_rank_is_slower_per_token_than_at_8k()
     eff_8k = float(kt.attention_efficiency("cudnn", "hopper", 128, 8192, True, "fwd"))
     assert eff_1k < 0.8 * eff_8k
     assert np.isfinite(cp8.mfu)
+
+
+# ---------------------------------------------------------------- GEMM by shape (issue 14 item 3)
+@pytest.mark.parametrize("key", list(kt.GEMM_TFLOPS))
+def test_gemm_table_lookups_equal_the_measured_points(key):
+    # zzc0721/torch-performance-test-data #79 (H100), pytorch/ao #2427 (B200), stas00 MAMF (A100 SXM)
+    points, source = kt.GEMM_TFLOPS[key]
+    assert source
+    sms, peak = kt.MEASURED_SMS[key[0]], kt.GEMM_MEASURED_PEAK_TFLOPS[key]
+    for m, n, k, tflops in points:
+        assert float(kt.gemm_efficiency(m, n, k, key, sms)) * peak == pytest.approx(tflops, rel=1e-9)
+
+
+def test_gemm_rate_is_the_tables_not_mamf_times_waves():
+    # H100 N=1024 square: 176.62 TFLOP/s measured (#79); the kernel model runs it at that rate times the
+    # sustained clock ratio (755/794.5), plus the 3 us kernel overhead; 2048 between 1024 and 4096 sizes.
+    from models.efficiency import KERNEL_OVERHEAD_S
+    from models.layer import kernels
+    cl = make_cluster("h100", 1)
+    km = kernels(cl, "bf16")
+    for n in (1024, 4096):
+        t = float(km.gemm(n, n, n)) - KERNEL_OVERHEAD_S
+        rate = 2 * n**3 / t / 1e12
+        assert rate == pytest.approx(kt.H100_SQUARE_BF16_TFLOPS[n] * cl.gpu.sustained_clock_ratio, rel=1e-6)
+    # between measured sizes, per-wave efficiency is interpolated in log2(FLOPs): a shape of 2 x 1024^3
+    # FLOPs with a full last wave lies between the 1024 and 2048 per-wave values
+    x, y = kt.gemm_tile_curve(("hopper", "bf16"))
+    e = float(kt.gemm_efficiency(1024 * 2, 1024 * 66, 1024 // 64, ("hopper", "bf16"), 132))
+    assert min(y[0], y[1]) * 0.99 <= e / float(kt.gemm_wave_utilisation(2048, 1024 * 66, 132)) <= max(y[0], y[1])
+    # a part without a table (MI300X) keeps MAMF x wave quantisation
+    assert kernels(make_cluster("mi300x", 1), "bf16").gemm_table is None
+
