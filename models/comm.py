@@ -68,14 +68,27 @@ def cp_ring_s(model: Transformer, cl: Cluster, a, stride_cp, bpe):
 
 
 def cp_exposed_s(model: Transformer, cl: Cluster, a, stride_cp, attn_fwd_s, bpe):
-    """(forward, backward) exposed CP ring seconds per layer and micro-batch (models.parallel.context)."""
-    return context.exposed_ring_s(cp_ring_s(model, cl, a, stride_cp, bpe), attn_fwd_s,
-                                  ATTN_BWD_FLOP_RATIO * attn_fwd_s, (a["recompute"] == 2).astype(float))
+    """(forward, backward) seconds per layer and micro-batch the CP ring costs (models.parallel.context):
+    what sticks out beyond the attention it overlaps, plus the attention it slows while hidden
+    (models.collectives.stolen_compute_s)."""
+    ring = cp_ring_s(model, cl, a, stride_cp, bpe)
+    rc = (a["recompute"] == 2).astype(float)
+    fwd, bwd = context.exposed_ring_s(ring, attn_fwd_s, ATTN_BWD_FLOP_RATIO * attn_fwd_s, rc)
+    return fwd + coll.stolen_compute_s(ring, fwd), bwd + coll.stolen_compute_s((2 + rc) * ring, bwd)
+
+
+def tp_layer_cost_s(tp_total_s, gemms_fwd_s, overlap_tp_comm):
+    """Seconds one layer's TP/SP collectives (``tp_total_s``) cost: all of them, or with overlap_tp_comm
+    what sticks out beyond the ~3x forward GEMMs they hide behind plus the compute they steal while
+    hidden (models.collectives.stolen_compute_s)."""
+    exposed = np.where(overlap_tp_comm, np.maximum(0, tp_total_s - 3 * gemms_fwd_s), tp_total_s)
+    return exposed + coll.stolen_compute_s(tp_total_s, exposed)
 
 
 def layer_comm_s(model: Transformer, cl: Cluster, a, km, strides, times, bpe):
-    """Exposed TP/SP, CP and EP seconds of one layer for one micro-batch on one rank, and the TP
-    seconds outside the layers per micro-batch (embedding, output layer, loss)."""
+    """Exposed TP/SP, CP and EP seconds of one layer for one micro-batch on one rank (each with the compute
+    its hidden part steals, models.collectives.stolen_compute_s), and the TP seconds outside the layers per
+    micro-batch (embedding, output layer, loss)."""
     tp, cp, ep, mb, s = a["tp"], a["cp"], a["ep"], a["micro_batch_size"], model.seq_len
     s_tp, s_cp, s_dp, _ = strides
     fwd, bwd, rcmp, gemms_fwd, attn_fwd = times
@@ -86,7 +99,7 @@ def layer_comm_s(model: Transformer, cl: Cluster, a, km, strides, times, bpe):
     t_tp = coll.collective_time_s("all_reduce", tensor.tp_collective_bytes(mb, s, model.hidden, cp, bpe),
                                   tp, tp_bw, tp_spans, measured_ar)
     tp_layer = tensor.tp_allreduces_per_layer(rc_full) * t_tp
-    tp_layer = np.where(a["overlap_tp_comm"], np.maximum(0, tp_layer - 3 * gemms_fwd), tp_layer)
+    tp_layer = tp_layer_cost_s(tp_layer, gemms_fwd, a["overlap_tp_comm"])
     # outside the layers: embedding / output-layer all-reduces and the cross-entropy's, per micro-batch
     tp_edge = tensor.tp_edge_allreduces(a["pp"]) * t_tp + coll.collective_time_s(
         "all_reduce", tensor.TP_LOSS_ALLREDUCES * tensor.tp_loss_collective_bytes(mb, s, cp), tp, tp_bw, tp_spans,
@@ -105,7 +118,8 @@ def layer_comm_s(model: Transformer, cl: Cluster, a, km, strides, times, bpe):
     # Overlapped dispatch/combine (DeepSeek-V3 DualPipe, Sec. 3.2.1; Megatron-Core a2a overlap) hides the
     # all-to-alls behind the other micro-batch's layer compute; only what exceeds it stays exposed.
     overlap_ep = np.asarray(a.get("overlap_ep_comm", False))
-    return tp_layer, cp_layer, np.where(overlap_ep, np.maximum(0.0, ep_layer - (fwd + bwd + rcmp)), ep_layer), tp_edge
+    ep_exposed = np.where(overlap_ep, np.maximum(0.0, ep_layer - (fwd + bwd + rcmp)), ep_layer)
+    return tp_layer, cp_layer, ep_exposed + coll.stolen_compute_s(ep_layer, ep_exposed), tp_edge
 
 
 def dp_groups(cl: Cluster, a, strides):

@@ -223,7 +223,8 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
     t_offload, pcie_bytes, host_bytes = _offload(cl, a, memory, opt_params, m, t_mb_compute_max,
                                                  layers_max * (bwd + rcmp), gpn)
     t_opt = np.where(offload.has(a.get("offload", 0), "optimizer"), 0.0, t_opt)
-    compute = m * t_mb_compute_max + t_opt
+    # the DP/ZeRO collectives hidden behind the compute slow it down (models.collectives.stolen_compute_s)
+    compute = m * t_mb_compute_max + t_opt + coll.stolen_compute_s(dp_total, dp_comm)
     exposed_mb_comm = m * (layers_max * comm_layer + tp_edge)
     step = compute + exposed_mb_comm + bubble + pp_comm + dp_comm + t_offload
     n_gpus = dp * tp * pp * cp

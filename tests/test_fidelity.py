@@ -117,3 +117,29 @@ def test_gemm_rate_is_the_tables_not_mamf_times_waves():
     # a part without a table (MI300X) keeps MAMF x wave quantisation
     assert kernels(make_cluster("mi300x", 1), "bf16").gemm_table is None
 
+
+# ---------------------------------------------------------------- communication steals compute (item 4)
+def test_stolen_compute_is_slowdown_times_overlap_time():
+    from models import collectives as coll
+    from models import comm
+    # Lee et al. 2025 (arXiv 2507.03114): overlapped compute runs 18.9% slower on average
+    assert coll.COMPUTE_SLOWDOWN_WHILE_OVERLAPPED == pytest.approx(0.189)
+    # 6 ms of a 10 ms collective ran beside compute: 0.189 x 6 ms lost; a blocking one steals nothing
+    assert float(coll.stolen_compute_s(10e-3, 4e-3)) == pytest.approx(0.189 * 6e-3)
+    assert float(coll.stolen_compute_s(10e-3, 10e-3)) == 0.0
+    # TP overlap: 1.0 s of all-reduces behind 3 x 0.2 s of GEMMs: 0.4 s sticks out, 0.6 s hidden
+    assert float(comm.tp_layer_cost_s(1.0, 0.2, True)) == pytest.approx(0.4 + 0.189 * 0.6)
+    assert float(comm.tp_layer_cost_s(1.0, 0.2, False)) == pytest.approx(1.0)
+
+
+def test_hidden_zero3_traffic_slows_the_step_by_its_overlap_time(monkeypatch):
+    from models import collectives as coll
+    from models.estimate import estimate_arrays, plan_arrays
+    m, cl = get_model("llama3-8b"), make_cluster("h100", 4)
+    a = plan_arrays(Plan(dp=32, zero_stage=3, global_batch_size=64))
+    e = estimate_arrays(m, cl, "bf16", **a)
+    monkeypatch.setattr(coll, "COMPUTE_SLOWDOWN_WHILE_OVERLAPPED", 0.0)
+    e0 = estimate_arrays(m, cl, "bf16", **a)
+    hidden = float(e["dp_comm_total_s"] - e["exposed_dp_comm_s"])
+    assert hidden > 0
+    assert float(e["compute_s"] - e0["compute_s"]) == pytest.approx(0.189 * hidden, rel=1e-9)
