@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from models import collectives as coll
+from models import finetune
 from models import memory as mem
 from models.hardware import Cluster
 from models.layer import ATTN_BWD_FLOP_RATIO
@@ -156,10 +157,14 @@ def dp_comm_s(model: Transformer, cl: Cluster, a, strides, layers, fwd_s, bwd_s,
     m = a["global_batch_size"] // (a["micro_batch_size"] * a["dp"])
     nonexp, exp = mem.stage_params(model, a["tp"], a["pp"], a["ep"], layers, pp == 1, True)
     groups = dp_groups(cl, a, strides)
-    n1 = zero.num_grad_collectives(z, zero.grad_sync_bytes(nonexp), layers)
-    n2 = zero.num_grad_collectives(z, zero.grad_sync_bytes(exp), layers) * (exp > 0)
-    t_ar, t_rs, t_ag = (dp_collective_s(cl, k, nonexp, exp, groups, n1, n2)
+    g1, g2 = finetune.grad_sync_params(model, a, layers, nonexp, exp)  # LoRA: the adapters' gradients only
+    n1 = zero.num_grad_collectives(z, zero.grad_sync_bytes(g1), layers)
+    n2 = zero.num_grad_collectives(z, zero.grad_sync_bytes(g2), layers) * (g2 > 0)
+    t_ar, t_rs, t_ag = (dp_collective_s(cl, k, g1, g2, groups, n1, n2)
                         for k in ("all_reduce", "reduce_scatter", "all_gather"))
+    if g1 is not nonexp:   # ZeRO-3 gathers every weight, frozen ones too; ZeRO-1/2 only the updated adapters
+        t_ag = np.where(np.asarray(z) >= 3, dp_collective_s(cl, "all_gather", nonexp, exp, groups, n1, n1 * (exp > 0)),
+                        t_ag)
     exposed = zero.exposed_s(z, m, t_ar, t_rs, t_ag, n1 + n2, layers, fwd_s, bwd_s, a["overlap_grad_reduce"],
                              a["overlap_param_gather"], a["vpp"], wgrad_s)
     return exposed, zero.total_s(z, m, t_ar, t_rs, t_ag), nonexp, exp, groups

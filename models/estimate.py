@@ -173,7 +173,7 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
     ``all_stages`` (one scalar plan only) also returns memory for every pipeline stage under
     ``memory_by_stage/<component>`` keys; otherwise only the first and last stage are costed.
     """
-    a = {k: np.asarray(v) for k, v in a.items()}
+    a = _coded({k: np.asarray(v) for k, v in a.items()})
     km = kernels(cl, dtype)
     bpe = mem.activation_bytes_per_elem(DTYPE_BYTES[dtype], dtype)
     dp, tp, pp, cp, vpp = a["dp"], a["tp"], a["pp"], a["cp"], a["vpp"]
@@ -220,7 +220,7 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
 
     memory, by_stage = _peak_memory(model, cl, a, all_stages)
     gpn = np.minimum(dp * tp * pp * cp, cl.node.gpus_per_node)
-    t_offload, pcie_bytes, host_bytes = _offload(cl, a, memory, opt_params, m, t_mb_compute_max,
+    t_offload, pcie_bytes, host_bytes, nvme_bytes = _offload(cl, a, memory, opt_params, m, t_mb_compute_max,
                                                  layers_max * (bwd + rcmp), gpn)
     t_opt = np.where(offload.has(a.get("offload", 0), "optimizer"), 0.0, t_opt)
     # the DP/ZeRO collectives hidden behind the compute slow it down (models.collectives.stolen_compute_s)
@@ -232,6 +232,8 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
     model_flops = fl.model_flops_per_iteration(model, gb)
     hw_flops = fl.hardware_flops_per_iteration(model, gb, a["recompute"])
     peak_mem = memory["total_bytes"]
+    # host memory beyond the node's CPU memory does not fit either (0: not stated, not judged)
+    host_fits = (host_bytes <= cl.node.host_memory_bytes) | (cl.node.host_memory_bytes <= 0)
     return {
         "step_time_s": step, "compute_s": compute,
         "exposed_comm_s": exposed_mb_comm + pp_comm + dp_comm, "bubble_s": bubble,
@@ -240,14 +242,31 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
         "exposed_dp_comm_s": dp_comm, "optimizer_s": t_opt, "dp_comm_total_s": dp_total,
         "tokens_per_s": gb * s / step, "tflops_per_gpu": model_flops / step / n_gpus / 1e12,
         "mfu": model_flops / (step * n_gpus * peak), "hfu": hw_flops / (step * n_gpus * peak),
-        "peak_memory_bytes": peak_mem, "fits": peak_mem <= cl.gpu.hbm_bytes,
+        "peak_memory_bytes": peak_mem, "fits": (peak_mem <= cl.gpu.hbm_bytes) & host_fits,
+        "host_fits": host_fits + 0 * step > 0,
         "num_microbatches": m, "num_gpus": n_gpus, "model_flops": model_flops + 0 * step,
         "params": model.num_params + 0 * step, "trainable_params": total_trainable + 0 * step,
         "host_memory_bytes": host_bytes + 0 * step, "offload_s": t_offload + 0 * step,
-        "pcie_bytes_per_step": pcie_bytes + 0 * step,
+        "pcie_bytes_per_step": pcie_bytes + 0 * step, "nvme_bytes_per_step": nvme_bytes + 0 * step,
         **{f"memory/{k}": v for k, v in memory.items()},
         **{f"memory_by_stage/{k}": v for k, v in by_stage.items()},
     }
+
+
+# Fine-tuning columns the planner may give by name (search axes): name -> code (as plan_arrays gives them).
+_CODES = {"finetune": finetune.method_code, "lora_targets": finetune.target_mask, "optimizer": optimizers.code,
+          "master_weights": lambda v: v == "fp32", "offload": offload.mask, "offload_to": lambda v: v == "nvme"}
+
+
+def _coded(a: dict) -> dict:
+    """``a`` with the fine-tuning columns given as names (a planner axis of strings) turned into codes,
+    vectorised over the distinct names."""
+    for k, fn in _CODES.items():
+        v = a.get(k)
+        if v is not None and v.dtype.kind in "UO":
+            names, inv = np.unique(v, return_inverse=True)
+            a[k] = np.asarray([fn(str(n)) for n in names])[inv].reshape(v.shape)
+    return a
 
 
 def _offload(cl: Cluster, a, memory, opt_params, m, mb_compute_s, bwd_s, gpn):
@@ -256,7 +275,7 @@ def _offload(cl: Cluster, a, memory, opt_params, m, mb_compute_s, bwd_s, gpn):
     off = np.asarray(a.get("offload", 0))
     host = memory["host_bytes"] * gpn
     if not np.any(off != 0):
-        return 0.0, 0.0, host
+        return 0.0, 0.0, host, 0.0
     node = cl.node
     inflight_layers = np.maximum(memory["acts_host_bytes"], 0.0) / np.maximum(np.minimum(m, a["pp"]), 1)
     per_mb, per_step = offload.traffic_bytes(off, memory["weights_all_bytes"], memory["grads_all_bytes"], opt_params,
@@ -267,7 +286,7 @@ def _offload(cl: Cluster, a, memory, opt_params, m, mb_compute_s, bwd_s, gpn):
     nvme_s = nvme_b / node.nvme_bytes_per_s if node.nvme_bytes_per_s > 0 else 0.0 * nvme_b
     pcie = offload.pcie_bytes_per_s(node.pcie_gen, node.pcie_lanes_per_gpu)
     t = offload.exposed_s(per_mb, per_step, m, mb_compute_s, bwd_s, pcie, cpu_s, nvme_s)
-    return np.where(off != 0, t, 0.0), m * per_mb + per_step, host
+    return np.where(off != 0, t, 0.0), m * per_mb + per_step, host, nvme_b
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +331,7 @@ class StepEstimate:
     host_memory_bytes: float = 0.0    # host memory per node the offload needs
     pcie_bytes_per_step: float = 0.0  # host<->GPU bytes per GPU per iteration (offload)
     offload_s: float = 0.0            # offload time the iteration waits for
+    nvme_bytes_per_step: float = 0.0  # NVMe bytes per node per iteration (offload_to nvme)
 
     def as_dict(self) -> dict:
         """The JSON keys of ``clustersim estimate --json``."""
@@ -382,13 +402,18 @@ def estimate(model: Transformer, cluster: Cluster, plan: Plan) -> StepEstimate:
         memory=_mb({k.split("/")[1]: v for k, v in f.items() if k.startswith("memory/")}),
         memory_by_stage=stages, num_microbatches=plan.num_microbatches, num_gpus=plan.world_size,
         params=f["params"], trainable_params=f["trainable_params"], host_memory_bytes=f["host_memory_bytes"],
-        pcie_bytes_per_step=f["pcie_bytes_per_step"], offload_s=f["offload_s"])
+        pcie_bytes_per_step=f["pcie_bytes_per_step"], offload_s=f["offload_s"],
+        nvme_bytes_per_step=f["nvme_bytes_per_step"])
     return dataclasses.replace(est, warnings=tuple(_warnings(model, cluster, plan, est, f)))
 
 
 def _warnings(model, cluster, plan, est: StepEstimate, f) -> list[str]:
     w = []
-    if not est.fits:
+    if not f.get("host_fits", True):
+        w.append(f"host memory: the offload needs {est.host_memory_bytes / 2**30:.0f} GiB per node but "
+                 f"{cluster.node.name} has {cluster.node.host_memory_bytes / 2**30:.0f} GiB of CPU memory: does not "
+                 "fit; offload less, or use more nodes")
+    if est.peak_memory_bytes > cluster.gpu.hbm_bytes:
         w.append(f"OOM: peak {est.peak_memory_bytes / 2**30:.1f} GiB exceeds {cluster.gpu.name} HBM "
                  f"{cluster.gpu.hbm_bytes / 2**30:.0f} GiB; try recompute, ZeRO, more tp/pp, or a smaller micro-batch")
     elif est.peak_memory_bytes > 0.9 * cluster.gpu.hbm_bytes:

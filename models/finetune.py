@@ -159,6 +159,25 @@ def trainable_params(model, method: str, rank: int, targets: str) -> int:
     return int(round(float(adapter_params_per_layer(model, rank, mask, method_code(method))) * model.num_layers))
 
 
+def grad_sync_params(model, a, layers, nonexp, exp):
+    """(non-expert, expert) parameters of one rank whose gradients the DP reduction moves (arrays ok):
+    all of them under full training; under LoRA/QLoRA/DoRA only the adapters of its ``layers`` layers
+    (the frozen base has no gradient: PEFT marks it requires_grad=False, so DDP/ZeRO bucket only the
+    adapters), split over the TP ranks like the base weights they adapt.
+
+    >>> from models.transformer import get_model
+    >>> m = get_model("llama2-7b")
+    >>> g, e = grad_sync_params(m, {"finetune": 1, "lora_rank": 8, "lora_targets": 5, "tp": 1}, 32, 6.7e9, 0.0)
+    >>> int(g), float(e)      # PEFT's 4,194,304 trainable parameters of r = 8 on q_proj, v_proj
+    (4194304, 0.0)
+    """
+    method = np.asarray(a.get("finetune", 0))
+    if not np.any(method != 0):
+        return nonexp, exp
+    adapters = layers * adapter_params_per_layer(model, a.get("lora_rank", 8), a.get("lora_targets", 5), method) / a["tp"]
+    return np.where(method != 0, adapters, nonexp), np.where(method != 0, 0.0, exp)
+
+
 def adapter_flops_per_token(model, rank, mask):
     """Forward FLOPs per token of one layer's adapters: 2 r (d_in + d_out) per module (backward 2x)."""
     return 2 * rank * _layer_avg(model, mask, lambda i, o: i + o)

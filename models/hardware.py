@@ -136,8 +136,10 @@ GPUS: dict[str, GpuSpec] = {g.name: g for g in [
 
 
 # DeepSpeed CPU-Adam (AVX-512, 2x 24-core Xeon Platinum 8168 of a DGX-2): 10B parameters in
-# 2.57 s (Ren et al. 2021, "ZeRO-Offload", Table 3, Adam latency; transcribed, not re-measured);
-# used for every host (assumed: newer hosts are faster).
+# 2.57 s (Ren et al. 2021, "ZeRO-Offload", USENIX ATC, Sec. 6.2.4 Table 4, Adam latency, 1B-10B
+# parameters; Table 3 is the model configurations). The text beside it (>5x over PyTorch's CPU Adam,
+# 6.4x at 1B) was checked; the 2.57 s cell is an image in the copies at hand, transcribed, not
+# re-measured. Used for every host (assumed: newer hosts are faster).
 CPU_ADAM_PARAMS_PER_S = 10e9 / 2.57
 
 

@@ -115,16 +115,17 @@ class Plan:
     # fine-tuning, optimizer, offload and ZeRO-R (models/finetune.py, models/optimizers.py,
     # models/parallel/offload.py)
     finetune: str = opt("none", "training method: none (full training), lora, qlora (NF4 base), dora", "training",
-                        choices=FINETUNE_METHODS)
+                        choices=FINETUNE_METHODS, search=("none",))
     lora_rank: int = opt(8, "LoRA rank r", "training", minimum=1, maximum=1 << 16)
     lora_alpha: float = opt(16.0, "LoRA alpha (scales the update; no cost)", "training", minimum=0, maximum=1e6)
     lora_targets: str = opt("q_proj,v_proj", "adapted modules, PEFT names: comma list of q_proj,k_proj,v_proj,o_proj,"
                             "gate_proj,up_proj,down_proj, or all-linear", "training")
-    optimizer: str = opt("adamw", "optimizer (state bytes and update traffic)", "training", choices=OPTIMIZERS)
+    optimizer: str = opt("adamw", "optimizer (state bytes and update traffic)", "training", choices=OPTIMIZERS,
+                         search=("adamw",))
     master_weights: str | None = opt(None, "fp32 master copy of the trainable weights", "training",
                                      choices=MASTER_WEIGHTS, optional="fp32; none for lomo and adalomo")
     offload: str = opt("none", "what lives off the GPU: none or a comma list of optimizer,params,gradients,"
-                       "activations", "training")
+                       "activations", "training", search=("none",))
     offload_to: str = opt("cpu", "where offloaded state lives", "training", choices=OFFLOAD_TARGETS)
     partition_activations: bool = opt(False, "ZeRO-R Pa: activation checkpoints partitioned across TP ranks",
                                       "training")
@@ -174,7 +175,11 @@ class Plan:
         pid = (f"dp{self.dp}-tp{self.tp}-pp{self.pp}-cp{self.cp}-ep{self.ep}-vpp{self.vpp}-sp{int(self.sp)}"
                f"-z{int(self.zero_stage)}-mb{self.micro_batch_size}-rc{self.recompute.name.lower()}"
                f"-{SCHEDULE_IDS[self.schedule]}")
-        return pid if self.placement == DEFAULT_PLACEMENT else f"{pid}-{self.placement.split('-')[0]}inner"
+        pid = pid if self.placement == DEFAULT_PLACEMENT else f"{pid}-{self.placement.split('-')[0]}inner"
+        # fine-tuning method, optimizer and offload only when not the defaults (full training, adamw, none)
+        tail = [x for x, default in ((self.finetune, "none"), (self.optimizer, "adamw"),
+                                     (f"off-{self.offload.replace(',', '+')}", "off-none")) if x != default]
+        return "-".join([pid, *tail])
 
 
 def check_plan(plan: Plan, model, cluster=None) -> list[str]:

@@ -89,3 +89,45 @@ def test_bad_input_is_one_line_naming_the_field(args, field, capsys):
     rc = main(["estimate", "--gpu", "h100", "--nodes", "1", *args])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and field in err and "Traceback" not in err
+
+
+def test_lora_dp_reduction_moves_only_the_adapters():
+    """DDP under LoRA buckets only the trainable adapters (the frozen base has requires_grad=False)."""
+    m = get_model("llama3-8b").with_seq_len(2048)
+    cl = make_cluster("h100-sxm-80gb", 2)
+    p = Plan(dp=16, zero_stage=0, global_batch_size=16, recompute="full", overlap_grad_reduce=False)
+    full = estimate(m, cl, p)
+    lora = estimate(m, cl, dataclasses.replace(p, finetune="lora", lora_targets="all-linear", lora_rank=16))
+    ratio = lora.exposed_comm_by_kind_s["dp"] / full.exposed_comm_by_kind_s["dp"]
+    assert ratio < 0.05, ratio          # 42M of 8.0B parameters' gradients, plus the collectives' latency
+
+
+def test_host_memory_beyond_the_node_does_not_fit():
+    m = get_model("llama3-405b").with_seq_len(2048)
+    cl = make_cluster("h100-sxm-80gb", 1)
+    est = estimate(m, cl, Plan(dp=8, zero_stage=3, global_batch_size=8, recompute="full",
+                               offload="optimizer,params,gradients"))
+    assert est.peak_memory_bytes < cl.gpu.hbm_bytes and not est.fits
+    assert est.host_memory_bytes > cl.node.host_memory_bytes
+    assert any(w.startswith("host memory") for w in est.warnings)
+
+
+def test_search_axes_method_and_optimizer():
+    """'the cheapest way to fine-tune Llama-3 70B on one 8xA100 node': method and optimizer as axes."""
+    rc = main(["search", "--model", "llama3-70b", "--gpu", "a100-sxm-80gb", "--nodes", "1", "--global-batch", "32",
+               "--finetune", "lora,qlora", "--optimizer", "adamw,adamw-8bit", "--objective", "cost", "--top", "3"])
+    assert rc == 0
+
+
+def test_estimate_arrays_takes_named_columns_vectorised():
+    import numpy as np
+
+    from models.estimate import estimate_arrays, plan_arrays
+    m = get_model("llama3-8b").with_seq_len(1024)
+    a = plan_arrays(Plan(recompute="full"))
+    a["finetune"] = np.array(["none", "lora", "qlora"])
+    a["optimizer"] = np.array(["adamw", "adamw-8bit", "sgd"])
+    r = estimate_arrays(m, H100_1, **a)
+    one = [estimate(m, H100_1, Plan(recompute="full", finetune=f, optimizer=o)).peak_memory_bytes
+           for f, o in zip(a["finetune"], a["optimizer"])]
+    assert np.allclose(r["peak_memory_bytes"], one)

@@ -76,7 +76,12 @@ def pcie_bytes_per_s(gen: int, lanes: int) -> float:
 
 
 def cpu_adam_s(params_per_node, cpu_adam_params_per_s):
-    """Seconds of the host optimizer step over the parameters the node's GPUs offloaded (arrays ok)."""
+    """Seconds of the host optimizer step over the parameters the node's GPUs offloaded (arrays ok);
+    the rate is the node's (models.hardware.CPU_ADAM_PARAMS_PER_S: ZeRO-Offload Table 4, 10B in 2.57 s).
+
+    >>> round(float(cpu_adam_s(10e9, 10e9 / 2.57)), 2)
+    2.57
+    """
     return params_per_node / cpu_adam_params_per_s
 
 

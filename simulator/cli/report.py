@@ -36,6 +36,7 @@ def estimate_report(model, cluster, est: StepEstimate) -> str:
         lines.append(f"  {k.replace('_bytes', ''):14s} {_gib(v)}")
     lines.append(f"  {'total':14s} {_gib(est.peak_memory_bytes)}  -> "
                  + ("fits" if est.fits else "OUT OF MEMORY"))
+    lines += _finetune_lines(cluster, est)
     if len(est.memory_by_stage) > 1:
         lines.append("memory by pipeline stage (GiB): params grads optim activ other | total")
         for i, s in enumerate(est.memory_by_stage):
@@ -44,10 +45,28 @@ def estimate_report(model, cluster, est: StepEstimate) -> str:
                          + f" | {s.total_bytes / GIB:6.2f}" + ("  OOM" if s.total_bytes > est.hbm_bytes else ""))
     lines.append("")
     lines.append("verdict: " + ("fits in memory" if est.fits else
-                                f"OUT OF MEMORY by {(est.peak_memory_bytes - est.hbm_bytes) / GIB:.1f} GiB"))
+                                f"OUT OF MEMORY by {(est.peak_memory_bytes - est.hbm_bytes) / GIB:.1f} GiB"
+                                if est.peak_memory_bytes > est.hbm_bytes else "OUT OF HOST MEMORY (see warning)"))
     for w in est.warnings:
         lines.append(f"warning: {w}")
     return "\n".join(lines)
+
+
+def _finetune_lines(cluster, est: StepEstimate) -> list[str]:
+    """Trainable parameters, host memory, PCIe/NVMe traffic and offload time, when fine-tuning or offloading."""
+    p, out = est.plan, []
+    if p.finetune != "none" or p.optimizer != "adamw":
+        out.append(f"trainable params    {est.trainable_params:16,.0f}  of {est.params:,.0f} "
+                   f"({est.trainable_params / est.params:.3%}; {p.finetune}, optimizer {p.optimizer})")
+    if p.offload != "none":
+        cap = cluster.node.host_memory_bytes
+        out += [f"host memory / node  {_gib(est.host_memory_bytes)}  of {_gib(cap).strip() if cap else 'unstated'}"
+                f" ({p.offload} -> {p.offload_to})"
+                + ("" if not cap or est.host_memory_bytes <= cap else "  DOES NOT FIT"),
+                f"PCIe per GPU/step   {est.pcie_bytes_per_step / 1e9:10.2f} GB"
+                + (f";  NVMe per node/step {est.nvme_bytes_per_step / 1e9:.2f} GB" if p.offload_to == "nvme" else ""),
+                f"offload time        {est.offload_s:10.3f} s  (not hidden behind compute)"]
+    return out
 
 
 def published_table(result: dict):

@@ -43,6 +43,7 @@ from models.plan import (
 from models.transformer import Transformer
 from simulator.planning.grid import (
     BACKENDS,
+    CHOICE_AXES,
     CHUNK_POINTS,
     GRID_FIELDS,
     IDENTICAL_RTOL,
@@ -110,6 +111,9 @@ class SearchResult:
 
 def _tasks(model, cluster, training, c: Constraints, objective, keep, chunk_points=CHUNK_POINTS) -> list[Task]:
     c = framework_constraints(c, training)  # only what the framework can run (models/frameworks.py)
+    # a training-section axis (finetune, optimizer, offload) not searched keeps the run's own value
+    kw = training.plan_kwargs()
+    c = dataclasses.replace(c, **{a: (kw[a],) for a in CHOICE_AXES if getattr(c, a) is None and kw.get(a) is not None})
     space = search_space(model, c)
     tasks = []
     for nodes in (c.num_nodes or (cluster.num_nodes,)):
@@ -228,9 +232,10 @@ def _merge(results: list[dict]) -> pd.DataFrame:
 
 def _plan(training: Training, row) -> Plan:
     fields = {f: getattr(row, f) for f in GRID_FIELDS}
-    fields = {f: (bool(v) if isinstance(v, (bool, np.bool_)) else int(v)) for f, v in fields.items()}
+    fields = {f: (bool(v) if isinstance(v, (bool, np.bool_)) else str(v) if isinstance(v, str) else int(v))
+              for f, v in fields.items()}   # str: a training field searched by name (finetune, optimizer, offload)
     fields["placement"] = PLACEMENTS[fields["placement"]]
-    return Plan(**fields, **training.plan_kwargs())
+    return Plan(**{**training.plan_kwargs(), **fields})
 
 
 def plan_fields(plan: Plan, num_nodes: int) -> dict:
