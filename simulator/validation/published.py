@@ -534,8 +534,10 @@ def predict_runs(path: str | Path, profile: str | Path | None = None) -> dict:
         from simulator.validation.calibrate.profile import read_profile
         prof = read_profile(profile)
     records = [predict_record(r, prof) for r in load_runs(path)]
+    from simulator.validation.finetune_records import score_finetune_records  # fine-tuning memory and fits/OOM
     return {"records": records, "summary": summarize(records),
-            "summary_high": summarize(records, "high"), "summary_memory": summarize_memory(records)}
+            "summary_high": summarize(records, "high"), "summary_memory": summarize_memory(records),
+            "finetune": score_finetune_records(path)}
 
 
 def summarize_memory(records: list[dict]) -> dict:
