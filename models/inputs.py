@@ -72,7 +72,8 @@ def _plan_kwargs(self) -> dict:
     return out
 
 
-_GENERIC = {name: default_of(Plan, name) for name in options(Plan)}
+GENERIC_DEFAULTS = {name: default_of(Plan, name) for name in options(Plan)}  # the declared defaults
+_GENERIC = GENERIC_DEFAULTS
 
 Training = dataclasses.make_dataclass(
     "Training", _training_fields(), frozen=True, slots=True,

@@ -41,6 +41,8 @@ SCHEDULE_NAMES = {"gpipe": Schedule.GPIPE, "1f1b": Schedule.ONE_F_ONE_B,
                   "interleaved": Schedule.INTERLEAVED, "zb-h1": Schedule.ZERO_BUBBLE}
 SCHEDULE_IDS = {v: k for k, v in SCHEDULE_NAMES.items()}  # plan ids use the names users type (1f1b, zb-h1)
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp8": 1}
+# Attention kernels (models.kernel_tables): "flash" is the best FlashAttention the GPU's usual stack runs
+# (flash2 on Ampere, Transformer Engine's cuDNN fused attention on Hopper and later).
 ATTENTION_KERNELS = ("flash", "flash1", "flash2", "flash3", "cudnn", "unfused")
 # Rank placement: the order of the parallel dimensions from innermost (consecutive ranks, on
 # NVLink) to outermost. Megatron's default puts TP innermost, then CP, DP, PP (EP inside DP).
@@ -104,9 +106,11 @@ class Plan:
     global_batch_size: int = opt(1, "sequences per iteration", "training", flag="--global-batch", unit="sequences",
                                  minimum=1, maximum=MAX_BATCH, optional="dp x micro-batch")
     dtype: str = opt("bf16", "matmul dtype", "training", choices=tuple(DTYPE_BYTES))
-    attention: str = opt("flash", "attention kernel: flash (FlashAttention-2/3); flash1 (FlashAttention v1 through its "
-                         "unpadded interface: q/k/v packed and the output unpacked every layer); unfused (s x s "
-                         "scores in HBM)", "training", choices=ATTENTION_KERNELS)
+    attention: str = opt("flash", "attention kernel: flash (the best FlashAttention the GPU's usual stack runs: "
+                         "flash2 on Ampere, cudnn on Hopper+); flash1 (FlashAttention v1 through its unpadded "
+                         "interface: q/k/v packed and the output unpacked every layer); flash2; flash3 (Hopper); "
+                         "cudnn (cuDNN / Transformer Engine fused attention); unfused (s x s scores in HBM)",
+                         "training", choices=ATTENTION_KERNELS)
     overlap_grad_reduce: bool = opt(True, "DP gradient reduction overlapped with backward", "training")
     overlap_param_gather: bool = opt(True, "ZeRO parameter all-gather overlapped with compute", "training")
     overlap_tp_comm: bool = opt(False, "TP/SP collectives overlapped with GEMMs", "training")

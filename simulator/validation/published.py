@@ -18,6 +18,7 @@ the field.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import yaml
 from models.estimate import PlanError, estimate
 from models.frameworks import apply_defaults, framework_errors, get_profile
 from models.hardware import DEFAULT_NODE, get_node, make_cluster
-from models.inputs import _GENERIC
+from models.inputs import GENERIC_DEFAULTS as _GENERIC
 from models.plan import Plan
 from models.transformer import Transformer
 from models.units import GBIT
@@ -432,15 +433,64 @@ def measured_memory_bytes(rec: dict) -> float | None:
     return float(m) * 2**30 if m is not None else None
 
 
+# Bounds of a record's numbers (a record outside them is skipped with the field named; issue 17).
+_RECORD_NUMBERS = {("model", "layers"): 1 << 16, ("model", "hidden"): 1 << 20, ("model", "heads"): 1 << 14,
+                   ("model", "seq_len"): 1 << 34, ("hardware", "gpus_total"): 1 << 20,
+                   ("batch", "global_batch_seqs"): 1 << 30}
+_OPTIONAL_NUMBERS = {("model", "kv_heads"): 1 << 14, ("model", "ffn_hidden"): 1 << 24, ("model", "vocab"): 1 << 24,
+                     ("hardware", "gpus_per_node"): 1024, ("batch", "micro_batch"): 1 << 30}
+
+
+def check_record(rec) -> None:
+    """ValueError naming the field when a record is not the shape predict_record reads: sections that
+    are mappings, whole numbers >= 1 within bounds, parallel degrees >= 1, a positive finite measured time."""
+    if not isinstance(rec, dict):
+        raise ValueError(f"record: must be a mapping, got {type(rec).__name__}")
+    for sec in ("model", "hardware", "batch"):
+        if not isinstance(rec.get(sec), dict):
+            raise ValueError(f"{sec}: must be a mapping, got {rec.get(sec)!r}")
+    for sec in ("parallel", "measured", "derived"):
+        if rec.get(sec) is not None and not isinstance(rec[sec], dict):
+            raise ValueError(f"{sec}: must be a mapping, got {rec[sec]!r}")
+    for table, required in ((_RECORD_NUMBERS, True), (_OPTIONAL_NUMBERS, False)):
+        for (sec, key), hi in table.items():
+            v = rec[sec].get(key)
+            if v is None and not required:
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v != int(v) \
+                    or not 1 <= v <= hi:
+                raise ValueError(f"{sec}.{key}: must be a whole number in [1, {hi:,}], got {v!r}")
+    for key in ("tp", "pp", "cp", "dp", "ep", "vp"):
+        v = (rec.get("parallel") or {}).get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and not 1 <= v <= rec["hardware"]["gpus_total"]:
+            raise ValueError(f"parallel.{key}: must be in [1, gpus_total], got {v!r}")
+    for sec in ("measured", "derived"):
+        t = (rec.get(sec) or {}).get("iteration_time_s")
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t)
+                              or t <= 0):
+            raise ValueError(f"{sec}.iteration_time_s: must be a finite number > 0 seconds, got {t!r}")
+
+
 def predict_record(rec: dict, profile=None) -> dict:
     """Measured vs predicted for one record (iteration time, and peak memory where measured);
     ``profile``: a measured profile dict (or list of them) applied to the records whose GPU it was
     measured on."""
-    out = {"id": rec.get("id", "?"), "reliability": rec.get("reliability"), "group": rec.get("group")}
-    measured, mem = measured_iteration_time_s(rec), measured_memory_bytes(rec)
+    out = {"id": str(rec.get("id", "?")), "reliability": rec.get("reliability"), "group": rec.get("group")}
+    try:
+        measured, mem = measured_iteration_time_s(rec), measured_memory_bytes(rec)
+    except (ValueError, TypeError, AttributeError):
+        measured = mem = None
+        try:
+            check_record(rec)
+        except ValueError as e:
+            return out | {"skipped": str(e)}
     if measured is None and mem is None:
         return out | {"skipped": "measured.iteration_time_s / memory_gib_per_gpu: no iteration time or peak memory "
                                  "stated or derivable in the record"}
+    try:
+        check_record(rec)
+    except ValueError as e:
+        return out | {"skipped": str(e)}
     try:
         model, cluster, plan, defaults = record_inputs(rec)
         if profile is not None:
