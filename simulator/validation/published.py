@@ -471,6 +471,13 @@ def check_record(rec) -> None:
             raise ValueError(f"{sec}.iteration_time_s: must be a finite number > 0 seconds, got {t!r}")
 
 
+def gpu_generation(gpu_name: str) -> str:
+    """The architecture family a GPU belongs to, for error tables by generation (models.kernel_tables)."""
+    from models.kernel_tables import gpu_arch
+    return {"ampere": "Ampere", "hopper": "Hopper", "blackwell": "Blackwell"}.get(gpu_arch(gpu_name),
+                                                                              gpu_arch(gpu_name).capitalize())
+
+
 def predict_record(rec: dict, profile=None) -> dict:
     """Measured vs predicted for one record (iteration time, and peak memory where measured);
     ``profile``: a measured profile dict (or list of them) applied to the records whose GPU it was
@@ -505,7 +512,9 @@ def predict_record(rec: dict, profile=None) -> dict:
                       "measured_iteration_time_s": measured}
     res = out | {"predicted_iteration_time_s": est.step_time_s, "predicted_peak_memory_bytes": est.peak_memory_bytes,
                  "fits": est.fits, "predicted_mfu": est.mfu, "plan_id": plan.plan_id, "defaults": defaults,
-                 "compute_s": est.compute_s, "exposed_comm_s": est.exposed_comm_s, "bubble_s": est.bubble_s}
+                 "compute_s": est.compute_s, "exposed_comm_s": est.exposed_comm_s, "bubble_s": est.bubble_s,
+                 "gpu": cluster.gpu.name, "gpu_generation": gpu_generation(cluster.gpu.name),
+                 "framework": record_framework(rec) or "unstated"}
     if measured is not None:
         res |= {"measured_iteration_time_s": measured, "error": (est.step_time_s - measured) / measured}
     if mem is not None:
