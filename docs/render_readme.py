@@ -7,8 +7,12 @@ into README.md; ``--check`` exits 1 and shows the first difference when README.m
 the commands print now. Figures that change from run to run on the same machine (wall-clock
 times, events per second) are compared as ``<t>``.
 
-A command may end in ``| head -N`` to show its first N lines (the rest becomes ``...``).
-Only ``clustersim`` and ``python`` commands run; anything else is refused.
+A command may end in ``| head -N`` to show its first N lines (the rest becomes ``...``). A block
+whose info string is ``console measured`` (benchmarks: every figure is a timing) is regenerated
+by a render but not compared by ``--check``.
+Text between ``<!-- include: COMMAND -->`` and ``<!-- end include -->`` is COMMAND's output as
+Markdown (the dev-set tables). Only ``clustersim`` and ``python`` commands run; anything else is
+refused.
 
     >>> mask("3 plans in 0.25 s; 1,204 events in 0.03 s (40,133 events/s)")
     '3 plans in <t>; 1,204 events in <t> (<t> events/s)'
@@ -27,7 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-BLOCK = re.compile(r"^```console\n(.*?)^```\n", re.S | re.M)
+BLOCK = re.compile(r"^```console( measured)?\n(.*?)^```\n", re.S | re.M)
+INCLUDE = re.compile(r"^<!-- include: (.*?) -->\n(.*?)^<!-- end include -->\n", re.S | re.M)
 HEAD = re.compile(r"\s*\|\s*head\s+-(?:n\s*)?(\d+)\s*$")
 # wall-clock figures: "in 0.25 s", "0.03 s (40,133 events/s)", "elapsed 1.2 s"
 VOLATILE = (re.compile(r"(?<=in )\d[\d,]*(?:\.\d+)? s\b"), re.compile(r"\d[\d,]*(?:\.\d+)?(?= events/s)"),
@@ -71,8 +76,14 @@ def render_block(body: str) -> str:
     return "".join(out)
 
 
-def render(text: str) -> str:
-    return BLOCK.sub(lambda m: "```console\n" + render_block(m.group(1)) + "```\n", text)
+def render(text: str, measured: bool = True) -> str:
+    """``text`` with every console block regenerated (``measured`` blocks too unless ``measured`` is False)."""
+    def one(m):
+        if m.group(1) and not measured:
+            return m.group(0)
+        return "```console" + (m.group(1) or "") + "\n" + render_block(m.group(2)) + "```\n"
+    text = BLOCK.sub(one, text)
+    return INCLUDE.sub(lambda m: f"<!-- include: {m.group(1)} -->\n{run(m.group(1))}<!-- end include -->\n", text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="exit 1 if README.md differs from what the commands print")
     args = ap.parse_args(argv)
     text = README.read_text()
-    new = render(text)
+    new = render(text, measured=not args.check)
     if args.check:
         if mask(new) != mask(text):
             diff = difflib.unified_diff(mask(text).splitlines(), mask(new).splitlines(), "README.md", "rendered",
