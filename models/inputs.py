@@ -54,26 +54,47 @@ def _training_fields() -> list:
                               metadata=plan_fields[name].metadata))
            for name, o in options(Plan).items() if o.section == "training"]
     return out + [(f.name, f.type, dataclasses.field(default=f.default, metadata=f.metadata))
-                  for f in dataclasses.fields(_RunFields)]
+                  for f in dataclasses.fields(_RunFields)] + [
+        # Which of Plan's training fields were left unset (None): filled with the framework's default (or the
+        # declared one) here and re-resolved against the layout by resolve_plan. None: not known (fields built
+        # without None, e.g. a scenario's): a value equal to the declared default may take the framework's.
+        ("unset", "frozenset | None", dataclasses.field(default=None, repr=False, compare=False))]
 
 
 def _training_post_init(self) -> None:
+    unset = set(self.unset or ())
     for name in options(type(self)):
-        object.__setattr__(self, name, check_value(type(self), name, getattr(self, name)))
+        value = getattr(self, name)
+        optional = options(type(self))[name].optional
+        if value is None and name in _TRAINING_PLAN_FIELDS and not optional and _GENERIC[name] is not None:
+            unset.add(name)   # unset: the framework's default (without the layout) or the declared one
+            d = get_profile(self.framework).defaults.get(name) if self.framework else None
+            value = d.resolve({}) if d is not None else _GENERIC[name]
+        elif value is None and not optional and default_of(type(self), name) is not None:
+            value = default_of(type(self), name)   # a run field left unset: its declared default
+        object.__setattr__(self, name, check_value(type(self), name, value))
+    if unset or self.unset is not None:
+        object.__setattr__(self, "unset", frozenset(unset))
 
 
-def _plan_kwargs(self) -> dict:
-    """The Plan fields these settings fix (global batch, dtype, attention kernel, overlaps), with the
-    framework's defaults (models/frameworks.py) for those left at the generic default."""
-    out = {name: getattr(self, name) for name, o in options(Plan).items() if o.section == "training"}
+def _plan_kwargs(self, layout: dict | None = None) -> dict:
+    """The Plan fields these settings fix (global batch, dtype, attention kernel, overlaps). With a framework,
+    its defaults (models/frameworks.py, resolved against ``layout``: tp, pp, zero_stage...) fill the fields
+    left unset (``unset``); when that is not known, those left at the generic default."""
+    out = {name: getattr(self, name) for name in _TRAINING_PLAN_FIELDS}
     if getattr(self, "framework", None):
-        out, _ = apply_defaults(out, self.framework, _GENERIC)
-        out = {k: v for k, v in out.items() if k in options(Plan) and options(Plan)[k].section == "training"}
+        if self.unset is None:
+            out, _ = apply_defaults(out, self.framework, _GENERIC)
+        else:
+            merged, _ = apply_defaults({**(layout or {}), **out, **{k: None for k in self.unset}}, self.framework, {})
+            out |= {k: merged[k] for k in self.unset if merged.get(k) is not None}
+        out = {k: v for k, v in out.items() if k in _TRAINING_PLAN_FIELDS}
     return out
 
 
 GENERIC_DEFAULTS = {name: default_of(Plan, name) for name in options(Plan)}  # the declared defaults
 _GENERIC = GENERIC_DEFAULTS
+_TRAINING_PLAN_FIELDS = tuple(name for name, o in options(Plan).items() if o.section == "training")
 
 Training = dataclasses.make_dataclass(
     "Training", _training_fields(), frozen=True, slots=True,
@@ -150,7 +171,10 @@ def resolve_plan(num_gpus: int, training, **fields) -> Plan:
         merged, _ = apply_defaults({**_GENERIC, **{k: v for k, v in tr.items() if v is not None}, **f}, framework,
                                    _GENERIC)
         f.update({k: merged[k] for k in PLAN_FIELDS if k not in f and merged.get(k) != _GENERIC[k]})
-        tr.update({k: merged[k] for k in tr if tr[k] is not None})
+        if getattr(training, "unset", None) is not None:   # explicit stays explicit; unset: against the layout
+            tr.update({k: v for k, v in training.plan_kwargs({**_GENERIC, **f}).items() if tr.get(k) is not None})
+        else:
+            tr.update({k: merged[k] for k in tr if tr[k] is not None})
     if tr.get("global_batch_size") is None:
         per_stage = f["pp"] if framework and get_profile(framework).microbatches == "stages" else 1
         tr["global_batch_size"] = check_value(Plan, "dp", f["dp"], where="plan") * (
@@ -199,7 +223,9 @@ def build_inputs(model: str | Transformer = "gpt3-175b", **kw) -> Inputs:
     """Model, cluster, training settings and resolved plan from flat declared fields (what the
     CLI's options give): names are resolved, defaults filled (see :func:`resolve_plan`)."""
     cl_kw, tr_kw, pl_kw = split_inputs(kw)
-    training = Training(**tr_kw)
+    # a field absent or None is unset (the framework's default, else the declared one); a value is explicit,
+    # even one equal to the declared default
+    training = Training(**{**{k: None for k in _TRAINING_PLAN_FIELDS}, **tr_kw}, unset=frozenset())
     m = model if isinstance(model, Transformer) else resolve_model(model, training.seq_len)
     if isinstance(model, Transformer) and training.seq_len:
         m = m.with_seq_len(training.seq_len)

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from models.fields import default_of, field_type, help_text, option, options
+from models.frameworks import PROFILE_FIELDS
 from models.inputs import ClusterInputs, Training, build_inputs
 from models.plan import SCHEDULE_NAMES, Plan, Recompute, Schedule, ZeroStage
 
@@ -52,17 +53,24 @@ def _py_default(value):
     return int(value) if isinstance(value, ZeroStage) else value
 
 
+# Fields a framework profile may set when the user leaves them unset (models/frameworks.py).
+_FRAMEWORK_SET = frozenset(PROFILE_FIELDS)
+
+
 def declared_option(cls, name: str, listed: bool = False) -> inspect.Parameter:
     """The typer parameter of one declared field; ``listed``: comma-separated allowed values (search)."""
     o, t = option(cls, name), field_type(cls, name)
-    default = None if o.optional or listed else _py_default(default_of(cls, name))
     if listed:
         return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
             str | None, typer.Option(o.flag, help="allowed values, comma-separated: " + help_text(cls, name))])
+    # Every flag arrives as None when not given (models.inputs.build_inputs: unset -> the declared default, or
+    # --framework's); a value given equal to the declared default stays explicit. The help shows the default.
+    declared = None if o.optional else _py_default(default_of(cls, name))
+    shown = "" if declared is None else f" (default: {str(declared).lower() if t is bool else declared}" + (
+        ", or --framework's)" if name in _FRAMEWORK_SET else ")")
     flag = f"{o.flag}/--no-{o.flag[2:]}" if t is bool else o.flag
-    typ = t | None if default is None else t
-    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
-                             annotation=Annotated[typ, typer.Option(flag, help=help_text(cls, name))])
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                             annotation=Annotated[t | None, typer.Option(flag, help=help_text(cls, name) + shown)])
 
 
 def plan_options(command: str, listed: tuple = ()) -> list[inspect.Parameter]:
