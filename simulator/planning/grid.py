@@ -239,8 +239,26 @@ def _scalar_fields(training: Training) -> dict:
     return {k: v for k, v in base.items() if k not in GRID_FIELDS}
 
 
-def _valid(model: Transformer, a: dict) -> np.ndarray:
-    """Plan-level rules beyond the layout (Plan.__post_init__ and check_plan), and no exact repeats."""
+def _framework_mask(a: dict, framework: str | None):
+    """True where the framework can run the point under its layout-dependent limits (models/frameworks.py
+    ``Limit.when``: DeepSpeed's pipeline engine runs ZeRO <= 1 and 1F1B only with pp > 1); the unconditional
+    limits narrowed the axes already (framework_constraints)."""
+    from models.frameworks import get_profile
+    prof = get_profile(framework)
+    if prof is None:
+        return True
+    cond = {"tp>1": a["tp"] > 1, "pp>1": a["pp"] > 1, "zero_stage=3": a["zero_stage"] == 3}
+    ok = True
+    for name, limits in prof.limits.items():
+        for lim in limits:
+            if lim.when != "always" and name in a:
+                ok = ok & (~cond[lim.when] | np.isin(a[name], _constraint_values(name, lim.allowed)))
+    return ok
+
+
+def _valid(model: Transformer, a: dict, framework: str | None = None) -> np.ndarray:
+    """Plan-level rules beyond the layout (Plan.__post_init__ and check_plan), the framework's limits that
+    depend on the layout, and no exact repeats."""
     tp, pp, cp, dp, ep, mb = a["tp"], a["pp"], a["cp"], a["dp"], a["ep"], a["micro_batch_size"]
     gb, sched, vpp, z, sp = a["global_batch_size"], a["schedule"], a["vpp"], a["zero_stage"], a["sp"]
     per_step = mb * dp
@@ -254,7 +272,7 @@ def _valid(model: Transformer, a: dict) -> np.ndarray:
     ok = ok & ((dp * cp) % ep == 0)
     ok = ok & ~(a["flash"] & (a["recompute"] == Recompute.SELECTIVE))  # flash already drops what selective would
     ok = ok & ((model.num_experts % ep == 0) if model.is_moe else (ep == 1))
-    return ok
+    return ok & _framework_mask(a, framework)
 
 
 # ----------------------------------------------------------------------------------- one task
@@ -387,7 +405,7 @@ def _eval_task(t: Task) -> dict:
     with np.errstate(divide="ignore", invalid="ignore"):  # invalid points (0 micro-batches) are masked below
         r = estimate_arrays(t.model, t.cluster, t.training.dtype, **a)
     shape = np.broadcast_shapes(*(np.shape(v) for v in a.values()))
-    valid = np.broadcast_to(_valid(t.model, a), shape)
+    valid = np.broadcast_to(_valid(t.model, a, getattr(t.training, "framework", None)), shape)
     fits = valid & np.broadcast_to(r["peak_memory_bytes"] <= t.max_memory_fraction * t.cluster.gpu.hbm_bytes, shape)
     obj, key = _objective(t, r, a, shape)
     score = np.where(fits, obj, np.inf).ravel()
