@@ -10,7 +10,7 @@ import sys
 import typer
 
 from models.estimate import PlanError
-from simulator.cli import calibrate, cost, dashboard, estimate, scenario, simulate  # noqa: F401  (registers commands)
+from simulator.cli import calibrate, cost, dashboard, estimate, export, scenario, simulate  # noqa: F401  (registers commands)
 from simulator.cli.app import app
 
 __all__ = ["app", "main"]

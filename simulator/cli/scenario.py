@@ -169,6 +169,9 @@ def search_cmd(flags: dict, objective: Objective = "time", top: Top = 10, backen
                                                          "simulator")] = 0,
                json_out: Annotated[Path | None, typer.Option("--json", help="write the result JSON here "
                                                                 "(- for stdout)")] = None,
+               export_top: Annotated[int, typer.Option("--export-top", help="write the best K plans as --framework's "
+                                                       "launch settings (clustersim export); -o then names that "
+                                                       "file")] = 0,
                output: output_option(".json, or .csv: the ranked plans") = None, force: Force = False) -> None:
     """Search every valid plan, drop those that do not fit, rank by the objective, explain the winner.
     Plan options take comma-separated lists of the values to try (e.g. --tp 1,2,4,8)."""
@@ -185,6 +188,7 @@ def search_cmd(flags: dict, objective: Objective = "time", top: Top = 10, backen
         _check_range("workers", workers, 1, 1024)
     inputs = input_files(flags["model"])
     to_file = json_out is not None and str(json_out) != "-"
+    export_to, output = _export_target(export_top, flags, output, inputs, force)
     targets = [(p, flag) for p, flag in ((json_out if to_file else None, "json"), (output, "output")) if p is not None]
     for p, flag in targets:
         output_format(p, (".json",) if flag == "json" else (".json", ".csv"), flag)
@@ -210,6 +214,22 @@ def search_cmd(flags: dict, objective: Objective = "time", top: Top = 10, backen
         else:
             write_output(p, output_json(res.to_json(), "search"), "search", inputs, force, flag)
         typer.echo(f"wrote {p}")
+    if export_top:
+        from simulator.cli.export import export_search_top
+        export_search_top(res, m, cl, flags["framework"], export_top, export_to, inputs, force)
+
+
+def _export_target(k: int, flags: dict, output, inputs, force: bool):
+    """(export file, search output) for --export-top K: -o names the export, checked before the work."""
+    if not k:
+        return None, output
+    _check_range("export-top", k, 0, 100)
+    if not flags.get("framework"):
+        raise ValueError("export-top: give --framework, the framework whose launch settings to write")
+    if output is not None:
+        from simulator.cli.export import check_export_path
+        check_export_path(output, flags["framework"], inputs, force)
+    return output, None
 
 
 # Most grid points one search may score (the 405B default search is ~3.6M points, ~1 s per 3.6M on a

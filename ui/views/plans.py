@@ -143,6 +143,31 @@ def charts(items: list[dict], setup) -> None:
                 st.warning(figures.markdown_escape(f"{label}: {w}"))
 
 
+def export_launch_config(items: list[dict], setup) -> None:
+    """A download of one plan as the sidebar framework's launch settings (models/export.py; `clustersim export`),
+    or why it cannot be written."""
+    from models.export import WRITER_FRAMEWORKS, export_plan  # no public-API name yet (simulator/__init__.py)
+    framework = getattr(setup.training, "framework", None)
+    ok = [it for it in items if it["plan"] is not None]
+    if not framework or not ok:
+        st.caption(f"Choose a framework in the sidebar ({', '.join(WRITER_FRAMEWORKS)}) to download a plan as its "
+                   "launch settings.")
+        return
+    label = st.selectbox("Launch config of", [it["label"] for it in ok], key="export_plan")
+    item = next(it for it in ok if it["label"] == label)
+    try:
+        exp = export_plan(item["plan"], setup.model, setup.cluster, framework)
+    except ValueError as e:
+        st.warning(figures.markdown_escape(f"{label} cannot be exported for {framework}: {e}"))
+        return
+    mime = {".json": "application/json", ".yaml": "application/x-yaml", ".toml": "application/toml"}
+    st.download_button(f"{label} as {exp.framework} launch config ({exp.suffix})", exp.text,
+                       file_name=f"clustersim_{exp.writer}{exp.suffix}", mime=mime.get(exp.suffix, "text/plain"),
+                       key="dl_export")
+    for note in exp.notes:
+        st.caption(figures.markdown_escape(f"note: {note}"))
+
+
 st.title("Compare plans")
 setup = require_setup()
 m, cl = setup.model, setup.cluster
@@ -173,3 +198,4 @@ c1.download_button("Results as CSV", df.to_csv(index=False), file_name="clusters
                    key="dl_csv")
 c2.download_button("Plans as scenario YAML", state.scenario_yaml(setup, plans), file_name="clustersim_scenario.yaml",
                    mime="application/x-yaml", key="dl_yaml")
+export_launch_config(items, setup)
