@@ -31,7 +31,7 @@ _LAZY = {
     "load_scenario": "planning", "run_scenario": "planning", "parse_scenario": "planning",
     "ScenarioError": "planning", "build_model": "planning", "build_cluster_spec": "planning",
     "training_of": "planning", "plan_rows": "planning",
-    "time_to_train": "cost",
+    "time_to_train": "cost", "export_plan": "export", "WRITER_FRAMEWORKS": "export",
     "predict_runs": "validation",
 }
 
@@ -58,6 +58,9 @@ def _load(group: str) -> dict:
                 "parse_scenario": scenario.parse_scenario, "ScenarioError": scenario.ScenarioError,
                 "build_model": scenario.build_model, "build_cluster_spec": scenario.build_cluster_spec,
                 "training_of": scenario.training_of, "plan_rows": scenario.plan_rows}
+    if group == "export":
+        from models.export import WRITER_FRAMEWORKS, export_plan
+        return {"export_plan": export_plan, "WRITER_FRAMEWORKS": WRITER_FRAMEWORKS}
     if group == "cost":
         from models.cost import time_to_train
         return {"time_to_train": time_to_train}

@@ -146,7 +146,7 @@ def charts(items: list[dict], setup) -> None:
 def export_launch_config(items: list[dict], setup) -> None:
     """A download of one plan as the sidebar framework's launch settings (models/export.py; `clustersim export`),
     or why it cannot be written."""
-    from models.export import WRITER_FRAMEWORKS, export_plan  # no public-API name yet (simulator/__init__.py)
+    from simulator import WRITER_FRAMEWORKS, export_plan
     framework = getattr(setup.training, "framework", None)
     ok = [it for it in items if it["plan"] is not None]
     if not framework or not ok:
