@@ -143,3 +143,27 @@ def test_every_plan_field_has_help_and_a_section():
         for name, o in options(cls).items():
             assert o.help and o.section in ("plan", "training", "cluster"), name
     assert set(PLAN_FIELDS) <= set(options(Plan))
+
+
+def test_layout_rules_hold():
+    """DESIGN.md's rules, checked on the source: ui/ imports only the public `simulator` API; models/
+    never imports simulator/ or ui/; nothing loads this repository's modules by name (import_module)."""
+    import ast
+    bad = []
+    for path in sorted(ROOT.glob("*/**/*.py")):
+        top = path.relative_to(ROOT).parts[0]
+        if top not in ("models", "simulator", "ui"):
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            for name in names:
+                root = name.split(".")[0]
+                if top == "ui" and (root == "models" or name.startswith("simulator.")):
+                    bad.append(f"{path.relative_to(ROOT)}: imports {name}")
+                if top == "models" and root in ("simulator", "ui"):
+                    bad.append(f"{path.relative_to(ROOT)}: imports {name}")
+            if isinstance(node, ast.Attribute) and node.attr == "import_module":
+                bad.append(f"{path.relative_to(ROOT)}: import_module")
+    assert not bad, bad
