@@ -12,8 +12,13 @@ LLAMA8 = ["search", "--model", "llama3-8b", "--gpu", "h100", "--nodes", "4", "--
           "--backend", "serial", "--top", "5"]
 
 
+ONE_NODE = ["search", "--model", "llama3-8b", "--gpu", "h100", "--nodes", "1", "--global-batch", "64", "--tp", "2",
+            "--backend", "serial", "--top", "5"]
+
+
 def test_search_collapses_identical_plans_and_marks_ties(capsys):
-    assert main(LLAMA8) == 0
+    """Inside one node every placement gives the same bandwidths: identical plans are one row."""
+    assert main(ONE_NODE) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if "dp" in line and "│" in line]
     assert len(rows) == 5
@@ -24,7 +29,7 @@ def test_search_collapses_identical_plans_and_marks_ties(capsys):
     assert "plans with figures identical to a row above collapsed into it" in out
     assert "=1: within 7.7% of the best time" in out and "docs/dev_set.md" in out
     assert "Chinchilla, 20 tokens per parameter" in out and "1.61e+11 tokens" in out
-    assert "on 32 x h100-sxm-80gb (4 nodes)" in out
+    assert "on 8 x h100-sxm-80gb (1 node)" in out
 
 
 def test_try_nodes_title_nodes_column_and_front(capsys):

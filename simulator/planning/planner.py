@@ -192,8 +192,13 @@ def _collapse(training: Training, cand: pd.DataFrame, top: int) -> tuple[pd.Data
     labels = group_identical(rows)
     keep = [g for g in dict.fromkeys(labels.tolist())][:top]
     firsts = [int(np.flatnonzero(labels == g)[0]) for g in keep]
-    others = [[_plan(training, r).plan_id for r in cand.iloc[np.flatnonzero(labels == g)[1:]].itertuples()]
-              for g in keep]
+    others = []
+    for g, first in zip(keep, firsts):
+        own = _plan(training, next(cand.iloc[[first]].itertuples())).plan_id
+        ids = (_plan(training, r).plan_id for r in cand.iloc[np.flatnonzero(labels == g)[1:]].itertuples())
+        # grid points that are one plan under two spellings (e.g. a shard group as large as the whole
+        # data-parallel group) share the id: counted once, never as a copy of their own row
+        others.append([i for i in dict.fromkeys(ids) if i != own])
     return cand.iloc[firsts], others
 
 
