@@ -6,8 +6,13 @@ ranks, all-reduce moves 2(n-1)/n S per rank, reduce-scatter / all-gather / all-t
 sees the measured NVLink bus bandwidth; a group spanning nodes is limited by the NICs its
 members on one node drive together (a ring crosses each node boundary once per step on
 every channel: nccl-tests #160 / GTC24 S62129, multi-node busbw ~ NICs per node x per-NIC rate).
-Tree all-reduce (Sanders et al. 2009; NCCL double binary tree) has log2(n) latency steps.
-All functions accept numpy arrays.
+Latency: NCCL's own tuning model (NVIDIA/nccl src/graph/tuning.cc at v2.20.3, commit b647562,
+``ncclTopoTuneModel``), Simple protocol: a ring pays the base latency plus one hop per step, each step
+inside a node at the NVLink hop latency and each step that crosses nodes at the network one, so its
+latency grows linearly with the ring size: all-gather / reduce-scatter n - 1 steps (N - 1 of them
+between N nodes), all-reduce 2(n - 1) steps (2N across nodes); a tree all-reduce pays
+2 ((n/N - 1) intra + log2(N) inter) hops (NCCL's double binary tree, Sanders et al. 2009), and NCCL
+runs whichever is faster. All functions accept numpy arrays.
 """
 
 from __future__ import annotations
@@ -16,11 +21,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Per-hop latency (NCCL's tuning model, src/graph/tuning.cc, is of this order: ~1 us per
-# NVLink hop, a few us per network hop, plus a per-collective base latency).
-ALPHA_NVLINK_S = 1e-6
-ALPHA_NET_S = 5e-6
-BASE_LATENCY_S = 8e-6
+# NCCL 2.20.3 src/graph/tuning.cc (NVIDIA/nccl@b647562), Simple protocol, microseconds: baseLat Ring 8.4;
+# hwLat NVLINK Ring 3.4, NET Ring 14.0 (per ring step); hwLat NVLINK Tree 28, NET Tree 28 (per tree hop,
+# Tree/Simple base 0). The ring's intra-node step is at least the network post overhead x 3 once the ring
+# spans nodes (getNetOverhead: 1 us on Intel/other hosts, x3 for Simple): max(3.4, 3.0) = 3.4.
+ALPHA_NVLINK_S = 3.4e-6         # one ring step over NVLink (hwLat[NVLINK][RING][SIMPLE])
+ALPHA_NET_S = 14.0e-6           # one ring step that crosses nodes (hwLat[NET][RING][SIMPLE])
+BASE_LATENCY_S = 8.4e-6         # per collective (baseLat[RING][SIMPLE])
+TREE_HOP_NVLINK_S = 28e-6       # one tree hop inside a node (hwLat[NVLINK][TREE][SIMPLE])
+TREE_HOP_NET_S = 28e-6          # one tree hop between nodes (hwLat[NET][TREE][SIMPLE])
+# LL128 protocol, same file: baseLat Ring 14.0 / Tree 14.0; hwLat NVLINK Ring 1.9 / Tree 1.25, NET Ring 4.0 /
+# Tree 8.5 us; its bus bandwidth is 0.92 of Simple's (ring, >= 2 GPUs per node: "busBw * 0.92") and
+# 0.92 x 120/128 for a multi-node tree. NCCL picks, per call, the (algorithm, protocol) of least
+# latency + bytes / bandwidth (ncclTopoGetAlgoTime); LL128 is on by default on NVLink systems.
+LL128 = {"base": 14.0e-6, "ring_nvl": 1.9e-6, "ring_net": 4.0e-6, "tree_nvl": 1.25e-6, "tree_net": 8.5e-6,
+         "ring_bw": 0.92, "tree_bw": 0.92 * 120 / 128}
+# The all-to-all (NCCL send/recv to every peer at once, no ring) keeps the per-peer latencies it had:
+# ~1 us per NVLink peer, ~5 us per network peer, 8 us per call (assumed, of the order of tuning.cc's).
+A2A_PEER_NVLINK_S, A2A_PEER_NET_S, A2A_BASE_S = 1e-6, 5e-6, 8e-6
 
 # Communication steals compute: an NCCL kernel overlapped with a GEMM occupies SMs (one CTA per channel) and
 # HBM bandwidth, so the compute it hides behind runs slower. Lee et al. 2025, "Characterizing Compute-
@@ -70,9 +88,42 @@ def group_bus_bytes_per_s(group_size, stride, gpus_per_node, nvlink_busbw_bytes_
                     nvlink_busbw_bytes_per_s)
 
 
-def collective_time_s(kind, num_bytes, group_size, bus_bytes_per_s, spans_nodes=False, measured=None, count=1):
+def nccl_latency_s(kind, group_size, ranks_per_node, spans_nodes):
+    """(Simple, LL128) latency in seconds of one NCCL ``kind`` collective over ``group_size`` ranks,
+    ``ranks_per_node`` of them on each node (NCCL 2.20.3 tuning.cc, module docstring): ring for every
+    kind, the faster of ring and tree for all-reduce. Linear in the ring size.
+
+    >>> [round(float(x) * 1e6, 1) for x in nccl_latency_s("all_gather", 8, 8, False)]   # 8.4 + 7 x 3.4
+    [32.2, 27.3]
+    >>> round(float(nccl_latency_s("all_gather", 1024, 8, True)[0]) * 1e3, 2)           # 896 x 3.4 + 127 x 14 us
+    4.83
+    """
+    n = np.asarray(group_size, dtype=float)
+    r = np.where(spans_nodes, np.minimum(np.asarray(ranks_per_node, dtype=float), n), n)
+    nodes = np.ceil(n / np.maximum(r, 1))
+    if kind == "all_reduce":
+        steps, inter = 2 * (n - 1), np.where(nodes > 1, 2 * nodes, 0)
+    elif kind == "send_recv":
+        steps, inter = np.ones_like(n), np.where(nodes > 1, 1.0, 0.0)
+    else:
+        steps, inter = n - 1, nodes - 1
+    intra = np.maximum(steps - inter, 0)
+    simple = BASE_LATENCY_S + intra * ALPHA_NVLINK_S + inter * ALPHA_NET_S
+    ll128 = LL128["base"] + intra * LL128["ring_nvl"] + inter * LL128["ring_net"]
+    if kind == "all_reduce":
+        log_nodes = np.log2(np.maximum(nodes, 1))
+        simple = np.minimum(simple, 2 * ((r - 1) * TREE_HOP_NVLINK_S + log_nodes * TREE_HOP_NET_S))
+        ll128 = np.minimum(ll128, LL128["base"] + 2 * ((r - 1) * LL128["tree_nvl"] + log_nodes * LL128["tree_net"]))
+    return simple, ll128
+
+
+def collective_time_s(kind, num_bytes, group_size, bus_bytes_per_s, spans_nodes=False, measured=None, count=1,
+                      ranks_per_node=None):
     """Seconds for ``count`` collectives of ``kind`` that together move ``num_bytes`` (full buffers)
-    over ``group_size`` ranks: every collective pays the latency, the bytes pay the bandwidth once.
+    over ``group_size`` ranks: each collective runs at the faster of NCCL's Simple protocol (its latency,
+    the full bus bandwidth) and LL128 (lower latency, 0.92 of the bandwidth), :func:`nccl_latency_s`.
+    ``ranks_per_node``: the group's members on each node when it spans nodes (None: one, every ring
+    step crosses the network).
 
     ``measured`` (a :class:`Measured`, from a calibration profile): its fitted latency replaces the
     hop model's for a group inside one node (a group spanning nodes adds the network hops), and for
@@ -80,7 +131,7 @@ def collective_time_s(kind, num_bytes, group_size, bus_bytes_per_s, spans_nodes=
     sizes takes the time interpolated between them (log-log). None: the hop model above.
 
     >>> round(float(collective_time_s("all_reduce", 1e9, 8, 232e9)) * 1e3, 2)  # 1 GB on 8 A100s
-    7.56
+    7.6
     >>> float(collective_time_s("all_reduce", 1e9, 1, 232e9))
     0.0
     >>> round(float(collective_time_s("all_gather", 4e6, 2, 1e9, measured=Measured(alpha_s=1e-3), count=4)) * 1e3, 1)
@@ -90,26 +141,31 @@ def collective_time_s(kind, num_bytes, group_size, bus_bytes_per_s, spans_nodes=
     3.906
     """
     n = np.asarray(group_size, dtype=float)
-    alpha = np.where(spans_nodes, ALPHA_NET_S, ALPHA_NVLINK_S)
     frac = (n - 1) / np.maximum(n, 1)
-    if kind == "all_reduce":   # ring 2(n-1) steps or tree 2 log2(n); equal bandwidth terms
-        steps, factor = np.minimum(2 * (n - 1), 2 * np.log2(np.maximum(n, 2))), 2 * frac
+    if kind == "all_reduce":
+        factor = 2 * frac
     elif kind in ("reduce_scatter", "all_gather", "all_to_all"):
-        steps, factor = n - 1, frac
+        factor = frac
     elif kind == "send_recv":
-        steps, factor = np.ones_like(n), 1.0
+        factor = 1.0
     else:
         raise ValueError(f"collective kind {kind!r} unknown; choose one of {', '.join(KINDS)}")
+    rpn = 1 if ranks_per_node is None else ranks_per_node
+    bw_time = factor * num_bytes / np.maximum(count, 1) / bus_bytes_per_s
     if measured is None or measured.alpha_s is None:
-        latency = steps * alpha + BASE_LATENCY_S
+        lat_simple, lat_ll128 = nccl_latency_s(kind, n, rpn, spans_nodes)
+        ll128_bw = LL128["tree_bw"] if kind == "all_reduce" else LL128["ring_bw"]
+        each = np.minimum(lat_simple + bw_time, lat_ll128 + bw_time / ll128_bw)
     else:
-        latency = measured.alpha_s + np.where(spans_nodes, steps * ALPHA_NET_S, 0.0)
-    t = count * latency + factor * num_bytes / bus_bytes_per_s
+        r = np.where(spans_nodes, np.minimum(rpn, n), n)
+        inter = np.where(spans_nodes, np.ceil(n / np.maximum(r, 1)) - 1, 0.0)
+        each = measured.alpha_s + inter * ALPHA_NET_S + bw_time
+    t = count * each
     if measured is not None and len(measured.log2_bytes) >= 2:
         xs, ys = measured.log2_bytes, measured.log2_time_s
-        each = np.log2(np.maximum(num_bytes / np.maximum(count, 1), 1.0))
-        inside = (n == measured.world) & ~np.asarray(spans_nodes, dtype=bool) & (each >= xs[0]) & (each <= xs[-1])
-        t = np.where(inside, count * np.exp2(np.interp(each, xs, ys)), t)
+        each_b = np.log2(np.maximum(num_bytes / np.maximum(count, 1), 1.0))
+        inside = (n == measured.world) & ~np.asarray(spans_nodes, dtype=bool) & (each_b >= xs[0]) & (each_b <= xs[-1])
+        t = np.where(inside, count * np.exp2(np.interp(each_b, xs, ys)), t)
     return np.where(n > 1, t, 0.0)
 
 
@@ -139,9 +195,9 @@ def all_to_all_time_s(num_bytes, group_size, local_ranks, nvlink_busbw_bytes_per
     """
     n = np.asarray(group_size, dtype=float)
     r = np.minimum(np.asarray(local_ranks, dtype=float), n)
-    t_net = (n - r) / n * num_bytes / net_bytes_per_s_per_gpu + np.where(n > r, (n / r - 1) * ALPHA_NET_S, 0.0)
+    t_net = (n - r) / n * num_bytes / net_bytes_per_s_per_gpu + np.where(n > r, (n / r - 1) * A2A_PEER_NET_S, 0.0)
     if measured is None or measured.alpha_s is None:
-        t_nvl = (r - 1) / n * num_bytes / nvlink_busbw_bytes_per_s + (r - 1) * ALPHA_NVLINK_S
-        return np.where(n > 1, np.maximum(t_net, t_nvl) + BASE_LATENCY_S, 0.0)
+        t_nvl = (r - 1) / n * num_bytes / nvlink_busbw_bytes_per_s + (r - 1) * A2A_PEER_NVLINK_S
+        return np.where(n > 1, np.maximum(t_net, t_nvl) + A2A_BASE_S, 0.0)
     t_nvl = (r - 1) / n * num_bytes / nvlink_busbw_bytes_per_s
     return np.where(n > 1, np.maximum(t_net, t_nvl) + measured.alpha_s, 0.0)

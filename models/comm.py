@@ -129,9 +129,12 @@ def dp_groups(cl: Cluster, a, strides):
     dp, cp, ep = a["dp"], a["cp"], a["ep"]
     _, s_cp, s_dp, _ = strides
     gpn = cl.node.nvlink_domain_gpus
-    dpcp = data.dp_comm_group(dp, cp)
-    # gradients reduce over the dp x cp ranks: their members per node multiply (strides nest)
-    dpcp_local = coll.ranks_per_node(cp, s_cp, gpn) * coll.ranks_per_node(dp, s_dp, gpn)
+    dpcp_all = data.dp_comm_group(dp, cp)
+    # gradients reduce over the dp x cp ranks: their members per node multiply (strides nest); hybrid
+    # sharding (models.parallel.zero.shard_size): over a group of consecutive ones of them
+    dpcp = np.where(np.asarray(a.get("zero_stage", 0)) >= 1, zero.shard_size(dpcp_all, a.get("shard_group", 0)),
+                    dpcp_all)
+    dpcp_local = np.minimum(coll.ranks_per_node(cp, s_cp, gpn) * coll.ranks_per_node(dp, s_dp, gpn), dpcp)
     edp = data.expert_dp_group(dp, cp, ep)
     edp_local = coll.ranks_per_node(edp, s_dp * ep, gpn)
     return ((dpcp, *group_bandwidth(cl, dpcp, s_dp, dpcp_local), dpcp_local),
@@ -142,10 +145,34 @@ def dp_collective_s(cl: Cluster, kind: str, nonexp, exp, groups, count_nonexp, c
     """Seconds of the ``kind`` collectives over a rank's weights: ``count_nonexp`` over the dp*cp
     group for the non-expert ones, ``count_exp`` over the expert-data-parallel group."""
     r, lat = busbw_ratio(cl, kind), measured_collective(cl, kind)
-    (g1, bw1, sp1, _), (g2, bw2, sp2, _) = groups
+    (g1, bw1, sp1, l1), (g2, bw2, sp2, l2) = groups
     b1, b2 = zero.grad_sync_bytes(nonexp), zero.grad_sync_bytes(exp)
-    return (coll.collective_time_s(kind, b1, g1, bw1 * r, sp1, lat, count_nonexp)
-            + coll.collective_time_s(kind, b2, g2, bw2 * r, sp2, lat, count_exp * (b2 > 0)))
+    return (coll.collective_time_s(kind, b1, g1, bw1 * r, sp1, lat, count_nonexp, l1)
+            + coll.collective_time_s(kind, b2, g2, bw2 * r, sp2, lat, count_exp * (b2 > 0), l2))
+
+
+def replica_group(cl: Cluster, a, strides):
+    """Hybrid sharding's cross-replica group (models.parallel.zero.replica_size): (ranks, bus bytes/s, spans
+    nodes, members per node). Its members sit one shard group apart; a node holding l of the dp*cp ranks
+    holds l / shard of them (at least one)."""
+    _, s_cp, s_dp, _ = strides
+    gpn = cl.node.nvlink_domain_gpus
+    dpcp_all = data.dp_comm_group(a["dp"], a["cp"])
+    shard = np.where(np.asarray(a.get("zero_stage", 0)) >= 1, zero.shard_size(dpcp_all, a.get("shard_group", 0)),
+                     dpcp_all)
+    rep = dpcp_all // shard
+    local = np.maximum(1, coll.ranks_per_node(a["cp"], s_cp, gpn) * coll.ranks_per_node(a["dp"], s_dp, gpn) // shard)
+    local = np.minimum(local, rep)
+    return (rep, *group_bandwidth(cl, rep, s_dp, local), local)
+
+
+def replica_allreduce_s(cl: Cluster, nonexp, groups, rep, count):
+    """Seconds of hybrid sharding's all-reduces of the gradient shards (1/shard of ``nonexp`` parameters'
+    gradients) across the replicas ``rep``, in ``count`` collectives (one per layer); 0 without replicas."""
+    g, bw, spans, local = rep
+    shard = groups[0][0]
+    return coll.collective_time_s("all_reduce", zero.grad_sync_bytes(nonexp) / shard, g, bw * busbw_ratio(
+        cl, "all_reduce"), spans, measured_collective(cl, "all_reduce"), count, local)
 
 
 def dp_comm_s(model: Transformer, cl: Cluster, a, strides, layers, fwd_s, bwd_s, wgrad_s=0.0):
@@ -165,6 +192,11 @@ def dp_comm_s(model: Transformer, cl: Cluster, a, strides, layers, fwd_s, bwd_s,
     if g1 is not nonexp:   # ZeRO-3 gathers every weight, frozen ones too; ZeRO-1/2 only the updated adapters
         t_ag = np.where(np.asarray(z) >= 3, dp_collective_s(cl, "all_gather", nonexp, exp, groups, n1, n1 * (exp > 0)),
                         t_ag)
+    # hybrid sharding: each reduce-scatter is followed by the all-reduce of its shard across the replicas
+    # on the same stream (FSDP HYBRID_SHARD's post-backward hook), so it joins the reduce-scatter's time
+    t_rs = t_rs + np.where(np.asarray(z) >= 1, replica_allreduce_s(cl, g1, groups, replica_group(cl, a, strides),
+                                                                   n1), 0.0)
+    gathers = zero.gathers_per_microbatch(a["recompute"] == 2)
     exposed = zero.exposed_s(z, m, t_ar, t_rs, t_ag, n1 + n2, layers, fwd_s, bwd_s, a["overlap_grad_reduce"],
-                             a["overlap_param_gather"], a["vpp"], wgrad_s)
-    return exposed, zero.total_s(z, m, t_ar, t_rs, t_ag), nonexp, exp, groups
+                             a["overlap_param_gather"], a["vpp"], wgrad_s, gathers)
+    return exposed, zero.total_s(z, m, t_ar, t_rs, t_ag, gathers), nonexp, exp, groups

@@ -32,6 +32,7 @@ from models.comm import (  # noqa: F401  (re-exported: the public cost path)
     layer_comm_s,
     measured_collective,
     placement_strides,
+    replica_group,
 )
 from models.fields import options
 from models.hardware import Cluster
@@ -87,10 +88,11 @@ def _stage_states(model: Transformer, a, layers, nonexp, exp):
     opt_b = optimizers.state_bytes_per_param(a.get("optimizer", 0), a.get("master_weights", True))
     adapters = layers * finetune.adapter_params_per_layer(model, a.get("lora_rank", 8), a.get("lora_targets", 5),
                                                           method) / tp
-    w1, g1, o1 = zero.model_state_bytes(np.where(peft, adapters, nonexp), dpcp, z, optimizer_bytes=opt_b)
+    shard = zero.shard_size(dpcp, a.get("shard_group", 0))   # hybrid sharding: states sharded over the group only
+    w1, g1, o1 = zero.model_state_bytes(np.where(peft, adapters, nonexp), shard, z, optimizer_bytes=opt_b)
     w2, g2, o2 = zero.model_state_bytes(np.where(peft, 0.0, exp), dpcp / a["ep"], z, optimizer_bytes=opt_b)
     quant = np.minimum(layers * finetune.quantized_params_per_layer(model) / tp, nonexp + exp)
-    frozen = np.where(peft, finetune.frozen_weight_bytes(nonexp + exp, quant, method), 0.0) / np.where(z >= 3, dpcp, 1)
+    frozen = np.where(peft, finetune.frozen_weight_bytes(nonexp + exp, quant, method), 0.0) / np.where(z >= 3, shard, 1)
     grads = np.where(optimizers.fused_update(a.get("optimizer", 0)),   # LOMO: one tensor's gradient at a time
                      2.0 * max(model.vocab, model.ffn_hidden) * model.hidden / tp, g1 + g2)
     off = a.get("offload", 0)

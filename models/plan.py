@@ -97,6 +97,9 @@ class Plan:
     zero_stage: ZeroStage = opt(ZeroStage.NONE, "ZeRO stage: 1 shards optimizer state, 2 also gradients, "
                                 "3 also parameters", "plan", flag="--zero", choices=(0, 1, 2, 3),
                                 search=(0, 1, 2, 3))
+    shard_group: int = opt(0, "ranks the ZeRO/FSDP model states are sharded over (hybrid sharding, HSDP / ZeRO++ "
+                           "hpZ: shard inside the group, replicate across groups); 0 = all dp*cp ranks", "plan",
+                           unit="ranks", minimum=0, maximum=MAX_DEGREE, search=(0, 8))
     recompute: Recompute = opt(Recompute.NONE, "activation recomputation", "plan", choices=tuple(RECOMPUTE_NAMES),
                                search=tuple(RECOMPUTE_NAMES))
     schedule: Schedule = opt(Schedule.ONE_F_ONE_B, "pipeline schedule", "plan", choices=tuple(SCHEDULE_NAMES),
@@ -180,6 +183,7 @@ class Plan:
                f"-z{int(self.zero_stage)}-mb{self.micro_batch_size}-rc{self.recompute.name.lower()}"
                f"-{SCHEDULE_IDS[self.schedule]}")
         pid = pid if self.placement == DEFAULT_PLACEMENT else f"{pid}-{self.placement.split('-')[0]}inner"
+        pid = f"{pid}-hsdp{self.shard_group}" if 0 < self.shard_group < self.dp * self.cp else pid
         # fine-tuning method, optimizer and offload only when not the defaults (full training, adamw, none)
         tail = [x for x, default in ((self.finetune, "none"), (self.optimizer, "adamw"),
                                      (f"off-{self.offload.replace(',', '+')}", "off-none")) if x != default]
@@ -209,6 +213,9 @@ def check_plan(plan: Plan, model, cluster=None) -> list[str]:
             errs.append(f"ep: ep={plan.ep} does not divide num_experts={model.num_experts}")
         if (plan.dp * plan.cp) % plan.ep:
             errs.append(f"ep: ep={plan.ep} must divide dp*cp={plan.dp * plan.cp} (experts are sharded over data-parallel ranks)")
+    if plan.shard_group and (plan.dp * plan.cp) % plan.shard_group:
+        errs.append(f"shard_group: {plan.shard_group} does not divide dp*cp = {plan.dp * plan.cp}; use a divisor "
+                    "of it (or 0: shard over all of them)")
     if plan.schedule == Schedule.INTERLEAVED and plan.num_microbatches % plan.pp:
         errs.append(f"global_batch_size: interleaved schedule needs num_microbatches={plan.num_microbatches} "
                     f"divisible by pp={plan.pp}")

@@ -26,11 +26,22 @@ stream per rank and must reproduce it where nothing contends):
     the compute (overlap_param_gather) or before it; the backward returns when its reduce-scatters
     are done (FSDP's post-backward wait).
 
+At hundreds to thousands of ranks (Zhao et al. 2023, "PyTorch FSDP", VLDB, Sec. 3.3-3.4): one all-gather
+per module (a transformer layer: the FSDP / FSDP2 unit, DeepSpeed's sub-module fetch) per forward, again in
+backward and again for a recomputed forward (:func:`gathers_per_microbatch`), one reduce-scatter per module;
+each collective pays NCCL's latency, which grows linearly with the ring (models.collectives), and can hide
+only behind one layer's compute (:func:`layer_stream_exposed_s`: the prefetch depth the frameworks use).
+
+Hybrid sharding (FSDP HYBRID_SHARD / HSDP, Zhao et al. Sec. 3.2.2; ZeRO++ hpZ, Wang et al. 2023): the
+model states are sharded over a group of ``shard`` ranks (the plan's shard_group, :func:`shard_size`) and
+replicated over the dp*cp / shard groups. Memory: ``dp`` in :func:`model_state_bytes` becomes ``shard``.
+Traffic: gathers and reduce-scatters inside the group, plus an all-reduce of each gradient shard (1/shard
+of the gradients) across the replicas (:func:`replica_size`). (ZeRO++ hpZ keeps the optimizer states
+sharded over all ranks and only the secondary weight copy inside a node; the HSDP accounting here shards
+every state over the group.)
+
 Offload (ZeRO-Offload, ZeRO-Infinity) is models.parallel.offload's: models.estimate moves the
-offloaded states off the GPU and adds the PCIe / CPU-step time it cannot hide. Not built: hybrid
-sharding (FSDP HYBRID_SHARD, ZeRO++ hpZ) shards over a sub-group of ``shard`` <= dp ranks and
-all-reduces across the dp / shard replicas: ``dp`` in the memory functions becomes ``shard``, and
-:func:`exposed_s` gains that all-reduce.
+offloaded states off the GPU and adds the PCIe / CPU-step time it cannot hide.
 """
 
 from __future__ import annotations
@@ -49,6 +60,28 @@ OPTIMIZER_KERNELS = 10
 # Megatron/PyTorch DDP gradient bucket (Megatron-Core default 40M elements; torch DDP 25 MB):
 # the last bucket's reduction cannot overlap with backward.
 DP_BUCKET_BYTES = 40e6 * 2
+
+
+def shard_size(dpcp, shard_group):
+    """Ranks the model states are sharded over: ``shard_group`` (HSDP) when it is > 0 and divides the dp*cp
+    ranks ``dpcp``, else all of them (0, the default: full sharding). Arrays ok; models.plan.check_plan
+    rejects a shard group that does not divide dp*cp, a planner grid point with one equals full sharding.
+
+    >>> [int(x) for x in shard_size(64, [0, 8, 12, 128])]
+    [64, 8, 64, 64]
+    """
+    dpcp, sg = np.asarray(dpcp), np.asarray(shard_group)
+    ok = (sg > 0) & (sg < dpcp) & (np.mod(dpcp, np.maximum(sg, 1)) == 0)
+    return np.where(ok, sg, dpcp)
+
+
+def replica_size(dpcp, shard_group):
+    """Replicas of each shard under hybrid sharding (dp*cp / shard; 1 under full sharding).
+
+    >>> int(replica_size(64, 8))
+    8
+    """
+    return np.asarray(dpcp) // shard_size(dpcp, shard_group)
 
 
 def model_state_bytes(num_params, dp, zero_stage, optimizer_bytes=BYTES_OPTIMIZER):
@@ -137,41 +170,75 @@ def overlapped_tail_s(total_s, n, window_s):
     return np.maximum(total_s / n, total_s - window_s * (1 - 1 / n))
 
 
-def zero3_exposed_per_op_s(t_ag_s, t_rs_s, num_layers, fwd_s, bwd_s, overlap_grad_reduce, overlap_param_gather,
-                           wgrad_s=0.0):
-    """(forward, backward) exposed seconds of one ZeRO-3 micro-batch over ``num_layers`` layers whose
-    weights gather in ``t_ag_s`` and whose gradients reduce-scatter in ``t_rs_s`` (one collective
-    per layer); ``wgrad_s`` > 0: the weight gradients run as a separate op of that length after a
-    backward of ``bwd_s`` (ZB-H1's W), which then carries the reduce-scatters.
+def gathers_per_microbatch(recompute_full):
+    """All-gathers of each module's (layer's) weights per micro-batch at ZeRO-3: one in forward, one in
+    backward, and one more for the recomputed forward under full recompute (DeepSpeed stage 3 re-fetches
+    a checkpointed module's parameters in its pre-forward hook; deepspeed/runtime/zero/
+    partitioned_param_coordinator.py fetch_sub_module). Arrays ok.
 
-    The first layer's gather always blocks; the rest (g) run beside the compute when prefetched,
-    else before it. The reduce-scatters follow the layers' gradients on the same stream and the
-    op returns when they are done: max(g + t_rs - bwd, tail) after a backward that also gathers.
+    >>> [float(x) for x in gathers_per_microbatch([False, True])]
+    [2.0, 3.0]
+    """
+    return 2.0 + np.asarray(recompute_full, dtype=float)
+
+
+def layer_stream_exposed_s(first_s, per_layer_stream_s, per_layer_compute_s, num_layers):
+    """Seconds a chain of ``num_layers`` layers waits for its DP stream when each layer's collectives
+    (``per_layer_stream_s``: the next layer's gather, and in backward the finished layer's reduce-scatter)
+    can run only beside one layer's compute (``per_layer_compute_s``): the framework prefetches one module
+    ahead (FSDP BACKWARD_PRE / forward prefetch with limit_all_gathers, torch/distributed/fsdp@v2.1.0;
+    DeepSpeed stage3_prefetch_bucket_size 5e7 parameters, about one layer of a 7B+ model), so layer k
+    cannot start before its gather is done and a gather cannot run ahead of the compute it feeds:
+    first + (L - 1) max(0, stream - compute). Deeper prefetch does not change it for equal layers.
+
+    >>> round(float(layer_stream_exposed_s(1.1, 1.1, 1.0, 10)), 6)   # gathers 10% slower than compute: 2 s waited
+    2.0
+    >>> float(layer_stream_exposed_s(0.5, 0.5, 1.0, 10))   # hidden but the first
+    0.5
+    """
+    return first_s + np.maximum(num_layers - 1, 0) * np.maximum(0.0, per_layer_stream_s - per_layer_compute_s)
+
+
+def zero3_exposed_per_op_s(t_ag_s, t_rs_s, num_layers, fwd_s, bwd_s, overlap_grad_reduce, overlap_param_gather,
+                           wgrad_s=0.0, bwd_gathers=1.0):
+    """(forward, backward) exposed seconds of one ZeRO-3 micro-batch over ``num_layers`` layers whose
+    weights gather in ``t_ag_s`` per pass (one collective per layer) and whose gradients reduce-scatter
+    in ``t_rs_s`` (one per layer); ``bwd_s`` includes a recompute (whose gathers ``t_ag_s`` then counts:
+    gathers_per_microbatch); ``wgrad_s`` > 0: the weight gradients run as a separate op of that length
+    after the backward (ZB-H1's W), which then carries the reduce-scatters; ``bwd_gathers``: gathers of
+    each layer in the backward op (2 when the recompute re-gathers, :func:`gathers_per_microbatch`).
+
+    Forward: the first layer's gather blocks, the others run one layer ahead of the compute
+    (:func:`layer_stream_exposed_s`); without overlap_param_gather every gather blocks. Backward: each
+    layer's gather and the previous layer's reduce-scatter share the DP stream beside one layer's
+    backward; the op returns when its last reduce-scatter is done (FSDP's post-backward wait).
 
     >>> [round(float(x), 3) for x in zero3_exposed_per_op_s(1.0, 1.0, 4, 2.0, 4.0, True, True)]
     [0.25, 0.5]
     >>> [round(float(x), 3) for x in zero3_exposed_per_op_s(1.0, 1.0, 4, 2.0, 4.0, True, True, wgrad_s=2.0)]
     [0.25, 0.5]
     """
-    first = t_ag_s / np.maximum(num_layers, 1)
-    rest = t_ag_s - first
+    L = np.maximum(num_layers, 1)
+    g, r = t_ag_s / L, t_rs_s / L
     split = np.asarray(wgrad_s) > 0
-    tail = np.where(overlap_grad_reduce, overlapped_tail_s(t_rs_s, num_layers, np.where(split, wgrad_s, bwd_s)),
-                    t_rs_s)
-    fwd = np.where(overlap_param_gather, first + np.maximum(0.0, rest - fwd_s), t_ag_s)
-    gather_bwd = np.where(overlap_param_gather, first + np.maximum(0.0, rest - bwd_s), t_ag_s)
-    joint = np.where(overlap_param_gather, first + np.maximum(rest + t_rs_s - bwd_s, tail), t_ag_s + tail)
+    tail = np.where(overlap_grad_reduce, overlapped_tail_s(t_rs_s, L, np.where(split, wgrad_s, bwd_s)), t_rs_s)
+    fwd = np.where(overlap_param_gather, layer_stream_exposed_s(g, g, fwd_s / L, L), t_ag_s)
+    gb = bwd_gathers * g
+    gather_bwd = np.where(overlap_param_gather, layer_stream_exposed_s(gb, gb, bwd_s / L, L), L * gb)
+    joint = np.where(overlap_param_gather & np.asarray(overlap_grad_reduce, dtype=bool),
+                     layer_stream_exposed_s(gb, gb + r, bwd_s / L, L) + r, gather_bwd + tail)
     return fwd, np.where(split, gather_bwd + tail, joint)
 
 
 def exposed_s(zero_stage, num_microbatches, t_ar_s, t_rs_s, t_ag_s, n_grad, num_layers, fwd_s, bwd_s,
-              overlap_grad_reduce, overlap_param_gather, vpp=1, wgrad_s=0.0):
+              overlap_grad_reduce, overlap_param_gather, vpp=1, wgrad_s=0.0, gathers=2.0):
     """Exposed DP/ZeRO communication per iteration on one rank, seconds (arrays ok).
 
     ``t_ar_s``, ``t_rs_s``, ``t_ag_s``: the rank's gradient all-reduce, reduce-scatter and weight
     all-gather, each over all its weights, in ``n_grad`` collectives (buckets; layers at stage 3);
     ``fwd_s`` / ``bwd_s``: one micro-batch's forward / backward on the rank (the overlap windows);
-    ``wgrad_s`` > 0: the weight gradients run apart (ZB-H1's W) and their op is the gradients' window.
+    ``wgrad_s`` > 0: the weight gradients run apart (ZB-H1's W) and their op is the gradients' window;
+    ``gathers``: weight gathers per micro-batch at stage 3 (:func:`gathers_per_microbatch`).
       stage 0: tail(t_ar)                    once, after the last micro-batch's backward
       stage 1: tail(t_rs) + ag               ag = max(0, t_ag - fwd) when prefetched, else t_ag
       stage 2: m tail(t_rs) + ag             reduce-scatter every micro-batch
@@ -189,20 +256,21 @@ def exposed_s(zero_stage, num_microbatches, t_ar_s, t_rs_s, t_ag_s, n_grad, num_
     tail = lambda t: np.where(og, overlapped_tail_s(t, n_grad, grad_window), t)  # noqa: E731
     ag_once = np.where(opg, np.maximum(0.0, t_ag_s - fwd_s), t_ag_s)
     f3, b3 = zero3_exposed_per_op_s(t_ag_s / vpp, t_rs_s / vpp, num_layers / vpp, fwd_s / vpp, bwd_s / vpp, og, opg,
-                                    wgrad_s / vpp)
+                                    wgrad_s / vpp, np.asarray(gathers) - 1)
     return np.select([z == 0, z == 1, z == 2], [tail(t_ar_s), tail(t_rs_s) + ag_once, m * tail(t_rs_s) + ag_once],
                      m * vpp * (f3 + b3))
 
 
-def total_s(zero_stage, num_microbatches, t_ar_s, t_rs_s, t_ag_s):
-    """DP/ZeRO communication per iteration on one rank, hidden or not, seconds (ZeRO Sec. 7.2).
+def total_s(zero_stage, num_microbatches, t_ar_s, t_rs_s, t_ag_s, gathers=2.0):
+    """DP/ZeRO communication per iteration on one rank, hidden or not, seconds (ZeRO Sec. 7.2); ``gathers``:
+    weight all-gathers per micro-batch at stage 3 (:func:`gathers_per_microbatch`).
 
     >>> [float(total_s(z, 4, 2.0, 1.0, 1.0)) for z in range(4)]
     [2.0, 2.0, 5.0, 12.0]
     """
     z, m = np.asarray(zero_stage), num_microbatches
     return np.select([z == 0, z == 1, z == 2], [t_ar_s, t_rs_s + t_ag_s, m * t_rs_s + t_ag_s],
-                     m * (2 * t_ag_s + t_rs_s))
+                     m * (gathers * t_ag_s + t_rs_s))
 
 
 def check(zero_stage) -> list[str]:

@@ -95,12 +95,12 @@ def memory_total_bytes(static_bytes, act_bytes):
     return mem.allocated_bytes(static_bytes + act_bytes)
 
 
-def _comm(kind, op, nbytes, group, bw, spans, links, measured=None) -> Comm | None:
-    """A Comm whose time alone equals collective_time_s(op, nbytes, group, bw, spans, measured) (its
+def _comm(kind, op, nbytes, group, bw, spans, links, measured=None, local=None) -> Comm | None:
+    """A Comm whose time alone equals collective_time_s(op, nbytes, group, bw, spans, measured, 1, local) (its
     latency part at least 0: a measured collective faster than ``bw`` allows keeps the bandwidth time)."""
     if group <= 1 or nbytes <= 0:
         return None
-    total = float(coll.collective_time_s(op, nbytes, group, bw, spans, measured))
+    total = float(coll.collective_time_s(op, nbytes, group, bw, spans, measured, 1, local))
     frac = (group - 1) / group
     wire = nbytes * {"all_reduce": 2 * frac, "send_recv": 1.0}.get(op, frac)
     return Comm(kind, op, wire, max(0.0, total - wire / bw), tuple(links), float(bw))
@@ -249,8 +249,10 @@ def _stage_comms(cluster: Cluster, plan: Plan, pl: Placement, links: _Links, lc:
     tp, cp, pp, ep = plan.tp, plan.cp, plan.pp, plan.ep
     s_dp = pl.stride("dp")                  # EP groups are consecutive DP ranks (Megatron)
     strides = tuple(pl.stride(d) for d in ("tp", "cp", "dp", "pp"))
-    (dpcp, dp_bw, dp_spans, dpcp_local), (edp, edp_bw, edp_spans, _) = (
-        tuple(x.item() for x in g) for g in est_mod.dp_groups(cluster, {"dp": plan.dp, "cp": cp, "ep": ep}, strides))
+    a_dp = {"dp": plan.dp, "cp": cp, "ep": ep, "zero_stage": int(plan.zero_stage), "shard_group": plan.shard_group}
+    (dpcp, dp_bw, dp_spans, dpcp_local), (edp, edp_bw, edp_spans, edp_local) = (
+        tuple(np.asarray(x).item() for x in g) for g in est_mod.dp_groups(cluster, a_dp, strides))
+    rep, rep_bw, rep_spans, rep_local = (np.asarray(x).item() for x in est_mod.replica_group(cluster, a_dp, strides))
     ep1 = _ep_comm(cluster, lc.a2a_bytes, ep, s_dp, links.per_rank_nic(st), links.group(st, "dp", 1))
     pp_bw = _group_bw(cluster, pl.stride("pp"), pp)
     lat = {k: est_mod.measured_collective(cluster, k) for k in coll.KINDS}
@@ -261,8 +263,10 @@ def _stage_comms(cluster: Cluster, plan: Plan, pl: Placement, links: _Links, lc:
         "cp": _comm("cp", "send_recv", 1.0, cp, *_group_bw(cluster, pl.stride("cp"), cp), links.group(st, "cp", cp),
                     lat["send_recv"]),
         "ep": ep1,
-        "dp": (dpcp, dp_bw, dp_spans, links.group(st, "dp", dpcp, s_dp, dpcp_local)),
-        "edp": (edp, edp_bw, edp_spans, links.group(st, "dp", edp, s_dp * ep)),
+        "dp": (dpcp, dp_bw, dp_spans, links.group(st, "dp", dpcp, s_dp, dpcp_local), dpcp_local),
+        "edp": (edp, edp_bw, edp_spans, links.group(st, "dp", edp, s_dp * ep), edp_local),
+        # hybrid sharding's cross-replica group (models.comm.replica_group): all-reduces the gradient shards
+        "rep": (rep, rep_bw, rep_spans, links.group(st, "dp", rep, s_dp * dpcp, rep_local), rep_local),
         "latency": lat,
         "busbw_ratio": {k: est_mod.busbw_ratio(cluster, k) for k in coll.KINDS},
         "send_F": _comm("pp", "send_recv", lc.p2p_bytes, pp, *pp_bw, links.p2p(st, (st + 1) % pp), lat["send_recv"])
@@ -314,12 +318,18 @@ def _dp_comms(kind: str, comms: dict, nonexp: float, exp: float, zero_stage: int
     dp*cp ranks, expert ones over the dp*cp/ep expert-data-parallel ranks; as many as
     models.parallel.zero.num_grad_collectives says (buckets; one per layer at ZeRO-3), or ``count``."""
     out = []
-    for nparams, (group, bw, spans, links) in ((nonexp, comms["dp"]), (exp, comms["edp"])):
+    for i, (nparams, (group, bw, spans, links, local)) in enumerate(((nonexp, comms["dp"]), (exp, comms["edp"]))):
         nbytes = float(zero.grad_sync_bytes(nparams))
         nb = count or int(zero.num_grad_collectives(zero_stage, nbytes, num_layers))
         one = _comm("dp", kind, nbytes / nb, group, bw * comms["busbw_ratio"][kind], spans, links,
-                    comms["latency"][kind])
-        out += [one] * nb if one is not None else []
+                    comms["latency"][kind], local)
+        # hybrid sharding: each gradient reduce-scatter is followed by the all-reduce of its shard across the
+        # replicas (models.comm.dp_comm_s)
+        rep, rep_bw, rep_spans, rep_links, rep_local = comms["rep"]
+        after = _comm("dp", "all_reduce", nbytes / nb / group, rep, rep_bw * comms["busbw_ratio"]["all_reduce"],
+                      rep_spans, rep_links, comms["latency"]["all_reduce"], rep_local) \
+            if kind == "reduce_scatter" and i == 0 and zero_stage >= 1 else None
+        out += [x for x in (one, after) if x is not None] * nb if one is not None else []
     return tuple(out)
 
 
