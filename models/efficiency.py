@@ -68,3 +68,26 @@ def gemm_time_at_s(m, n, k, achieved_flops_per_s, hbm_bytes_per_s, bytes_per_ele
 def memory_bound_time_s(num_bytes, hbm_bytes_per_s, num_kernels=1):
     """Seconds to stream ``num_bytes`` through HBM in ``num_kernels`` elementwise kernels."""
     return num_bytes / (hbm_bytes_per_s * MEMORY_BOUND_EFFICIENCY) + num_kernels * KERNEL_OVERHEAD_S
+
+
+# Tensor-core rate against the board power limit. Under a power cap the GPU lowers its SM clock (and its
+# voltage with it: dynamic power C V^2 f with V roughly proportional to f in the DVFS range), so the
+# sustained rate of a power-bound kernel scales as the cube root of the power limit. Checked against the
+# datasheets of one die at two board powers: GH100 with 132 SMs, H100 SXM 989 TFLOP/s dense bf16 at 700 W
+# and H100 NVL 835 TFLOP/s at 400 W (NVIDIA H100 datasheet, 2023): (400/700)^(1/3) = 0.830 against
+# 835/989 = 0.844 (exponent 0.30). HBM-bound kernels keep their rate (the memory clock is not lowered).
+POWER_CLOCK_EXPONENT = 1.0 / 3.0
+
+
+def power_clock_ratio(power_limit_w, tdp_w):
+    """Sustained tensor-core rate at a board power limit of ``power_limit_w`` relative to the rate at the
+    part's TDP ``tdp_w``: (limit / TDP)^(1/3), at most 1 (a limit above TDP gains nothing). 0 or no TDP: 1.
+
+    >>> round(float(power_clock_ratio(400, 700)), 3)
+    0.83
+    >>> float(power_clock_ratio(0, 700)), float(power_clock_ratio(800, 700))
+    (1.0, 1.0)
+    """
+    p, t = np.asarray(power_limit_w, dtype=float), np.asarray(tdp_w, dtype=float)
+    ok = (p > 0) & (t > 0)
+    return np.where(ok, np.minimum(1.0, np.where(ok, p, 1.0) / np.where(ok, t, 1.0)) ** POWER_CLOCK_EXPONENT, 1.0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from models.efficiency import power_clock_ratio
 from models.units import GB, GBIT, GIB, TFLOPS
 
 DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8")
@@ -45,6 +46,9 @@ class GpuSpec:
     # the SM clock settles below boost (stas00/ml-engineering mamf-finder.py, "Maximum Sustainable
     # Matmul FLOPS"). 0 = no sustained measurement for this part (the burst MAMF is used).
     gemm_efficiency_sustained: float = 0.0
+    # Board power limit the GPU runs at (nvidia-smi -pl); 0 = its TDP. Below TDP the sustained tensor-core
+    # rate falls as models.efficiency.power_clock_ratio says.
+    power_limit_w: float = 0.0
 
     def __post_init__(self) -> None:
         for f in ("hbm_bytes", "hbm_bytes_per_s", "peak_fp16_flops_per_s", "nvlink_bytes_per_s"):
@@ -52,14 +56,18 @@ class GpuSpec:
                 raise ValueError(f"GpuSpec {self.name}: {f} must be > 0, got {getattr(self, f)}")
         if not 0 < self.gemm_efficiency <= 1:
             raise ValueError(f"GpuSpec {self.name}: gemm_efficiency must be in (0, 1], got {self.gemm_efficiency}")
+        if self.power_limit_w < 0:
+            raise ValueError(f"GpuSpec {self.name}: power_limit_w must be >= 0 (0 = the TDP), got {self.power_limit_w}")
         if not 0 <= self.gemm_efficiency_sustained <= self.gemm_efficiency:
             raise ValueError(f"GpuSpec {self.name}: gemm_efficiency_sustained must be in [0, gemm_efficiency="
                              f"{self.gemm_efficiency}] (0 = not measured), got {self.gemm_efficiency_sustained}")
 
     @property
     def sustained_clock_ratio(self) -> float:
-        """Sustained / burst tensor-core rate (MSMF / MAMF); 1.0 where no sustained rate was measured."""
-        return self.gemm_efficiency_sustained / self.gemm_efficiency if self.gemm_efficiency_sustained else 1.0
+        """Sustained / burst tensor-core rate (MSMF / MAMF; 1.0 where no sustained rate was measured), times
+        the drop at a power limit below TDP (models.efficiency.power_clock_ratio)."""
+        msmf = self.gemm_efficiency_sustained / self.gemm_efficiency if self.gemm_efficiency_sustained else 1.0
+        return msmf * float(power_clock_ratio(self.power_limit_w, self.tdp_w))
 
     def peak_flops_per_s(self, dtype: str) -> float:
         """Dense tensor-core peak for ``dtype`` in FLOP/s; ValueError if the part has none."""

@@ -22,7 +22,7 @@ import dataclasses
 
 from models.fields import check_value, default_of, opt, option, options
 from models.frameworks import FRAMEWORK_CHOICES, apply_defaults, framework_errors, get_profile
-from models.hardware import Cluster, make_cluster
+from models.hardware import Cluster, get_gpu, make_cluster
 from models.plan import Plan
 from models.transformer import Transformer, resolve_model
 
@@ -121,6 +121,9 @@ class ClusterInputs:
                                   minimum=1.0, maximum=1e3)
     pue: float = opt(1.2, "data-centre power usage effectiveness (energy figures)", "cluster", minimum=1.0,
                      maximum=10.0)
+    power_limit_w: float | None = opt(None, "GPU board power limit (nvidia-smi -pl); below TDP the sustained "
+                                      "matmul and attention rates fall as (limit/TDP)^(1/3)", "cluster", unit="W",
+                                      minimum=1.0, maximum=1e5, optional="the GPU's TDP")
 
     def __post_init__(self) -> None:
         for name in options(ClusterInputs):
@@ -134,7 +137,9 @@ class ClusterInputs:
         if self.nic_gbit_per_s:
             over["nic_bytes_per_s_per_gpu"] = self.nic_gbit_per_s * 1e9 / 8
         try:
-            return make_cluster(self.gpu, self.nodes, self.node, price_usd_per_gpu_hour=price_per_gpu_hour,
+            gpu = get_gpu(self.gpu)
+            gpu = dataclasses.replace(gpu, power_limit_w=self.power_limit_w) if self.power_limit_w else gpu
+            return make_cluster(gpu, self.nodes, self.node, price_usd_per_gpu_hour=price_per_gpu_hour,
                                 oversubscription=self.oversubscription, pue=self.pue, **over)
         except KeyError as e:
             raise ValueError(str(e).strip("'\"")) from None
