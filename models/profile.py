@@ -114,6 +114,9 @@ class KernelModel:
         if self.gemm_table is not None:
             rate = self.peak_flops_per_s * self.gemm_table_scale * kt.gemm_efficiency(m, n, k, self.gemm_table,
                                                                                       self.num_sms)
+            # never above the part's best measured matmul rate at this clock (MAMF, or MSMF where measured,
+            # mamf-finder.py): the table's per-wave correction can otherwise lift a shape past any measurement
+            rate = np.minimum(rate, self.peak_flops_per_s * self.gemm_efficiency)
             t = eff.gemm_time_at_s(m, n, k, rate, self.hbm_bytes_per_s, bpe)
         else:
             t = eff.gemm_time_s(m, n, k, self.peak_flops_per_s, self.gemm_efficiency, self.num_sms,

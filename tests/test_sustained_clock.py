@@ -29,11 +29,18 @@ def test_h200_large_gemm_runs_at_the_measured_msmf():
     assert tflops == pytest.approx(755, rel=0.01)
 
 
-def test_b200_large_gemm_runs_at_the_measured_msmf():
+def test_b200_large_gemm_runs_at_its_measured_table_rate_at_the_sustained_clock():
+    """B200 GEMMs follow the measured square sweep (models/kernel_tables.py: pytorch/ao PR #2427, 1420 TFLOP/s
+    at 8192^3, held flat beyond it) at the sustained clock (MSMF / MAMF), never above the measured MSMF of
+    1429 TFLOP/s (mamf-finder.py). The two sources disagree by ~20% at large sizes; the table's shape rule
+    is used, and the MSMF only bounds it."""
     km = _km("b200")
-    m = 128 * get_gpu("b200").num_sms
+    g = get_gpu("b200")
+    m = 128 * g.num_sms
     flops = 2.0 * m * ONE_WAVE_N * BIG_K
-    assert flops / float(km.gemm(m, ONE_WAVE_N, BIG_K)) / 1e12 == pytest.approx(1429, rel=0.01)
+    tflops = flops / float(km.gemm(m, ONE_WAVE_N, BIG_K)) / 1e12
+    assert tflops == pytest.approx(1420 * g.sustained_clock_ratio, rel=0.05)
+    assert tflops <= 1429 * 1.001
 
 
 def test_sustained_clock_slows_tensor_cores_not_hbm():
