@@ -20,7 +20,7 @@ says why a plan cannot run under a framework (``check_plan`` reports it).
     >>> p.defaults["zero_stage"].value, p.defaults["sp"].resolve({"tp": 4})
     (1, True)
     >>> framework_errors({"zero_stage": 3, "pp": 1, "tp": 1}, "nemo")[0][:60]
-    'zero_stage: megatron-core cannot run zero_stage=3 (the distri'
+    'zero_stage: megatron-core cannot run zero_stage=3 (the distr'
 """
 
 from __future__ import annotations
