@@ -22,6 +22,7 @@ import numpy as np
 
 from models import collectives as coll
 from models import estimate as est_mod
+from models import finetune
 from models import flops as fl
 from models import memory as mem
 from models.hardware import Cluster
@@ -339,13 +340,16 @@ def _stage_program(model, cluster, plan, pl, links, lc, km, orders, st) -> Stage
     counts, starts = _virtual_layers(model.num_layers, pp, vpp)
     comms = _stage_comms(cluster, plan, pl, links, lc, st)
     zb = plan.schedule == Schedule.ZERO_BUBBLE
-    costs, buckets, gathers, nonexp, exp = {}, {}, {}, 0.0, 0.0
+    costs, buckets, gathers, nonexp, exp, g_nonexp, g_exp = {}, {}, {}, 0.0, 0.0, 0.0, 0.0
     for c in range(vpp):
         v = c * pp + st
         costs.update(_chunk_costs(lc, comms, counts[v], v == pp * vpp - 1, zb, c, first=v == 0))
         ne, ex = (float(x) for x in est_mod.stage_params(model, a, counts[v], v == 0, v == pp * vpp - 1))
         nonexp, exp = nonexp + ne, exp + ex
-        buckets[c] = _dp_comms(zero.grad_reduce_kind(z), comms, ne, ex, z, counts[v])
+        # the gradients the DP reduction moves: all, or under LoRA/QLoRA only the adapters' (models.comm.dp_comm_s)
+        g_ne, g_ex = (float(x) for x in finetune.grad_sync_params(model, a, counts[v], ne, ex))
+        g_nonexp, g_exp = g_nonexp + g_ne, g_exp + g_ex
+        buckets[c] = _dp_comms(zero.grad_reduce_kind(z), comms, g_ne, g_ex, z, counts[v])
         if z >= 3:   # the first layer's weights, then the rest (gathered while the first layers compute)
             f = 1.0 / max(counts[v], 1)
             gathers[c] = (_dp_comms("all_gather", comms, f * ne, f * ex, z, 1, 1),
@@ -353,7 +357,8 @@ def _stage_program(model, cluster, plan, pl, links, lc, km, orders, st) -> Stage
     static = float(sum(est_mod.stage_state_bytes(model, a, st)))   # ZeRO-3: + current (+ prefetched) layer
     opt_params = zero.optimizer_params(nonexp, exp, comms["dp"][0], comms["edp"][0], z)
     t_opt = float(est_mod.optimizer_step_s(km, opt_params))
-    param_gather = _dp_comms("all_gather", comms, nonexp, exp, z, sum(counts[c * pp + st] for c in range(vpp))) \
+    # ZeRO-1/2 gather the updated weights: the adapters' only under LoRA (ZeRO-3 gathers every weight, above)
+    param_gather = _dp_comms("all_gather", comms, g_nonexp, g_exp, z, sum(counts[c * pp + st] for c in range(vpp))) \
         if z in (1, 2) else ()
     send = {"F": comms["send_F"], "B": comms["send_B"]} if pp > 1 else {}
     return StageProgram(st, pl.rank(st), tuple(orders[st]), costs, tuple(int(starts[c * pp + st]) for c in range(vpp)),
