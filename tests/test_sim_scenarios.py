@@ -17,9 +17,10 @@ EXPECTED_DIFFERENCES = {
          "the waits of the last micro-batches fall into the 1F1B cool-down, where the stage idles anyway; the "
          "analytical model adds them all", (0.93, 0.99)),
     ("deepseek-v3-moe-ep", "ep32-pp16"):
-        ("overlapped all-to-alls: the simulation hides a pass's all-to-alls behind that pass's compute only "
-         "(its F and B ops run one after the other); the analytical model pairs them with another micro-batch's "
-         "backward as DualPipe does. Here the forward all-to-alls outlast the forward compute", (1.0, 1.08)),
+        ("61 layers over 16 stages (4, 3 and the output layer): on the first stage compute + exposed all-to-alls "
+         "agree (16.05 s simulated vs 16.09 s), but the 1F1B warm-up and cool-down wait on the 4-layer stages "
+         "and their all-to-alls: bubble 2.57 s simulated vs 1.93 s from the mean stage (measured 1.022)",
+         (1.0, 1.08)),
     ("llama3-405b-h100-cp", "table4-interleaved"):
         ("uneven 3-4 layer chunks: the analytical bubble uses the mean stage time", (0.94, 1.0)),
 }

@@ -12,6 +12,14 @@ Processes (module-level generators taking env, as SimPy's examples do): one per 
 stage walks its op order (from simulator.des.schedules), waiting for the neighbour's data,
 running the compute, the inline TP/CP/EP collectives and the blocking p2p send; gradient
 buckets run on the stage's DP stream, overlapping the backward.
+
+Communication steals compute (models.collectives.stolen_compute_s): the compute stream loses
+``Program.stolen_s_per_overlap_s`` times the seconds collectives ran beside its kernels, as simulated.
+An op's overlapped TP/EP collectives: after the op has waited for them (exposed + stolen, as
+models.comm charges them). The DP stream (gradient buckets, ZeRO gathers) runs apart: what it took
+is paid at the stage's next compute op or before the optimizer step, as models.estimate adds it to
+the compute, so it neither hides the DP tail nor delays the op's send. The ZeRO-1/2 weight gather
+hidden behind the next iteration's first forward slows that forward.
 """
 
 from __future__ import annotations
@@ -235,6 +243,21 @@ class Sim:
         self._ready: dict = {}
         self.ops = [[] for _ in program.stages]   # per stage: (op, start_s, ready_s, dependency waited on)
         self.dp_streams = [simpy.Resource(env, 1) for _ in program.stages]
+        self.dp_busy_s = [0.0] * len(program.stages)     # seconds the DP stream was busy, closed collectives
+        self.dp_since: list = [None] * len(program.stages)   # start of the DP collective in flight, if any
+        self.dp_stolen_s = [0.0] * len(program.stages)   # compute the DP stream took, not yet paid
+
+    def dp_busy_until_now_s(self, stage: int) -> float:
+        """Seconds stage ``stage``'s DP stream has been busy so far (one collective at a time)."""
+        since = self.dp_since[stage]
+        return self.dp_busy_s[stage] + (self.env.now - since if since is not None else 0.0)
+
+    def dp_comm(self, stage: int, c: Comm):
+        """Generator: a collective on the stage's DP stream (held by the caller), timed as busy."""
+        t0 = self.dp_since[stage] = self.env.now
+        yield from self.comm(c)
+        self.dp_busy_s[stage] += self.env.now - t0
+        self.dp_since[stage] = None
 
     def ready(self, key) -> simpy.Event:
         ev = self._ready.get(key)
@@ -251,10 +274,12 @@ class Sim:
 
 
 def _comms(env, sim: Sim, stage: int, comms, mb, layer):
+    """Generator: ``comms`` one after another; returns when the last ended."""
     for c in comms:
         t0 = env.now
         yield from sim.comm(c)
         sim.records.append((stage, c.kind, f"{c.kind}-{c.op}", c.kind, t0, env.now, c.wire_bytes, 0.0, mb, layer))
+    return env.now
 
 
 def grad_bucket(env, sim: Sim, stage: int, c: Comm, ready_at_s: float, mb: int, layer: int):
@@ -264,7 +289,7 @@ def grad_bucket(env, sim: Sim, stage: int, c: Comm, ready_at_s: float, mb: int, 
     with sim.dp_streams[stage].request() as req:
         yield req
         t0 = env.now
-        yield from sim.comm(c)
+        yield from sim.dp_comm(stage, c)
     sim.records.append((stage, "dp", f"dp-{c.op}", "dp", t0, env.now, c.wire_bytes, 0.0, mb, layer))
 
 
@@ -273,7 +298,7 @@ def _gather(env, sim: Sim, stage: int, comms, mb: int, layer: int):
         with sim.dp_streams[stage].request() as req:
             yield req
             t0 = env.now
-            yield from sim.comm(c)
+            yield from sim.dp_comm(stage, c)
         sim.records.append((stage, "dp", "dp-all_gather", "dp", t0, env.now, c.wire_bytes, 0.0, mb, layer))
 
 
@@ -319,6 +344,13 @@ def _compute(env, sim: Sim, sp: StageProgram, op: tuple, grads: bool, buckets: l
     ``grads``: this op produces gradients to reduce, bucket by bucket as the backward runs."""
     s, (phase, j, c) = sp.stage, op
     acc, layer, cost = sim.acc[s], sp.first_layer[c], sp.costs[(op[0], op[2])]
+    t_rec = env.now
+    steal, owed = sim.program.stolen_s_per_overlap_s, sim.dp_stolen_s[s]
+    dp_busy0 = sim.dp_busy_until_now_s(s) if steal else 0.0
+    if owed > 0:                # the compute the DP stream took beside the earlier ops
+        sim.dp_stolen_s[s] = 0.0
+        yield env.timeout(owed)
+        acc["compute"] += owed
     t0, dur = env.now, cost.compute_s * sim.slowdown[s]
     act[0] += max(cost.act_bytes, 0.0)
     sim.memory.append((s, t0, act[0] + cost.transient_bytes))
@@ -333,17 +365,32 @@ def _compute(env, sim: Sim, sp: StageProgram, op: tuple, grads: bool, buckets: l
             ready = t0 + ((k + 1) / len(bs) if sim.program.overlap_grad_reduce else 1.0) * dur
             buckets.append(env.process(grad_bucket(env, sim, s, b, ready, j, layer)))
     yield env.timeout(dur)
-    sim.records.append((s, "compute", phase, "compute", t0, env.now, 0.0, cost.flops, j, layer))
-    acc["compute"] += dur
+    stolen = 0.0
+    if steal:   # the collectives that ran beside the kernels slowed them (models.collectives.stolen_compute_s)
+        sim.dp_stolen_s[s] += steal * (sim.dp_busy_until_now_s(s) - dp_busy0)
+        if overlapped is not None:
+            stolen = steal * ((min(overlapped.value, env.now) if overlapped.triggered else env.now) - t0)
+    t_kernels = env.now
     if weights is not None and not weights.triggered:   # ZeRO-3: the last layers' weights still on the way
-        t1 = env.now
         yield weights
-        acc["dp"] += env.now - t1
+        acc["dp"] += env.now - t_kernels
     t1 = env.now
     if overlapped is not None:                # TP / EP collectives overlapped with the kernels
         if not overlapped.triggered:
             yield overlapped
         acc[hidden[-1].kind] += env.now - t1  # the wait is for the tail of the sequence: its last collective
+    if env.now > t_kernels:   # waited for collectives that outlasted the kernels: the stolen seconds follow
+        # (models.comm / models.parallel.zero charge exposed + stolen: the hiding window is the kernels' time)
+        sim.records.append((s, "compute", phase, "compute", t_rec, t_kernels, 0.0, cost.flops, j, layer))
+        if stolen > 0:
+            t1 = env.now
+            yield env.timeout(stolen)
+            sim.records.append((s, "compute", phase, "compute", t1, env.now, 0.0, 0.0, j, layer))
+    else:
+        if stolen > 0:
+            yield env.timeout(stolen)
+        sim.records.append((s, "compute", phase, "compute", t_rec, env.now, 0.0, cost.flops, j, layer))
+    acc["compute"] += dur + stolen
     for cm in inline:
         t1 = env.now
         yield from sim.comm(cm)
@@ -374,18 +421,21 @@ def _finish(env, sim: Sim, sp: StageProgram, buckets: list):
         yield env.all_of(buckets)
     acc["dp"] += env.now - t1
     t0 = env.now
-    yield env.timeout(sp.optimizer_s * sim.slowdown[s])
+    owed, sim.dp_stolen_s[s] = sim.dp_stolen_s[s], 0.0   # the compute the DP stream took beside the last ops
+    yield env.timeout(sp.optimizer_s * sim.slowdown[s] + owed)
     sim.records.append((s, "compute", "optimizer", "compute", t0, env.now, 0.0, 0.0, -1, -1))
     acc["compute"] += env.now - t0
     sim.end_s[s] = env.now
     if sp.param_gather:                       # ZeRO-1/2: gather the updated weights
         t0 = env.now
         yield from _gather(env, sim, s, sp.param_gather, -1, -1)
-        exposed = env.now - t0
-        if prog.overlap_param_gather:          # hidden behind the next iteration's first forward
+        gather_s = exposed = env.now - t0
+        if prog.overlap_param_gather:          # hidden behind the next iteration's first forward, slowing it
             exposed = max(0.0, exposed - prog.first_fwd_s)
+        stolen = prog.stolen_s_per_overlap_s * (gather_s - exposed)
         acc["dp"] += exposed
-        sim.end_s[s] = t0 + exposed
+        acc["compute"] += stolen
+        sim.end_s[s] = t0 + exposed + stolen
 
 
 def stage_process(env, sim: Sim, sp: StageProgram):

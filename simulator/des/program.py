@@ -89,6 +89,9 @@ class Program:
     notes: tuple = field(default_factory=tuple)
     overlap_ep_comm: bool = False               # EP all-to-alls run beside compute (hidden unless longer)
     overlap_grad_reduce: bool = True            # gradient buckets reduce during the backward, else after it
+    # compute seconds lost per second a collective runs beside the compute (models.collectives.stolen_compute_s
+    # of one hidden second: it is linear in the hidden time); the engine charges it on the overlap it simulates
+    stolen_s_per_overlap_s: float = 0.0
 
 
 def memory_total_bytes(static_bytes, act_bytes):
@@ -284,17 +287,24 @@ def _cp_exposed(cp1: Comm | None, exposed_s: float) -> Comm | None:
     return Comm("cp", "send_recv", exposed_s * cp1.cap_bytes_per_s, 0.0, cp1.links, cp1.cap_bytes_per_s)
 
 
-def _chunk_costs(lc: LayerCosts, comms: dict, num_layers: int, last: bool, zb: bool, c: int, first: bool = False) -> dict:
+def _chunk_costs(lc: LayerCosts, comms: dict, num_layers: int, last: bool, zb: bool, c: int, first: bool = False,
+                 overlap_ep: bool = False) -> dict:
     """OpCosts of a chunk of ``num_layers`` layers: F, B (and W for ZB-H1). The first chunk's
     forward adds the embedding's TP all-reduce; the last chunk the cross-entropy's (forward) and the
-    output layer's input-gradient all-reduce (backward), as models.parallel.tensor counts them."""
+    output layer's input-gradient all-reduce (backward), as models.parallel.tensor counts them.
+    ``overlap_ep``: the MoE all-to-alls of a layer's forward and backward hide behind the pair's compute
+    together (DualPipe runs one micro-batch's forward beside another's backward, DeepSeek-V3 Sec. 3.2.1;
+    models.comm.layer_comm_s): F and B carry them in proportion to their kernel time."""
     L, rc = num_layers, lc.rc_full
     ep_n = lc.moe_frac * L
+    ep_f, ep_b = 2 * ep_n, (2 + 2 * rc) * ep_n
+    if overlap_ep and lc.fwd_s + lc.bwd_s > 0:
+        ep_f, ep_b = (ep_f + ep_b) * lc.fwd_s / (lc.fwd_s + lc.bwd_s), (ep_f + ep_b) * lc.bwd_s / (lc.fwd_s + lc.bwd_s)
     tp_f = 2 * L + first
     comm_f = _seq(_scale(comms["tp"], tp_f), _scale(comms["tp_loss"], tensor.TP_LOSS_ALLREDUCES * last),
-                  _cp_exposed(comms["cp"], L * lc.cp_fwd_s), _scale(comms["ep"], 2 * ep_n))
+                  _cp_exposed(comms["cp"], L * lc.cp_fwd_s), _scale(comms["ep"], ep_f))
     comm_b = _seq(_scale(comms["tp"], (2 + 2 * rc) * L + last), _cp_exposed(comms["cp"], L * lc.cp_bwd_s),
-                  _scale(comms["ep"], (2 + 2 * rc) * ep_n))
+                  _scale(comms["ep"], ep_b))
     layer_act, out_act = L * lc.act_bytes, (lc.out_act_bytes if last else 0.0)
     act = layer_act + out_act
     f_s = L * lc.fwd_s + (lc.logits_fwd_s if last else 0.0)
@@ -343,7 +353,8 @@ def _stage_program(model, cluster, plan, pl, links, lc, km, orders, st) -> Stage
     costs, buckets, gathers, nonexp, exp, g_nonexp, g_exp = {}, {}, {}, 0.0, 0.0, 0.0, 0.0
     for c in range(vpp):
         v = c * pp + st
-        costs.update(_chunk_costs(lc, comms, counts[v], v == pp * vpp - 1, zb, c, first=v == 0))
+        costs.update(_chunk_costs(lc, comms, counts[v], v == pp * vpp - 1, zb, c, first=v == 0,
+                                  overlap_ep=plan.overlap_ep_comm))
         ne, ex = (float(x) for x in est_mod.stage_params(model, a, counts[v], v == 0, v == pp * vpp - 1))
         nonexp, exp = nonexp + ne, exp + ex
         # the gradients the DP reduction moves: all, or under LoRA/QLoRA only the adapters' (models.comm.dp_comm_s)
@@ -378,7 +389,8 @@ def build_program(model: Transformer, cluster: Cluster, plan: Plan, placement_or
     return Program(stages, plan.pp, plan.vpp, plan.num_microbatches,
                    ("gpipe", "1f1b", "interleaved", "zb-h1")[int(plan.schedule)],
                    plan.overlap_tp_comm, plan.overlap_param_gather, first_fwd, overlap_ep_comm=plan.overlap_ep_comm,
-                   overlap_grad_reduce=plan.overlap_grad_reduce)
+                   overlap_grad_reduce=plan.overlap_grad_reduce,
+                   stolen_s_per_overlap_s=float(coll.stolen_compute_s(1.0, 0.0)))
 
 
 def uniform_program(schedule: str, pp: int, num_microbatches: int, vpp: int = 1, t_f_s: float = 1.0,
