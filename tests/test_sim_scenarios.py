@@ -19,7 +19,7 @@ EXPECTED_DIFFERENCES = {
     ("deepseek-v3-moe-ep", "ep32-pp16"):
         ("61 layers over 16 stages (4, 3 and the output layer): on the first stage compute + exposed all-to-alls "
          "agree (16.05 s simulated vs 16.09 s), but the 1F1B warm-up and cool-down wait on the 4-layer stages "
-         "and their all-to-alls: bubble 2.57 s simulated vs 1.93 s from the mean stage (measured 1.022)",
+         "and their all-to-alls: bubble 2.67 s simulated vs 1.93 s from the mean stage (measured 1.029)",
          (1.0, 1.08)),
     ("llama3-405b-h100-cp", "table4-interleaved"):
         ("uneven 3-4 layer chunks: the analytical bubble uses the mean stage time", (0.94, 1.0)),
