@@ -33,7 +33,8 @@ def session_start():
     return cpu_clock()
 
 
-# The 1-minute load average sampled when the module starts and after the runs. Other programs' share of
+# The 1-minute load average sampled when the module starts (later samples would count the module's own
+# two-process runs). Other programs' share of
 # /proc/stat's CPU time reads 0 inside some sandboxes even when other jobs run (measured here: 0.0 with
 # three other test processes busy and the single-device runs 21-29% slower than calibrated), so the load
 # average is a second witness: above 0.75 runnable tasks per core, this module was not alone on the CPU.
@@ -61,7 +62,6 @@ def recheck(session_start, profile, records):
     calibration to second) and, per record, the second calibration's prediction over the first's."""
     again = run_calibration("cpu", quick=True, threads=1)
     foreign = foreign_cpu_share(session_start, cpu_clock())
-    LOAD_SAMPLES.append(os.getloadavg()[0])
     drift = {}
     for r in records:
         rp = _run_plan(r)
