@@ -20,7 +20,8 @@ from models.inputs import PLAN_FIELDS, SEARCH_AXES, ClusterInputs, Training, bui
 from models.plan import Plan
 from simulator.cli import main
 from simulator.cli.app import option_flags
-from simulator.planning.schema import json_schema, parse_scenario
+from simulator.planning.schema import parse_scenario
+from simulator.planning.schema_doc import json_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
@@ -87,7 +88,8 @@ CHECK = textwrap.dedent("""
     from models.inputs import PLAN_FIELDS, Training, resolve_plan
     from simulator.cli import main
     from simulator.planning.planner import Constraints, GRID_FIELDS, search
-    from simulator.planning.schema import json_schema, parse_scenario
+    from simulator.planning.schema import parse_scenario
+    from simulator.planning.schema_doc import json_schema
     from simulator.planning.scenario import run_scenario
     from models.hardware import make_cluster
     from models.transformer import get_model

@@ -12,7 +12,8 @@ import pytest
 
 from simulator.cli import main
 from simulator.planning.scenario import ScenarioError, load_scenario, parse_scenario, run_scenario, write_results
-from simulator.planning.schema import PlanSpec, TrainingSpec, schema_dict, schema_text
+from simulator.planning.schema import PlanSpec, TrainingSpec
+from simulator.planning.schema_doc import schema_dict, schema_text
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ROOT / "scenarios" / "small-gpt-1gpu.yaml"

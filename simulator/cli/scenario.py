@@ -300,8 +300,8 @@ def schema_cmd(json_out: Annotated[bool, typer.Option("--json", help="print the 
                json_schema: Annotated[bool, typer.Option("--json-schema", help="print the scenario file's JSON Schema "
                                                          "(draft 2020-12) for editors and validators")] = False) -> None:
     """Every scenario-file field: type, default and meaning (--json-schema: the JSON Schema)."""
-    from simulator.planning.schema import json_schema as scenario_json_schema
-    from simulator.planning.schema import schema_dict, schema_text
+    from simulator.planning.schema_doc import json_schema as scenario_json_schema
+    from simulator.planning.schema_doc import schema_dict, schema_text
     if json_schema:
         typer.echo(json.dumps(scenario_json_schema(), indent=2))
     else:
