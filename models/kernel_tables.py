@@ -128,6 +128,22 @@ def _hopper_curve(kernel: str, head_dim: float, causal: bool, pss: str) -> np.nd
 
 
 def attention_fraction_curve(kernel: str, arch: str, head_dim: float, causal: bool, pss: str) -> np.ndarray:
+    """The curve of :func:`_attention_fraction_curve`, computed once per (kernel, arch, head dim, causal,
+    pass): an estimate reads four of them, and building one interpolates every table column (read-only)."""
+    try:
+        return _cached_fraction_curve(kernel, arch, head_dim, causal, pss)
+    except TypeError:   # an unhashable head_dim (an array)
+        return _attention_fraction_curve(kernel, arch, head_dim, causal, pss)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_fraction_curve(kernel, arch, head_dim, causal, pss):
+    curve = _attention_fraction_curve(kernel, arch, head_dim, causal, pss)
+    curve.flags.writeable = False
+    return curve
+
+
+def _attention_fraction_curve(kernel: str, arch: str, head_dim: float, causal: bool, pss: str) -> np.ndarray:
     """Fraction of the measuring GPU's 16-bit peak that ``kernel`` reaches at SEQ_POINTS (burst clock).
 
     Hopper: the FA3 paper's figures. Ampere FA2: the paper's best forward fraction (73%) and the model's
