@@ -6,6 +6,8 @@ at the HBM rate). Pure functions over numpy arrays of plan fields (``a``).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from models import finetune
@@ -41,7 +43,16 @@ LOGITS_FWD_SHARE = 1 / 3
 
 def kernels(cluster: Cluster, dtype: str):
     """The kernel-time model (models.profile.KernelModel) both the estimate and the simulator cost with:
-    attention from the published kernel tables unless the cluster carries a measured profile."""
+    attention from the published kernel tables unless the cluster carries a measured profile. Built once
+    per (cluster, dtype): both are frozen, and an estimate asks for it on every call."""
+    try:
+        return _cached_kernels(cluster, dtype)
+    except TypeError:   # a cluster with an unhashable part
+        return kernel_model(cluster, dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_kernels(cluster: Cluster, dtype: str):
     return kernel_model(cluster, dtype)
 
 
