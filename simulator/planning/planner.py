@@ -151,7 +151,10 @@ def search(model: Transformer, cluster: Cluster, training: Training, constraints
     if backend not in BACKENDS:
         raise ValueError(f"backend: {backend!r} unknown; choose one of {', '.join(BACKENDS)}")
     c = constraints or Constraints()
+    from simulator.planning.bounds import check_search_candidates, check_search_points
+    check_search_candidates(model, cluster, c)     # bounded work, refused before any of it
     tasks = _tasks(model, cluster, training, c, objective, keep=top + 1, chunk_points=chunk_points)
+    check_search_points(sum(len(t.layouts) for t in tasks), search_space(model, c), model, cluster, training, c)
     if backend == "auto":
         points = sum(len(t.layouts) * t.space.points_per_layout for t in tasks)
         backend = "process" if (points > PROCESS_THRESHOLD_POINTS

@@ -102,6 +102,8 @@ def run_scenario(scenario: str | Path | Scenario, mode: str | None = None,
     mode = (mode or scn.mode).lower()
     if mode not in MODES:
         raise ScenarioError(f"{scn.source}: mode: {mode!r} unknown; choose one of {', '.join(MODES)}")
+    from simulator.planning.bounds import check_scenario_size
+    check_scenario_size(scn, mode)   # bounded work: every simulated plan and the search grid, before any of it
     sim = _simulator() if mode != "estimate" else None
     ctx = _ctx_for(scn)
     try:

@@ -1,5 +1,7 @@
 """The cluster network: topology, and each link's utilisation during the simulated iteration."""
 
+import dataclasses
+
 import pandas as pd
 import streamlit as st
 
@@ -15,7 +17,9 @@ st.caption(f"{figures.nodes_text(cl.num_nodes)} of {cl.node.name}: {cl.gpus_per_
            f"{cl.node.nic_bytes_per_s_per_gpu * 8 / 1e9:.0f} Gb/s network per GPU, "
            f"oversubscription {cl.oversubscription:g}:1")
 max_gpus = st.select_slider("GPUs to draw", options=(8, 16, 32, 64, 128, 256), value=32, key="net_max_gpus")
-graph = cs.build_topology(cl)
+# only the nodes drawn are built (the others mirror them): a 10^6-GPU cluster must not build 10^6 vertices
+drawn = dataclasses.replace(cl, num_nodes=min(cl.num_nodes, max(1, -(-max_gpus // cl.gpus_per_node)) + 1))
+graph = cs.build_topology(drawn)
 graph = figures.trim_topology(graph, max_gpus)   # the drawn part; other nodes mirror it
 util = None
 if sim.available():
