@@ -4,7 +4,8 @@ import pytest
 import simpy
 
 from models import collectives as coll
-from simulator.des.engine import Network, Sim, max_min_rates
+from simulator.des.engine import Sim
+from simulator.des.network import Network, max_min_rates
 from simulator.des.program import Program, _comm
 
 NIC_BYTES_PER_S = 47e9     # one 400 Gb/s NIC at NCCL efficiency (nccl-tests #290)

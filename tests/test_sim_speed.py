@@ -8,7 +8,7 @@ import random
 import pytest
 import simpy
 
-from simulator.des.engine import Network, max_min_rates
+from simulator.des.network import Network, max_min_rates
 
 
 class _F:
