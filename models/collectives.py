@@ -17,6 +17,7 @@ runs whichever is faster. All functions accept numpy arrays.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,6 +51,21 @@ A2A_PEER_NVLINK_S, A2A_PEER_NET_S, A2A_BASE_S = 1e-6, 5e-6, 8e-6
 COMPUTE_SLOWDOWN_WHILE_OVERLAPPED = 0.189
 
 KINDS = ("all_reduce", "reduce_scatter", "all_gather", "all_to_all", "send_recv")
+_SCALAR_TYPES = (int, float, bool)
+
+
+def scalars(*xs) -> bool:
+    """True when every argument is one number (a Python number, a numpy scalar or a 0-d array): the cost
+    functions then take a plain-float branch of the same formula, as one estimate() has only scalars and
+    a numpy call on a 0-d array costs ~1 us against ~30 ns for float arithmetic (issue 19)."""
+    for x in xs:
+        t = type(x)
+        if t is np.ndarray:
+            if x.ndim:
+                return False
+        elif t not in _SCALAR_TYPES and not isinstance(x, np.generic):
+            return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +114,8 @@ def nccl_latency_s(kind, group_size, ranks_per_node, spans_nodes):
     >>> round(float(nccl_latency_s("all_gather", 1024, 8, True)[0]) * 1e3, 2)           # 896 x 3.4 + 127 x 14 us
     4.83
     """
+    if scalars(group_size, ranks_per_node, spans_nodes):
+        return _nccl_latency_scalar_s(kind, float(group_size), float(ranks_per_node), bool(spans_nodes))
     n = np.asarray(group_size, dtype=float)
     r = np.where(spans_nodes, np.minimum(np.asarray(ranks_per_node, dtype=float), n), n)
     nodes = np.ceil(n / np.maximum(r, 1))
@@ -115,6 +133,26 @@ def nccl_latency_s(kind, group_size, ranks_per_node, spans_nodes):
         simple = np.minimum(simple, 2 * ((r - 1) * TREE_HOP_NVLINK_S + log_nodes * TREE_HOP_NET_S))
         ll128 = np.minimum(ll128, LL128["base"] + 2 * ((r - 1) * LL128["tree_nvl"] + log_nodes * LL128["tree_net"]))
     return simple, ll128
+
+
+def _nccl_latency_scalar_s(kind: str, n: float, rpn: float, spans_nodes: bool):
+    """nccl_latency_s for one collective, in floats (the same formula, term by term)."""
+    r = min(rpn, n) if spans_nodes else n
+    nodes = float(math.ceil(n / max(r, 1.0)))
+    if kind == "all_reduce":
+        steps, inter = 2 * (n - 1), (2 * nodes if nodes > 1 else 0.0)
+    elif kind == "send_recv":
+        steps, inter = 1.0, (1.0 if nodes > 1 else 0.0)
+    else:
+        steps, inter = n - 1, nodes - 1
+    intra = max(steps - inter, 0.0)
+    simple = BASE_LATENCY_S + intra * ALPHA_NVLINK_S + inter * ALPHA_NET_S
+    ll128 = LL128["base"] + intra * LL128["ring_nvl"] + inter * LL128["ring_net"]
+    if kind == "all_reduce":
+        log_nodes = math.log2(max(nodes, 1.0))
+        simple = min(simple, 2 * ((r - 1) * TREE_HOP_NVLINK_S + log_nodes * TREE_HOP_NET_S))
+        ll128 = min(ll128, LL128["base"] + 2 * ((r - 1) * LL128["tree_nvl"] + log_nodes * LL128["tree_net"]))
+    return np.float64(simple), np.float64(ll128)
 
 
 def collective_time_s(kind, num_bytes, group_size, bus_bytes_per_s, spans_nodes=False, measured=None, count=1,
@@ -140,6 +178,9 @@ def collective_time_s(kind, num_bytes, group_size, bus_bytes_per_s, spans_nodes=
     >>> round(float(collective_time_s("all_reduce", 2 * 2**21, 2, 1e9, measured=pts, count=2)) * 1e3, 3)
     3.906
     """
+    if measured is None and scalars(num_bytes, group_size, bus_bytes_per_s, spans_nodes, count):
+        return _collective_scalar_s(kind, num_bytes, float(group_size), bus_bytes_per_s, bool(spans_nodes), count,
+                                    1.0 if ranks_per_node is None else ranks_per_node)
     n = np.asarray(group_size, dtype=float)
     frac = (n - 1) / np.maximum(n, 1)
     if kind == "all_reduce":
@@ -167,6 +208,26 @@ def collective_time_s(kind, num_bytes, group_size, bus_bytes_per_s, spans_nodes=
         inside = (n == measured.world) & ~np.asarray(spans_nodes, dtype=bool) & (each_b >= xs[0]) & (each_b <= xs[-1])
         t = np.where(inside, count * np.exp2(np.interp(each_b, xs, ys)), t)
     return np.where(n > 1, t, 0.0)
+
+
+def _collective_scalar_s(kind, num_bytes, n, bus_bytes_per_s, spans_nodes, count, rpn):
+    """collective_time_s for one collective without a measured profile, in floats (the same formula)."""
+    if kind == "all_reduce":
+        factor = 2 * ((n - 1) / max(n, 1.0))
+    elif kind in ("reduce_scatter", "all_gather", "all_to_all"):
+        factor = (n - 1) / max(n, 1.0)
+    elif kind == "send_recv":
+        factor = 1.0
+    else:
+        raise ValueError(f"collective kind {kind!r} unknown; choose one of {', '.join(KINDS)}")
+    if not n > 1:
+        return np.float64(0.0)
+    # numpy scalars for the division by the bandwidth (a zero bandwidth gives inf, as the array path)
+    bw_time = factor * np.float64(num_bytes) / max(count, 1) / np.float64(bus_bytes_per_s)
+    lat_simple, lat_ll128 = (_nccl_latency_scalar_s(kind, n, float(rpn), spans_nodes) if scalars(rpn) else
+                             nccl_latency_s(kind, n, rpn, spans_nodes))
+    ll128_bw = LL128["tree_bw"] if kind == "all_reduce" else LL128["ring_bw"]
+    return count * min(lat_simple + bw_time, lat_ll128 + bw_time / ll128_bw)
 
 
 def stolen_compute_s(total_comm_s, exposed_comm_s, slowdown=None):
