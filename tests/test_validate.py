@@ -17,6 +17,7 @@ pytestmark = pytest.mark.torch
 
 from simulator.cli import main  # noqa: E402
 from simulator.validation import validate as v  # noqa: E402
+from simulator.validation import validate_report as vr  # noqa: E402
 from simulator.validation.calibrate.gpt import GPTConfig  # noqa: E402
 from simulator.validation.calibrate.microbench import cpu_clock, foreign_cpu_share  # noqa: E402
 from simulator.validation.calibrate.profile import cpu_cluster, run_calibration, write_profile  # noqa: E402
@@ -75,8 +76,8 @@ def _machine_not_steady(profile, recheck) -> str | None:
     why = []
     for name, share in (("the first calibration", profile.get("foreign_cpu_share")),
                         ("the whole module (calibration, runs, second calibration)", recheck["foreign_cpu_share"])):
-        if share is not None and share > v.MAX_FOREIGN_CPU_SHARE:
-            why.append(f"other programs took {share:.0%} of the CPU during {name} (limit {v.MAX_FOREIGN_CPU_SHARE:.0%})")
+        if share is not None and share > vr.MAX_FOREIGN_CPU_SHARE:
+            why.append(f"other programs took {share:.0%} of the CPU during {name} (limit {vr.MAX_FOREIGN_CPU_SHARE:.0%})")
     load = max(LOAD_SAMPLES, default=0.0)
     if load > MAX_LOAD_PER_CORE * (os.cpu_count() or 1):
         why.append(f"the 1-minute load average reached {load:.2f} on {os.cpu_count()} cores (limit "
@@ -100,7 +101,7 @@ def test_every_plan_ran(records):
 @pytest.mark.slow
 def test_activation_memory_within_5_percent(records):
     for r in records:
-        assert abs(r["activation_error"]) <= v.ACTIVATION_TOLERANCE, (r["plan"], r["measured_activation_bytes"],
+        assert abs(r["activation_error"]) <= vr.ACTIVATION_TOLERANCE, (r["plan"], r["measured_activation_bytes"],
                                                                      r["predicted_activation_bytes"])
 
 
@@ -129,14 +130,14 @@ def test_step_time_median_error_within_20_percent(profile, records):
     """Median over the plans measured while other programs took at most 15% of the CPU;
     skipped when fewer than three were, or the calibration itself was disturbed."""
     foreign = profile.get("foreign_cpu_share")
-    if foreign is not None and foreign > v.MAX_FOREIGN_CPU_SHARE:
+    if foreign is not None and foreign > vr.MAX_FOREIGN_CPU_SHARE:
         pytest.skip(f"other programs took {foreign:.0%} of the CPU during calibration; its rates are not this hardware's")
-    clean = v.undisturbed(records)
+    clean = vr.undisturbed(records)
     if len(clean) < 3:
-        pytest.skip(f"only {len(clean)} plans ran with at most {v.MAX_FOREIGN_CPU_SHARE:.0%} foreign CPU load and the "
+        pytest.skip(f"only {len(clean)} plans ran with at most {vr.MAX_FOREIGN_CPU_SHARE:.0%} foreign CPU load and the "
                     f"CPU at its calibrated speed; step times are not the calibrated hardware's")
     errors = [abs(r["step_time_error"]) for r in clean]
-    assert statistics.median(errors) <= v.STEP_TIME_MEDIAN_TOLERANCE, v.format_table(records)
+    assert statistics.median(errors) <= vr.STEP_TIME_MEDIAN_TOLERANCE, vr.format_table(records)
 
 
 @pytest.mark.slow
@@ -144,16 +145,16 @@ def test_single_device_step_time_within_20_percent(profile, records, recheck):
     """Every single-device plan (micro-batches, accumulation, recompute) within 20%, judged only on a
     machine that held still: skipped, with the measured reason, when other programs loaded the CPU
     during the calibration or anywhere in the module, when a second calibration after the runs
-    disagrees with the first, or when every single-device run was itself disturbed (v.disturbance)."""
+    disagrees with the first, or when every single-device run was itself disturbed (vr.disturbance)."""
     unsteady = _machine_not_steady(profile, recheck)
     if unsteady:
         pytest.skip(unsteady)
     single = [r for r in records if r["impl"] == "single"]
-    clean = [r for r in single if v.disturbance(r) is None]
+    clean = [r for r in single if vr.disturbance(r) is None]
     if not clean:
-        pytest.skip("every single-device run was disturbed: " + " | ".join(f"{r['plan']}: {v.disturbance(r)}" for r in single))
+        pytest.skip("every single-device run was disturbed: " + " | ".join(f"{r['plan']}: {vr.disturbance(r)}" for r in single))
     for r in clean:
-        assert abs(r["step_time_error"]) <= v.STEP_TIME_MEDIAN_TOLERANCE, v.format_table(records)
+        assert abs(r["step_time_error"]) <= vr.STEP_TIME_MEDIAN_TOLERANCE, vr.format_table(records)
 
 
 @pytest.mark.slow
@@ -162,23 +163,23 @@ def test_records_off_the_calibrated_speed_are_not_scored(records):
     assert all(len(r["speed_ratio"]) == 2 and all(x > 0 for x in r["speed_ratio"]) for r in records)
     base = {"device": "cpu", "foreign_cpu_share": 0.0}
     steady, fast, slow = ({**base, "speed_ratio": ratios} for ratios in ([1.0, 1.15], [0.72, 0.72], [1.0, 1.3]))
-    assert v.undisturbed([steady, fast, slow]) == [steady]
+    assert vr.undisturbed([steady, fast, slow]) == [steady]
     unprobed = [{**base, "speed_ratio": None}, {"device": "cuda:0", "speed_ratio": [2.0, 2.0]}]
-    assert v.undisturbed(unprobed) == unprobed
-    assert "speed moved" in v.format_table([{**records[0], "speed_ratio": [0.5, 0.5]}])
+    assert vr.undisturbed(unprobed) == unprobed
+    assert "speed moved" in vr.format_table([{**records[0], "speed_ratio": [0.5, 0.5]}])
     # a one-thread, one-process run that waited for its core (another program held it) is not scored
     single = {**base, "speed_ratio": [1.0, 1.0], "dp": 1, "tp": 1, "threads": 1}
     waited, held, two_threads, ranks = ({**single, **kw} for kw in (
         {"cpu_share": 0.72}, {"cpu_share": 0.99}, {"cpu_share": 0.6, "threads": 2}, {"cpu_share": 0.6, "dp": 2}))
-    assert v.undisturbed([waited, held, two_threads, ranks]) == [held, two_threads, ranks]
-    assert "held its core 72%" in v.disturbance(waited) and v.disturbance(held) is None
+    assert vr.undisturbed([waited, held, two_threads, ranks]) == [held, two_threads, ranks]
+    assert "held its core 72%" in vr.disturbance(waited) and vr.disturbance(held) is None
 
 
 @pytest.mark.slow
 def test_swiglu_gqa_activation_memory(profile):
     cfg = GPTConfig(num_kv_heads=2, ffn_hidden=704, activation="swiglu")
     r, = v.validate(cfg, [v.RunPlan("single", 1, 2, 1, False)], "cpu", profile, steps=1, warmup=1, threads=1)
-    assert abs(r["activation_error"]) <= v.ACTIVATION_TOLERANCE
+    assert abs(r["activation_error"]) <= vr.ACTIVATION_TOLERANCE
 
 
 @pytest.mark.slow

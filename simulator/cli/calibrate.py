@@ -153,6 +153,7 @@ def validate_cmd(
         check_output_path(json_out, "validate", inputs, force, "json")  # before the runs
     _need_torch("validate")
     from simulator.validation import validate as v
+    from simulator.validation import validate_report as vr
     from simulator.validation.calibrate.gpt import GPTConfig
     if steps < 1 or warmup < 0:
         raise ValueError("steps: must be >= 1 (and warmup >= 0)")
@@ -168,9 +169,9 @@ def validate_cmd(
         run = wanted
     records = v.validate(cfg, None, device, profile, steps, warmup, threads,
                          progress=lambda m: typer.echo(m, err=True), impls=run)
-    typer.echo(v.format_table(records))
+    typer.echo(vr.format_table(records))
     if json_out is not None:
-        doc = {"model": v.config_dict(cfg), "summary": v.summary(records), "records": records}
+        doc = {"model": v.config_dict(cfg), "summary": vr.summary(records), "records": records}
         write_output(json_out, output_json(doc, "validate"), "validate", inputs, force, "json")
         typer.echo(f"wrote {json_out}")
 
