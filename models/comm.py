@@ -6,6 +6,8 @@ Pure functions over numpy arrays of plan fields (``a``).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from models import collectives as coll
@@ -31,6 +33,9 @@ def placement_strides(code, tp, cp, dp, pp):
     >>> [int(x) for x in placement_strides(PLACEMENTS.index("dp-tp-cp-pp"), 8, 2, 4, 16)]
     [4, 32, 1, 64]
     """
+    if coll.scalars(code, tp, cp, dp, pp):   # one plan: the product in ints, no array stacking
+        sizes1, prec1 = (tp, cp, dp, pp), _PRECEDES[int(code)].tolist()
+        return tuple(np.int64(math.prod(sz for sz, inside in zip(sizes1, row) if inside)) for row in prec1)
     sizes = np.stack(np.broadcast_arrays(tp, cp, dp, pp), axis=-1)
     prec = _PRECEDES[np.asarray(code)]
     return tuple(np.moveaxis(np.prod(np.where(prec, sizes[..., None, :], 1), axis=-1), -1, 0))

@@ -162,7 +162,7 @@ def _peak_memory(model: Transformer, cl: Cluster, a, all_stages: bool):
     if all_stages:
         by_stage = stage_memory_arrays(model, cl, a, np.arange(int(pp)))
         worst = int(np.argmax(np.broadcast_to(by_stage["total_bytes"], (int(pp),))))
-        return {k: np.broadcast_to(v, (int(pp),))[worst] for k, v in by_stage.items()}, by_stage
+        return {k: v[worst] if np.ndim(v) else v for k, v in by_stage.items()}, by_stage
     m_first = stage_memory_arrays(model, cl, a, 0)
     m_last = stage_memory_arrays(model, cl, a, pp - 1)
     last_bigger = m_last["total_bytes"] > m_first["total_bytes"]
@@ -381,6 +381,11 @@ def _mb(d: dict) -> MemoryBreakdown:
                                                    "activations_bytes", "other_bytes")))
 
 
+def _per_stage(v, pp: int) -> list:
+    """One float per stage of a by-stage column (a stage-independent one is a scalar)."""
+    return v.tolist() if np.ndim(v) else [np.asarray(v).tolist()] * pp
+
+
 def estimate(model: Transformer, cluster: Cluster, plan: Plan) -> StepEstimate:
     """Analytical estimate of one training iteration; raises PlanError when the plan is invalid."""
     errors = check_plan(plan, model, cluster)
@@ -388,7 +393,7 @@ def estimate(model: Transformer, cluster: Cluster, plan: Plan) -> StepEstimate:
         raise PlanError(errors)
     a = plan_arrays(plan)
     r = estimate_arrays(model, cluster, plan.dtype, all_stages=True, **a)
-    cols = [np.broadcast_to(r.pop(f"memory_by_stage/{k}"), (plan.pp,)).tolist() for k in
+    cols = [_per_stage(r.pop(f"memory_by_stage/{k}"), plan.pp) for k in
             ("params_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes", "other_bytes")]
     r.pop("memory_by_stage/total_bytes")
     for k in [k for k in r if k.startswith("memory_by_stage/")]:
