@@ -19,7 +19,9 @@ Sources (values read off the bar labels of the figures):
 
 from __future__ import annotations
 
+import bisect
 import functools
+import math
 
 import numpy as np
 from scipy import interpolate
@@ -277,6 +279,29 @@ def gemm_efficiency(m, n, k, key: tuple[str, str], num_sms):
     >>> round(float(gemm_efficiency(2048, 2048, 2048, ("hopper", "bf16"), 132)) * 989, 2)
     676.59
     """
+    if type(m) in (int, float) or (isinstance(m, (np.ndarray, np.generic)) and np.ndim(m) == 0):
+        if np.ndim(n) == 0 and np.ndim(k) == 0:   # one GEMM: the same interpolation in floats
+            return _gemm_efficiency_scalar(float(m), float(n), float(k), key, num_sms)
     flops = 2.0 * np.asarray(m, dtype=float) * n * k
     e = _tile_interpolator(key)(np.log2(np.maximum(flops, 1.0)))
     return e * gemm_wave_utilisation(m, n, num_sms)
+
+
+def _gemm_efficiency_scalar(m: float, n: float, k: float, key, num_sms):
+    """gemm_efficiency of one GEMM: interp1d's linear formula (slope from the bracketing points, constant
+    beyond the ends) and the wave utilisation, in floats."""
+    x, y = gemm_tile_curve(key)
+    q = math.log2(max(2.0 * m * n * k, 1.0))
+    if len(x) == 1 or q <= x[0]:
+        e = y[0]
+    elif q > x[-1]:
+        e = y[-1]
+    else:
+        hi = max(bisect.bisect_left(x, q), 1)
+        lo = hi - 1
+        e = (y[hi] - y[lo]) / (x[hi] - x[lo]) * (q - x[lo]) + y[lo]
+
+    def util(tm, tn):
+        tiles = math.ceil(m / tm) * math.ceil(n / tn)
+        return tiles / (math.ceil(tiles / num_sms) * num_sms)
+    return np.float64(e * max(util(*GEMM_TILE), util(*GEMM_TILE[::-1])))
