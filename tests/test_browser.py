@@ -133,7 +133,7 @@ def _timeline_of_1024_gpus(page) -> None:
     """Llama-3 70B on 128 nodes x 8 H100 (tp8 pp8 dp16): the Gantt draws, capped, without hanging the page."""
     page.locator(".st-key-in_preset").click()
     page.get_by_role("option", name="llama3-70b", exact=True).click()
-    _wait_until(lambda: "70.56 B" in page.locator('[data-testid="stSidebar"]').inner_text(), what="llama3-70b")
+    _wait_until(lambda: "70.55 B" in page.locator('[data-testid="stSidebar"]').inner_text(), what="llama3-70b")
     for key, value in (("in_nodes", 128), ("in_global_batch", 1024), ("p1_tp", 8), ("p1_pp", 8)):
         _set_number(page, key, value)
     t0 = time.perf_counter()
