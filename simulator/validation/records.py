@@ -1,0 +1,360 @@
+"""Map a published, measured training run (the format of shared/validation/dev_runs.yaml) to clustersim's
+model, cluster and plan fields, topic by topic; simulator.validation.published fills the rest and predicts it.
+
+A record is mapped from what it states, never from its group name: the framework it names (or
+its source repository, paper and software text name), the software and date, the hardware text,
+and flags such as FSDP2, Float8 linears, --overlap-param-gather, pipeline_schedule, vp,
+fsdp_degree or expert_tp. What the record leaves unstated comes from that framework's profile
+(models/frameworks.py, each default with its source); every default used is listed in the
+record's ``defaults``. Each topic is one mapping function of :data:`MAPPERS` (hardware, precision,
+parallel layout, flags, batch); a new topic (fine-tuning: LoRA, optimizer, offload) is one more
+function appended there.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from models.frameworks import get_profile
+from models.hardware import DEFAULT_NODE, get_node, make_cluster
+from models.plan import Plan
+from models.transformer import Transformer
+from models.units import GBIT
+
+# ------------------------------------------------------------------------------- what it states
+
+
+def _text(*parts) -> str:
+    return " ".join(str(p) for p in parts if p is not None and p != "")
+
+
+def _stated(rec: dict) -> str:
+    """Everything the record says about its software: framework, software, source, notes (lower case)."""
+    par, src = rec.get("parallel") or {}, rec.get("source") or {}
+    return _text(par.get("framework"), rec.get("framework"), rec.get("software"), *src.values(),
+                 rec.get("notes"), rec.get("precision")).lower()
+
+
+def _year(rec: dict) -> int | None:
+    """The year of the source: the latest 20xx in its source, date and software text."""
+    years = [int(y) for y in re.findall(r"\b(20[12]\d)\b", _text(rec.get("date"), *(rec.get("source") or {}).values(),
+                                                                  rec.get("software")))]
+    return max(years) if years else None
+
+
+# (pattern in the stated text, profile) in order: the most specific first.
+_FRAMEWORK_PATTERNS = (
+    (r"torchtitan", "torchtitan"),
+    (r"llm-foundry.*benchmarking/readme|benchmarking/readme.*llm-foundry", "llm-foundry-torch1"),
+    (r"llm-foundry|composer", "llm-foundry"),
+    (r"maxtext", "maxtext"),
+    (r"megatron-deepspeed", "megatron-deepspeed"),
+    (r"nemo|megatron-bridge|dgxc-benchmarking|megatron-core|mcore", "megatron-core"),
+    (r"megatron-lm|megatron", "megatron-lm"),
+    (r"pytorch fsdp|fully sharded data parallel", "fsdp"),
+    (r"deepspeed|zero-offload|zero-3 offload", "deepspeed"),
+)
+
+
+def record_framework(rec: dict) -> str | None:
+    """The framework profile a record's own text names (None: it names none, or names a framework
+    without a profile, such as MegaScale). ``parallel.framework`` first, then the source, software
+    and notes; Megatron-LM sources dated before 2023 are the pre-Megatron-Core code (megatron-lm-2020)."""
+    own = _text((rec.get("parallel") or {}).get("framework"), rec.get("framework")).lower()
+    if own and re.search(r"megascale", own):
+        return None
+    text = own or _stated(rec)
+    for pattern, name in _FRAMEWORK_PATTERNS:
+        if re.search(pattern, text):
+            if name == "megatron-lm" and (_year(rec) or 2023) < 2023:
+                return "megatron-lm-2020"
+            return name
+    return None
+
+
+def _int(v, default):
+    if v is None:
+        return default
+    m = re.match(r"\s*(\d+)", str(v))
+    return int(m.group(1)) if m else default
+
+
+def _flag(v) -> bool | None:
+    """A stated boolean flag (True/False, 'true', 'on'); None when unstated."""
+    if v is None:
+        return None
+    return str(v).strip().lower().split()[0] in ("true", "yes", "on", "1")
+
+
+# ------------------------------------------------------------------------------- hardware
+
+# (text in the record's GPU name, catalog GPU); longer names first ("GB200" contains "B200").
+_GPU_NAMES = (("GB300", "gb300"), ("GB200", "gb200"), ("B300", "b300"), ("B200", "b200"), ("H800", "h800-sxm-80gb"),
+              ("H200", "h200-sxm-141gb"), ("H20", "h20"), ("MI325", "mi325x"), ("MI300", "mi300x"),
+              ("L40S", "l40s"), ("RTX 4090", "rtx-4090"), ("RTX 3090", "rtx-3090"), ("A800", "a800-sxm-80gb"),
+              ("V100", "v100-sxm-32gb"))
+
+
+def _gpu_key(text: str) -> str:
+    """Catalog GPU for a record's hardware text: model, memory size, form factor and power variant."""
+    t = text.upper().replace("-", " ")
+    compact = t.replace(" ", "")
+    if "H100" in t:
+        if "PCIE" in compact:
+            return "h100-pcie-80gb"
+        if "NVL" in compact and "94" in compact:
+            return "h100-nvl-94gb"
+        if "HBM2E" in compact or "96GB" in compact or "95GB" in compact:
+            return "h100-sxm-96gb-500w"
+        return "h100-sxm-80gb"
+    for key, name in _GPU_NAMES:
+        if key in t:
+            return name
+    if "A100" in t or "AMPERE" in t:
+        if "PCIE" in compact:
+            return "a100-pcie-80gb" if "80GB" in compact else "a100-pcie-40gb"
+        return "a100-sxm-40gb" if "40GB" in compact else "a100-sxm-80gb"
+    raise ValueError(f"hardware.gpu: {text!r} names no GPU in the catalog")
+
+
+def _nic_bytes_per_s_per_gpu(text: str | None, gpus_per_node: int) -> float | None:
+    if not text:
+        return None
+    m = re.search(r"(\d+)\s*x\s*(?:NVIDIA\s+Mellanox\s+)?(\d+)\s*Gb", text, re.I)
+    if m:
+        return int(m.group(1)) * int(m.group(2)) * GBIT / gpus_per_node
+    m = re.search(r"(\d+)\s*Gbps\s+node-node", text, re.I)
+    if m:
+        return int(m.group(1)) * GBIT / gpus_per_node
+    m = re.search(r"(\d+)\s+Omni-?Path\s+links", text, re.I) or re.search(r"Omni-?Path.*?(\d+)\s+Omni-?Path", text, re.I)
+    if m:  # Intel Omni-Path: 100 Gb/s per link
+        return int(m.group(1)) * 100 * GBIT / gpus_per_node
+    m = re.search(r"(\d+)\s*Gb/s\s+per\s+GPU", text, re.I)
+    if m:
+        return int(m.group(1)) * GBIT
+    return None
+
+
+def map_hardware(rec: dict, ctx: dict) -> None:
+    """The cluster: GPU variant, server size (a partial NVLink domain is a topology fact: the GPUs
+    used, each domain as large as the server allows), network from the record's inter-node text."""
+    hw = rec["hardware"]
+    gpu = _gpu_key(str(hw.get("gpu", "")))
+    if hw.get("gpus_total") is None:
+        raise ValueError("hardware.gpus_total: not stated")
+    total = int(hw["gpus_total"])
+    server_gpus = int(hw.get("gpus_per_node") or get_node(DEFAULT_NODE.get(gpu, "dgx-h100")).gpus_per_node)
+    # the largest NVLink domain the allocation fills evenly: 128 GB200 GPUs are two 64-GPU halves of NVL72 racks
+    gpn = max(d for d in range(1, min(server_gpus, total) + 1) if total % d == 0)
+    overrides = {}
+    if gpn != server_gpus:
+        overrides["gpus_per_node"] = gpn
+        if gpn != min(server_gpus, total):
+            ctx["defaults"].append(f"hardware: {total} GPUs as {total // gpn} NVLink domains of {gpn}")
+    nic = _nic_bytes_per_s_per_gpu(hw.get("inter_node"), server_gpus)
+    if nic:
+        overrides["nic_bytes_per_s_per_gpu"] = nic
+    elif total > gpn:
+        ctx["defaults"].append("network: GPU's usual server NICs")
+    ctx["cluster"] = make_cluster(gpu, total // gpn, **overrides)
+
+
+# ------------------------------------------------------------------------------- precision
+
+
+def map_precision(rec: dict, ctx: dict) -> None:
+    text = _text(rec.get("precision"), (rec.get("parallel") or {}).get("float8")).lower()
+    if "mixed_precision: no" in text or ("fp32" in text and not re.search(r"bf16|fp16|fp8|float8|16-bit", text)):
+        raise ValueError("precision: fp32 training is not modelled (dtype bf16/fp16/fp8)")
+    dtype = ("fp8" if "fp8" in text or "float8" in text else
+             "fp16" if "fp16" in text and "bf16" not in text else "bf16")
+    gpu = ctx["cluster"].gpu
+    if dtype == "bf16" and gpu.peak_bf16_flops_per_s <= 0:
+        dtype = "fp16"
+        if "bf16" in text:
+            raise ValueError(f"precision: {rec.get('precision')!r} but {gpu.name} has no bf16 tensor cores")
+    if "16-bit" in text and "bf16" not in text and "fp16" not in text:
+        ctx["defaults"].append(f"dtype={dtype} (16-bit format not stated)")
+    ctx["fields"]["dtype"] = dtype
+
+
+# ------------------------------------------------------------------------------- parallel layout and flags
+
+
+def _zero_stage(par: dict) -> int | None:
+    text = _text(par.get("zero_stage"), par.get("fsdp_sharding_strategy")).upper()
+    if not text:
+        return None
+    m = re.match(r"\s*(\d)", text)
+    if m:
+        return int(m.group(1))
+    if "SHARD_GRAD_OP" in text or "ZERO-2" in text:
+        return 2
+    if "NO_SHARD" in text:
+        return 0
+    if any(k in text for k in ("FULL_SHARD", "HYBRID_SHARD", "FSDP", "ZERO-3", "FULLY SHARDED")):
+        return 3
+    raise ValueError(f"parallel.zero_stage: {par.get('zero_stage')!r} names no ZeRO stage or FSDP strategy")
+
+
+def _recompute(v) -> str | None:
+    if v is None:
+        return None
+    t = str(v).lower()
+    if t.startswith("selective"):
+        return "selective"
+    if t.startswith("none") or t in ("false",):
+        return "none"
+    if t.startswith(("full", "true", "activation checkpointing")):
+        return "full"
+    raise ValueError(f"parallel.recompute: {v!r} is not none, selective or full")
+
+
+def map_parallel(rec: dict, ctx: dict) -> None:
+    """Degrees, ZeRO/FSDP stage, SP, recompute, the pipeline schedule and vp, expert TP."""
+    par, f = rec.get("parallel") or {}, ctx["fields"]
+    total = ctx["cluster"].num_gpus
+    tp, pp, cp = _int(par.get("tp"), 1), _int(par.get("pp"), 1), _int(par.get("cp"), 1)
+    sched = str(par.get("pipeline_schedule") or "").lower()
+    vp = _int(par.get("vp"), None)
+    m = re.search(r"(\d+)\s+interleav", sched)
+    if vp is None and m:
+        vp = int(m.group(1))
+    f.update(tp=tp, pp=pp, cp=cp, dp=_int(par.get("dp"), total // (tp * pp * cp)), ep=_int(par.get("ep"), 1),
+             vpp=vp or 1)
+    if "interleav" in sched or (vp or 1) > 1:
+        f["schedule"] = "interleaved"
+    elif "gpipe" in sched:
+        f["schedule"] = "gpipe"
+    elif "zero bubble" in sched or "zb" in sched:
+        f["schedule"] = "zb-h1"
+    else:
+        f["schedule"] = "1f1b"
+    if "interleav" in sched and f["vpp"] == 1:  # the source does not say how many chunks: plain 1F1B
+        f["schedule"] = "1f1b"
+        ctx["defaults"].append("vp=1 (interleaved, chunks per rank not stated)")
+    zero = _zero_stage(par)
+    if zero is not None:
+        f["zero_stage"] = zero
+    fsdp_degree = _int(par.get("fsdp_degree"), None)
+    if fsdp_degree and fsdp_degree not in (f["dp"], f["dp"] * cp):
+        ctx["defaults"].append(f"fsdp_degree={fsdp_degree} < dp={f['dp']}: HSDP modelled as ZeRO over all dp")
+    sp = _flag(par.get("sequence_parallel"))
+    if sp is not None:
+        f["sp"] = sp
+    rc = _recompute(par.get("recompute"))
+    if rc is not None:
+        f["recompute"] = rc
+    etp = _int(par.get("expert_tp"), None)
+    if etp not in (None, 1) and "expert_tp" in Plan.__dataclass_fields__:
+        f["expert_tp"] = etp
+
+
+def map_flags(rec: dict, ctx: dict) -> None:
+    """Attention kernel, overlaps, async TP, float8 from the record's own words."""
+    par, f = rec.get("parallel") or {}, ctx["fields"]
+    kernel = _text(rec["model"].get("attention"), par.get("attention_kernel")).lower()
+    if "flash_attention2" in kernel or "flashattention-2" in kernel or "flash-attn 2" in kernel:
+        f["attention"] = "flash"
+    elif "flash" in kernel:  # FlashAttention of the generation its framework and era ran (see record_inputs)
+        ctx["flash_stated"] = True
+    overlap = _text(par.get("overlap"), par.get("flags")).lower()
+    if "overlap-param-gather" in overlap or "all-gather" in overlap:
+        f["overlap_param_gather"] = True
+    if "overlap-grad-reduce" in overlap or "reduce-scatter" in overlap:
+        f["overlap_grad_reduce"] = True
+    atp = _flag(par.get("async_tp"))
+    if atp is not None:
+        f["overlap_tp_comm"] = atp
+
+
+def map_training_method(rec: dict, ctx: dict) -> None:
+    """What the fine-tuning mapping (LoRA, optimizer, offload) does not express yet is a stated field."""
+    method = str(rec.get("training_method") or "full").lower()
+    if method != "full":
+        raise ValueError(f"training_method: {method!r} is not modelled by the record mapping (full training only)")
+    opt = str(rec.get("optimizer") or "adam").lower()
+    if not opt.startswith("adam"):
+        raise ValueError(f"optimizer: {rec.get('optimizer')!r} is not modelled (Adam/AdamW state only)")
+    if (rec.get("parallel") or {}).get("offload"):
+        raise ValueError(f"parallel.offload: {rec['parallel']['offload']!r} is not modelled by the record mapping")
+
+
+# Topic mappers, in order; each reads the record and fills ctx (cluster, fields, defaults, notes).
+MAPPERS = [map_training_method, map_hardware, map_precision, map_parallel, map_flags]
+
+
+# ------------------------------------------------------------------------------- model
+
+
+def record_model(rec: dict, framework: str | None = None) -> Transformer:
+    m = rec["model"]
+    moe = m.get("moe") or {}
+    act = "swiglu" if "swiglu" in str(m.get("ffn_activation", "")).lower() else "gelu"
+    prof = get_profile(framework)
+    dropout = bool(prof.defaults["dropout"].value) if prof is not None and "dropout" in prof.defaults else False
+    for key in ("layers", "hidden", "heads", "seq_len"):
+        if m.get(key) is None:
+            raise ValueError(f"model.{key}: not stated")
+    return Transformer(
+        name=m.get("name", rec["id"]), num_layers=int(m["layers"]), hidden=int(m["hidden"]),
+        num_heads=int(m["heads"]), num_kv_heads=int(m.get("kv_heads") or m["heads"]),
+        ffn_hidden=int(m.get("ffn_hidden") or 4 * m["hidden"]), vocab=int(m.get("vocab") or 32000),
+        seq_len=int(m["seq_len"]), activation=act,
+        tied_embeddings=act == "gelu", dropout=dropout,
+        learned_pos_emb=act == "gelu" and "ALiBi" not in str(m.get("position", "")),
+        head_dim=(m.get("head_dim") or (64 if moe and m["hidden"] % m["heads"] else None)),
+        num_experts=int(moe.get("num_experts") or 0), top_k=int(moe.get("top_k") or 0),
+        expert_ffn_hidden=int(moe.get("expert_ffn_hidden") or 0),
+    )
+
+
+def measured_iteration_time_s(rec: dict) -> float | None:
+    t = (rec.get("measured") or {}).get("iteration_time_s")
+    if t is None:
+        t = (rec.get("derived") or {}).get("iteration_time_s")
+    return float(t) if t is not None else None
+
+
+def measured_memory_bytes(rec: dict) -> float | None:
+    m = (rec.get("measured") or {}).get("memory_gib_per_gpu")
+    return float(m) * 2**30 if m is not None else None
+
+
+# Bounds of a record's numbers (a record outside them is skipped with the field named; issue 17).
+_RECORD_NUMBERS = {("model", "layers"): 1 << 16, ("model", "hidden"): 1 << 20, ("model", "heads"): 1 << 14,
+                   ("model", "seq_len"): 1 << 34, ("hardware", "gpus_total"): 1 << 20,
+                   ("batch", "global_batch_seqs"): 1 << 30}
+_OPTIONAL_NUMBERS = {("model", "kv_heads"): 1 << 14, ("model", "ffn_hidden"): 1 << 24, ("model", "vocab"): 1 << 24,
+                     ("hardware", "gpus_per_node"): 1024, ("batch", "micro_batch"): 1 << 30}
+
+
+def check_record(rec) -> None:
+    """ValueError naming the field when a record is not the shape predict_record reads: sections that
+    are mappings, whole numbers >= 1 within bounds, parallel degrees >= 1, a positive finite measured time."""
+    if not isinstance(rec, dict):
+        raise ValueError(f"record: must be a mapping, got {type(rec).__name__}")
+    for sec in ("model", "hardware", "batch"):
+        if not isinstance(rec.get(sec), dict):
+            raise ValueError(f"{sec}: must be a mapping, got {rec.get(sec)!r}")
+    for sec in ("parallel", "measured", "derived"):
+        if rec.get(sec) is not None and not isinstance(rec[sec], dict):
+            raise ValueError(f"{sec}: must be a mapping, got {rec[sec]!r}")
+    for table, required in ((_RECORD_NUMBERS, True), (_OPTIONAL_NUMBERS, False)):
+        for (sec, key), hi in table.items():
+            v = rec[sec].get(key)
+            if v is None and not required:
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v != int(v) \
+                    or not 1 <= v <= hi:
+                raise ValueError(f"{sec}.{key}: must be a whole number in [1, {hi:,}], got {v!r}")
+    for key in ("tp", "pp", "cp", "dp", "ep", "vp"):
+        v = (rec.get("parallel") or {}).get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and not 1 <= v <= rec["hardware"]["gpus_total"]:
+            raise ValueError(f"parallel.{key}: must be in [1, gpus_total], got {v!r}")
+    for sec in ("measured", "derived"):
+        t = (rec.get(sec) or {}).get("iteration_time_s")
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t)
+                              or t <= 0):
+            raise ValueError(f"{sec}.iteration_time_s: must be a finite number > 0 seconds, got {t!r}")
