@@ -233,6 +233,9 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
     peak = km.peak_flops_per_s
     model_flops = fl.model_flops_per_iteration(model, gb)
     hw_flops = fl.hardware_flops_per_iteration(model, gb, a["recompute"])
+    if np.any(method != 0):   # frozen base: no weight-gradient FLOPs (models.flops.finetune_flops_per_iteration)
+        model_flops, hw_flops = fl.finetune_flops_per_iteration(
+            model, gb, method, a.get("lora_rank", 8), a.get("lora_targets", 5), a["recompute"], gb // mb)
     peak_mem = memory["total_bytes"]
     # host memory beyond the node's CPU memory does not fit either (0: not stated, not judged)
     host_fits = (host_bytes <= cl.node.host_memory_bytes) | (cl.node.host_memory_bytes <= 0)

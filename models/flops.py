@@ -2,7 +2,8 @@
 
 Per layer forward, b sequences of s tokens (Narayanan et al. SC'21 Sec. 5.1, App. A):
 QKV 2bsh(h_q + 2 h_kv), scores + values 4bs^2 h_q x 1/2, output 2bsh h_q, MLP 2bsh f x (2 for
-GeLU, 3 for SwiGLU); logits 2bshV. Backward is twice the forward.
+GeLU, 3 for SwiGLU); logits 2bshV. Backward is twice the forward (full training; a frozen base under
+LoRA/QLoRA/DoRA skips the weight gradients: finetune_flops_per_iteration).
 
 Causal convention (one, used for model FLOPs, hardware FLOPs and the attention kernel time in
 models.layer): a causal layer's scores and values count the causal half of the s x s square, the
@@ -131,6 +132,71 @@ def hardware_flops_per_iteration(model, global_batch_size, recompute, causal=CAU
     attn = attn_core_flops_all_layers(model, global_batch_size, s, causal)
     extra = np.where(recompute == 2, layer_fwd, np.where(recompute == 1, attn, 0.0))
     return model_flops_per_iteration(model, global_batch_size, causal) + extra
+
+
+def lora_forward_flops_per_token(model, rank, mask):
+    """Forward FLOPs per token of all layers' LoRA adapters (Hu et al. 2021 Sec. 4.1: x A, then (x A) B,
+    2 r (d_in + d_out) per adapted module per token); in MoE layers a token passes only the adapters of
+    its top_k routed and the shared experts. ``mask``: models.finetune TARGETS bitmask (arrays ok).
+
+    Llama-2 7B, r = 8 on q_proj, v_proj: 2 modules x 2 x 8 x (4096 + 4096) x 32 layers per token.
+    >>> from models.transformer import get_model
+    >>> int(lora_forward_flops_per_token(get_model("llama2-7b"), 8, 5)) == 2 * 2 * 8 * 8192 * 32
+    True
+    """
+    from models.finetune import TARGETS, module_shapes
+
+    def per_layer(moe):
+        total, shapes = 0.0, module_shapes(model, moe)
+        for i, name in enumerate(TARGETS):
+            d_in, d_out, n = shapes.get(name, (0, 0, 0))
+            active = (model.top_k + model.num_shared_experts) if moe and name in TARGETS[4:] else n
+            total = total + ((np.asarray(mask) >> i) & 1) * active * 2.0 * rank * (d_in + d_out)
+        return total
+
+    moe_layers = model.num_moe_layers if model.is_moe else 0
+    return (model.num_layers - moe_layers) * per_layer(False) + (moe_layers * per_layer(True) if moe_layers else 0.0)
+
+
+def finetune_flops_per_iteration(model, global_batch_size, method, rank, mask, recompute, microbatches,
+                                 causal=CAUSAL):
+    """(model FLOPs, hardware FLOPs) of one iteration of LoRA / QLoRA / DoRA on a frozen base (arrays ok;
+    ``method``: models.finetune.METHODS code, 0 = full training gives model_flops_per_iteration's and
+    hardware_flops_per_iteration's figures; ``microbatches``: forward passes per iteration over all
+    data-parallel ranks, global batch / micro-batch size).
+
+    What runs (the FLOPs the model needs, PaLM's MFU definition, Chowdhery et al. 2022 App. B; matmul
+    FLOPs only, as there):
+      forward          F (forward_flops: every layer and the logits) + the adapters' forward A;
+      backward, data   F again: every matmul's input gradient; the attention core (no weights) also
+                       its second half, the gradients w.r.t. keys and values, + attn (its backward is 2x);
+      backward, dW     none for the frozen base ("we do not need to calculate the gradients or maintain
+                       the optimizer states for most parameters", Hu et al. 2021 Sec. 4.2; the frozen
+                       output layer and embedding likewise), 2 A for the adapters (input and weight
+                       gradients);
+      DoRA             the column norm of W + B A, 2 r d_in d_out + 3 d_in d_out per module (Liu et al.
+                       2024 eq. 5; the norm is detached, Sec. 4.3, so it has no backward): once per
+                       iteration in model FLOPs (the weights change once per step), once per forward pass
+                       in hardware FLOPs (PEFT recomputes it each forward).
+    So model FLOPs = 2 F + attn + 3 A (+ DoRA): about 4 N per token instead of 6 N. Hardware FLOPs add the
+    recomputed forward: full recompute re-runs every layer with its adapters (and DoRA norms), not the
+    logits; selective re-runs the attention core (hardware_flops_per_iteration's convention). QLoRA's
+    dequantisation is memory-bound element-wise work, not matmul FLOPs: counted in time, not here.
+    """
+    s = model.seq_len
+    tokens = global_batch_size * s
+    fwd = forward_flops(model, global_batch_size, causal=causal)
+    attn = attn_core_flops_all_layers(model, global_batch_size, s, causal)
+    adapters = tokens * lora_forward_flops_per_token(model, rank, mask)
+    from models.finetune import dora_flops_per_microbatch
+    dora_norm = np.where(np.asarray(method) == 3, model.num_layers * dora_flops_per_microbatch(model, rank, mask), 0.0)
+    model_ft = 2.0 * fwd + attn + 3.0 * adapters + dora_norm
+    hw_ft = model_ft + (microbatches - 1) * dora_norm + np.where(
+        recompute == 2, fwd - logits_flops(model, tokens) + adapters + microbatches * dora_norm,
+        np.where(recompute == 1, attn, 0.0))
+    peft = np.asarray(method) != 0
+    return (np.where(peft, model_ft, model_flops_per_iteration(model, global_batch_size, causal)),
+            np.where(peft, hw_ft, hardware_flops_per_iteration(model, global_batch_size, recompute, causal)))
 
 
 def megatron_flops_formula(batch, seq_len, num_layers, hidden, vocab):
