@@ -3,10 +3,11 @@ offloaded state fits the node's host memory, and the token budget of a fine-tuni
 
 import json
 
+import numpy as np
 import pytest
 
 from models import flops as fl
-from models.estimate import estimate
+from models.estimate import estimate, estimate_arrays
 from models.hardware import make_cluster
 from models.plan import Plan
 from models.transformer import Transformer, get_model
@@ -102,3 +103,30 @@ def test_search_mfu_hfu_at_most_one(capsys, tmp_path):
     plans = json.loads(out.read_text())["plans"]
     assert plans and all(0 < p["mfu"] <= p["hfu"] <= 1 for p in plans)
     assert max(p["mfu"] for p in plans) < 0.75
+
+
+def test_planner_ranks_no_plan_whose_offload_overflows_host_memory():
+    """Llama-3 405B with optimizer, parameters and gradients on the host (ZeRO-Infinity) on one DGX H100:
+    thousands of plans fit the GPUs, each needing ~5.9 TiB of host memory (405e9 x (12 B Adam states and
+    fp32 master + 2 B gradients + 2 B weights)) against the node's 2 TiB: none may be ranked."""
+    from models.inputs import Training
+    from simulator.planning import grid
+    from simulator.planning.planner import Constraints, _tasks, search
+    m, cl = get_model("llama3-405b"), make_cluster("h100-sxm-80gb", 1, "dgx-h100")
+    tr = Training(global_batch_size=8, offload="optimizer,params,gradients")
+    gpu_fit, host_min = 0, np.inf
+    for t in _tasks(m, cl, tr, Constraints(), "time", 4):
+        a = grid._grid_arrays(t.layouts, t.space, t.training)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = estimate_arrays(t.model, t.cluster, t.training.dtype, **a)
+        shape = np.broadcast_shapes(*(np.shape(v) for v in a.values()))
+        on_gpu = np.broadcast_to(grid._valid(m, a, None), shape) & np.broadcast_to(
+            r["peak_memory_bytes"] <= cl.gpu.hbm_bytes, shape)
+        gpu_fit += int(on_gpu.sum())
+        host_min = min(host_min, float(np.broadcast_to(r["host_memory_bytes"], shape)[on_gpu].min(initial=np.inf)))
+        assert grid._eval_task(t)["fit"] == 0
+    assert gpu_fit > 1000 and host_min > 2.5 * cl.node.host_memory_bytes
+    with pytest.raises(ValueError, match="fits in memory"):
+        search(m, cl, tr)
+    # the same offload of an 8B model fits the host: ranked
+    assert search(get_model("llama3-8b"), cl, tr, top=1).records[0]["host_memory_bytes"] <= cl.node.host_memory_bytes

@@ -406,7 +406,9 @@ def _eval_task(t: Task) -> dict:
         r = estimate_arrays(t.model, t.cluster, t.training.dtype, **a)
     shape = np.broadcast_shapes(*(np.shape(v) for v in a.values()))
     valid = np.broadcast_to(_valid(t.model, a, getattr(t.training, "framework", None)), shape)
-    fits = valid & np.broadcast_to(r["peak_memory_bytes"] <= t.max_memory_fraction * t.cluster.gpu.hbm_bytes, shape)
+    # GPU memory within the allowed fraction of HBM, and the node's host memory holds what is offloaded to it
+    fits = valid & np.broadcast_to((r["peak_memory_bytes"] <= t.max_memory_fraction * t.cluster.gpu.hbm_bytes)
+                                   & r["host_fits"], shape)
     obj, key = _objective(t, r, a, shape)
     score = np.where(fits, obj, np.inf).ravel()
     # the best ``keep`` distinct plans and every plan tied with them (and the ties for the fastest): how the grid
