@@ -74,6 +74,37 @@ def run_figures(cluster, step_time_s, num_gpus, tokens, global_batch_size, seq_l
 # it splits exactly into useful + checkpoint + lost work + restart seconds.
 
 CHINCHILLA_TOKENS_PER_PARAM = 20      # Hoffmann et al. 2022 ("Chinchilla"), Table 3: ~20 tokens/parameter
+# A fine-tuning run's default budget: one epoch of Stanford Alpaca's 52,002 instruction-following examples
+# (Taori et al. 2023, tatsu-lab/stanford_alpaca alpaca_data.json), each padded or packed into one training
+# sequence of the run's length. Fine-tuning data has nothing to do with the model's size: 20 tokens per
+# parameter would put a 70B LoRA run on 1.4 T tokens, pre-training scale.
+FINETUNE_DEFAULT_SEQUENCES = 52_002
+FINETUNE_OPTIMIZERS = ("lomo", "adalomo")   # full fine-tuning optimizers (Lv et al. 2023): a fine-tuning run
+
+
+def is_finetuning(finetune="none", optimizer="adamw") -> bool:
+    """A fine-tuning run: a PEFT method (LoRA/QLoRA/DoRA) or a fine-tuning optimizer (LOMO, AdaLomo)."""
+    return str(finetune) not in ("none", "0") or str(optimizer) in FINETUNE_OPTIMIZERS
+
+
+def default_token_budget(model, tokens=None, finetuning: bool = False) -> tuple[float, str]:
+    """(tokens to train, how that budget was chosen): ``tokens`` when given; a fine-tuning run: one epoch of
+    FINETUNE_DEFAULT_SEQUENCES sequences of the model's sequence length; pre-training: Chinchilla's 20 tokens
+    per parameter.
+
+    >>> from models.transformer import get_model
+    >>> t, rule = default_token_budget(get_model("llama3-70b"), finetuning=True)
+    >>> t / 1e6, rule[:40]                    # 52,002 x 8,192
+    (426.000384, 'fine-tuning: one epoch of 52,002 sequenc')
+    """
+    if tokens:
+        return float(tokens), "given (--tokens / training.tokens)"
+    if finetuning:
+        return (float(FINETUNE_DEFAULT_SEQUENCES * model.seq_len),
+                f"fine-tuning: one epoch of {FINETUNE_DEFAULT_SEQUENCES:,} sequences of {model.seq_len:,} tokens "
+                "(Stanford Alpaca's 52,002 examples, one sequence each; Taori et al. 2023)")
+    return (float(CHINCHILLA_TOKENS_PER_PARAM * model.num_params),
+            f"Chinchilla, {CHINCHILLA_TOKENS_PER_PARAM} tokens per parameter (Hoffmann et al. 2022)")
 
 
 def segment_plan(iterations, iters_per_checkpoint):
@@ -273,15 +304,19 @@ def time_to_train(model, cluster, plan, tokens: float, est=None, spec=None,
 def estimate_extras(model, cluster, plan, est, tokens: float | None = None) -> tuple[dict, TrainingRun]:
     """The "cost" figures of `clustersim estimate --json` (per-iteration GPU-hours, dollars, energy;
     reliability figures; time to train ``tokens``, by default a Chinchilla budget of 20
-    tokens/parameter, with failures) and the TrainingRun behind them. Never raises for a valid estimate."""
+    tokens/parameter, or for a fine-tuning plan one epoch of a stated dataset (default_token_budget),
+    with failures) and the TrainingRun behind them. Never raises for a valid estimate."""
     n = plan.world_size
     util = est.compute_s / est.step_time_s if est.step_time_s > 0 else 0.0
     tokens_per_iter = plan.global_batch_size * model.seq_len
     e_it = energy_j(est.step_time_s, n, cluster.gpu.tdp_w, util, cluster.gpus_per_node,
                     cluster.node.node_overhead_w, cluster.pue)
     cost_it = _f(cost_usd(est.step_time_s, n, cluster.price_per_gpu_hour_usd))
-    rule = "given (--tokens)" if tokens else "Chinchilla, 20 tokens per parameter (Hoffmann 2022)"
-    tokens = tokens or CHINCHILLA_TOKENS_PER_PARAM * model.num_params
+    if tokens or not is_finetuning(plan.finetune, plan.optimizer):   # pre-training: as it always was
+        rule = "given (--tokens)" if tokens else "Chinchilla, 20 tokens per parameter (Hoffmann 2022)"
+        tokens = tokens or CHINCHILLA_TOKENS_PER_PARAM * model.num_params
+    else:
+        tokens, rule = default_token_budget(model, None, True)
     run = time_to_train(model, cluster, plan, tokens, est=est)
     out = {"gpu_hours_per_iteration": _f(gpu_hours(est.step_time_s, n)), "cost_usd_per_iteration": cost_it,
            "energy_kwh_per_iteration": _f(e_it) / KWH_J, "cost_usd_per_million_tokens": cost_it / tokens_per_iter * 1e6,

@@ -36,7 +36,10 @@ class _RunFields:
                               maximum=1 << 34, optional="the model's")
     tokens: float | None = opt(None, "tokens to train, for time to train, cost and energy", "training",
                                unit="tokens", minimum=1, maximum=1e16,
-                               optional="Chinchilla, 20 tokens per parameter (Hoffmann et al. 2022)")
+                               optional="pre-training: Chinchilla, 20 tokens per parameter (Hoffmann et al. "
+                               "2022); fine-tuning (--finetune lora/qlora/dora, --optimizer lomo/adalomo): one epoch "
+                               "of 52,002 sequences of the run's length (Stanford Alpaca's examples), since "
+                               "fine-tuning data does not scale with the model; give your dataset's size")
     price_per_gpu_hour: float | None = opt(None, "price of one GPU-hour", "training", unit="USD", minimum=0,
                                            maximum=1e6, optional="the GPU's catalog price")
     failures: bool = opt(False, "time to train, cost and energy with failures, checkpoints and restarts "

@@ -130,3 +130,39 @@ def test_planner_ranks_no_plan_whose_offload_overflows_host_memory():
         search(m, cl, tr)
     # the same offload of an 8B model fits the host: ranked
     assert search(get_model("llama3-8b"), cl, tr, top=1).records[0]["host_memory_bytes"] <= cl.node.host_memory_bytes
+
+
+def test_finetune_token_budget_is_a_stated_dataset_not_chinchilla(capsys):
+    """Fine-tuning (a PEFT method, given or searched, or LOMO) defaults to one epoch of Stanford Alpaca's 52,002
+    examples at the run's sequence length, and says so; pre-training keeps Chinchilla's 20 tokens per parameter."""
+    from models.cost import CHINCHILLA_TOKENS_PER_PARAM, FINETUNE_DEFAULT_SEQUENCES, estimate_extras
+    from models.inputs import Training
+    from simulator.planning.planner import Constraints, evaluate_plan, search
+    m, cl = get_model("llama3-8b"), make_cluster("a100-sxm-80gb", 1)
+    ft_tokens = FINETUNE_DEFAULT_SEQUENCES * m.seq_len
+    assert main(["search", "--model", "llama3-8b", "--gpu", "a100-sxm-80gb", "--global-batch", "32",
+                 "--finetune", "lora,qlora", "--objective", "cost", "--top", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"{ft_tokens:.3g} tokens: fine-tuning: one epoch of 52,002 sequences of 8,192 tokens" in out
+    # searched or given, every plan of the run is costed on the same budget, full fine-tuning included
+    r = search(m, cl, Training(global_batch_size=32), Constraints(finetune=("none", "lora")), objective="cost", top=3)
+    assert r.tokens == ft_tokens and "Alpaca" in r.tokens_rule
+    assert {rec["tokens"] for rec in r.records} == {ft_tokens}
+    r = search(m, cl, Training(global_batch_size=32, finetune="lora"), top=1)
+    assert r.tokens == ft_tokens and r.records[0]["tokens"] == ft_tokens
+    lomo = Plan(dp=8, global_batch_size=32, optimizer="lomo")
+    assert evaluate_plan(m, cl, lomo)["tokens"] == ft_tokens
+    lora = Plan(dp=8, global_batch_size=32, finetune="lora")
+    cost, run = estimate_extras(m, cl, lora, estimate(m, cl, lora))
+    assert cost["default_tokens"] == run.tokens == ft_tokens and "52,002" in cost["default_tokens_rule"]
+    assert estimate_extras(m, cl, lora, estimate(m, cl, lora), tokens=1e8)[0]["default_tokens"] == 1e8
+    # pre-training: unchanged
+    full = Plan(dp=8, global_batch_size=32)
+    assert estimate_extras(m, cl, full, estimate(m, cl, full))[0]["default_tokens"] == (
+        CHINCHILLA_TOKENS_PER_PARAM * m.num_params)
+    r = search(m, cl, Training(global_batch_size=32), top=1)
+    assert r.tokens == CHINCHILLA_TOKENS_PER_PARAM * m.num_params and r.tokens_rule.startswith("Chinchilla")
+    assert main(["train-time", "--model", "llama3-8b", "--gpu", "a100-sxm-80gb", "--finetune", "lora",
+                 "--global-batch", "32"]) == 0
+    out = capsys.readouterr().out
+    assert f"{ft_tokens:.3g} tokens" in out and "Stanford Alpaca" in out

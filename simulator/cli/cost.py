@@ -141,7 +141,7 @@ def train_time_cmd(flags: dict, checkpoint_interval: Interval = "optimal",
                    json_out: Json = False, output: output_option(".json") = None, force: Force = False) -> None:
     """Time to train N tokens with failures, checkpoints and restarts: wall time, GPU-hours, dollars,
     energy, the optimal checkpoint interval, goodput, and (--monte-carlo N) its distribution."""
-    from models.cost import CHINCHILLA_TOKENS_PER_PARAM
+    from models.cost import CHINCHILLA_TOKENS_PER_PARAM, default_token_budget, is_finetuning
     from models.estimate import estimate
     from simulator.cli.report import run_report_lines
     from simulator.planning.montecarlo import check_trials, monte_carlo_run
@@ -164,7 +164,8 @@ def train_time_cmd(flags: dict, checkpoint_interval: Interval = "optimal",
     else:
         inp = inputs_from_flags(**flags)
         m, cl, plan = inp.model, inp.cluster, inp.plan
-    tokens = tokens or CHINCHILLA_TOKENS_PER_PARAM * m.num_params
+    finetuning, given = is_finetuning(plan.finetune, plan.optimizer), bool(tokens)   # fine-tuning: a dataset's budget
+    tokens = tokens or (default_token_budget(m, None, True)[0] if finetuning else CHINCHILLA_TOKENS_PER_PARAM * m.num_params)
     spec = reliability_spec(gpu_failure_rate, node_failure_rate, job_failure_rate, mtbf_hours, detect_s,
                             restart_s, storage_gb_per_s, node_storage_gb_per_s, async_checkpoint)
     st = straggler_spec(stragglers, gpu_speed_cv, jitter_cv)
@@ -188,6 +189,8 @@ def train_time_cmd(flags: dict, checkpoint_interval: Interval = "optimal",
         typer.echo(f"warning: the plan does not fit in memory (peak {est.peak_memory_bytes / 2**30:.1f} GiB)")
     for line in run_report_lines(run):
         typer.echo(line)
+    if finetuning and not given:
+        typer.echo(f"tokens: {default_token_budget(m, None, True)[1]}; --tokens N for your dataset")
     if mc is not None:
         typer.echo(mc_report_line(mc, stragglers))
     if output is not None:

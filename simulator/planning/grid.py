@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.cost import CHINCHILLA_TOKENS_PER_PARAM, run_figures
+from models.cost import CHINCHILLA_TOKENS_PER_PARAM, default_token_budget, is_finetuning, run_figures
 from models.estimate import estimate_arrays, placement_strides, plan_arrays
 from models.fields import check_value, option
 from models.hardware import Cluster
@@ -313,21 +313,32 @@ def run_totals(model: Transformer, cluster: Cluster, training: Training, step_ti
         "expected_failures": r["expected_failures"], "checkpoint_interval_s": r["checkpoint_interval_s"]}
 
 
-def default_tokens(model: Transformer, training: Training) -> float:
-    """Tokens to train: ``training.tokens``, else Chinchilla's 20 per parameter (Hoffmann et al. 2022).
+def default_tokens(model: Transformer, training: Training, finetuning: bool | None = None) -> float:
+    """Tokens to train: ``training.tokens``, else Chinchilla's 20 per parameter (Hoffmann et al. 2022), or for a
+    fine-tuning run (``finetuning``; None: the training's method and optimizer say) one epoch of a stated dataset
+    (models.cost.default_token_budget).
 
     >>> from models.transformer import get_model
     >>> default_tokens(get_model("llama3-8b"), Training(global_batch_size=8)) / 1e9  # 20 x 8.03 B
     160.60522496
     """
-    return float(training.tokens or CHINCHILLA_TOKENS_PER_PARAM * model.num_params)
+    if training.tokens:
+        return float(training.tokens)
+    return default_token_budget(model, None, _finetuning(training, finetuning))[0]
 
 
-def tokens_rule(training: Training) -> str:
+def tokens_rule(training: Training, model: Transformer | None = None, finetuning: bool | None = None) -> str:
     """How the token budget was chosen, for the outputs that state it."""
-    return ("given (--tokens / training.tokens)" if training.tokens else
-            f"Chinchilla, {CHINCHILLA_TOKENS_PER_PARAM} tokens per parameter (Hoffmann et al. 2022); "
+    if training.tokens:
+        return "given (--tokens / training.tokens)"
+    if model is not None and _finetuning(training, finetuning):
+        return default_token_budget(model, None, True)[1] + "; --tokens for your dataset's size"
+    return (f"Chinchilla, {CHINCHILLA_TOKENS_PER_PARAM} tokens per parameter (Hoffmann et al. 2022); "
             "--tokens for another budget")
+
+
+def _finetuning(training: Training, finetuning: bool | None) -> bool:
+    return is_finetuning(training.finetune, training.optimizer) if finetuning is None else bool(finetuning)
 
 
 def identity_matrix(fig: dict) -> np.ndarray:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from models.cost import default_token_budget, is_finetuning
 from models.estimate import estimate
 from models.fields import options
 from models.hardware import Cluster
@@ -151,6 +152,13 @@ def search(model: Transformer, cluster: Cluster, training: Training, constraints
     if backend not in BACKENDS:
         raise ValueError(f"backend: {backend!r} unknown; choose one of {', '.join(BACKENDS)}")
     c = constraints or Constraints()
+    # one token budget for every plan: a fine-tuning run (the method or optimizer, given or searched) trains on
+    # a stated dataset, not Chinchilla's pre-training budget (models.cost.default_token_budget)
+    finetuning = is_finetuning(training.finetune, training.optimizer) or any(
+        is_finetuning(f, o) for f in (c.finetune or ()) for o in (c.optimizer or (training.optimizer,)))
+    budget_rule = tokens_rule(training, model, finetuning)
+    if finetuning and not training.tokens:
+        training = dataclasses.replace(training, tokens=default_tokens(model, training, True))
     from simulator.planning.bounds import check_search_candidates, check_search_points
     check_search_candidates(model, cluster, c)     # bounded work, refused before any of it
     tasks = _tasks(model, cluster, training, c, objective, keep=top + 1, chunk_points=chunk_points)
@@ -183,7 +191,7 @@ def search(model: Transformer, cluster: Cluster, training: Training, constraints
                         grid_points=sum(r["grid_points"] for r in results), plans_fit=fit,
                         elapsed_s=time.perf_counter() - t0, records=records, notes=tuple(notes),
                         plans_collapsed=int(sum(len(ids) for ids in collapsed)),
-                        tokens=default_tokens(model, training), tokens_rule=tokens_rule(training),
+                        tokens=default_tokens(model, training), tokens_rule=budget_rule,
                         node_counts=tuple(c.num_nodes or (cluster.num_nodes,)))
 
 
@@ -261,6 +269,8 @@ def evaluate_plan(model: Transformer, cluster: Cluster, plan: Plan, tokens: floa
     the run figures are NaN when the plan does not fit in memory."""
     est = estimate(model, cluster, plan)
     rec = est.as_dict() | plan_fields(plan, cluster.num_nodes)
+    if not tokens and is_finetuning(plan.finetune, plan.optimizer):   # a fine-tuning plan: a dataset's budget
+        tokens = default_token_budget(model, None, True)[0]
     tr = Training(global_batch_size=plan.global_batch_size, tokens=tokens, failures=failures, dtype=plan.dtype)
     figs = run_totals(model, cluster, tr, est.step_time_s, est.compute_s / est.step_time_s, plan.tp, plan.pp, plan.dp, plan.cp,
                       int(plan.zero_stage))
