@@ -63,7 +63,7 @@ class Profile:
     limits: dict = field(default_factory=dict)     # field -> tuple of Limit
     microbatches: str = ""            # "stages": default global batch gives pp micro-batches per pipeline
     microbatches_source: str = ""
-    export: str = ""                  # writer in models/export.py
+    export: str = ""                  # writer in models/export/
 
     def __hash__(self) -> int:
         return hash(self.name)

@@ -1,4 +1,4 @@
-"""`clustersim export` (models/export.py): each writer's output parses with the format's own parser and every
+"""`clustersim export` (models/export/): each writer's output parses with the format's own parser and every
 plan field lands under the framework's own key name; a plan the framework cannot run is refused with the
 reason; the planner masks layout-dependent limits; unset CLI flags take the framework's default while a
 flag given at the generic default stays explicit."""

@@ -1,4 +1,4 @@
-"""CLI command `export`: a plan as the framework's own launch settings (models/export.py): Megatron-LM
+"""CLI command `export`: a plan as the framework's own launch settings (models/export/): Megatron-LM
 arguments, a NeMo recipe override, a torchtitan TOML, a DeepSpeed JSON config or a PyTorch FSDP snippet."""
 
 from __future__ import annotations

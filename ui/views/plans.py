@@ -144,7 +144,7 @@ def charts(items: list[dict], setup) -> None:
 
 
 def export_launch_config(items: list[dict], setup) -> None:
-    """A download of one plan as the sidebar framework's launch settings (models/export.py; `clustersim export`),
+    """A download of one plan as the sidebar framework's launch settings (models/export/; `clustersim export`),
     or why it cannot be written."""
     from simulator import WRITER_FRAMEWORKS, export_plan
     framework = getattr(setup.training, "framework", None)
