@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.transformer import _ALIASES, PRESETS, Transformer, get_model, read_hf_config
+from models.hf_config import read_hf_config
+from models.transformer import _ALIASES, PRESETS, Transformer, get_model
 
 # Bytes per parameter of the stored weights.
 DTYPE_BYTES_PER_PARAM = {"fp32": 4.0, "bf16/fp16": 2.0, "int8": 1.0, "int4": 0.5}

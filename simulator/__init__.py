@@ -10,6 +10,7 @@ stays light (PEP 562 module ``__getattr__``).
 from models.estimate import PlanError, StepEstimate, estimate, estimate_arrays
 from models.fields import Opt, default_of, field_type, help_text, option, options
 from models.hardware import GPUS, NODES, Cluster, GpuSpec, NodeSpec, get_gpu, make_cluster
+from models.hf_config import load_hf_config
 from models.inputs import PLAN_FIELDS, SEARCH_AXES, ClusterInputs, Inputs, Training, build_inputs, resolve_plan
 from models.plan import (
     DEFAULT_PLACEMENT,
@@ -21,7 +22,7 @@ from models.plan import (
     ZeroStage,
     check_plan,
 )
-from models.transformer import PRESETS, Transformer, get_model, load_hf_config, resolve_model
+from models.transformer import PRESETS, Transformer, get_model, resolve_model
 
 # name -> the submodule that defines it; loaded by __getattr__ on first use
 _LAZY = {

@@ -13,15 +13,8 @@ import pytest
 
 from models import flops as fl
 from models.describe import describe_model
-from models.transformer import (
-    Transformer,
-    find_hf_config,
-    from_hf_config,
-    get_model,
-    load_hf_config,
-    read_hf_config,
-    resolve_model,
-)
+from models.hf_config import find_hf_config, from_hf_config, load_hf_config, read_hf_config
+from models.transformer import Transformer, get_model, resolve_model
 
 DATA = Path(__file__).parent / "data"
 TOLERANCE = 0.005   # relative, for counts published rounded to 0.1 B

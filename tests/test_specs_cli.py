@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 from models.hardware import get_gpu, make_cluster
+from models.hf_config import load_hf_config
 from models.plan import Plan, check_plan
-from models.transformer import get_model, load_hf_config
+from models.transformer import get_model
 from simulator.cli import main
 
 BASE = ["estimate", "--model", "llama2-7b", "--gpu", "h100-sxm-80gb", "--nodes", "1"]

@@ -80,7 +80,7 @@ def input_files(*candidates) -> list[Path]:
             out.append(p)
             continue
         if isinstance(c, str) and ("/" in c or c.endswith(".json")):
-            from models.transformer import find_hf_config
+            from models.hf_config import find_hf_config
             try:
                 out.append(find_hf_config(c))
             except (ValueError, OSError):

@@ -17,9 +17,10 @@ import pandas as pd
 import yaml
 
 from models.hardware import Cluster
+from models.hf_config import load_hf_config
 from models.inputs import PLAN_FIELDS, ClusterInputs, Training, resolve_plan
 from models.plan import Plan, check_plan
-from models.transformer import Transformer, get_model, load_hf_config, resolve_model
+from models.transformer import Transformer, get_model, resolve_model
 from simulator.planning.schema import (
     MODES,
     Scenario,
@@ -234,7 +235,7 @@ def input_paths(scn: Scenario) -> list[Path]:
         p = Path(model)
         paths.append(p / "config.json" if p.is_dir() else p)
     elif isinstance(model, str) and ("/" in model or model.endswith(".json")):
-        from models.transformer import find_hf_config
+        from models.hf_config import find_hf_config
         try:
             paths.append(find_hf_config(model))
         except (ValueError, OSError):
