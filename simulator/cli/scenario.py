@@ -122,8 +122,10 @@ def run_cmd(file: Annotated[Path, typer.Argument(help="scenario YAML (see `clust
         Console(width=160).print(_summary_table(df, f"{scn.name}: {len(df)} plans, ranked by {scn.objective}"))
         bad = int((df["error"] != "").sum())
         oom = int(((df["error"] == "") & (df["fits"] == False)).sum())  # noqa: E712
+        same = int(df["same_plan_rows"].sum()) if "same_plan_rows" in df else 0
         typer.echo(f"{len(df)} plans in {elapsed:.2f} s; {bad} invalid, {oom} out of memory"
-                   + (f"; wrote {output}" if output is not None else ""))
+                   + (f"; {same} listed again (a named plan that is also a sweep point...) kept as one row"
+                      if same else "") + (f"; wrote {output}" if output is not None else ""))
 
 @app.command("search")
 @with_plan_options("search", listed=SEARCH_AXES)

@@ -203,11 +203,30 @@ OBJECTIVE_COLUMNS = {"time": "step_time_s", "time-to-train": "time_to_train_s", 
                      "energy": "energy_kwh"}
 
 
+def _one_row_per_plan(df: pd.DataFrame) -> pd.DataFrame:
+    """A plan listed twice (a named plan and the same sweep point, or a search winner) is one row: the first
+    (named plans come first), with ``same_plan_rows`` counting the others and ``same_plan_sources`` naming
+    them (issue 18). Rows that could not run are kept as they are."""
+    from models.fields import options
+    fields = [c for c in ("num_nodes", *options(Plan)) if c in df.columns]
+    key = pd.Series([repr(tuple(r)) for r in df[fields].itertuples(index=False)], index=df.index)  # every field
+    ran = df["error"] == ""
+    first = ~(ran & key.duplicated(keep="first"))
+    out = df[first].copy()
+    out["same_plan_rows"], out["same_plan_sources"] = 0, ""
+    for k, g in df[~first].groupby(key[~first]):
+        row = out.index[(key[first] == k).to_numpy()][0]
+        out.loc[row, "same_plan_rows"] = len(g)
+        out.loc[row, "same_plan_sources"] = ", ".join(f"{s}[{i}]" for s, i in zip(g["source"], g["index"]))
+    return out
+
+
 def _frame(scn: Scenario, rows: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     for c in FRONT_COLUMNS:
         if c not in df.columns:
             df[c] = np.nan if c not in ("plan_id", "error") else ""
+    df = _one_row_per_plan(df)
     key = OBJECTIVE_COLUMNS[scn.objective]
     ok = (df["error"] == "") & (df["fits"] == True)  # noqa: E712
     order = df[ok].sort_values([key, "source", "index"], kind="stable").index
