@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]   # ~20 s: CI runs it, the fast suite does not
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 APP = ROOT / "ui" / "app.py"

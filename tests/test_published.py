@@ -2,12 +2,14 @@
 
 import json
 
+import pytest
 import yaml
 
 from simulator.cli import main
 from simulator.validation.published import predict_record, predict_runs
 
 
+@pytest.mark.slow
 def test_published_json_format(dev_runs_path, tmp_path, capsys):
     out = tmp_path / "pub.json"
     assert main(["published", str(dev_runs_path), "--json", str(out)]) == 0
@@ -35,6 +37,7 @@ def test_unexpressible_record_is_skipped_not_dropped(dev_runs_path):
     assert "skipped" in r and "hardware.gpu" in r["skipped"]
 
 
+@pytest.mark.slow
 def test_dev_set_high_reliability_error(dev_runs_path):
     """Issue 2's target: MAPE of iteration time <= 10% over the high-reliability records, with no
     constant fitted to them (every constant's source is in models/hardware.py and models/estimate.py)."""
@@ -43,6 +46,7 @@ def test_dev_set_high_reliability_error(dev_runs_path):
     assert s["mape"] <= 0.10
 
 
+@pytest.mark.slow
 def test_published_with_a_measured_profile_changes_only_that_gpu(dev_runs_path, tmp_path):
     """`published --profile` applies a measured profile to the records on its GPU only."""
     from simulator.validation.calibrate import profile as prof
