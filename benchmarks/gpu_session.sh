@@ -43,5 +43,5 @@ EOF
 cat "$OUT/provenance.txt"
 
 time cs calibrate --device cuda -o "$OUT/profile.yaml" "${SHAPE[@]}" 2>&1 | tee "$OUT/calibrate.txt"
-time cs validate --device cuda --profile "$OUT/profile.yaml" --json "$OUT/validate.json" "${MODEL[@]}" \
+time cs validate --device cuda --profile "$OUT/profile.yaml" -o "$OUT/validate.json" "${MODEL[@]}" \
   --steps 10 --warmup 3 2>&1 | tee "$OUT/validate.txt"

@@ -99,7 +99,7 @@ def test_search_mfu_hfu_at_most_one(capsys, tmp_path):
     (they read 93-94% when the frozen base was charged weight gradients)."""
     out = tmp_path / "s.json"
     assert main(["search", "--model", "llama3-70b", "--gpu", "a100-sxm-80gb", "--nodes", "1", "--global-batch", "32",
-                 "--finetune", "lora,qlora", "--objective", "cost", "--top", "50", "--json", str(out)]) == 0
+                 "--finetune", "lora,qlora", "--objective", "cost", "--top", "50", "-o", str(out)]) == 0
     plans = json.loads(out.read_text())["plans"]
     assert plans and all(0 < p["mfu"] <= p["hfu"] <= 1 for p in plans)
     assert max(p["mfu"] for p in plans) < 0.75

@@ -99,7 +99,7 @@ def test_cli_flags(files, case):
     if target == "json" and argv[0] != "search":
         argv = argv + ["--json"]
     elif target == "json":
-        argv = argv + ["--json", "-"]
+        argv = argv + ["--json"]
     elif target in ("cfg", "scn", "notes"):
         p = {"cfg": paths[0], "scn": paths[1], "notes": paths[2]}[target]
         argv = argv + ["-o", str(p)]

@@ -12,7 +12,7 @@ from simulator.validation.published import predict_record, predict_runs
 @pytest.mark.slow
 def test_published_json_format(dev_runs_path, tmp_path, capsys):
     out = tmp_path / "pub.json"
-    assert main(["published", str(dev_runs_path), "--json", str(out)]) == 0
+    assert main(["published", str(dev_runs_path), "-o", str(out)]) == 0
     text = capsys.readouterr().out
     assert "MAPE" in text
     d = json.loads(out.read_text())

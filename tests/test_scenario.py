@@ -207,7 +207,7 @@ def test_readme_documents_every_field():
 def test_cli_search_json(tmp_path):
     out = tmp_path / "s.json"
     assert main(["search", "--model", "gpt-tiny", "--gpu", "a100", "--nodes", "1", "--global-batch", "32",
-                 "--objective", "cost", "--top", "4", "--backend", "serial", "--json", str(out)]) == 0
+                 "--objective", "cost", "--top", "4", "--backend", "serial", "-o", str(out)]) == 0
     d = json.loads(out.read_text())
     assert set(d) >= {"plans", "plans_evaluated", "elapsed_s"}
     assert len(d["plans"]) == 4 and d["plans_evaluated"] > 100

@@ -143,3 +143,18 @@ def test_model_command_reports_published_counts(capsys):
 def test_version(capsys):
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("clustersim ")
+
+
+@pytest.mark.parametrize("argv", [
+    ["estimate", "--model", "gpt-tiny", "--gpu", "a100"],
+    ["simulate", "--model", "gpt-tiny", "--gpu", "a100"],
+    ["train-time", "--model", "gpt-tiny", "--gpu", "a100", "--tokens", "1e9"],
+    ["search", "--model", "gpt-tiny", "--gpu", "a100", "--global-batch", "16", "--top", "2", "--backend", "serial"],
+    ["model", "gpt-tiny"],
+    ["run", str(Path(__file__).parents[1] / "scenarios" / "small-gpt-1gpu.yaml")],
+], ids=lambda a: a[0])
+def test_json_prints_strict_json_on_stdout_on_every_command(argv, capsys):
+    """One convention (issue 18): --json prints strict JSON (no NaN/Infinity) on stdout, nothing else."""
+    assert main([*argv, "--json"]) == 0
+    out = capsys.readouterr().out
+    json.loads(out, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))

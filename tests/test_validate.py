@@ -187,7 +187,7 @@ def test_cli_validate_writes_json(profile, tmp_path, capsys):
     p = write_profile(profile, tmp_path / "cpu.yaml")
     out = tmp_path / "val.json"
     assert main(["validate", "--profile", str(p), "--plans", "single", "--layers", "2", "--seq-len", "128",
-                 "--steps", "1", "--warmup", "1", "--json", str(out)]) == 0
+                 "--steps", "1", "--warmup", "1", "-o", str(out)]) == 0
     recs = json.loads(out.read_text())["records"]
     assert len(recs) == 3
     for r in recs:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from simulator.cli.app import Force, app, output_format
-from simulator.cli.files import check_output_path, input_files, output_json, write_output
+from simulator.cli.files import check_output_path, input_files, output_json, strict_json, write_output
 
 Device = Annotated[str, typer.Option("--device", help="cpu | cuda")]
 Threads = Annotated[int, typer.Option("--threads", help="CPU threads per device (rank); ignored on cuda")]
@@ -126,7 +126,9 @@ def validate_cmd(
     device: Device = "cpu",
     profile: Annotated[Path | None, typer.Option("--profile", help="profile YAML from `clustersim calibrate` "
                                                     "(default: run a quick calibration first)")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="write {\"records\": [...]} here")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print {\"records\": [...]} as JSON on stdout instead of "
+                                           "the table")] = False,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="write {\"records\": [...]} here (.json)")] = None,
     plans: Annotated[str | None, typer.Option("--plans", help="comma list of impls to run: "
                                                  "single,ddp,zero1,fsdp (default: all that fit)")] = None,
     layers: Annotated[int, typer.Option("--layers")] = 4,
@@ -148,9 +150,9 @@ def validate_cmd(
     check_shape(layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads, ffn_hidden=ffn_hidden, vocab=vocab,
                 seq_len=seq_len, steps=steps, warmup=warmup, threads=threads)
     inputs = input_files(profile)
-    if json_out is not None:
-        output_format(json_out, (".json",), "json")
-        check_output_path(json_out, "validate", inputs, force, "json")  # before the runs
+    if output is not None:
+        output_format(output, (".json",), "output")
+        check_output_path(output, "validate", inputs, force, "output")  # before the runs
     _need_torch("validate")
     from simulator.validation import validate as v
     from simulator.validation import validate_report as vr
@@ -169,11 +171,12 @@ def validate_cmd(
         run = wanted
     records = v.validate(cfg, None, device, profile, steps, warmup, threads,
                          progress=lambda m: typer.echo(m, err=True), impls=run)
-    typer.echo(vr.format_table(records))
-    if json_out is not None:
-        doc = {"model": v.config_dict(cfg), "summary": vr.summary(records), "records": records}
-        write_output(json_out, output_json(doc, "validate"), "validate", inputs, force, "json")
-        typer.echo(f"wrote {json_out}")
+    doc = {"model": v.config_dict(cfg), "summary": vr.summary(records), "records": records}
+    typer.echo(strict_json(doc) if json_out else vr.format_table(records))
+    if output is not None:
+        write_output(output, output_json(doc, "validate"), "validate", inputs, force, "output")
+        if not json_out:
+            typer.echo(f"wrote {output}")
 
 
 def _swiglu_ffn(hidden: int) -> int:

@@ -49,26 +49,29 @@ def estimate_cmd(flags: dict, json_out: Json = False, output: output_option(".js
 
 @app.command("published")
 def published_cmd(file: Annotated[Path, typer.Argument(help="runs YAML in the format of dev_runs.yaml")],
-                  json_path: Annotated[Path | None, typer.Option("--json", help="write JSON here")] = None,
+                  json_out: Json = False,
                   output: output_option(".json, or .csv: one row per record") = None,
                   profile: Profile = None, force: Force = False) -> None:
     """Predict published measured runs and compare iteration times (count, MAPE, median, max error)."""
     from simulator.validation.published import predict_runs
     inputs = input_files(file, profile)
-    targets = [(p, flag) for p, flag in ((json_path, "json"), (output, "output")) if p is not None]
-    for p, flag in targets:
-        output_format(p, (".json",) if flag == "json" else (".json", ".csv"), flag)
-        check_output_path(p, "published", inputs, force, flag)  # before the work
+    if output is not None:
+        output_format(output, (".json", ".csv"), "output")
+        check_output_path(output, "published", inputs, force, "output")  # before the work
     result = predict_runs(file, profile=profile) if profile else predict_runs(file)
-    typer.echo(published_report(result))
-    for p, flag in targets:
-        if p.suffix.lower() == ".csv" and flag == "output":
+    if json_out:
+        typer.echo(strict_json(result))
+    else:
+        typer.echo(published_report(result))
+    if output is not None:
+        if output.suffix.lower() == ".csv":
             rows = _published_rows(result)
-            write_output(p, lambda t, rows=rows: rows.to_csv(t, index=False, lineterminator="\n"), "published",
-                         inputs, force, flag)
+            write_output(output, lambda t, rows=rows: rows.to_csv(t, index=False, lineterminator="\n"), "published",
+                         inputs, force, "output")
         else:
-            write_output(p, output_json(result, "published"), "published", inputs, force, flag)
-        typer.echo(f"wrote {p}")
+            write_output(output, output_json(result, "published"), "published", inputs, force, "output")
+        if not json_out:
+            typer.echo(f"wrote {output}")
 
 
 def _published_rows(result: dict):

@@ -95,6 +95,8 @@ def run_cmd(file: Annotated[Path, typer.Argument(help="scenario YAML (see `clust
             mode: Annotated[str | None, typer.Option("--mode", help="override the file's mode: "
                                                         "estimate | simulate | both")] = None,
             quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no table, no progress bar")] = False,
+            json_out: Annotated[bool, typer.Option("--json", help="print the rows as JSON on stdout instead of "
+                                                    "the table")] = False,
             force: Force = False,
             ) -> None:
     """Run every plan of a scenario file; write one row per plan and print a ranked summary."""
@@ -108,7 +110,7 @@ def run_cmd(file: Annotated[Path, typer.Argument(help="scenario YAML (see `clust
     n = len(plan_rows(scn))  # run_scenario bounds the work (simulator.planning.bounds) before any of it
     err = Console(stderr=True)
     t0 = time.perf_counter()
-    if quiet or (n < PROGRESS_MIN_PLANS and scn.search is None):
+    if quiet or json_out or (n < PROGRESS_MIN_PLANS and scn.search is None):
         df = run_scenario(scn, mode=mode)
     else:
         from rich.progress import Progress
@@ -118,6 +120,9 @@ def run_cmd(file: Annotated[Path, typer.Argument(help="scenario YAML (see `clust
     elapsed = time.perf_counter() - t0
     if output is not None:
         write_results(df, output, input_paths(scn), force=force)
+    if json_out:
+        typer.echo(strict_json(df.to_dict(orient="records")))
+        return
     if not quiet:
         Console(width=160).print(_summary_table(df, f"{scn.name}: {len(df)} plans, ranked by {scn.objective}"))
         bad = int((df["error"] != "").sum())
@@ -138,8 +143,8 @@ def search_cmd(flags: dict, objective: Objective = "time", top: Top = 10, backen
                                                                   "HBM")] = 1.0,
                simulate_top: Annotated[int, typer.Option("--simulate-top", help="re-rank the best K with the "
                                                          "simulator")] = 0,
-               json_out: Annotated[Path | None, typer.Option("--json", help="write the result JSON here "
-                                                                "(- for stdout)")] = None,
+               json_out: Annotated[bool, typer.Option("--json", help="print the result as JSON on stdout "
+                                                        "instead of the table (-o FILE writes it)")] = False,
                export_top: Annotated[int, typer.Option("--export-top", help="write the best K plans as --framework's "
                                                        "launch settings (clustersim export); -o then names that "
                                                        "file")] = 0,
@@ -158,9 +163,8 @@ def search_cmd(flags: dict, objective: Objective = "time", top: Top = 10, backen
     if workers is not None:
         _check_range("workers", workers, 1, 1024)
     inputs = input_files(flags["model"])
-    to_file = json_out is not None and str(json_out) != "-"
     export_to, output = _export_target(export_top, flags, output, inputs, force)
-    targets = [(p, flag) for p, flag in ((json_out if to_file else None, "json"), (output, "output")) if p is not None]
+    targets = [(output, "output")] if output is not None else []
     for p, flag in targets:
         output_format(p, (".json",) if flag == "json" else (".json", ".csv"), flag)
         check_output_path(p, "search", inputs, force, flag)  # before the work
@@ -173,17 +177,18 @@ def search_cmd(flags: dict, objective: Objective = "time", top: Top = 10, backen
                      simulate_top=simulate_top)
     except ValueError as e:
         raise ValueError(_no_valid_plan(str(e))) from None
-    if json_out is not None and str(json_out) == "-":
+    if json_out:
         typer.echo(strict_json(res.to_json()))
-        return
-    _print_search(res, m, cl)
+    else:
+        _print_search(res, m, cl)
     for p, flag in targets:
         if p.suffix.lower() == ".csv":
             write_output(p, lambda t: res.plans.to_csv(t, index=False, lineterminator="\n"), "search", inputs,
                          force, flag)
         else:
             write_output(p, output_json(res.to_json(), "search"), "search", inputs, force, flag)
-        typer.echo(f"wrote {p}")
+        if not json_out:
+            typer.echo(f"wrote {p}")
     if export_top:
         from simulator.cli.export import export_search_top
         export_search_top(res, m, cl, flags["framework"], export_top, export_to, inputs, force)

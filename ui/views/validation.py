@@ -65,7 +65,7 @@ else:
             st.dataframe(skipped[["id", "skipped"]], hide_index=True, key="val_skipped")
 
 st.subheader("Local calibration runs")
-st.caption("Small real training runs on this machine (`clustersim validate --json out/validate.json`): "
+st.caption("Small real training runs on this machine (`clustersim validate -o out/validate.json`): "
            "measured step time and peak memory against the prediction with the calibrated profile.")
 up = st.file_uploader("validate JSON", type=["json"], key="val_upload")
 local = LOCAL_RESULTS if LOCAL_RESULTS.is_file() else None
@@ -77,7 +77,7 @@ except (ValueError, RecursionError, OSError) as e:   # JSONDecodeError and Unico
     st.error(f"{up.name if up else local}: not valid JSON ({' '.join(str(e).split())[:200]})")
     doc = None
 if doc is None:
-    st.info(f"No local results: run `clustersim validate --json {LOCAL_RESULTS.relative_to(ROOT)}` "
+    st.info(f"No local results: run `clustersim validate -o {LOCAL_RESULTS.relative_to(ROOT)}` "
             "(needs PyTorch), then reload, or upload the JSON it wrote.")
 else:
     raw = doc.get("records", []) if isinstance(doc, dict) else []
