@@ -24,7 +24,6 @@ import functools
 import math
 
 import numpy as np
-from scipy import interpolate
 
 TFLOPS = 1e12
 
@@ -267,6 +266,7 @@ def _tile_interpolator(key: tuple[str, str]):
     x, y = gemm_tile_curve(key)
     if len(x) == 1:
         return lambda q: np.full(np.shape(q), y[0])
+    from scipy import interpolate  # imported when a table is first used: it costs ~0.4 s, the CLI's whole start-up
     return interpolate.interp1d(x, y, kind="linear", bounds_error=False, fill_value=(y[0], y[-1]),
                                 assume_sorted=True)
 

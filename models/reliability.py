@@ -34,7 +34,6 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 import numpy as np
-from scipy.special import lambertw
 
 from models.units import GB, HOUR_S
 
@@ -181,6 +180,7 @@ def lambert_w0(z):
     0.5671432904
     """
     z = np.asarray(z, dtype=float)
+    from scipy.special import lambertw  # imported on first use (scipy.special costs ~0.2 s at start-up)
     return np.where(z <= -1.0 / np.e, -1.0, lambertw(np.maximum(z, -1.0 / np.e), 0).real)
 
 
