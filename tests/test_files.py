@@ -8,7 +8,7 @@ import os
 import pytest
 
 from simulator.cli import main
-from simulator.cli.files import is_output_of, output_json, strict_json, write_output
+from simulator.files import is_output_of, output_json, strict_json, write_output
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 SMALL = ROOT / "scenarios" / "small-gpt-1gpu.yaml"

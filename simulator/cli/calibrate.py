@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from simulator.cli.app import Force, app, output_format
-from simulator.cli.files import check_output_path, input_files, output_json, strict_json, write_output
+from simulator.files import check_output_path, input_files, output_json, strict_json, write_output
 
 Device = Annotated[str, typer.Option("--device", help="cpu | cuda")]
 Threads = Annotated[int, typer.Option("--threads", help="CPU threads per device (rank); ignored on cuda")]

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from simulator.cli.app import Force, Json, app, inputs_from_flags, output_format, output_option, with_plan_options
-from simulator.cli.files import check_output_path, input_files, output_json, strict_json, write_output
+from simulator.files import check_output_path, input_files, output_json, strict_json, write_output
 
 Interval = Annotated[str, typer.Option(
     "--checkpoint-interval", help="compute seconds between checkpoints, or optimal | young | daly")]

@@ -19,8 +19,8 @@ from simulator.cli.app import (
     output_option,
     with_plan_options,
 )
-from simulator.cli.files import check_output_path, input_files, output_json, strict_json, write_output
 from simulator.cli.report import cost_report_lines, estimate_report, published_report
+from simulator.files import check_output_path, input_files, output_json, strict_json, write_output
 
 
 @app.command("estimate")

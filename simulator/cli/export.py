@@ -9,7 +9,7 @@ import typer
 
 from simulator.cli.app import Force, app, inputs_from_flags, output_format, output_option, with_plan_options
 from simulator.cli.cost import PlanIndex, ScenarioOpt, _scenario_inputs
-from simulator.cli.files import check_output_path, input_files, write_output
+from simulator.files import check_output_path, input_files, write_output
 
 KIND = "export"
 

@@ -10,7 +10,7 @@ import typer
 
 from models.inputs import SEARCH_AXES
 from simulator.cli.app import Force, app, output_format, output_option, with_plan_options
-from simulator.cli.files import check_output_path, input_files, output_json, strict_json, write_output
+from simulator.files import check_output_path, input_files, output_json, strict_json, write_output
 
 # rows of the summary table printed after `run`
 SUMMARY_ROWS = 10

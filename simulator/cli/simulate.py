@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from simulator.cli.app import Force, Json, app, inputs_from_flags, output_format, output_option, with_plan_options
-from simulator.cli.files import MARKER, check_output_path, input_files, output_json, strict_json, write_output
 from simulator.des.bounds import MAX_SIM_OPS, check_simulation_size, simulation_ops  # noqa: F401
+from simulator.files import MARKER, check_output_path, input_files, output_json, strict_json, write_output
 
 Trace = Annotated[Path | None, typer.Option("--trace", help="write a Chrome/Perfetto trace JSON here")]
 Timeline = Annotated[Path | None, typer.Option("--timeline", help="write the timeline table (.csv or .parquet)")]

@@ -248,24 +248,15 @@ def _frame(scn: Scenario, rows: list[dict]) -> pd.DataFrame:
 
 def input_paths(scn: Scenario) -> list[Path]:
     """Files a scenario reads: the scenario itself and a model config.json, if any."""
-    paths = [Path(scn.source)]
+    from simulator.files import input_files
     model = scn.model.get("config") if isinstance(scn.model, dict) else scn.model
-    if isinstance(model, str) and Path(model).exists():
-        p = Path(model)
-        paths.append(p / "config.json" if p.is_dir() else p)
-    elif isinstance(model, str) and ("/" in model or model.endswith(".json")):
-        from models.hf_config import find_hf_config
-        try:
-            paths.append(find_hf_config(model))
-        except (ValueError, OSError):
-            pass
-    return paths
+    return [Path(scn.source), *input_files(model if isinstance(model, str) else None)]
 
 
 def check_output(out: str | Path, inputs=()) -> Path:
     """The output path, if its suffix is known and it is none of ``inputs`` (compared as files: by device
     and inode, so a hard link or a symlink to an input is caught); ValueError otherwise."""
-    from simulator.cli.files import check_output_path
+    from simulator.files import check_output_path
     o = Path(out)
     if o.suffix.lower() not in (".csv", ".parquet", ".json"):
         raise ValueError(f"output: {o.name!r}: choose a .csv, .parquet or .json file name")
@@ -276,8 +267,8 @@ def check_output(out: str | Path, inputs=()) -> Path:
 def write_results(df: pd.DataFrame, out: str | Path, inputs=(), force: bool = False) -> Path:
     """Write by suffix (.csv, .parquet, .json) through a temporary file renamed into place; refuses to
     write onto any of ``inputs`` (the scenario, a config), and onto an existing file that is not an
-    earlier results file unless ``force`` (simulator.cli.files.write_output)."""
-    from simulator.cli.files import write_output
+    earlier results file unless ``force`` (simulator.files.write_output)."""
+    from simulator.files import write_output
     o = check_output(out, [inputs] if isinstance(inputs, (str, Path)) else inputs)
     suffix = o.suffix.lower()
     if suffix == ".csv":
