@@ -1,4 +1,4 @@
-"""simulator/cli/files.py: outputs never replace an input or a foreign file, replace an earlier
+"""simulator/files.py: outputs never replace an input or a foreign file, replace an earlier
 output of their kind, and an interrupted write leaves the old file whole; strict JSON."""
 
 import json

@@ -130,7 +130,7 @@ def inputs_from_flags(**kw):
     return inp
 
 
-# Options of the commands that write files (simulator/cli/files.py writes them).
+# Options of the commands that write files (simulator/files.py writes them).
 Force = Annotated[bool, typer.Option("--force", help="replace an existing file that is not an earlier clustersim "
                                                      "output of the same kind (never an input of the run)")]
 
