@@ -16,9 +16,11 @@ widgets and the planner's constraints and grid axes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
 from dataclasses import dataclass
+from types import MappingProxyType
 
 SECTIONS = ("plan", "training", "cluster")
 
@@ -45,17 +47,22 @@ def opt(default, help: str, section: str, **kw):
     return dataclasses.field(default=default, metadata={"opt": Opt(help=help, section=section, **kw)})
 
 
-def options(cls) -> dict[str, Opt]:
-    """name -> Opt of every declared input field of a dataclass, in declaration order."""
-    return {f.name: f.metadata["opt"] for f in dataclasses.fields(cls) if "opt" in f.metadata}
+# The declarations are fixed once a class is defined, and every Plan or Training built checks each of its
+# fields through them (the planner builds one Plan per layout candidate): the lookups are cached per class.
+@functools.cache
+def options(cls) -> MappingProxyType:
+    """name -> Opt of every declared input field of a dataclass, in declaration order (read-only)."""
+    return MappingProxyType({f.name: f.metadata["opt"] for f in dataclasses.fields(cls) if "opt" in f.metadata})
 
 
+@functools.cache
 def option(cls, name: str) -> Opt:
     """The Opt of one field, with its CLI flag filled in."""
     o = options(cls)[name]
     return o if o.flag else dataclasses.replace(o, flag="--" + name.replace("_", "-"))
 
 
+@functools.cache
 def field_type(cls, name: str) -> type:
     """The value type of a field: int, float, bool or str (enums and optional types reduced)."""
     f = next(f for f in dataclasses.fields(cls) if f.name == name)
@@ -66,6 +73,7 @@ def field_type(cls, name: str) -> type:
     return {"ZeroStage": int, "Recompute": str, "Schedule": str}.get(text.split("|")[0], str)
 
 
+@functools.cache
 def default_of(cls, name: str):
     f = next(f for f in dataclasses.fields(cls) if f.name == name)
     return None if f.default is dataclasses.MISSING else f.default
