@@ -54,6 +54,19 @@ PLACEMENTS = (DEFAULT_PLACEMENT,) + tuple(sorted("-".join(p) for p in permutatio
 INNERMOST_PLACEMENTS = tuple("-".join((d,) + tuple(x for x in PLACEMENT_DIMS if x != d)) for d in PLACEMENT_DIMS)
 
 
+def user_value(value):
+    """A plan value as users type it (CLI, YAML, tables): enum members by their name, ZeRO as its stage.
+
+    >>> user_value(Schedule.ONE_F_ONE_B), user_value(Recompute.FULL), user_value(ZeroStage.GRADIENTS), user_value(8)
+    ('1f1b', 'full', 2, 8)
+    """
+    if isinstance(value, Recompute):
+        return value.name.lower()
+    if isinstance(value, Schedule):
+        return SCHEDULE_IDS[value]
+    return int(value) if isinstance(value, ZeroStage) else value
+
+
 def normalise_placement(text: str) -> str:
     """'tp,cp,dp,pp' or 'tp-cp-dp-pp' -> 'tp-cp-dp-pp'; ValueError unless a permutation of tp, cp, dp, pp."""
     order = "-".join(x.strip().lower() for x in str(text).replace(",", "-").split("-") if x.strip())

@@ -21,6 +21,7 @@ from models.plan import (
     Schedule,
     ZeroStage,
     check_plan,
+    user_value,
 )
 from models.transformer import PRESETS, Transformer, get_model, resolve_model
 
@@ -39,7 +40,7 @@ _LAZY = {
 __all__ = ["estimate", "estimate_arrays", "StepEstimate", "PlanError", "Plan", "Cluster", "Transformer",
            "GpuSpec", "NodeSpec", "make_cluster", "get_gpu", "get_model", "load_hf_config", "resolve_model",
            "check_plan", "ZeroStage", "Recompute", "Schedule", "PRESETS", "GPUS", "NODES", "PLACEMENTS",
-           "DEFAULT_PLACEMENT", "INNERMOST_PLACEMENTS", "Training", "ClusterInputs", "Inputs", "build_inputs",
+           "DEFAULT_PLACEMENT", "INNERMOST_PLACEMENTS", "user_value", "Training", "ClusterInputs", "Inputs", "build_inputs",
            "resolve_plan", "PLAN_FIELDS", "SEARCH_AXES", "Opt", "option", "options", "help_text", "field_type",
            "default_of", *_LAZY]
 

@@ -42,11 +42,7 @@ def widget_key(cls, name: str) -> str:
 
 def widget_default(cls, name: str):
     """A declared default as a widget holds it: enums by name; optional numbers as 0 ('default')."""
-    v = cs.default_of(cls, name)
-    if hasattr(v, "name") and type(v).__name__ in ("Recompute", "Schedule"):
-        return v.name.lower() if type(v).__name__ == "Recompute" else "1f1b"
-    if type(v).__name__ == "ZeroStage":
-        return int(v)
+    v = cs.user_value(cs.default_of(cls, name))
     if v is None or (cs.option(cls, name).optional and cs.field_type(cls, name) in (int, float)):
         t = cs.field_type(cls, name)
         return {int: 0, float: 0.0, str: "auto"}.get(t, v)

@@ -13,7 +13,7 @@ import typer
 from models.fields import default_of, field_type, help_text, option, options
 from models.frameworks import PROFILE_FIELDS
 from models.inputs import ClusterInputs, Training, build_inputs
-from models.plan import SCHEDULE_NAMES, Plan, Recompute, Schedule, ZeroStage
+from models.plan import Plan, user_value
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Cluster-scale LLM training simulator and cost model.")
@@ -44,15 +44,6 @@ Json = Annotated[bool, typer.Option("--json", help="print JSON on stdout instead
 DECLARED = (ClusterInputs, Training, Plan)
 
 
-def _py_default(value):
-    """A declared default as the CLI shows it (enum members by the name users type)."""
-    if isinstance(value, Recompute):
-        return value.name.lower()
-    if isinstance(value, Schedule):
-        return {v: k for k, v in SCHEDULE_NAMES.items()}[value]
-    return int(value) if isinstance(value, ZeroStage) else value
-
-
 # Fields a framework profile may set when the user leaves them unset (models/frameworks.py).
 _FRAMEWORK_SET = frozenset(PROFILE_FIELDS)
 
@@ -65,7 +56,7 @@ def declared_option(cls, name: str, listed: bool = False) -> inspect.Parameter:
             str | None, typer.Option(o.flag, help="allowed values, comma-separated: " + help_text(cls, name))])
     # Every flag arrives as None when not given (models.inputs.build_inputs: unset -> the declared default, or
     # --framework's); a value given equal to the declared default stays explicit. The help shows the default.
-    declared = None if o.optional else _py_default(default_of(cls, name))
+    declared = None if o.optional else user_value(default_of(cls, name))
     shown = "" if declared is None else f" (default: {str(declared).lower() if t is bool else declared}" + (
         ", or --framework's)" if name in _FRAMEWORK_SET else ")")
     flag = f"{o.flag}/--no-{o.flag[2:]}" if t is bool else o.flag

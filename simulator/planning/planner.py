@@ -36,10 +36,10 @@ from models.hardware import Cluster
 from models.inputs import Training
 from models.plan import (
     PLACEMENTS,
-    SCHEDULE_NAMES,
     Plan,
     Recompute,
     ZeroStage,
+    user_value,
 )
 from models.transformer import Transformer
 from simulator.planning.grid import (
@@ -256,11 +256,7 @@ def _plan(training: Training, row) -> Plan:
 
 def plan_fields(plan: Plan, num_nodes: int) -> dict:
     """A plan's fields as plain JSON values (enums by name)."""
-    d = {f: getattr(plan, f) for f in PLAN_COLUMNS if f != "num_nodes"}
-    d["zero_stage"] = int(plan.zero_stage)
-    d["recompute"] = plan.recompute.name.lower()
-    d["schedule"] = next(k for k, v in SCHEDULE_NAMES.items() if v == plan.schedule)
-    return {"num_nodes": num_nodes, **d}
+    return {"num_nodes": num_nodes, **{f: user_value(getattr(plan, f)) for f in PLAN_COLUMNS if f != "num_nodes"}}
 
 
 def evaluate_plan(model: Transformer, cluster: Cluster, plan: Plan, tokens: float | None = None,

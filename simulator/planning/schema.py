@@ -26,7 +26,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr,
 
 from models.fields import default_of, field_type, help_text, option, options
 from models.inputs import PLAN_FIELDS, SEARCH_AXES, ClusterInputs, Training
-from models.plan import Plan
+from models.plan import Plan, user_value
 
 MODES = ("estimate", "simulate", "both")
 OBJECTIVE_NAMES = ("time", "time-to-train", "cost", "energy")
@@ -76,16 +76,8 @@ def _field(cls, name: str, required: bool = False, listed: bool = False):
     if required:
         return item, Field(..., description=desc)
     default = default_of(cls, name)
-    default = None if option(cls, name).optional or name in ("schedule",) else _plain(default)
+    default = None if option(cls, name).optional or name in ("schedule",) else user_value(default)
     return item | None, Field(default, description=desc)
-
-
-def _plain(v):
-    """A declared default as YAML writes it (enum members by name)."""
-    if hasattr(v, "name") and type(v).__name__ in ("Recompute", "Schedule"):
-        from models.plan import SCHEDULE_NAMES
-        return v.name.lower() if type(v).__name__ == "Recompute" else {s: k for k, s in SCHEDULE_NAMES.items()}[v]
-    return int(v) if type(v).__name__ == "ZeroStage" else v
 
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
