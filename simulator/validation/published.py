@@ -63,10 +63,25 @@ def record_inputs(rec: dict):
     f = {k: v for k, v in f.items() if k in Plan.__dataclass_fields__ and (k in stated or v != _GENERIC.get(k))}
     f.setdefault("zero_stage", 0)
     defaults += [u for u in used if u.split("=")[0] not in stated]
+    _stage_the_framework_has(f, framework, defaults)
     errs = framework_errors(f, framework)
     if errs:
         raise ValueError("; ".join(errs))
     return _choose_batch_and_zero(model, cluster, f, bat, stated, framework, defaults)
+
+
+def _stage_the_framework_has(f: dict, framework: str | None, defaults: list) -> None:
+    """A stated ZeRO-2 in a framework whose only sharded data parallelism is a distributed optimizer
+    (Megatron-LM/Core: optimizer state and fp32 main gradients sharded, gradients reduce-scattered once
+    per step after the last micro-batch) is that optimizer, stage 1 here: MegaScale (NSDI'24, Sec. 3.2
+    and Fig. 1) calls its Megatron-based data parallelism "ZeRO-2" and overlaps exactly those two
+    collectives. DeepSpeed's stage 2 instead reduce-scatters at every micro-batch."""
+    from models.frameworks import allowed_values
+    allowed = allowed_values(framework, "zero_stage", f)
+    if f.get("zero_stage") == 2 and allowed and 2 not in allowed and 1 in allowed:
+        f["zero_stage"] = 1
+        defaults.append(f"zero_stage=1 (the stated ZeRO-2 is {framework}'s distributed optimizer: "
+                        "gradients reduce-scattered once per step)")
 
 
 def _unstated(name: str, f: dict, stated: set, framework: str | None, order: tuple) -> list:

@@ -57,14 +57,19 @@ _FRAMEWORK_PATTERNS = (
 )
 
 
+# A system named as built on a framework ("MegaScale (built on Megatron-LM)") runs that framework's code:
+# its profile applies, and what the system changed is what the record states.
+_BUILT_ON = re.compile(r"\b(?:built on|based on|fork of|on top of|derived from)\b(.*)")
+
+
 def record_framework(rec: dict) -> str | None:
     """The framework profile a record's own text names (None: it names none, or names a framework
-    without a profile, such as MegaScale). ``parallel.framework`` first, then the source, software
-    and notes; Megatron-LM sources dated before 2023 are the pre-Megatron-Core code (megatron-lm-2020)."""
+    without a profile). ``parallel.framework`` first, then the source, software and notes; a system
+    "built on" a framework (MegaScale on Megatron-LM) takes that framework's profile; Megatron-LM
+    sources dated before 2023 are the pre-Megatron-Core code (megatron-lm-2020)."""
     own = _text((rec.get("parallel") or {}).get("framework"), rec.get("framework")).lower()
-    if own and re.search(r"megascale", own):
-        return None
-    text = own or _stated(rec)
+    base = _BUILT_ON.search(own)
+    text = base.group(1) if base else own or _stated(rec)
     for pattern, name in _FRAMEWORK_PATTERNS:
         if re.search(pattern, text):
             if name == "megatron-lm" and (_year(rec) or 2023) < 2023:
