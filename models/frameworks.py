@@ -88,6 +88,9 @@ _DS_ZERO = "microsoft/DeepSpeed deepspeed/runtime/zero/config.py@03dc2b9 (v0.16)
 _DS_PIPE = ("microsoft/DeepSpeed deepspeed/runtime/pipe/engine.py@03dc2b9: PipelineEngine asserts "
             "zero_optimization_stage() < 2 ('ZeRO-2 and ZeRO-3 are incompatible with pipeline parallelism') and "
             "runs schedule.TrainSchedule (1F1B, no interleaving)")
+_DS_AUTOTP = ("DeepSpeed AutoTP training (deepspeed >= 0.16.4, https://www.deepspeed.ai/tutorials/autotp-training): "
+              "'tensor_parallel': {'autotp_size': N} combines TP with ZeRO stage 0, 1 or 2; no ZeRO-3 with AutoTP "
+              "(deepspeedai/DeepSpeedExamples #1004: 'AutoTP+ZeRO-3 not supported')")
 _DS_BF16 = ("microsoft/DeepSpeed deepspeed/runtime/bf16_optimizer.py@v0.6.0 (2022): BF16_Optimizer shards fp32 state "
             "over DP (ZeRO-1) and all-reduces gradients after backward")
 _FSDP = ("pytorch/pytorch torch/distributed/fsdp/fully_sharded_data_parallel.py@v2.1.0: sharding_strategy="
@@ -195,9 +198,11 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
             "overlap_param_gather": _d(True, f"{_DS_ZERO}: stage3_prefetch_bucket_size 5e7 elements (prefetch)"),
         },
         limits={
-            "zero_stage": (Limit((0, 1), _DS_PIPE, when="pp>1"),),
+            "zero_stage": (Limit((0, 1), _DS_PIPE, when="pp>1"), Limit((0, 1, 2), _DS_AUTOTP, when="tp>1")),
             "schedule": (Limit(("1f1b",), _DS_PIPE, when="pp>1"),),
             "vpp": (Limit((1,), _DS_PIPE),),
+            "cp": (Limit((1,), "DeepSpeed's sequence parallelism is Ulysses (all-to-all over heads), not the ring "
+                               "context parallelism modelled here (deepspeed/sequence/layer.py@03dc2b9)"),),
         },
         export="deepspeed"),
     Profile(

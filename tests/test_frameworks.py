@@ -75,6 +75,9 @@ def test_a_stated_value_other_than_the_generic_default_is_kept():
     ("megatron-core", dict(zero_stage=3), "zero_stage"),
     ("megatron-lm-2020", dict(sp=True, tp=2), "sp"),
     ("deepspeed", dict(pp=2, zero_stage=2), "zero_stage"),
+    # DeepSpeed AutoTP training tutorial: TP combines with ZeRO 0-2, not 3
+    ("deepspeed", dict(tp=2, zero_stage=3), "zero_stage"),
+    ("deepspeed", dict(cp=2), "cp"),
     ("fsdp", dict(pp=2), "pp"),
     ("llm-foundry", dict(tp=2), "tp"),
 ])
