@@ -145,6 +145,26 @@ def test_version(capsys):
     assert capsys.readouterr().out.startswith("clustersim ")
 
 
+def test_command_map_names_every_command_once():
+    """simulator.cli.app imports only the module of the command that runs (issue 19: start-up); its map of
+    command -> module must list what the modules register, and each command's options must build."""
+    from simulator.cli.app import COMMAND_MODULES, app, import_commands
+    for module in set(COMMAND_MODULES.values()):
+        import_commands(module)
+    assert set(app.commands) == set(COMMAND_MODULES)
+    for name in COMMAND_MODULES:
+        assert app.click_command(name).name == name
+
+
+def test_help_lists_every_command_and_usage_errors_exit_2(capsys):
+    from simulator.cli.app import COMMAND_MODULES
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"  {name} " in out for name in COMMAND_MODULES), out
+    assert main(["estimate", "--tp", "x"]) == 2 and "'x' is not a valid integer" in capsys.readouterr().err
+    assert main(["run"]) == 2 and "Missing argument 'FILE'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv", [
     ["estimate", "--model", "gpt-tiny", "--gpu", "a100"],
     ["simulate", "--model", "gpt-tiny", "--gpu", "a100"],

@@ -6,13 +6,11 @@ import importlib.util
 from pathlib import Path
 from typing import Annotated
 
-import typer
-
-from simulator.cli.app import Force, app, output_format
+from simulator.cli.app import Force, Option, app, echo, output_format
 from simulator.files import check_output_path, input_files, output_json, strict_json, write_output
 
-Device = Annotated[str, typer.Option("--device", help="cpu | cuda")]
-Threads = Annotated[int, typer.Option("--threads", help="CPU threads per device (rank); ignored on cuda")]
+Device = Annotated[str, Option("--device", help="cpu | cuda")]
+Threads = Annotated[int, Option("--threads", help="CPU threads per device (rank); ignored on cuda")]
 
 
 def _need_torch(command: str) -> None:
@@ -78,21 +76,21 @@ def profile_summary(d: dict) -> list[str]:
 @app.command("calibrate")
 def calibrate_cmd(
     device: Device = "cpu",
-    output: Annotated[Path, typer.Option("-o", "--output", help="profile YAML to write")] = Path("profile.yaml"),
-    quick: Annotated[bool, typer.Option("--quick", help="small grids and few repeats (CI)")] = False,
-    dtype: Annotated[str, typer.Option("--dtype", help="bf16 | fp16 | fp32 for the GEMM table")] = "bf16",
+    output: Annotated[Path, Option("-o", "--output", help="profile YAML to write")] = Path("profile.yaml"),
+    quick: Annotated[bool, Option("--quick", help="small grids and few repeats (CI)")] = False,
+    dtype: Annotated[str, Option("--dtype", help="bf16 | fp16 | fp32 for the GEMM table")] = "bf16",
     threads: Threads = 1,
-    ranks: Annotated[int | None, typer.Option("--ranks", help="processes/GPUs for the collectives "
+    ranks: Annotated[int | None, Option("--ranks", help="processes/GPUs for the collectives "
                                                  "(default: cores/threads or all GPUs; 1 skips them)")] = None,
-    hidden: Annotated[int, typer.Option("--hidden", help="model shape the layer GEMMs are taken from")] = 256,
-    heads: Annotated[int, typer.Option("--heads")] = 4,
-    kv_heads: Annotated[int | None, typer.Option("--kv-heads")] = None,
-    ffn_hidden: Annotated[int | None, typer.Option("--ffn-hidden")] = None,
-    vocab: Annotated[int, typer.Option("--vocab")] = 512,
-    seq_len: Annotated[int, typer.Option("--seq-len")] = 512,
-    micro_batch: Annotated[int, typer.Option("--micro-batch")] = 2,
-    tp: Annotated[int, typer.Option("--tp")] = 1,
-    swiglu: Annotated[bool, typer.Option("--swiglu/--gelu", help="three FFN matrices (SwiGLU) or two")] = False,
+    hidden: Annotated[int, Option("--hidden", help="model shape the layer GEMMs are taken from")] = 256,
+    heads: Annotated[int, Option("--heads")] = 4,
+    kv_heads: Annotated[int | None, Option("--kv-heads")] = None,
+    ffn_hidden: Annotated[int | None, Option("--ffn-hidden")] = None,
+    vocab: Annotated[int, Option("--vocab")] = 512,
+    seq_len: Annotated[int, Option("--seq-len")] = 512,
+    micro_batch: Annotated[int, Option("--micro-batch")] = 2,
+    tp: Annotated[int, Option("--tp")] = 1,
+    swiglu: Annotated[bool, Option("--swiglu/--gelu", help="three FFN matrices (SwiGLU) or two")] = False,
     force: Force = False,
 ) -> None:
     """Measure GEMMs, attention, memory-bound ops, copies and collectives; write a profile YAML."""
@@ -111,37 +109,37 @@ def calibrate_cmd(
               "ffn_hidden": ffn_hidden or 4 * hidden, "vocab": vocab, "seq_len": seq_len,
               "micro_batch": micro_batch, "tp": tp, "ffn_matrices": 3 if swiglu else 2}
     d = run_calibration(device, quick=quick, dtype=dtype, threads=threads, world_size=ranks, target=target,
-                        progress=lambda m: typer.echo(f"measuring {m} ...", err=True))
+                        progress=lambda m: echo(f"measuring {m} ...", err=True))
     write_output(output, lambda t: write_profile(d, t), "profile", (), force)
     for line in profile_summary(d):
-        typer.echo(line)
+        echo(line)
     foreign = d.get("foreign_cpu_share")
     if foreign is not None and foreign > 0.15:
-        typer.echo(f"warning: other programs took {foreign:.0%} of the CPU while measuring; the rates may be low. "
+        echo(f"warning: other programs took {foreign:.0%} of the CPU while measuring; the rates may be low. "
                    "Calibrate again on an idle machine.", err=True)
-    typer.echo(f"wrote {output}")
+    echo(f"wrote {output}")
 
 @app.command("validate")
 def validate_cmd(
     device: Device = "cpu",
-    profile: Annotated[Path | None, typer.Option("--profile", help="profile YAML from `clustersim calibrate` "
+    profile: Annotated[Path | None, Option("--profile", help="profile YAML from `clustersim calibrate` "
                                                     "(default: run a quick calibration first)")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="print {\"records\": [...]} as JSON on stdout instead of "
+    json_out: Annotated[bool, Option("--json", help="print {\"records\": [...]} as JSON on stdout instead of "
                                            "the table")] = False,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="write {\"records\": [...]} here (.json)")] = None,
-    plans: Annotated[str | None, typer.Option("--plans", help="comma list of impls to run: "
+    output: Annotated[Path | None, Option("-o", "--output", help="write {\"records\": [...]} here (.json)")] = None,
+    plans: Annotated[str | None, Option("--plans", help="comma list of impls to run: "
                                                  "single,ddp,zero1,fsdp (default: all that fit)")] = None,
-    layers: Annotated[int, typer.Option("--layers")] = 4,
-    hidden: Annotated[int, typer.Option("--hidden")] = 256,
-    heads: Annotated[int, typer.Option("--heads")] = 4,
-    kv_heads: Annotated[int | None, typer.Option("--kv-heads", help="GQA: fewer K/V heads")] = None,
-    ffn_hidden: Annotated[int | None, typer.Option("--ffn-hidden")] = None,
-    vocab: Annotated[int, typer.Option("--vocab")] = 512,
-    seq_len: Annotated[int, typer.Option("--seq-len")] = 512,
-    activation: Annotated[str, typer.Option("--activation", help="gelu | swiglu")] = "gelu",
-    steps: Annotated[int, typer.Option("--steps", help="timed steps per plan (after warm-up)")] = 4,
-    warmup: Annotated[int, typer.Option("--warmup")] = 2,
-    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads per rank "
+    layers: Annotated[int, Option("--layers")] = 4,
+    hidden: Annotated[int, Option("--hidden")] = 256,
+    heads: Annotated[int, Option("--heads")] = 4,
+    kv_heads: Annotated[int | None, Option("--kv-heads", help="GQA: fewer K/V heads")] = None,
+    ffn_hidden: Annotated[int | None, Option("--ffn-hidden")] = None,
+    vocab: Annotated[int, Option("--vocab")] = 512,
+    seq_len: Annotated[int, Option("--seq-len")] = 512,
+    activation: Annotated[str, Option("--activation", help="gelu | swiglu")] = "gelu",
+    steps: Annotated[int, Option("--steps", help="timed steps per plan (after warm-up)")] = 4,
+    warmup: Annotated[int, Option("--warmup")] = 2,
+    threads: Annotated[int | None, Option("--threads", help="CPU threads per rank "
                                                    "(default: the profile's)")] = None,
     force: Force = False,
 ) -> None:
@@ -170,13 +168,13 @@ def validate_cmd(
             raise ValueError(f"plans: {', '.join(bad)} unknown; choose from {', '.join(v.IMPLS)}")
         run = wanted
     records = v.validate(cfg, None, device, profile, steps, warmup, threads,
-                         progress=lambda m: typer.echo(m, err=True), impls=run)
+                         progress=lambda m: echo(m, err=True), impls=run)
     doc = {"model": v.config_dict(cfg), "summary": vr.summary(records), "records": records}
-    typer.echo(strict_json(doc) if json_out else vr.format_table(records))
+    echo(strict_json(doc) if json_out else vr.format_table(records))
     if output is not None:
         write_output(output, output_json(doc, "validate"), "validate", inputs, force, "output")
         if not json_out:
-            typer.echo(f"wrote {output}")
+            echo(f"wrote {output}")
 
 
 def _swiglu_ffn(hidden: int) -> int:

@@ -8,38 +8,36 @@ import math
 from pathlib import Path
 from typing import Annotated
 
-import typer
-
-from simulator.cli.app import Force, Json, app, inputs_from_flags, output_format, output_option, with_plan_options
+from simulator.cli.app import Force, Json, Option, app, echo, inputs_from_flags, output_format, output_option, with_plan_options
 from simulator.files import check_output_path, input_files, output_json, strict_json, write_output
 
-Interval = Annotated[str, typer.Option(
+Interval = Annotated[str, Option(
     "--checkpoint-interval", help="compute seconds between checkpoints, or optimal | young | daly")]
-AsyncCkpt = Annotated[bool, typer.Option("--async-checkpoint/--blocking-checkpoint",
+AsyncCkpt = Annotated[bool, Option("--async-checkpoint/--blocking-checkpoint",
                                          help="async: stall only for the host snapshot; the write runs behind")]
-GpuRate = Annotated[float | None, typer.Option(
+GpuRate = Annotated[float | None, Option(
     "--gpu-failure-rate", help="failures per GPU-hour (default: Llama 3 Table 5, 1.56e-5)")]
-NodeRate = Annotated[float | None, typer.Option(
+NodeRate = Annotated[float | None, Option(
     "--node-failure-rate", help="failures per node-hour (default: Llama 3 Table 5, 3.3e-5)")]
-JobRate = Annotated[float | None, typer.Option("--job-failure-rate", help="extra whole-job failures per hour")]
-Mtbf = Annotated[float | None, typer.Option(
+JobRate = Annotated[float | None, Option("--job-failure-rate", help="extra whole-job failures per hour")]
+Mtbf = Annotated[float | None, Option(
     "--mtbf-hours", help="job MTBF in hours (replaces the per-GPU/node rates; 'inf' for none)")]
-Detect = Annotated[float | None, typer.Option("--detect-s", help="seconds to detect a failure (default 300)")]
-Restart = Annotated[float | None, typer.Option(
+Detect = Annotated[float | None, Option("--detect-s", help="seconds to detect a failure (default 300)")]
+Restart = Annotated[float | None, Option(
     "--restart-s", help="seconds to restart, checkpoint read excluded (default 600)")]
-Storage = Annotated[float | None, typer.Option(
+Storage = Annotated[float | None, Option(
     "--storage-gb-per-s", help="file-system write bandwidth, GB/s (default 2000, Llama 3 Tectonic)")]
-NodeStorage = Annotated[float | None, typer.Option(
+NodeStorage = Annotated[float | None, Option(
     "--node-storage-gb-per-s", help="write bandwidth of one node's storage client, GB/s (default 5)")]
-MonteCarlo = Annotated[int, typer.Option("--monte-carlo", help="Monte Carlo trials (0: off)")]
-Seed = Annotated[int, typer.Option("--seed", help="Monte Carlo seed")]
-Stragglers = Annotated[str, typer.Option("--stragglers", help="none | typical (assumed values, see README.md, Time to train)")]
-SpeedCv = Annotated[float | None, typer.Option("--gpu-speed-cv", help="persistent per-GPU speed spread")]
-JitterCv = Annotated[float | None, typer.Option("--jitter-cv", help="per-GPU per-iteration time noise")]
-ScenarioOpt = Annotated[Path | None, typer.Option(
+MonteCarlo = Annotated[int, Option("--monte-carlo", help="Monte Carlo trials (0: off)")]
+Seed = Annotated[int, Option("--seed", help="Monte Carlo seed")]
+Stragglers = Annotated[str, Option("--stragglers", help="none | typical (assumed values, see README.md, Time to train)")]
+SpeedCv = Annotated[float | None, Option("--gpu-speed-cv", help="persistent per-GPU speed spread")]
+JitterCv = Annotated[float | None, Option("--jitter-cv", help="per-GPU per-iteration time noise")]
+ScenarioOpt = Annotated[Path | None, Option(
     "--scenario", help="take model, cluster, plan and tokens from a scenario YAML (its first plan)")]
-PlanIndex = Annotated[int, typer.Option("--plan-index", help="which plan of --scenario")]
-StepTime = Annotated[float | None, typer.Option(
+PlanIndex = Annotated[int, Option("--plan-index", help="which plan of --scenario")]
+StepTime = Annotated[float | None, Option(
     "--step-time-s", help="use this measured iteration time instead of the analytical estimate")]
 
 
@@ -181,20 +179,20 @@ def train_time_cmd(flags: dict, checkpoint_interval: Interval = "optimal",
     if output is not None:
         write_output(output, output_json(out, "train-time"), "train-time", inputs, force)
     if json_out:
-        typer.echo(strict_json(out))
+        echo(strict_json(out))
         return
-    typer.echo(f"clustersim train-time: {m.name} on {plan.world_size:,} x {cl.gpu.name}, plan {plan.plan_id}, "
+    echo(f"clustersim train-time: {m.name} on {plan.world_size:,} x {cl.gpu.name}, plan {plan.plan_id}, "
                f"iteration {est.step_time_s:.3f} s (MFU {est.mfu:.1%})")
     if not est.fits:
-        typer.echo(f"warning: the plan does not fit in memory (peak {est.peak_memory_bytes / 2**30:.1f} GiB)")
+        echo(f"warning: the plan does not fit in memory (peak {est.peak_memory_bytes / 2**30:.1f} GiB)")
     for line in run_report_lines(run):
-        typer.echo(line)
+        echo(line)
     if finetuning and not given:
-        typer.echo(f"tokens: {default_token_budget(m, None, True)[1]}; --tokens N for your dataset")
+        echo(f"tokens: {default_token_budget(m, None, True)[1]}; --tokens N for your dataset")
     if mc is not None:
-        typer.echo(mc_report_line(mc, stragglers))
+        echo(mc_report_line(mc, stragglers))
     if output is not None:
-        typer.echo(f"wrote {output}")
+        echo(f"wrote {output}")
 
 
 def mc_report_line(mc, stragglers: str = "none") -> str:

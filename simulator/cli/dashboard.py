@@ -8,9 +8,7 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import typer
-
-from simulator.cli.app import app
+from simulator.cli.app import Exit, Option, app, echo
 
 APP_PATH = Path(__file__).resolve().parents[2] / "ui" / "app.py"  # the Streamlit script
 
@@ -27,12 +25,12 @@ def ui_command(argv_extra: list[str] | None = None, port: int = 8501, address: s
 
 
 @app.command("ui")
-def ui_cmd(port: Annotated[int, typer.Option("--port", help="port to serve on")] = 8501,
-           address: Annotated[str, typer.Option("--address",
+def ui_cmd(port: Annotated[int, Option("--port", help="port to serve on")] = 8501,
+           address: Annotated[str, Option("--address",
                                                 help="address to bind (0.0.0.0 for all)")] = "127.0.0.1",
-           headless: Annotated[bool, typer.Option("--headless/--browser",
+           headless: Annotated[bool, Option("--headless/--browser",
                                                   help="do not open a browser window")] = False,
-           dry_run: Annotated[bool, typer.Option("--dry-run",
+           dry_run: Annotated[bool, Option("--dry-run",
                                                  help="print the command instead of running it")] = False
            ) -> None:
     """Start the Streamlit dashboard that compares plans (Ctrl-C stops it)."""
@@ -40,10 +38,10 @@ def ui_cmd(port: Annotated[int, typer.Option("--port", help="port to serve on")]
         raise ValueError(f"port: must be in 1-65535, got {port}")
     cmd = ui_command(port=port, address=address, headless=headless)
     if dry_run:
-        typer.echo(" ".join(cmd))
+        echo(" ".join(cmd))
         return
-    typer.echo(f"clustersim dashboard on http://{address}:{port} (Ctrl-C to stop)", err=True)
-    raise typer.Exit(run_streamlit(cmd))
+    echo(f"clustersim dashboard on http://{address}:{port} (Ctrl-C to stop)", err=True)
+    raise Exit(run_streamlit(cmd))
 
 
 def run_streamlit(cmd: list[str]) -> int:

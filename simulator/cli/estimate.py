@@ -5,15 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import typer
-
 from models.cost import estimate_extras
 from models.estimate import estimate
 from simulator.cli.app import (
+    Argument,
     Force,
     Json,
+    Option,
     Profile,
     app,
+    echo,
     inputs_from_flags,
     output_format,
     output_option,
@@ -38,17 +39,17 @@ def estimate_cmd(flags: dict, json_out: Json = False, output: output_option(".js
     if output is not None:
         write_output(output, output_json(out, "estimate"), "estimate", inputs, force)
     if json_out:
-        typer.echo(strict_json(out))
+        echo(strict_json(out))
     else:
-        typer.echo(estimate_report(inp.model, inp.cluster, est))
+        echo(estimate_report(inp.model, inp.cluster, est))
         for line in cost_report_lines(out["cost"], run, inp.cluster.price_per_gpu_hour_usd):
-            typer.echo(line)
+            echo(line)
     if output is not None and not json_out:
-        typer.echo(f"wrote {output}")
+        echo(f"wrote {output}")
 
 
 @app.command("published")
-def published_cmd(file: Annotated[Path, typer.Argument(help="runs YAML in the format of dev_runs.yaml")],
+def published_cmd(file: Annotated[Path, Argument(help="runs YAML in the format of dev_runs.yaml")],
                   json_out: Json = False,
                   output: output_option(".json, or .csv: one row per record") = None,
                   profile: Profile = None, force: Force = False) -> None:
@@ -60,9 +61,9 @@ def published_cmd(file: Annotated[Path, typer.Argument(help="runs YAML in the fo
         check_output_path(output, "published", inputs, force, "output")  # before the work
     result = predict_runs(file, profile=profile) if profile else predict_runs(file)
     if json_out:
-        typer.echo(strict_json(result))
+        echo(strict_json(result))
     else:
-        typer.echo(published_report(result))
+        echo(published_report(result))
     if output is not None:
         if output.suffix.lower() == ".csv":
             rows = _published_rows(result)
@@ -71,7 +72,7 @@ def published_cmd(file: Annotated[Path, typer.Argument(help="runs YAML in the fo
         else:
             write_output(output, output_json(result, "published"), "published", inputs, force, "output")
         if not json_out:
-            typer.echo(f"wrote {output}")
+            echo(f"wrote {output}")
 
 
 def _published_rows(result: dict):
@@ -88,22 +89,22 @@ def presets_cmd() -> None:
     """List the model presets, GPUs and node presets."""
     from models.hardware import GPUS, NODES
     from models.transformer import PRESETS
-    typer.echo("models: " + ", ".join(PRESETS))
-    typer.echo("gpus:   " + ", ".join(GPUS))
-    typer.echo("nodes:  " + ", ".join(NODES))
+    echo("models: " + ", ".join(PRESETS))
+    echo("gpus:   " + ", ".join(GPUS))
+    echo("nodes:  " + ", ".join(NODES))
 
 
 @app.command("model")
-def model_cmd(model: Annotated[str, typer.Argument(help="preset name, config.json, a Hugging Face snapshot folder or "
+def model_cmd(model: Annotated[str, Argument(help="preset name, config.json, a Hugging Face snapshot folder or "
                                                         "cache, or a cached Hub id (org/name)")],
-              seq_len: Annotated[int | None, typer.Option("--seq-len", help="training sequence length [tokens]")] = None,
+              seq_len: Annotated[int | None, Option("--seq-len", help="training sequence length [tokens]")] = None,
               json_out: Json = False) -> None:
     """What a model is: what was read from its config and what was ignored, the architecture,
     parameters (total / active / embedding, per component) and bytes per dtype."""
     from models.describe import describe_model
     rep = describe_model(model, seq_len=seq_len)
     if json_out:
-        typer.echo(strict_json(rep.as_dict()))
+        echo(strict_json(rep.as_dict()))
         return
     model_report(rep.as_dict())
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import typer
-
-from simulator.cli.app import Force, app, inputs_from_flags, output_format, output_option, with_plan_options
+from simulator.cli.app import Force, app, echo, inputs_from_flags, output_format, output_option, with_plan_options
 from simulator.cli.cost import PlanIndex, ScenarioOpt, _scenario_inputs
 from simulator.files import check_output_path, input_files, write_output
 
@@ -59,11 +57,11 @@ def framework_of(flags: dict, scenario: Path | None) -> str:
 def echo_export(exp, path: Path | None) -> None:
     """The export on stdout (no -o) or a line saying where it went; its notes on stderr."""
     if path is None:
-        typer.echo(exp.text, nl=not exp.text.endswith("\n"))
+        echo(exp.text, nl=not exp.text.endswith("\n"))
     else:
-        typer.echo(f"wrote {path} ({exp.framework}, {exp.writer} format)")
+        echo(f"wrote {path} ({exp.framework}, {exp.writer} format)")
     for note in exp.notes:
-        typer.echo(f"note: {note}", err=True)
+        echo(f"note: {note}", err=True)
 
 
 @app.command("export")
@@ -114,7 +112,7 @@ def export_search_top(res, model, cluster, framework: str, k: int, output: Path 
         done += 1
         path = None if output is None else output if k == 1 else output.with_name(f"{output.stem}-{done}{output.suffix}")
         for line in skipped:
-            typer.echo(f"note: export skipped {line}", err=True)
+            echo(f"note: export skipped {line}", err=True)
         skipped = []
         if path is not None:
             write_export(exp, path, inputs, force)

@@ -6,10 +6,8 @@ import time
 from pathlib import Path
 from typing import Annotated
 
-import typer
-
 from models.inputs import SEARCH_AXES
-from simulator.cli.app import Force, app, output_format, output_option, with_plan_options
+from simulator.cli.app import Argument, Force, Option, app, echo, output_format, output_option, with_plan_options
 from simulator.files import check_output_path, input_files, output_json, strict_json, write_output
 
 # rows of the summary table printed after `run`
@@ -17,11 +15,10 @@ SUMMARY_ROWS = 10
 # show a progress bar when a scenario has at least this many plans (or a search)
 PROGRESS_MIN_PLANS = 50
 
-Objective = Annotated[str, typer.Option("--objective", help="time | time-to-train | cost | energy")]
-Top = Annotated[int, typer.Option("--top", help="how many of the best plans to report")]
-# help text is rich markup: "\\[" keeps the brackets of the extra's name
-Backend = Annotated[str, typer.Option("--backend", help="auto | serial | process | ray (ray: pip install "
-                                                       "'clustersim\\[ray]')")]
+Objective = Annotated[str, Option("--objective", help="time | time-to-train | cost | energy")]
+Top = Annotated[int, Option("--top", help="how many of the best plans to report")]
+Backend = Annotated[str, Option("--backend", help="auto | serial | process | ray (ray: pip install "
+                                                 "'clustersim[ray]')")]
 
 
 def _ints(text: str | None, flag: str) -> tuple | None:
@@ -89,13 +86,13 @@ def _label(r) -> str:
 
 
 @app.command("run")
-def run_cmd(file: Annotated[Path, typer.Argument(help="scenario YAML (see `clustersim schema`)")],
-            output: Annotated[Path | None, typer.Option("-o", "--output",
+def run_cmd(file: Annotated[Path, Argument(help="scenario YAML (see `clustersim schema`)")],
+            output: Annotated[Path | None, Option("-o", "--output",
                                                            help="results file: .csv, .parquet or .json")] = None,
-            mode: Annotated[str | None, typer.Option("--mode", help="override the file's mode: "
+            mode: Annotated[str | None, Option("--mode", help="override the file's mode: "
                                                         "estimate | simulate | both")] = None,
-            quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no table, no progress bar")] = False,
-            json_out: Annotated[bool, typer.Option("--json", help="print the rows as JSON on stdout instead of "
+            quiet: Annotated[bool, Option("--quiet", "-q", help="no table, no progress bar")] = False,
+            json_out: Annotated[bool, Option("--json", help="print the rows as JSON on stdout instead of "
                                                     "the table")] = False,
             force: Force = False,
             ) -> None:
@@ -121,31 +118,31 @@ def run_cmd(file: Annotated[Path, typer.Argument(help="scenario YAML (see `clust
     if output is not None:
         write_results(df, output, input_paths(scn), force=force)
     if json_out:
-        typer.echo(strict_json(df.to_dict(orient="records")))
+        echo(strict_json(df.to_dict(orient="records")))
         return
     if not quiet:
         Console(width=160).print(_summary_table(df, f"{scn.name}: {len(df)} plans, ranked by {scn.objective}"))
         bad = int((df["error"] != "").sum())
         oom = int(((df["error"] == "") & (df["fits"] == False)).sum())  # noqa: E712
         same = int(df["same_plan_rows"].sum()) if "same_plan_rows" in df else 0
-        typer.echo(f"{len(df)} plans in {elapsed:.2f} s; {bad} invalid, {oom} out of memory"
+        echo(f"{len(df)} plans in {elapsed:.2f} s; {bad} invalid, {oom} out of memory"
                    + (f"; {same} listed again (a named plan that is also a sweep point...) kept as one row"
                       if same else "") + (f"; wrote {output}" if output is not None else ""))
 
 @app.command("search")
 @with_plan_options("search", listed=SEARCH_AXES)
 def search_cmd(flags: dict, objective: Objective = "time", top: Top = 10, backend: Backend = "auto",
-               workers: Annotated[int | None, typer.Option("--workers", help="processes")] = None,
-               try_nodes: Annotated[str | None, typer.Option("--try-nodes", help="node counts to compare "
+               workers: Annotated[int | None, Option("--workers", help="processes")] = None,
+               try_nodes: Annotated[str | None, Option("--try-nodes", help="node counts to compare "
                                                                 "(time-vs-cost Pareto front)")] = None,
-               max_memory_fraction: Annotated[float, typer.Option("--max-memory-fraction", help="a plan fits "
+               max_memory_fraction: Annotated[float, Option("--max-memory-fraction", help="a plan fits "
                                                                   "when its peak memory <= this fraction of "
                                                                   "HBM")] = 1.0,
-               simulate_top: Annotated[int, typer.Option("--simulate-top", help="re-rank the best K with the "
+               simulate_top: Annotated[int, Option("--simulate-top", help="re-rank the best K with the "
                                                          "simulator")] = 0,
-               json_out: Annotated[bool, typer.Option("--json", help="print the result as JSON on stdout "
+               json_out: Annotated[bool, Option("--json", help="print the result as JSON on stdout "
                                                         "instead of the table (-o FILE writes it)")] = False,
-               export_top: Annotated[int, typer.Option("--export-top", help="write the best K plans as --framework's "
+               export_top: Annotated[int, Option("--export-top", help="write the best K plans as --framework's "
                                                        "launch settings (clustersim export); -o then names that "
                                                        "file")] = 0,
                output: output_option(".json, or .csv: the ranked plans") = None, force: Force = False) -> None:
@@ -178,7 +175,7 @@ def search_cmd(flags: dict, objective: Objective = "time", top: Top = 10, backen
     except ValueError as e:
         raise ValueError(_no_valid_plan(str(e))) from None
     if json_out:
-        typer.echo(strict_json(res.to_json()))
+        echo(strict_json(res.to_json()))
     else:
         _print_search(res, m, cl)
     for p, flag in targets:
@@ -188,7 +185,7 @@ def search_cmd(flags: dict, objective: Objective = "time", top: Top = 10, backen
         else:
             write_output(p, output_json(res.to_json(), "search"), "search", inputs, force, flag)
         if not json_out:
-            typer.echo(f"wrote {p}")
+            echo(f"wrote {p}")
     if export_top:
         from simulator.cli.export import export_search_top
         export_search_top(res, m, cl, flags["framework"], export_top, export_to, inputs, force)
@@ -236,16 +233,16 @@ def _values(name: str, text: str | None) -> tuple | None:
 
 
 @app.command("schema")
-def schema_cmd(json_out: Annotated[bool, typer.Option("--json", help="print the fields as JSON")] = False,
-               json_schema: Annotated[bool, typer.Option("--json-schema", help="print the scenario file's JSON Schema "
+def schema_cmd(json_out: Annotated[bool, Option("--json", help="print the fields as JSON")] = False,
+               json_schema: Annotated[bool, Option("--json-schema", help="print the scenario file's JSON Schema "
                                                          "(draft 2020-12) for editors and validators")] = False) -> None:
     """Every scenario-file field: type, default and meaning (--json-schema: the JSON Schema)."""
     from simulator.planning.schema_doc import json_schema as scenario_json_schema
     from simulator.planning.schema_doc import schema_dict, schema_text
     if json_schema:
-        typer.echo(json.dumps(scenario_json_schema(), indent=2))
+        echo(json.dumps(scenario_json_schema(), indent=2))
     else:
-        typer.echo(json.dumps(schema_dict(), indent=2, default=str) if json_out else schema_text())
+        echo(json.dumps(schema_dict(), indent=2, default=str) if json_out else schema_text())
 
 
 def _usd(x: float) -> str:
@@ -290,13 +287,13 @@ def _print_search(res, model, cluster) -> None:
                   f"{r.time_to_train_s / 86400:.3g}", _usd(r.cost_usd), f"{r.energy_kwh / 1000:.3g}")
     con.print(t)
     for line in search_notes(res):
-        typer.echo(line)
-    typer.echo(f"why: {res.why}")
+        echo(line)
+    echo(f"why: {res.why}")
     for line in pareto_lines(res):
-        typer.echo(line)
+        echo(line)
     for note in res.notes:
-        typer.echo(f"note: {note}")
-    typer.echo(f"{res.plans_evaluated:,} valid plans evaluated ({res.grid_points:,} grid points, "
+        echo(f"note: {note}")
+    echo(f"{res.plans_evaluated:,} valid plans evaluated ({res.grid_points:,} grid points, "
                f"{res.plans_fit:,} fit) in {res.elapsed_s:.2f} s")
 
 

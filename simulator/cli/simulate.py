@@ -4,19 +4,17 @@ import math
 from pathlib import Path
 from typing import Annotated
 
-import typer
-
-from simulator.cli.app import Force, Json, app, inputs_from_flags, output_format, output_option, with_plan_options
+from simulator.cli.app import Force, Json, Option, app, echo, inputs_from_flags, output_format, output_option, with_plan_options
 from simulator.des.bounds import MAX_SIM_OPS, check_simulation_size, simulation_ops  # noqa: F401
 from simulator.files import MARKER, check_output_path, input_files, output_json, strict_json, write_output
 
-Trace = Annotated[Path | None, typer.Option("--trace", help="write a Chrome/Perfetto trace JSON here")]
-Timeline = Annotated[Path | None, typer.Option("--timeline", help="write the timeline table (.csv or .parquet)")]
-Seed = Annotated[int, typer.Option("--seed", help="random seed (per-GPU speed spread)")]
-StragglerRank = Annotated[int | None, typer.Option("--straggler-rank", help="global rank of a slow GPU")]
-StragglerSlowdown = Annotated[float, typer.Option("--straggler-slowdown",
+Trace = Annotated[Path | None, Option("--trace", help="write a Chrome/Perfetto trace JSON here")]
+Timeline = Annotated[Path | None, Option("--timeline", help="write the timeline table (.csv or .parquet)")]
+Seed = Annotated[int, Option("--seed", help="random seed (per-GPU speed spread)")]
+StragglerRank = Annotated[int | None, Option("--straggler-rank", help="global rank of a slow GPU")]
+StragglerSlowdown = Annotated[float, Option("--straggler-slowdown",
                                                   help="time multiplier of the straggler's kernels (e.g. 1.2)")]
-SpeedCV = Annotated[float, typer.Option("--speed-cv", help="per-GPU speed spread: coefficient of variation "
+SpeedCV = Annotated[float, Option("--speed-cv", help="per-GPU speed spread: coefficient of variation "
                                                            "of a lognormal time multiplier (0 = identical GPUs)")]
 
 # Bounds of the simulation inputs that are not declared fields (checked before any work).
@@ -100,15 +98,15 @@ def simulate_cmd(flags: dict, trace: Trace = None, timeline: Timeline = None, se
     if output is not None:
         write_output(output, output_json(res.as_dict(), "simulate"), "simulate", inputs, force)
     if json_out:
-        typer.echo(strict_json(res.as_dict()))
+        echo(strict_json(res.as_dict()))
         return
-    typer.echo(simulate_report(res))
+    echo(simulate_report(res))
     if trace is not None:
-        typer.echo(f"wrote {trace} (open in ui.perfetto.dev)")
+        echo(f"wrote {trace} (open in ui.perfetto.dev)")
     if timeline is not None:
-        typer.echo(f"wrote {timeline}")
+        echo(f"wrote {timeline}")
     if output is not None:
-        typer.echo(f"wrote {output}")
+        echo(f"wrote {output}")
 
 
 def _to_parquet(df, path) -> None:
