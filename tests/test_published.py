@@ -154,3 +154,19 @@ def test_stated_zero2_in_megatron_is_its_distributed_optimizer(dev_runs_path):
     assert int(plan.zero_stage) == 1
     assert any("stated ZeRO-2" in d for d in defaults)
     assert abs(predict_record(rec)["error"]) < 0.25
+
+
+def test_finetuning_records_are_scored_in_published_not_skipped(dev_runs_path):
+    """Issue 15: a record with measured memory but no time is scored on memory. The LOMO paper's Table 2
+    rows (Lv et al. 2023) state GPU memory only; `published` must score them in its fine-tuning table and
+    not count them as skipped time records; a record the fine-tuning scorer cannot use keeps its reason."""
+    from simulator.cli.report import published_report
+    res = predict_runs(dev_runs_path.parent / "dev_runs_2.yaml")
+    rows = {r["id"]: r for r in res["records"]}
+    lomo = rows["finetune_lomo_t2_llama7b_adamw_8x3090"]
+    assert "skipped" not in lomo and lomo["scored_on"].startswith("memory")
+    assert "encoder-decoder" in rows["finetune_peft_readme_t0_3b_full"]["skipped"]
+    f = res["summary_finetune"]
+    assert f["memory_count"] >= 7 and f["outcomes_reproduced"] == f["outcomes_stated"] >= 10
+    text = published_report(res)
+    assert "fine-tuning records:" in text and "finetune_lomo_t2_llama7b_adamw_8x3090" in text

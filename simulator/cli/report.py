@@ -81,6 +81,9 @@ def published_table(result: dict):
         if "skipped" in r:
             t.add_row(r["id"], rel, "", "", "", "", f"skipped: {r['skipped']}")
             continue
+        if "scored_on" in r:   # a fine-tuning/offload record: no time, scored on memory below
+            t.add_row(r["id"], rel, "", "", "", "", f"no time: scored on {r['scored_on']}")
+            continue
         t.add_row(r["id"], rel, f"{r['measured_iteration_time_s']:.3f}", f"{r['predicted_iteration_time_s']:.3f}",
                   f"{r['error']:+.1%}", f"{r['predicted_mfu']:.2f}", "yes" if r["fits"] else "NO")
     return t
@@ -101,6 +104,14 @@ def published_report(result: dict, width: int = 200) -> str:
         elif s:
             lines.append(f"{s['reliability']} records: count {s['count']}, skipped {s['skipped']}, MAPE {s['mape']:.1%}, "
                          f"median abs error {s['median_abs_error']:.1%}, max abs error {s['max_abs_error']:.1%}")
+    if result.get("finetune"):
+        from simulator.validation.finetune_records import table_lines
+        f = result["summary_finetune"]
+        lines += ["", "fine-tuning and offload records: GPU memory, capacity and fits/OOM", *table_lines(result["finetune"])]
+        mem = (f"GPU memory within 10% on {f['within_10pct']} of {f['memory_count']} (mean |error| "
+               f"{f['mean_abs_gpu_error']:.1%}, max {f['max_abs_gpu_error']:.1%}); " if f["memory_count"] else "")
+        lines.append(f"fine-tuning records: {f['count']} scored, {f['skipped']} skipped; {mem}fits/OOM reproduced "
+                     f"{f['outcomes_reproduced']} of {f['outcomes_stated']}")
     return "\n".join(lines)
 
 

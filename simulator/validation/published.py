@@ -269,9 +269,41 @@ def predict_runs(path: str | Path, profile: str | Path | None = None) -> dict:
         prof = read_profile(profile)
     records = [predict_record(r, prof) for r in load_runs(path)]
     from simulator.validation.finetune_records import score_finetune_records  # fine-tuning memory and fits/OOM
+    finetune = score_finetune_records(path)
+    _route_finetune(records, finetune)
     return {"records": records, "summary": summarize(records),
             "summary_high": summarize(records, "high"), "summary_memory": summarize_memory(records),
-            "finetune": score_finetune_records(path)}
+            "finetune": finetune, "summary_finetune": summarize_finetune(finetune)}
+
+
+def _route_finetune(records: list[dict], finetune: list[dict]) -> None:
+    """A fine-tuning or offload record (LoRA, LOMO, QLoRA, ZeRO-Offload) states memory, capacity or a
+    fits/OOM outcome rather than an iteration time: its row says where it is scored (the fine-tuning
+    table) or why it cannot be, in the fine-tuning scorer's own words, instead of the time path's."""
+    by_id = {r["id"]: r for r in finetune}
+    for rec in records:
+        ft = by_id.get(rec["id"])
+        if ft is None or "skipped" not in rec:
+            continue
+        if "skipped" in ft:
+            rec["skipped"] = ft["skipped"]
+        else:
+            rec.pop("skipped")
+            rec["scored_on"] = f"{ft['kind']} (fine-tuning table)"
+
+
+def summarize_finetune(rows: list[dict]) -> dict:
+    """The fine-tuning/offload records: how many were scored, GPU-memory error where measured (mean and
+    max |error|), stated fits/OOM outcomes reproduced, and how many the sources leave unscorable."""
+    scored = [r for r in rows if "kind" in r]
+    errs = np.array([abs(r["gpu_error"]) for r in scored if "gpu_error" in r])
+    return {"count": len(scored), "skipped": sum("skipped" in r for r in rows), "memory_count": len(errs),
+            "mean_abs_gpu_error": float(errs.mean()) if len(errs) else None,
+            "max_abs_gpu_error": float(errs.max()) if len(errs) else None,
+            "within_10pct": int((errs <= 0.10).sum()),
+            "outcomes_reproduced": sum(1 for r in scored if r["fits_stated"] is not None
+                                       and r["fits_stated"] == r["fits_predicted"]),
+            "outcomes_stated": sum(1 for r in scored if r["fits_stated"] is not None)}
 
 
 def summarize_memory(records: list[dict]) -> dict:
@@ -284,4 +316,4 @@ def summarize_memory(records: list[dict]) -> dict:
             "predicted_oom_but_ran": sum(1 for r in records if r.get("fits") is False)}
 
 
-__all__ = ["predict_runs", "predict_record", "record_inputs", "record_framework", "load_runs", "summarize", "MAPPERS"]
+__all__ = ["predict_runs", "predict_record", "summarize_finetune", "record_inputs", "record_framework", "load_runs", "summarize", "MAPPERS"]
