@@ -153,6 +153,18 @@ def gpu_generation(gpu_name: str) -> str:
                                                                               gpu_arch(gpu_name).capitalize())
 
 
+def _no_time_reason(rec: dict) -> str:
+    """Why a record gives no time to compare: nothing measured, or a rate (TFLOP/s, MFU) whose FLOP count
+    the source does not pin down (its tflops_definition), so no iteration time follows from it."""
+    m = rec.get("measured") or {}
+    rates = [k for k in ("tflops_per_gpu", "mfu", "tokens_per_sec_per_gpu") if m.get(k) is not None]
+    if rates:
+        return (f"measured.iteration_time_s: not stated; measured.{'/'.join(rates)} is, but no iteration time "
+                f"follows from it (tflops_definition: {str(m.get('tflops_definition') or 'not stated')[:80]!r})")
+    return ("measured.iteration_time_s / memory_gib_per_gpu: no iteration time or peak memory stated or derivable "
+            "in the record")
+
+
 def predict_record(rec: dict, profile=None) -> dict:
     """Measured vs predicted for one record (iteration time, and peak memory where measured);
     ``profile``: a measured profile dict (or list of them) applied to the records whose GPU it was
@@ -167,8 +179,7 @@ def predict_record(rec: dict, profile=None) -> dict:
         except ValueError as e:
             return out | {"skipped": str(e)}
     if measured is None and mem is None:
-        return out | {"skipped": "measured.iteration_time_s / memory_gib_per_gpu: no iteration time or peak memory "
-                                 "stated or derivable in the record"}
+        return out | {"skipped": _no_time_reason(rec)}
     try:
         check_record(rec)
     except ValueError as e:
