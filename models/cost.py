@@ -175,18 +175,52 @@ def run_energy_j(cluster, num_gpus, busy_s, idle_s, utilisation):
     return busy + idle
 
 
-def checkpoint_costs(cluster, num_params, tp, pp, dp, cp, zero_stage, spec=None):
+def checkpoint_state(model, plan, spec=None) -> tuple[float, float, float]:
+    """(parameters one checkpoint saves, bytes per saved parameter, frozen bytes a restart reads besides).
+
+    Full training saves every parameter with its optimizer state: the 16-bit weight + the optimizer's
+    state and fp32 master (models.optimizers), 14 bytes for AdamW (the ReliabilitySpec default, which
+    stands), 2 for LOMO (Lv et al. 2023 Sec. 3.3: no state, no master). LoRA / QLoRA / DoRA save only
+    the adapters and their optimizer state (PEFT ``save_pretrained`` writes ``get_peft_model_state_dict``,
+    the adapter keys only, peft/utils/save_and_load.py; the Trainer's optimizer.pt holds the state of
+    the trainable parameters only); a restart also reads the frozen base (16-bit, or NF4 for QLoRA).
+
+    >>> from models.plan import Plan
+    >>> from models.transformer import get_model
+    >>> m = get_model("llama2-7b")
+    >>> checkpoint_state(m, Plan(finetune="lora", lora_rank=8, lora_targets="q_proj,v_proj"))[:2]   # PEFT: 4,194,304
+    (4194304.0, 14.0)
+    >>> checkpoint_state(m, Plan(optimizer="lomo"))[1]
+    2.0
+    """
+    from models import finetune, optimizers
+    spec = spec or rel.ReliabilitySpec()
+    master = str(plan.master_weights) == "fp32"
+    bpp = (spec.bytes_per_param if plan.optimizer == "adamw" and master else
+           2.0 + float(optimizers.state_bytes_per_param(optimizers.code(plan.optimizer), master)))
+    if plan.finetune == "none":
+        return float(model.num_params), float(bpp), 0.0
+    trainable = finetune.trainable_params(model, plan.finetune, plan.lora_rank, plan.lora_targets)
+    quant = model.num_layers * finetune.quantized_params_per_layer(model)
+    base = finetune.frozen_weight_bytes(model.num_params, quant, finetune.method_code(plan.finetune))
+    return float(trainable), float(bpp), float(base)
+
+
+def checkpoint_costs(cluster, num_params, tp, pp, dp, cp, zero_stage, spec=None, bytes_per_param=None,
+                     restart_extra_bytes=0.0):
     """Checkpoint bytes and seconds for a plan: dict of arrays (bytes, write_s, read_s, blocking_s,
     lag_s). Blocking: blocking = write. Async: blocking = snapshot to host; the write runs behind
-    and the checkpoint is durable ``lag_s`` = write seconds later (charged to each restart, first order)."""
+    and the checkpoint is durable ``lag_s`` = write seconds later (charged to each restart, first order).
+    ``bytes_per_param`` (default the spec's) and ``restart_extra_bytes`` (what a restart reads besides the
+    checkpoint: a fine-tuning run's frozen base) come from :func:`checkpoint_state`."""
     spec = spec or rel.ReliabilitySpec()
-    nbytes = rel.checkpoint_bytes(num_params, spec.bytes_per_param)
+    nbytes = rel.checkpoint_bytes(num_params, spec.bytes_per_param if bytes_per_param is None else bytes_per_param)
     writers = rel.checkpoint_writer_gpus(tp, pp, dp, cp, zero_stage)
     gpn = cluster.gpus_per_node
     write = rel.checkpoint_write_s(nbytes, writers, gpn, spec.node_write_bytes_per_s, spec.fs_write_bytes_per_s)
     replicas = np.where(np.asarray(zero_stage) >= 1, 1, np.asarray(dp) * cp)   # every replica reads its copy
     n_all = np.asarray(tp) * pp * dp * cp
-    read = rel.checkpoint_write_s(nbytes * replicas, n_all, gpn, spec.node_write_bytes_per_s,
+    read = rel.checkpoint_write_s((nbytes + restart_extra_bytes) * replicas, n_all, gpn, spec.node_write_bytes_per_s,
                                   spec.fs_write_bytes_per_s)
     snap = rel.snapshot_s(nbytes, writers, spec.d2h_bytes_per_s)
     blocking = snap if spec.async_checkpoint else write
@@ -241,7 +275,7 @@ class TrainingRun:
     num_gpus: int
     utilisation: float                # GPU busy fraction of a step (compute / step time), for power
     mtbf_s: float                     # mean time between job failures
-    checkpoint_bytes: float           # unique model + optimizer state
+    checkpoint_bytes: float           # unique model + optimizer state (LoRA/QLoRA/DoRA: the adapters')
     checkpoint_write_s: float         # write to storage
     checkpoint_blocking_s: float      # training stalls this long per checkpoint
     restart_s: float                  # detection + restart + checkpoint read (+ async lag)
@@ -282,7 +316,8 @@ def time_to_train(model, cluster, plan, tokens: float, est=None, spec=None,
         est = estimate(model, cluster, plan)
     spec = spec or rel.ReliabilitySpec()
     util = est.compute_s / est.step_time_s
-    ckpt = checkpoint_costs(cluster, model.num_params, plan.tp, plan.pp, plan.dp, plan.cp, int(plan.zero_stage), spec)
+    saved, bpp, base = checkpoint_state(model, plan, spec)     # fine-tuning: the adapters, not the model
+    ckpt = checkpoint_costs(cluster, saved, plan.tp, plan.pp, plan.dp, plan.cp, int(plan.zero_stage), spec, bpp, base)
     r = run_figures_with_failures(cluster, est.step_time_s, plan.world_size, tokens, plan.global_batch_size,
                                   model.seq_len, util, ckpt, spec, checkpoint_interval_s)
     ff = run_figures(cluster, est.step_time_s, plan.world_size, tokens, plan.global_batch_size, model.seq_len, util)
