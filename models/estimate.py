@@ -191,7 +191,8 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
 
     # ---- stages: the heaviest has ceil(L/pp) layers; the last adds the logits and loss
     layers_max = -(-model.num_layers // pp)
-    logits_mb = logits_time_s(model, km, mb * s / cp, tp)
+    logits_full = logits_time_s(model, km, mb * s / cp, tp)
+    logits_mb = logits_full - finetune.frozen_output_dw_s(model, km, a, mb * s / cp, tp)   # LoRA: lm_head frozen, no dW
     compute_layer = fwd + bwd + rcmp
     comm_layer = tp_layer + cp_layer + ep_layer
     t_mb_compute_max = np.maximum(layers_max * compute_layer, model.num_layers // pp * compute_layer + logits_mb)
@@ -207,8 +208,8 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
     # ---- data parallel / ZeRO, then the optimizer step (memory-bound over this rank's share)
     # overlap windows: one micro-batch's forward and gradient-producing pass (ZB-H1's W) on the
     # heaviest stage, with the output layer when it is the only stage (as the simulator runs them)
-    logits_fwd, logits_bwd = (np.where(pp == 1, x, 0.0) for x in (LOGITS_FWD_SHARE * logits_mb,
-                                                                   (1 - LOGITS_FWD_SHARE) * logits_mb))
+    logits_fwd, logits_bwd = (np.where(pp == 1, x, 0.0) for x in (LOGITS_FWD_SHARE * logits_full,
+                                                                   logits_mb - LOGITS_FWD_SHARE * logits_full))
     wgrad = np.where(a["schedule"] == 3, layers_max * gemms_fwd, 0.0)   # ZB-H1 runs it apart as W
     dp_comm, dp_total, nonexp, exp, groups = dp_comm_s(model, cl, a, strides, layers_max, layers_max * fwd + logits_fwd,
                                                        layers_max * (bwd + rcmp) + logits_bwd - wgrad, wgrad)

@@ -228,6 +228,27 @@ def frozen_activation_savings_bytes(model, tokens, mask, tp, sp):
     return (qkv_free + ffn_in_free) * h_part + down_free * 2.0 * tokens * f / tp
 
 
+def frozen_output_dw_s(model, km, a, tokens, tp):
+    """Seconds of the output layer's weight-gradient GEMM (tokens x h x vocab/tp) that a frozen base does
+    not run, per micro-batch (arrays ok): under LoRA/QLoRA/DoRA lm_head is frozen (PEFT's all-linear
+    leaves the output layer out, and TARGETS has no lm_head), so autograd computes only its input
+    gradient and the output layer's backward is one GEMM, not two. 0 for full training.
+
+    >>> from models.transformer import get_model
+    >>> class K:
+    ...     def gemm(self, m, n, k): return 2.0 * m * n * k / 1e15
+    >>> m = get_model("llama3-8b")
+    >>> round(float(frozen_output_dw_s(m, K(), {"finetune": 1}, 4096, 1)), 4)   # 2 x 4096 x 128256 x 4096 / 1e15
+    0.0043
+    >>> float(frozen_output_dw_s(m, K(), {"finetune": 0}, 4096, 1))
+    0.0
+    """
+    method = np.asarray(a.get("finetune", 0))
+    if not np.any(method != 0):
+        return 0.0
+    return np.where(method != 0, km.gemm(tokens, model.vocab / tp, model.hidden), 0.0)
+
+
 def layer_extra_s(model, km, a, tokens, moe=False):
     """(extra forward s, extra backward s, dW factor) of one layer per micro-batch on one rank under
     the plan arrays ``a``: the adapters' two skinny GEMMs per module and the add into the base output

@@ -89,6 +89,56 @@ def test_bad_input_is_one_line_naming_the_field(args, field, capsys):
     rc = main(["estimate", "--gpu", "h100", "--nodes", "1", *args])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and field in err and "Traceback" not in err
+    assert "\n" not in err, err
+    # a remedy that names a CLI option names one that exists (the NVMe message once sent users to a missing one)
+    main(["estimate", "--help"])
+    helptext = capsys.readouterr().out
+    import re
+    assert all(opt in helptext for opt in re.findall(r"--[a-z][a-z0-9-]+", err)), err
+
+
+def test_lora_output_layer_runs_no_weight_gradient():
+    """A frozen lm_head (PEFT's all-linear leaves the output layer out; Hu et al. 2021 Sec. 4.2: no gradients
+    for the frozen weights) runs forward and input-gradient GEMMs only: under LoRA the step is shorter than the
+    same plan charged the output layer's dW by exactly one (tokens x h x vocab) GEMM per micro-batch, and the
+    simulator's output-layer backward loses the same GEMM."""
+    import models.finetune as ft
+    from models.estimate import kernels
+    from simulator.des.program import layer_costs
+    m = get_model("llama3-8b").with_seq_len(2048)
+    p = Plan(finetune="lora", recompute="full", global_batch_size=4)      # 4 micro-batches, one GPU
+    lora = estimate(m, H100_1, p)
+    orig, ft.frozen_output_dw_s = ft.frozen_output_dw_s, lambda *a, **k: 0.0
+    try:
+        charged = estimate(m, H100_1, p)
+        sim_charged = layer_costs(m, H100_1, p).logits_bwd_s
+    finally:
+        ft.frozen_output_dw_s = orig
+    gemm = float(kernels(H100_1, "bf16").gemm(2048, m.vocab, m.hidden))
+    assert charged.step_time_s - lora.step_time_s == pytest.approx(4 * gemm, rel=1e-9)
+    assert sim_charged - layer_costs(m, H100_1, p).logits_bwd_s == pytest.approx(gemm, rel=1e-9)
+    full = Plan(recompute="full", global_batch_size=4)
+    assert ft.frozen_output_dw_s(m, None, {"finetune": 0}, 2048, 1) == 0.0
+    assert layer_costs(m, H100_1, full).logits_bwd_s == pytest.approx(sim_charged, rel=1e-9)
+
+
+def test_lora_checkpoint_saves_the_adapters_not_the_model():
+    """PEFT save_pretrained writes the adapter state dict only (peft/utils/save_and_load.py
+    get_peft_model_state_dict) and the optimizer state covers the trainable parameters only: Llama-2 7B,
+    r = 8 on q_proj, v_proj checkpoints 4,194,304 x (2 + 12) bytes, not 6.7e9 x 14; LOMO (no state, no
+    master, Lv et al. 2023 Sec. 3.3) 2 bytes per parameter; full AdamW stays 14 (ZeRO paper K = 12 + 2)."""
+    from models.cost import time_to_train
+    m = get_model("llama2-7b").with_seq_len(1024)
+    runs = {k: time_to_train(m, H100_1, Plan(recompute="full", **kw), 1e8) for k, kw in (
+        ("lora", dict(finetune="lora", lora_rank=8, lora_targets="q_proj,v_proj")), ("full", {}),
+        ("lomo", dict(optimizer="lomo")), ("qlora", dict(finetune="qlora", lora_rank=8, lora_targets="q_proj,v_proj")))}
+    assert runs["lora"].checkpoint_bytes == 4_194_304 * 14
+    assert runs["qlora"].checkpoint_bytes == 4_194_304 * 14
+    assert runs["full"].checkpoint_bytes == pytest.approx(m.num_params * 14)
+    assert runs["lomo"].checkpoint_bytes == pytest.approx(m.num_params * 2)
+    assert runs["lora"].checkpoint_write_s < 0.01 * runs["full"].checkpoint_write_s
+    # a LoRA restart still reads the frozen base: QLoRA's NF4 base reads faster than LoRA's 16-bit one
+    assert runs["qlora"].restart_s < runs["lora"].restart_s
 
 
 def test_lora_dp_reduction_moves_only_the_adapters():
