@@ -7,6 +7,7 @@ import pytest
 
 from simulator.validation.finetune_records import (
     GPU_TOLERANCE,
+    HOST_TOLERANCE,
     record_case,
     score_finetune_records,
     score_records,
@@ -36,6 +37,53 @@ def test_lomo_table2_gpu_memory(rows):
     assert len(lomo) == 7
     within = [k for k, r in lomo.items() if abs(r["gpu_error"]) <= GPU_TOLERANCE]
     assert len(within) >= 6, {k: round(r["gpu_error"], 3) for k, r in lomo.items()}
+
+
+def test_lomo_65b_excess_is_the_two_layer_zero3_gather_buffer(rows):
+    """Why the 65B row of LOMO Table 2 (19.18 GB on each of 8 RTX 3090) is over-predicted: the model charges
+    ZeRO-3 two whole gathered 16-bit layers (models.memory.zero3_gather_buffer_bytes, FSDP's current + prefetched
+    unit: 3.0 GiB for a 65B layer pair), but the authors ran DeepSpeed ZeRO-3 with their config/ds_config.json
+    (OpenLMLab/LOMO @9f1e734: stage3_max_live_parameters 1e8, stage3_max_reuse_distance 1e8, prefetch bucket at
+    DeepSpeed's 5e7), which gathers one sub-module at a time and prefetches only while fewer than 1e8
+    parameters are live (deepspeed/runtime/zero/partitioned_param_coordinator.py fetch_sub_module): at most the
+    largest module (gate/up/down_proj, 8192 x 22016) + 1e8 parameters. Charging that bound instead of the two
+    layers puts the row within 10%; the other rows move by less (their layers are smaller). Holds until
+    models.memory charges DeepSpeed's bound (then the row itself is within 10% and this passes trivially)."""
+    from models import memory as mem
+    from models.transformer import Transformer
+    r = rows["finetune_lomo_t2_llama65b_lomo_8x3090"]
+    if abs(r["gpu_error"]) <= GPU_TOLERANCE:
+        return
+    assert r["gpu_error"] > GPU_TOLERANCE                      # over, not under
+    m = Transformer(name="llama-65b", num_layers=80, hidden=8192, num_heads=64, num_kv_heads=64, ffn_hidden=22016,
+                    vocab=32000, seq_len=1024, activation="swiglu")
+    two_layers = float(mem.zero3_gather_buffer_bytes(m, 1, True))
+    deepspeed_bound = 2.0 * (8192 * 22016 + 1e8)
+    corrected = r["predicted_gpu_bytes"] - (1 + mem.ALLOCATOR_FRAGMENTATION) * (two_layers - deepspeed_bound)
+    assert abs(corrected - r["measured_gpu_bytes"]) / r["measured_gpu_bytes"] <= GPU_TOLERANCE
+
+
+HOST_STATED = ("finetune_peft_readme_t0_3b_full", "finetune_peft_readme_t0_3b_lora",
+               "finetune_peft_readme_t0_3b_lora_offload", "finetune_peft_readme_mt0_xxl_lora",
+               "finetune_peft_readme_mt0_xxl_lora_offload", "finetune_peft_readme_bloomz_7b1_lora",
+               "finetune_peft_readme_bloomz_7b1_lora_offload")
+
+
+def test_every_stated_host_memory_is_scored_or_said_unscored(rows):
+    """Issue 16: host memory within 20% where measured. Every record stating ``measured.cpu_memory_gb`` (PEFT README
+    table) is either scored on it within HOST_TOLERANCE or skipped with a reason that says the host figure went
+    unscored; today all seven are skipped (encoder-decoder T5/mT5, fp32 bloomz). The ZeRO-3 Offload blog's 1.5 TB
+    is a host capacity (a capacity row's bound), not a measurement."""
+    from simulator.validation.published import load_runs
+    stated = {r["id"] for r in load_runs(DEV2) if (r.get("measured") or {}).get("cpu_memory_gb") is not None
+              and (r.get("measured") or {}).get("max_trainable_params_b") is None}
+    assert stated == set(HOST_STATED)
+    for rid in HOST_STATED:
+        r = rows[rid]
+        if "skipped" in r:
+            assert "cpu_memory_gb" in r["skipped"] and r["host_memory_stated_gb"] > 0, rid
+        else:
+            assert abs(r["host_error"]) <= HOST_TOLERANCE, (rid, r["host_error"])
 
 
 def test_skips_name_what_the_record_lacks(rows):

@@ -14,6 +14,14 @@ what the record lacks or states that the model cannot express; it reads nothing 
              count must not exceed the model-state bound, HBM (and host memory) / bytes per parameter on
              each side (models.parallel.zero, models.optimizers, models.parallel.offload); activations
              are not stated, so this is a necessary condition, said so in the row.
+Host memory: the records that state it (PEFT's README table, ``cpu_memory_gb``) are the T0_3B / mt0-xxl
+rows (encoder-decoder) and the bloomz-7b1 LoRA rows (fp32, ``mixed_precision: no``), all skipped; their
+skip says a host figure went unscored. PEFT's figure reads as the process's peak RSS ("CPU Total Peak
+Memory (max)", psutil, TorchTracemalloc in examples/*/peft_lora_*_accelerate_ds_zero3_offload.py),
+libraries included: the runs without offload show 2.96-3.8 GB, which no during-training increase
+(max - begin) would, while the estimate's ``host_memory_bytes`` is the offloaded state alone: a record
+scored on host memory must state it net of that baseline. ZeRO-3 Offload's 1.5 TB is the host's
+capacity, used as such (capacity rows).
 Text claims in ``notes`` ("13B could not be trained with AdamW on 8x3090"; "SGD OOMs at 30B") become
 OOM rows of the record of that size in the same group.
 
@@ -282,8 +290,13 @@ def score_records(records: list[dict]) -> list[dict]:
         try:
             rows.append(score_case(rec, record_case(rec)))
         except (ValueError, KeyError, TypeError) as e:
-            rows.append({"id": rec.get("id", "?"), "reliability": rec.get("reliability"),
-                         "skipped": f"{type(e).__name__ + ': ' if isinstance(e, KeyError) else ''}{e}"})
+            row = {"id": rec.get("id", "?"), "reliability": rec.get("reliability"),
+                   "skipped": f"{type(e).__name__ + ': ' if isinstance(e, KeyError) else ''}{e}"}
+            host = (rec.get("measured") or {}).get("cpu_memory_gb")
+            if host is not None:     # say that a stated host figure went unscored, and why (the skip)
+                row["host_memory_stated_gb"] = float(host)
+                row["skipped"] += f"; measured.cpu_memory_gb ({host} GB) stated but not scored with the record"
+            rows.append(row)
     return rows
 
 
@@ -305,6 +318,9 @@ def table_lines(rows: list[dict]) -> list[str]:
         elif "measured_gpu_bytes" in r:
             meas, pred = f"{r['measured_gpu_bytes'] / GIB:.2f} GiB", f"{r['predicted_gpu_bytes'] / GIB:.2f} GiB"
             err = f"{r['gpu_error']:+.1%}"
+            if "host_error" in r:
+                err += (f" host {r['measured_host_bytes'] / GIB:.1f}/{r['predicted_host_bytes'] / GIB:.1f} GiB "
+                        f"{r['host_error']:+.1%}")
         else:
             meas, pred, err = "-", f"{r['predicted_gpu_bytes'] / GIB:.1f} GiB", ""
         fs = {True: "fits", False: "OOM", None: "-"}
