@@ -166,3 +166,60 @@ def test_disjoint_components_do_not_touch_each_other():
     assert net.num_reallocations == n + 1 and fa.timer is timer_a and net.num_superseded == 0
     net.transfer(1.0, (("A", 1), ("B", 1)), 10.0)        # joins both: one component of three
     assert net.num_superseded == 2 and len({f.timer for f in net.flows}) == 1
+
+
+class _StreamSim:
+    """What simulator.des.engine.Stream uses of the Sim: env, net, records."""
+
+    def __init__(self):
+        self.env = simpy.Environment()
+        self.net = Network(self.env, {"link": 1e9})
+        self.records = []
+
+
+def _resource_reference(jobs):
+    """The engine before issue 19: a process per collective that waits for its ready time, then takes
+    a simpy.Resource(env, 1); (start, end) per job."""
+    env = simpy.Environment()
+    net, stream, out = Network(env, {"link": 1e9}), simpy.Resource(env, 1), {}
+
+    def job(k, at_s, c):
+        yield env.timeout(at_s - env.now)
+        with stream.request() as req:
+            yield req
+            t0 = env.now
+            yield env.timeout(c.latency_s)
+            yield net.transfer(c.wire_bytes, c.links, c.cap_bytes_per_s)
+        out[k] = (t0, env.now)
+
+    for k, (at_s, c) in enumerate(jobs):
+        env.process(job(k, at_s, c))
+    env.run()
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_dp_stream_serves_in_the_order_asked_as_a_resource_does(seed):
+    """The DP stream runs its collectives by callbacks (fewer simpy events than a process each, issue 19)
+    and serves them first come first served from their ready times, as a simpy.Resource did."""
+    from simulator.des.engine import Stream
+    from simulator.des.program import Comm
+    rng = random.Random(seed)
+    jobs = sorted(((rng.uniform(0, 5), Comm("dp", "all_reduce", rng.uniform(1e8, 2e9), rng.choice([0.0, 1e-3]),
+                                             (("link", 1.0),), 1e9)) for _ in range(30)), key=lambda j: j[0])
+    sim = _StreamSim()
+    stream = Stream(sim, 0)
+    done = [stream.submit(c, at_s, "dp-all_reduce", k, 0) for k, (at_s, c) in enumerate(jobs)]
+    waited = []
+
+    def waiter():
+        yield stream.wait(done[-1])
+        waited.append(sim.env.now)
+    sim.env.process(waiter())
+    sim.env.run()
+    ref = _resource_reference(jobs)
+    for k, job in enumerate(done):
+        assert job.start_s == pytest.approx(ref[k][0], abs=1e-12) and job.end_s == pytest.approx(ref[k][1], abs=1e-12)
+    assert waited == [done[-1].end_s] and stream.wait(done[-1]) is None
+    assert len(sim.records) == len(jobs) and stream.busy_until_now_s() == pytest.approx(
+        sum(j.end_s - j.start_s for j in done))

@@ -18,11 +18,114 @@ hidden behind the next iteration's first forward slows that forward.
 
 from __future__ import annotations
 
+import heapq
+
 import simpy
 
 from simulator.des.network import Network
 from simulator.des.program import Comm, Program, StageProgram
 from simulator.des.schedules import dependency
+
+
+class _Job:
+    """One collective in a stream's line."""
+    __slots__ = ("comm", "name", "mb", "layer", "then", "start_s", "end_s", "done")
+
+    def __init__(self, comm: Comm, name: str, mb: int, layer: int, then):
+        self.comm, self.name, self.mb, self.layer, self.then = comm, name, mb, layer, then
+        self.start_s = self.end_s = self.done = None
+
+
+class Stream:
+    """A stage's DP stream (gradient reductions, ZeRO weight gathers): one collective at a time, first
+    come first served from the time each is asked for (a gradient bucket: when its gradients are ready),
+    as a simpy.Resource(env, 1) serves its requests. The stream runs its collectives itself, by event
+    callbacks: a process per collective costs its start and end, its ready timeout and its request and
+    release besides the collective's own events (issue 19: 8 events per gradient bucket, now 3-4)."""
+
+    def __init__(self, sim: Sim, stage: int):
+        self.sim, self.stage, self.env = sim, stage, sim.env
+        self.busy = False
+        self.line: list = []            # heap of (asked at s, order asked, job)
+        self.asked = 0
+        self.wake_s = None              # the time of the pending wake-up, when the stream waits for a ready time
+        self.busy_s = 0.0               # seconds busy, finished collectives
+        self.since = None               # start of the collective in flight, if any
+
+    def busy_until_now_s(self) -> float:
+        """Seconds the stream has been busy so far."""
+        return self.busy_s + (self.env.now - self.since if self.since is not None else 0.0)
+
+    def submit(self, c: Comm, at_s: float, name: str, mb: int, layer: int, then=None) -> _Job:
+        """Line up collective ``c`` as asked for at ``at_s`` (>= now); ``then()`` runs when it ends."""
+        job = _Job(c, name, mb, layer, then)
+        self.asked += 1
+        heapq.heappush(self.line, (at_s, self.asked, job))
+        self._next()
+        return job
+
+    def chain(self, comms, mb: int, layer: int) -> simpy.Event | None:
+        """Weight gathers one after another, each asked for when the one before ends (as a process that
+        loops over them would); an event that fires when the last has ended, or None when none."""
+        if not comms:
+            return None
+        done = self.env.event()
+
+        def ask(k: int) -> None:
+            then = (lambda: done.succeed()) if k == len(comms) - 1 else (lambda: ask(k + 1))
+            self.submit(comms[k], self.env.now, "dp-all_gather", mb, layer, then)
+        ask(0)
+        return done
+
+    def wait(self, job: _Job) -> simpy.Event | None:
+        """An event that fires when ``job`` ends; None when it has."""
+        if job.end_s is not None:
+            return None
+        if job.done is None:
+            job.done = self.env.event()
+        return job.done
+
+    def _next(self) -> None:
+        if self.busy or not self.line:
+            return
+        at_s, _, job = self.line[0]
+        now = self.env.now
+        if at_s > now:                  # free until the first in line is ready: wake up then
+            if self.wake_s is None or at_s < self.wake_s:
+                self.wake_s = at_s
+                self.env.timeout(at_s - now).callbacks.append(self._wake)
+            return
+        heapq.heappop(self.line)
+        self.busy = True
+        job.start_s = self.since = now
+        if job.comm.latency_s > 0:
+            self.env.timeout(job.comm.latency_s).callbacks.append(lambda _e: self._transfer(job))
+        else:
+            self._transfer(job)
+
+    def _wake(self, _event) -> None:
+        if self.wake_s is not None and self.wake_s <= self.env.now:
+            self.wake_s = None
+        self._next()
+
+    def _transfer(self, job: _Job) -> None:
+        c = job.comm
+        if c.wire_bytes > 0:
+            self.sim.net.transfer(c.wire_bytes, c.links, c.cap_bytes_per_s).callbacks.append(lambda _e: self._end(job))
+        else:
+            self._end(job)
+
+    def _end(self, job: _Job) -> None:
+        now = job.end_s = self.env.now
+        self.busy_s += now - job.start_s
+        self.since, self.busy = None, False
+        self.sim.records.append((self.stage, "dp", job.name, "dp", job.start_s, now, job.comm.wire_bytes, 0.0,
+                                 job.mb, job.layer))
+        if job.done is not None:
+            job.done.succeed()
+        if job.then is not None:
+            job.then()
+        self._next()
 
 
 class Sim:
@@ -39,22 +142,8 @@ class Sim:
         self.end_s = [0.0] * len(program.stages)
         self._ready: dict = {}
         self.ops = [[] for _ in program.stages]   # per stage: (op, start_s, ready_s, dependency waited on)
-        self.dp_streams = [simpy.Resource(env, 1) for _ in program.stages]
-        self.dp_busy_s = [0.0] * len(program.stages)     # seconds the DP stream was busy, closed collectives
-        self.dp_since: list = [None] * len(program.stages)   # start of the DP collective in flight, if any
+        self.dp_streams = [Stream(self, s) for s in range(len(program.stages))]
         self.dp_stolen_s = [0.0] * len(program.stages)   # compute the DP stream took, not yet paid
-
-    def dp_busy_until_now_s(self, stage: int) -> float:
-        """Seconds stage ``stage``'s DP stream has been busy so far (one collective at a time)."""
-        since = self.dp_since[stage]
-        return self.dp_busy_s[stage] + (self.env.now - since if since is not None else 0.0)
-
-    def dp_comm(self, stage: int, c: Comm):
-        """Generator: a collective on the stage's DP stream (held by the caller), timed as busy."""
-        t0 = self.dp_since[stage] = self.env.now
-        yield from self.comm(c)
-        self.dp_busy_s[stage] += self.env.now - t0
-        self.dp_since[stage] = None
 
     def ready(self, key) -> simpy.Event:
         ev = self._ready.get(key)
@@ -79,24 +168,17 @@ def _comms(env, sim: Sim, stage: int, comms, mb, layer):
     return env.now
 
 
-def grad_bucket(env, sim: Sim, stage: int, c: Comm, ready_at_s: float, mb: int, layer: int):
+def grad_bucket(sim: Sim, stage: int, c: Comm, ready_at_s: float, mb: int, layer: int) -> _Job:
     """One gradient bucket: ready at ``ready_at_s``, then reduced on the stage's DP stream."""
-    if ready_at_s > env.now:
-        yield env.timeout(ready_at_s - env.now)
-    with sim.dp_streams[stage].request() as req:
-        yield req
-        t0 = env.now
-        yield from sim.dp_comm(stage, c)
-    sim.records.append((stage, "dp", f"dp-{c.op}", "dp", t0, env.now, c.wire_bytes, 0.0, mb, layer))
+    return sim.dp_streams[stage].submit(c, ready_at_s, f"dp-{c.op}", mb, layer)
 
 
-def _gather(env, sim: Sim, stage: int, comms, mb: int, layer: int):
-    for c in comms:
-        with sim.dp_streams[stage].request() as req:
-            yield req
-            t0 = env.now
-            yield from sim.dp_comm(stage, c)
-        sim.records.append((stage, "dp", "dp-all_gather", "dp", t0, env.now, c.wire_bytes, 0.0, mb, layer))
+def _wait_for(stream: Stream, jobs: list):
+    """Generator: wait until the last of ``jobs`` (lined up in this order) has ended: the stream serves
+    them in that order, their ready times rising as the backward runs."""
+    ev = stream.wait(jobs[-1]) if jobs else None
+    if ev is not None:
+        yield ev
 
 
 def _last_grad_ops(sp: StageProgram, grad_phase: str) -> set:
@@ -123,14 +205,17 @@ def _wait_input(env, sim: Sim, s: int, op: tuple):
 
 
 def _zero3_weights(env, sim: Sim, sp: StageProgram, op: tuple):
-    """Generator: ZeRO-3 gathers the chunk's first layer before the op computes; returns the
-    process gathering the other layers (overlapped with compute when overlap_param_gather)."""
+    """Generator: ZeRO-3 gathers the chunk's first layer before the op computes; returns the event
+    of the gathers of the other layers (overlapped with compute when overlap_param_gather), or None."""
     s, (_, j, c) = sp.stage, op
     first, rest = sp.gather[c]
     t0 = env.now
-    yield env.process(_gather(env, sim, s, first, j, sp.first_layer[c]))
-    later = env.process(_gather(env, sim, s, rest, j, sp.first_layer[c]))
-    if not sim.program.overlap_param_gather:
+    stream = sim.dp_streams[s]
+    now = stream.chain(first, j, sp.first_layer[c])
+    if now is not None:
+        yield now
+    later = stream.chain(rest, j, sp.first_layer[c])
+    if later is not None and not sim.program.overlap_param_gather:
         yield later
     sim.acc[s]["dp"] += env.now - t0
     return later
@@ -143,7 +228,8 @@ def _compute(env, sim: Sim, sp: StageProgram, op: tuple, grads: bool, buckets: l
     acc, layer, cost = sim.acc[s], sp.first_layer[c], sp.costs[(op[0], op[2])]
     t_rec = env.now
     steal, owed = sim.program.stolen_s_per_overlap_s, sim.dp_stolen_s[s]
-    dp_busy0 = sim.dp_busy_until_now_s(s) if steal else 0.0
+    stream = sim.dp_streams[s]
+    dp_busy0 = stream.busy_until_now_s() if steal else 0.0
     if owed > 0:                # the compute the DP stream took beside the earlier ops
         sim.dp_stolen_s[s] = 0.0
         yield env.timeout(owed)
@@ -160,11 +246,11 @@ def _compute(env, sim: Sim, sp: StageProgram, op: tuple, grads: bool, buckets: l
         for k, b in enumerate(bs):   # gradients appear layer by layer over the backward (reduced after it
             # without overlap_grad_reduce): models.parallel.zero.exposed_s charges the same
             ready = t0 + ((k + 1) / len(bs) if sim.program.overlap_grad_reduce else 1.0) * dur
-            buckets.append(env.process(grad_bucket(env, sim, s, b, ready, j, layer)))
+            buckets.append(grad_bucket(sim, s, b, ready, j, layer))
     yield env.timeout(dur)
     stolen = 0.0
     if steal:   # the collectives that ran beside the kernels slowed them (models.collectives.stolen_compute_s)
-        sim.dp_stolen_s[s] += steal * (sim.dp_busy_until_now_s(s) - dp_busy0)
+        sim.dp_stolen_s[s] += steal * (stream.busy_until_now_s() - dp_busy0)
         if overlapped is not None:
             stolen = steal * ((min(overlapped.value, env.now) if overlapped.triggered else env.now) - t0)
     t_kernels = env.now
@@ -214,8 +300,7 @@ def _finish(env, sim: Sim, sp: StageProgram, buckets: list):
     """Generator: wait for the gradient reductions, step the optimizer, gather updated weights."""
     s, acc, prog = sp.stage, sim.acc[sp.stage], sim.program
     t1 = env.now
-    if buckets:
-        yield env.all_of(buckets)
+    yield from _wait_for(sim.dp_streams[s], buckets)
     acc["dp"] += env.now - t1
     t0 = env.now
     owed, sim.dp_stolen_s[s] = sim.dp_stolen_s[s], 0.0   # the compute the DP stream took beside the last ops
@@ -225,7 +310,7 @@ def _finish(env, sim: Sim, sp: StageProgram, buckets: list):
     sim.end_s[s] = env.now
     if sp.param_gather:                       # ZeRO-1/2: gather the updated weights
         t0 = env.now
-        yield from _gather(env, sim, s, sp.param_gather, -1, -1)
+        yield sim.dp_streams[s].chain(sp.param_gather, -1, -1)
         gather_s = exposed = env.now - t0
         if prog.overlap_param_gather:          # hidden behind the next iteration's first forward, slowing it
             exposed = max(0.0, exposed - prog.first_fwd_s)
@@ -254,7 +339,7 @@ def stage_process(env, sim: Sim, sp: StageProgram):
             # done (PyTorch FSDP's post-backward wait on its reduce-scatter stream; DeepSpeed ZeRO-2's
             # gradient-partition epilogue): the next op starts after this micro-batch's reductions
             t1 = env.now
-            yield env.all_of(buckets[n_before:])
+            yield from _wait_for(sim.dp_streams[s], buckets[n_before:])
             sim.acc[s]["dp"] += env.now - t1
         yield from _send(env, sim, sp, op)
         sim.ready((s, op)).succeed()
@@ -262,7 +347,7 @@ def stage_process(env, sim: Sim, sp: StageProgram):
     if not sim.program.overlap_grad_reduce and not sp.grad_every_microbatch:
         # DDP / ZeRO-1 without overlap_grad_reduce reduce every bucket after the whole backward
         # (Megatron's finalize_model_grads), one after another on the DP stream
-        buckets += [env.process(grad_bucket(env, sim, s, b, env.now, -1, sp.first_layer[c]))
+        buckets += [grad_bucket(sim, s, b, env.now, -1, sp.first_layer[c])
                     for c, bs in sp.grad_buckets.items() for b in bs]
     yield from _finish(env, sim, sp, buckets)
 
