@@ -127,6 +127,11 @@ class ClusterInputs:
     power_limit_w: float | None = opt(None, "GPU board power limit (nvidia-smi -pl); below TDP the sustained "
                                       "matmul and attention rates fall as (limit/TDP)^(1/3)", "cluster", unit="W",
                                       minimum=1.0, maximum=1e5, optional="the GPU's TDP")
+    host_memory_gib: float | None = opt(None, "CPU memory per node (offload capacity)", "cluster", unit="GiB",
+                                        minimum=1e-3, maximum=1e7, optional="the node preset's datasheet figure")
+    nvme_gb_per_s: float | None = opt(None, "NVMe read/write bandwidth per node (offload_to nvme needs it: no "
+                                      "datasheet states it)", "cluster", unit="GB/s", minimum=1e-3, maximum=1e5,
+                                      optional="none: no NVMe offload")
 
     def __post_init__(self) -> None:
         for name in options(ClusterInputs):
@@ -139,6 +144,10 @@ class ClusterInputs:
             over["gpus_per_node"] = self.gpus_per_node
         if self.nic_gbit_per_s:
             over["nic_bytes_per_s_per_gpu"] = self.nic_gbit_per_s * 1e9 / 8
+        if self.host_memory_gib:
+            over["host_memory_bytes"] = self.host_memory_gib * 2**30
+        if self.nvme_gb_per_s:
+            over["nvme_bytes_per_s"] = self.nvme_gb_per_s * 1e9
         try:
             gpu = get_gpu(self.gpu)
             gpu = dataclasses.replace(gpu, power_limit_w=self.power_limit_w) if self.power_limit_w else gpu

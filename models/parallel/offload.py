@@ -131,8 +131,8 @@ def check(offload: str, offload_to: str, node) -> list[str]:
     """Why an offload cannot run on ``node`` (empty when it can)."""
     errs = []
     if offload != "none" and offload_to == "nvme" and node.nvme_bytes_per_s <= 0:
-        errs.append(f"offload_to: nvme needs the node's NVMe bandwidth; {node.name} states none "
-                    "(no node preset does: NodeSpec.nvme_bytes_per_s), so offload to cpu")
+        errs.append(f"offload_to: nvme needs the node's NVMe bandwidth; {node.name} states none (no node "
+                    "preset does): give it with --nvme-gb-per-s (nvme_gb_per_s in a scenario), or offload to cpu")
     if offload != "none" and node.host_memory_bytes <= 0 and offload_to == "cpu":
         errs.append(f"offload: {node.name} states no host memory; offload needs it")
     return errs
