@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models import numeric as num
+
 # NCCL 2.20.3 src/graph/tuning.cc (NVIDIA/nccl@b647562), Simple protocol, microseconds: baseLat Ring 8.4;
 # hwLat NVLINK Ring 3.4, NET Ring 14.0 (per ring step); hwLat NVLINK Tree 28, NET Tree 28 (per tree hop,
 # Tree/Simple base 0). The ring's intra-node step is at least the network post overhead x 3 once the ring
@@ -51,6 +53,8 @@ A2A_PEER_NVLINK_S, A2A_PEER_NET_S, A2A_BASE_S = 1e-6, 5e-6, 8e-6
 COMPUTE_SLOWDOWN_WHILE_OVERLAPPED = 0.189
 
 KINDS = ("all_reduce", "reduce_scatter", "all_gather", "all_to_all", "send_recv")
+_LL128_LATENCIES = tuple(LL128[k] for k in ("base", "ring_nvl", "ring_net", "tree_nvl", "tree_net"))
+_LL128_TREE_BW, _LL128_RING_BW = LL128["tree_bw"], LL128["ring_bw"]
 _SCALAR_TYPES = (int, float, bool)
 
 
@@ -60,6 +64,8 @@ def scalars(*xs) -> bool:
     a numpy call on a 0-d array costs ~1 us against ~30 ns for float arithmetic (issue 19)."""
     for x in xs:
         t = type(x)
+        if t in num.NUMBER_TYPES:
+            continue
         if t is np.ndarray:
             if x.ndim:
                 return False
@@ -91,7 +97,7 @@ def ranks_per_node(group_size, stride, gpus_per_node):
     >>> int(ranks_per_node(group_size=8, stride=1, gpus_per_node=8))
     8
     """
-    return np.maximum(1, np.minimum(group_size, gpus_per_node // np.minimum(stride, gpus_per_node)))
+    return num.maximum(1, num.minimum(group_size, gpus_per_node // num.minimum(stride, gpus_per_node)))
 
 
 def group_bus_bytes_per_s(group_size, stride, gpus_per_node, nvlink_busbw_bytes_per_s, net_bytes_per_s_per_gpu,
@@ -100,8 +106,8 @@ def group_bus_bytes_per_s(group_size, stride, gpus_per_node, nvlink_busbw_bytes_
     ``local``: members per node when the group spans several dimensions (default: from ``stride``)."""
     local = ranks_per_node(group_size, stride, gpus_per_node) if local is None else local
     spans_nodes = group_size > local
-    return np.where(spans_nodes, np.minimum(nvlink_busbw_bytes_per_s, local * net_bytes_per_s_per_gpu),
-                    nvlink_busbw_bytes_per_s)
+    return num.where(spans_nodes, num.minimum(nvlink_busbw_bytes_per_s, local * net_bytes_per_s_per_gpu),
+                     nvlink_busbw_bytes_per_s)
 
 
 def nccl_latency_s(kind, group_size, ranks_per_node, spans_nodes):
@@ -147,12 +153,13 @@ def _nccl_latency_scalar_s(kind: str, n: float, rpn: float, spans_nodes: bool):
         steps, inter = n - 1, nodes - 1
     intra = max(steps - inter, 0.0)
     simple = BASE_LATENCY_S + intra * ALPHA_NVLINK_S + inter * ALPHA_NET_S
-    ll128 = LL128["base"] + intra * LL128["ring_nvl"] + inter * LL128["ring_net"]
+    base, ring_nvl, ring_net, tree_nvl, tree_net = _LL128_LATENCIES
+    ll128 = base + intra * ring_nvl + inter * ring_net
     if kind == "all_reduce":
         log_nodes = math.log2(max(nodes, 1.0))
         simple = min(simple, 2 * ((r - 1) * TREE_HOP_NVLINK_S + log_nodes * TREE_HOP_NET_S))
-        ll128 = min(ll128, LL128["base"] + 2 * ((r - 1) * LL128["tree_nvl"] + log_nodes * LL128["tree_net"]))
-    return np.float64(simple), np.float64(ll128)
+        ll128 = min(ll128, base + 2 * ((r - 1) * tree_nvl + log_nodes * tree_net))
+    return simple, ll128
 
 
 def collective_time_s(kind, num_bytes, group_size, bus_bytes_per_s, spans_nodes=False, measured=None, count=1,
@@ -220,13 +227,15 @@ def _collective_scalar_s(kind, num_bytes, n, bus_bytes_per_s, spans_nodes, count
         factor = 1.0
     else:
         raise ValueError(f"collective kind {kind!r} unknown; choose one of {', '.join(KINDS)}")
-    if not n > 1:
-        return np.float64(0.0)
-    # numpy scalars for the division by the bandwidth (a zero bandwidth gives inf, as the array path)
-    bw_time = factor * np.float64(num_bytes) / max(count, 1) / np.float64(bus_bytes_per_s)
-    lat_simple, lat_ll128 = (_nccl_latency_scalar_s(kind, n, float(rpn), spans_nodes) if scalars(rpn) else
-                             nccl_latency_s(kind, n, rpn, spans_nodes))
-    ll128_bw = LL128["tree_bw"] if kind == "all_reduce" else LL128["ring_bw"]
+    if not n > 1 or not count:   # (no collective: 0 whatever it would have cost)
+        return 0.0
+    if bus_bytes_per_s:
+        bw_time = factor * num_bytes / max(count, 1) / bus_bytes_per_s
+    else:   # numpy scalars: a zero bandwidth gives inf, as the array path
+        bw_time = factor * np.float64(num_bytes) / max(count, 1) / np.float64(bus_bytes_per_s)
+    lat_simple, lat_ll128 = (_nccl_latency_scalar_s(kind, n, float(rpn), spans_nodes)
+                             if type(rpn) in num.NUMBER_TYPES else nccl_latency_s(kind, n, rpn, spans_nodes))
+    ll128_bw = _LL128_TREE_BW if kind == "all_reduce" else _LL128_RING_BW
     return count * min(lat_simple + bw_time, lat_ll128 + bw_time / ll128_bw)
 
 
@@ -241,7 +250,7 @@ def stolen_compute_s(total_comm_s, exposed_comm_s, slowdown=None):
     0.0
     """
     slowdown = COMPUTE_SLOWDOWN_WHILE_OVERLAPPED if slowdown is None else slowdown
-    return slowdown * np.maximum(0.0, np.asarray(total_comm_s) - exposed_comm_s)
+    return slowdown * num.maximum(0.0, num.arr(total_comm_s) - exposed_comm_s)
 
 
 def all_to_all_time_s(num_bytes, group_size, local_ranks, nvlink_busbw_bytes_per_s, net_bytes_per_s_per_gpu,

@@ -13,6 +13,7 @@ import numpy as np
 from models import collectives as coll
 from models import finetune
 from models import memory as mem
+from models import numeric as num
 from models.hardware import Cluster
 from models.layer import ATTN_BWD_FLOP_RATIO
 from models.parallel import context, data, expert, tensor, zero
@@ -22,6 +23,7 @@ from models.transformer import Transformer
 # _PRECEDES[code, i, j]: in placement PLACEMENTS[code], dimension j sits inside dimension i.
 _PRECEDES = np.array([[[o.index(dj) < o.index(di) for dj in PLACEMENT_DIMS] for di in PLACEMENT_DIMS]
                       for o in (p.split("-") for p in PLACEMENTS)])
+_PRECEDES_ROWS = tuple(tuple(tuple(row) for row in p) for p in _PRECEDES.tolist())
 
 
 def placement_strides(code, tp, cp, dp, pp):
@@ -34,8 +36,8 @@ def placement_strides(code, tp, cp, dp, pp):
     [4, 32, 1, 64]
     """
     if coll.scalars(code, tp, cp, dp, pp):   # one plan: the product in ints, no array stacking
-        sizes1, prec1 = (tp, cp, dp, pp), _PRECEDES[int(code)].tolist()
-        return tuple(np.int64(math.prod(sz for sz, inside in zip(sizes1, row) if inside)) for row in prec1)
+        sizes1, prec1 = (tp, cp, dp, pp), _PRECEDES_ROWS[int(code)]
+        return tuple(math.prod(sz for sz, inside in zip(sizes1, row) if inside) for row in prec1)
     sizes = np.stack(np.broadcast_arrays(tp, cp, dp, pp), axis=-1)
     prec = _PRECEDES[np.asarray(code)]
     return tuple(np.moveaxis(np.prod(np.where(prec, sizes[..., None, :], 1), axis=-1), -1, 0))
@@ -78,7 +80,7 @@ def cp_exposed_s(model: Transformer, cl: Cluster, a, stride_cp, attn_fwd_s, bpe)
     what sticks out beyond the attention it overlaps, plus the attention it slows while hidden
     (models.collectives.stolen_compute_s)."""
     ring = cp_ring_s(model, cl, a, stride_cp, bpe)
-    rc = (a["recompute"] == 2).astype(float)
+    rc = num.as_float(a["recompute"] == 2)
     fwd, bwd = context.exposed_ring_s(ring, attn_fwd_s, ATTN_BWD_FLOP_RATIO * attn_fwd_s, rc)
     return fwd + coll.stolen_compute_s(ring, fwd), bwd + coll.stolen_compute_s((2 + rc) * ring, bwd)
 
@@ -87,7 +89,7 @@ def tp_layer_cost_s(tp_total_s, gemms_fwd_s, overlap_tp_comm):
     """Seconds one layer's TP/SP collectives (``tp_total_s``) cost: all of them, or with overlap_tp_comm
     what sticks out beyond the ~3x forward GEMMs they hide behind plus the compute they steal while
     hidden (models.collectives.stolen_compute_s)."""
-    exposed = np.where(overlap_tp_comm, np.maximum(0, tp_total_s - 3 * gemms_fwd_s), tp_total_s)
+    exposed = num.where(overlap_tp_comm, num.maximum(0, tp_total_s - 3 * gemms_fwd_s), tp_total_s)
     return exposed + coll.stolen_compute_s(tp_total_s, exposed)
 
 
@@ -98,7 +100,7 @@ def layer_comm_s(model: Transformer, cl: Cluster, a, km, strides, times, bpe):
     tp, cp, ep, mb, s = a["tp"], a["cp"], a["ep"], a["micro_batch_size"], model.seq_len
     s_tp, s_cp, s_dp, _ = strides
     fwd, bwd, rcmp, gemms_fwd, attn_fwd = times
-    rc_full = (a["recompute"] == 2).astype(float)
+    rc_full = num.as_float(a["recompute"] == 2)
     # TP / SP collectives: 4 (+2 recompute) all-reduce equivalents per layer
     tp_bw, tp_spans = group_bandwidth(cl, tp, s_tp)
     measured_ar = measured_collective(cl, "all_reduce")
@@ -111,10 +113,12 @@ def layer_comm_s(model: Transformer, cl: Cluster, a, km, strides, times, bpe):
         "all_reduce", tensor.TP_LOSS_ALLREDUCES * tensor.tp_loss_collective_bytes(mb, s, cp), tp, tp_bw, tp_spans,
         measured_ar, tensor.TP_LOSS_ALLREDUCES)
     # CP ring attention: (c-1) K/V block exchanges per layer, hidden behind attention
-    cp_fwd, cp_bwd = cp_exposed_s(model, cl, a, s_cp, attn_fwd, bpe)
-    cp_layer = cp_fwd + cp_bwd
+    cp_layer = 0.0   # cp = 1: no ring
+    if num.any_nonzero(num.arr(cp) != 1):
+        cp_fwd, cp_bwd = cp_exposed_s(model, cl, a, s_cp, attn_fwd, bpe)
+        cp_layer = cp_fwd + cp_bwd
     if not model.is_moe:
-        return tp_layer, cp_layer, np.zeros_like(tp_layer), tp_edge
+        return tp_layer, cp_layer, num.zeros_like(tp_layer), tp_edge
     # EP all-to-alls: 4 (+2) per MoE layer; EP groups are consecutive DP ranks
     a2a = expert.all_to_all_bytes(mb, s, model.hidden, model.top_k, model.capacity_factor, cp, bpe)
     local = coll.ranks_per_node(ep, s_dp, cl.node.nvlink_domain_gpus)
@@ -123,8 +127,8 @@ def layer_comm_s(model: Transformer, cl: Cluster, a, km, strides, times, bpe):
                                cl.net_bytes_per_s_per_gpu, measured_collective(cl, "all_to_all"))
     # Overlapped dispatch/combine (DeepSeek-V3 DualPipe, Sec. 3.2.1; Megatron-Core a2a overlap) hides the
     # all-to-alls behind the other micro-batch's layer compute; only what exceeds it stays exposed.
-    overlap_ep = np.asarray(a.get("overlap_ep_comm", False))
-    ep_exposed = np.where(overlap_ep, np.maximum(0.0, ep_layer - (fwd + bwd + rcmp)), ep_layer)
+    overlap_ep = num.arr(a.get("overlap_ep_comm", False))
+    ep_exposed = num.where(overlap_ep, num.maximum(0.0, ep_layer - (fwd + bwd + rcmp)), ep_layer)
     return tp_layer, cp_layer, ep_exposed + coll.stolen_compute_s(ep_layer, ep_exposed), tp_edge
 
 
@@ -137,9 +141,9 @@ def dp_groups(cl: Cluster, a, strides):
     dpcp_all = data.dp_comm_group(dp, cp)
     # gradients reduce over the dp x cp ranks: their members per node multiply (strides nest); hybrid
     # sharding (models.parallel.zero.shard_size): over a group of consecutive ones of them
-    dpcp = np.where(np.asarray(a.get("zero_stage", 0)) >= 1, zero.shard_size(dpcp_all, a.get("shard_group", 0)),
+    dpcp = num.where(num.arr(a.get("zero_stage", 0)) >= 1, zero.shard_size(dpcp_all, a.get("shard_group", 0)),
                     dpcp_all)
-    dpcp_local = np.minimum(coll.ranks_per_node(cp, s_cp, gpn) * coll.ranks_per_node(dp, s_dp, gpn), dpcp)
+    dpcp_local = num.minimum(coll.ranks_per_node(cp, s_cp, gpn) * coll.ranks_per_node(dp, s_dp, gpn), dpcp)
     edp = data.expert_dp_group(dp, cp, ep)
     edp_local = coll.ranks_per_node(edp, s_dp * ep, gpn)
     return ((dpcp, *group_bandwidth(cl, dpcp, s_dp, dpcp_local), dpcp_local),
@@ -163,11 +167,11 @@ def replica_group(cl: Cluster, a, strides):
     _, s_cp, s_dp, _ = strides
     gpn = cl.node.nvlink_domain_gpus
     dpcp_all = data.dp_comm_group(a["dp"], a["cp"])
-    shard = np.where(np.asarray(a.get("zero_stage", 0)) >= 1, zero.shard_size(dpcp_all, a.get("shard_group", 0)),
+    shard = num.where(num.arr(a.get("zero_stage", 0)) >= 1, zero.shard_size(dpcp_all, a.get("shard_group", 0)),
                      dpcp_all)
     rep = dpcp_all // shard
-    local = np.maximum(1, coll.ranks_per_node(a["cp"], s_cp, gpn) * coll.ranks_per_node(a["dp"], s_dp, gpn) // shard)
-    local = np.minimum(local, rep)
+    local = num.maximum(1, coll.ranks_per_node(a["cp"], s_cp, gpn) * coll.ranks_per_node(a["dp"], s_dp, gpn) // shard)
+    local = num.minimum(local, rep)
     return (rep, *group_bandwidth(cl, rep, s_dp, local), local)
 
 
@@ -189,18 +193,21 @@ def dp_comm_s(model: Transformer, cl: Cluster, a, strides, layers, fwd_s, bwd_s,
     m = a["global_batch_size"] // (a["micro_batch_size"] * a["dp"])
     nonexp, exp = mem.stage_params(model, a["tp"], a["pp"], a["ep"], layers, pp == 1, True)
     groups = dp_groups(cl, a, strides)
-    g1, g2 = finetune.grad_sync_params(model, a, layers, nonexp, exp)  # LoRA: the adapters' gradients only
+    # LoRA: the adapters' gradients only (full training: all of them)
+    g1, g2 = (finetune.grad_sync_params(model, a, layers, nonexp, exp) if num.any_nonzero(a.get("finetune", 0))
+              else (nonexp, exp))
     n1 = zero.num_grad_collectives(z, zero.grad_sync_bytes(g1), layers)
     n2 = zero.num_grad_collectives(z, zero.grad_sync_bytes(g2), layers) * (g2 > 0)
     t_ar, t_rs, t_ag = (dp_collective_s(cl, k, g1, g2, groups, n1, n2)
                         for k in ("all_reduce", "reduce_scatter", "all_gather"))
     if g1 is not nonexp:   # ZeRO-3 gathers every weight, frozen ones too; ZeRO-1/2 only the updated adapters
-        t_ag = np.where(np.asarray(z) >= 3, dp_collective_s(cl, "all_gather", nonexp, exp, groups, n1, n1 * (exp > 0)),
-                        t_ag)
+        t_ag = num.where(num.arr(z) >= 3, dp_collective_s(cl, "all_gather", nonexp, exp, groups, n1, n1 * (exp > 0)),
+                         t_ag)
     # hybrid sharding: each reduce-scatter is followed by the all-reduce of its shard across the replicas
     # on the same stream (FSDP HYBRID_SHARD's post-backward hook), so it joins the reduce-scatter's time
-    t_rs = t_rs + np.where(np.asarray(z) >= 1, replica_allreduce_s(cl, g1, groups, replica_group(cl, a, strides),
-                                                                   n1), 0.0)
+    if num.any_nonzero(a.get("shard_group", 0)):   # (full sharding: one replica, nothing to all-reduce)
+        t_rs = t_rs + num.where(num.arr(z) >= 1, replica_allreduce_s(cl, g1, groups, replica_group(cl, a, strides),
+                                                                     n1), 0.0)
     gathers = zero.gathers_per_microbatch(a["recompute"] == 2)
     exposed = zero.exposed_s(z, m, t_ar, t_rs, t_ag, n1 + n2, layers, fwd_s, bwd_s, a["overlap_grad_reduce"],
                              a["overlap_param_gather"], a["vpp"], wgrad_s, gathers)

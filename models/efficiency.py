@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from models import numeric as num
+
 # cuBLAS/CUTLASS pick large 128x256 output tiles for big bf16 GEMMs on Ampere/Hopper
 # (NVIDIA Matrix Multiplication Background guide, "Tile quantization"). With this tile the
 # model gives 193 / 771 / 770 TFLOP/s for N=1024/2048/8192 square bf16 GEMMs on H100 against
@@ -34,10 +36,10 @@ def wave_utilisation(m, n, num_sms):
     0.242
     """
     def util(tm, tn):
-        tiles = np.ceil(m / tm) * np.ceil(n / tn)
-        waves = np.ceil(tiles / num_sms)
+        tiles = num.ceil(m / tm) * num.ceil(n / tn)
+        waves = num.ceil(tiles / num_sms)
         return tiles / (waves * num_sms)
-    return np.maximum(util(TILE_M, TILE_N), util(TILE_N, TILE_M))
+    return num.maximum(util(TILE_M, TILE_N), util(TILE_N, TILE_M))
 
 
 def gemm_time_s(m, n, k, peak_flops_per_s, gemm_efficiency, num_sms, hbm_bytes_per_s, bytes_per_elem=2):
@@ -50,7 +52,7 @@ def gemm_time_s(m, n, k, peak_flops_per_s, gemm_efficiency, num_sms, hbm_bytes_p
     flops = 2.0 * m * n * k
     t_compute = flops / (peak_flops_per_s * gemm_efficiency * wave_utilisation(m, n, num_sms))
     t_memory = bytes_per_elem * (m * k + k * n + m * n) / (hbm_bytes_per_s * MEMORY_BOUND_EFFICIENCY)
-    return np.maximum(t_compute, t_memory) + KERNEL_OVERHEAD_S
+    return num.maximum(t_compute, t_memory) + KERNEL_OVERHEAD_S
 
 
 def gemm_time_at_s(m, n, k, achieved_flops_per_s, hbm_bytes_per_s, bytes_per_elem=2):
@@ -62,7 +64,7 @@ def gemm_time_at_s(m, n, k, achieved_flops_per_s, hbm_bytes_per_s, bytes_per_ele
     """
     t_compute = 2.0 * m * n * k / achieved_flops_per_s
     t_memory = bytes_per_elem * (m * k + k * n + m * n) / (hbm_bytes_per_s * MEMORY_BOUND_EFFICIENCY)
-    return np.maximum(t_compute, t_memory) + KERNEL_OVERHEAD_S
+    return num.maximum(t_compute, t_memory) + KERNEL_OVERHEAD_S
 
 
 def memory_bound_time_s(num_bytes, hbm_bytes_per_s, num_kernels=1):

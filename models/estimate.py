@@ -13,6 +13,7 @@ the TP/SP, CP and EP collectives that are not hidden behind compute.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +22,7 @@ from models import collectives as coll
 from models import finetune, optimizers
 from models import flops as fl
 from models import memory as mem
+from models import numeric as num
 from models.comm import (  # noqa: F401  (re-exported: the public cost path)
     busbw_ratio,
     cp_exposed_s,
@@ -60,6 +62,17 @@ from models.transformer import Transformer
 # is estimate_arrays' own argument (one dtype per call).
 PLAN_FIELDS = (*(n for n in options(Plan) if n not in ("attention", "dtype")), "flash", "flash1", "attn_kernel")
 _layer_times = layer_times  # old name, kept for callers outside models/
+# plan_arrays' codes of the plan's names (pure lookups, cached on the name)
+_method_code, _target_mask = num.memo(finetune.method_code), num.memo(finetune.target_mask)
+_optimizer_code, _offload_mask = num.memo(optimizers.code), num.memo(offload.mask)
+# A plan's codes -> bytes per parameter / flags: small table lookups, cached on the code (models.numeric.memo);
+# the model's parameter counts once per model (models.numeric.per_spec).
+_state_bytes_per_param = num.memo(optimizers.state_bytes_per_param)
+_step_bytes_per_param = num.memo(optimizers.step_bytes_per_param)
+_fused_update = num.memo(optimizers.fused_update)
+_has = num.memo(offload.has)
+_quantized_params_per_layer = num.per_spec(finetune.quantized_params_per_layer)
+_num_params = num.per_spec(lambda model: model.num_params)
 
 
 def stage_params(model: Transformer, a, layers, first, last):
@@ -84,28 +97,32 @@ def _stage_states(model: Transformer, a, layers, nonexp, exp):
     trainable parameter from models.optimizers; offload from models.parallel.offload."""
     dpcp, z, tp = data.dp_comm_group(a["dp"], a["cp"]), a["zero_stage"], a["tp"]
     method = a.get("finetune", 0)
-    peft = np.asarray(method) != 0
-    opt_b = optimizers.state_bytes_per_param(a.get("optimizer", 0), a.get("master_weights", True))
+    peft = num.arr(method) != 0
+    tuned = num.any_nonzero(method)   # without fine-tuning the adapter and frozen-base terms are 0: not costed
+    opt_b = _state_bytes_per_param(a.get("optimizer", 0), a.get("master_weights", True))
     adapters = layers * finetune.adapter_params_per_layer(model, a.get("lora_rank", 8), a.get("lora_targets", 5),
-                                                          method) / tp
+                                                          method) / tp if tuned else 0.0
     shard = zero.shard_size(dpcp, a.get("shard_group", 0))   # hybrid sharding: states sharded over the group only
-    w1, g1, o1 = zero.model_state_bytes(np.where(peft, adapters, nonexp), shard, z, optimizer_bytes=opt_b)
-    w2, g2, o2 = zero.model_state_bytes(np.where(peft, 0.0, exp), dpcp / a["ep"], z, optimizer_bytes=opt_b)
-    quant = np.minimum(layers * finetune.quantized_params_per_layer(model) / tp, nonexp + exp)
-    frozen = np.where(peft, finetune.frozen_weight_bytes(nonexp + exp, quant, method), 0.0) / np.where(z >= 3, shard, 1)
-    grads = np.where(optimizers.fused_update(a.get("optimizer", 0)),   # LOMO: one tensor's gradient at a time
-                     2.0 * max(model.vocab, model.ffn_hidden) * model.hidden / tp, g1 + g2)
+    w1, g1, o1 = zero.model_state_bytes(num.where(peft, adapters, nonexp), shard, z, optimizer_bytes=opt_b)
+    w2, g2, o2 = zero.model_state_bytes(num.where(peft, 0.0, exp), dpcp / a["ep"], z, optimizer_bytes=opt_b)
+    frozen = 0.0
+    if tuned:
+        quant = num.minimum(layers * _quantized_params_per_layer(model) / tp, nonexp + exp)
+        frozen = num.where(peft, finetune.frozen_weight_bytes(nonexp + exp, quant, method), 0.0) / num.where(
+            z >= 3, shard, 1)
+    grads = num.where(_fused_update(a.get("optimizer", 0)),   # LOMO: one tensor's gradient at a time
+                      2.0 * max(model.vocab, model.ffn_hidden) * model.hidden / tp, g1 + g2)
     off = a.get("offload", 0)
-    opt_off, grad_off = offload.has(off, "optimizer"), offload.has(off, "gradients")
-    par_off = offload.has(off, "params")
+    opt_off, grad_off = _has(off, "optimizer"), _has(off, "gradients")
+    par_off = _has(off, "params")
     weights, optim = w1 + w2 + frozen, o1 + o2
     # ZeRO-3 (or offloaded weights) keeps the gathered weights of the current (and the prefetched) layer
-    buf = np.where((z >= 3) | par_off, mem.zero3_gather_buffer_bytes(model, tp, a["overlap_param_gather"]), 0)
-    return {"weights": np.where(par_off, 0.0, weights), "grads": np.where(grad_off, 0.0, grads),
-            "optimizer": np.where(opt_off, 0.0, optim), "buffer": buf,
-            "host": np.where(opt_off, optim, 0.0) + np.where(opt_off | grad_off, grads, 0.0)
-            + np.where(par_off, weights, 0.0),
-            "trainable": np.where(peft, adapters, nonexp + exp), "weights_all": weights, "grads_all": grads}
+    buf = num.where((z >= 3) | par_off, mem.zero3_gather_buffer_bytes(model, tp, a["overlap_param_gather"]), 0)
+    return {"weights": num.where(par_off, 0.0, weights), "grads": num.where(grad_off, 0.0, grads),
+            "optimizer": num.where(opt_off, 0.0, optim), "buffer": buf,
+            "host": num.where(opt_off, optim, 0.0) + num.where(opt_off | grad_off, grads, 0.0)
+            + num.where(par_off, weights, 0.0),
+            "trainable": num.where(peft, adapters, nonexp + exp), "weights_all": weights, "grads_all": grads}
 
 
 def optimizer_step_s(km, params):
@@ -127,26 +144,28 @@ def stage_memory_arrays(model: Transformer, cl: Cluster, a, stage):
     m = a["global_batch_size"] // (mb * a["dp"])
     rc = a["recompute"]
     layer_act = mem.mean_layer_activation_bytes(model, mb, s, tp, sp, rc, flash, cp)
-    if np.any(np.asarray(a.get("finetune", 0)) != 0):   # adapters' rank-r intermediates, frozen base's dW inputs
+    if num.any_nonzero(a.get("finetune", 0)):   # adapters' rank-r intermediates, frozen base's dW inputs
         tokens = mb * s / cp
         delta = (finetune.lora_activation_bytes(model, tokens, a["lora_rank"], a["lora_targets"], tp)
                  - finetune.frozen_activation_savings_bytes(model, tokens, a["lora_targets"], tp, sp))
         layer_act = np.where((np.asarray(a["finetune"]) != 0) & (rc < 2), np.maximum(layer_act + delta, 0.0),
                              layer_act)
     # ZeRO-R Pa (Rajbhandari et al. 2020 Sec. 6.1): checkpoints partitioned over the TP ranks
-    layer_act = np.where(a.get("partition_activations", False) & (rc == 2) & ~np.asarray(sp, dtype=bool),
-                         layer_act / tp, layer_act)
+    layer_act = num.where(a.get("partition_activations", False) & (rc == 2) & num.logical_not(sp),
+                          layer_act / tp, layer_act)
     inflight = mem.inflight_microbatches(stage, pp, vpp, m, sched)
     acts = mem.stage_activation_bytes(
         layer_act, layers, inflight,
         mem.output_layer_activation_bytes(model, mb, s, tp, sp, cp), mem.output_layers_inflight(m, sched),
         mem.recompute_backward_transient_bytes(model, mb, s, tp, sp, flash, cp), last, rc)
     # activation offload: the checkpoints beyond the current and the prefetched layer live on the host
-    act_off = offload.has(a.get("offload", 0), "activations")
-    acts_host = np.where(act_off, np.maximum(0.0, inflight * layers - 2) * layer_act, 0.0)
+    act_off = _has(a.get("offload", 0), "activations")
+    acts_host = num.where(act_off, num.maximum(0.0, inflight * layers - 2) * layer_act, 0.0) \
+        if num.any_nonzero(act_off) else 0.0
     acts = acts - acts_host
     # ZeRO-R CB off: one fp32 fused buffer of the rank's gradients (Sec. 6.3)
-    fused = np.where(a.get("constant_buffers", True), 0.0, 2.0 * st["grads_all"])
+    cb = a.get("constant_buffers", True)
+    fused = 0.0 if num.is_num(cb) and cb else num.where(cb, 0.0, 2.0 * st["grads_all"])
     states = params + grads + optim
     total = mem.allocated_bytes(states + zero3_buf + acts + fused, a.get("fragmentation", True))
     return {"params_bytes": params, "grads_bytes": grads, "optimizer_bytes": optim,
@@ -161,12 +180,14 @@ def _peak_memory(model: Transformer, cl: Cluster, a, all_stages: bool):
     pp = a["pp"]
     if all_stages:
         by_stage = stage_memory_arrays(model, cl, a, np.arange(int(pp)))
-        worst = int(np.argmax(np.broadcast_to(by_stage["total_bytes"], (int(pp),))))
-        return {k: v[worst] if np.ndim(v) else v for k, v in by_stage.items()}, by_stage
+        total = by_stage["total_bytes"]
+        worst = int(np.argmax(total if type(total) is np.ndarray and total.shape == (pp,) else
+                              np.broadcast_to(total, (int(pp),))))
+        return {k: v[worst] if type(v) is np.ndarray and v.ndim else v for k, v in by_stage.items()}, by_stage
     m_first = stage_memory_arrays(model, cl, a, 0)
     m_last = stage_memory_arrays(model, cl, a, pp - 1)
     last_bigger = m_last["total_bytes"] > m_first["total_bytes"]
-    return {k: np.where(last_bigger, m_last[k], m_first[k]) for k in m_first}, {}
+    return {k: num.where(last_bigger, m_last[k], m_first[k]) for k in m_first}, {}
 
 
 def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_stages: bool = False, **a):
@@ -175,7 +196,15 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
     ``all_stages`` (one scalar plan only) also returns memory for every pipeline stage under
     ``memory_by_stage/<component>`` keys; otherwise only the first and last stage are costed.
     """
-    a = _coded({k: np.asarray(v) for k, v in a.items()})
+    r, memory, by_stage = _estimate(model, cl, dtype, all_stages, a)
+    return {**r, **{f"memory/{k}": v for k, v in memory.items()},
+            **{f"memory_by_stage/{k}": v for k, v in by_stage.items()}}
+
+
+def _estimate(model: Transformer, cl: Cluster, dtype: str, all_stages: bool, a: dict):
+    """estimate_arrays' columns: (the step's columns, the largest rank's memory by component, every stage's
+    memory by component or {})."""
+    a = _coded({k: _column(v) for k, v in a.items()})
     km = kernels(cl, dtype)
     bpe = mem.activation_bytes_per_elem(DTYPE_BYTES[dtype], dtype)
     dp, tp, pp, cp, vpp = a["dp"], a["tp"], a["pp"], a["cp"], a["vpp"]
@@ -195,7 +224,7 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
     logits_mb = logits_full - finetune.frozen_output_dw_s(model, km, a, mb * s / cp, tp)   # LoRA: lm_head frozen, no dW
     compute_layer = fwd + bwd + rcmp
     comm_layer = tp_layer + cp_layer + ep_layer
-    t_mb_compute_max = np.maximum(layers_max * compute_layer, model.num_layers // pp * compute_layer + logits_mb)
+    t_mb_compute_max = num.maximum(layers_max * compute_layer, model.num_layers // pp * compute_layer + logits_mb)
     t_mb_mean = (model.num_layers * (compute_layer + comm_layer) + logits_mb) / pp
 
     # ---- pipeline: bubble and blocking p2p sends
@@ -208,33 +237,34 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
     # ---- data parallel / ZeRO, then the optimizer step (memory-bound over this rank's share)
     # overlap windows: one micro-batch's forward and gradient-producing pass (ZB-H1's W) on the
     # heaviest stage, with the output layer when it is the only stage (as the simulator runs them)
-    logits_fwd, logits_bwd = (np.where(pp == 1, x, 0.0) for x in (LOGITS_FWD_SHARE * logits_full,
+    logits_fwd, logits_bwd = (num.where(pp == 1, x, 0.0) for x in (LOGITS_FWD_SHARE * logits_full,
                                                                    logits_mb - LOGITS_FWD_SHARE * logits_full))
-    wgrad = np.where(a["schedule"] == 3, layers_max * gemms_fwd, 0.0)   # ZB-H1 runs it apart as W
+    wgrad = num.where(a["schedule"] == 3, layers_max * gemms_fwd, 0.0)   # ZB-H1 runs it apart as W
     dp_comm, dp_total, nonexp, exp, groups = dp_comm_s(model, cl, a, strides, layers_max, layers_max * fwd + logits_fwd,
                                                        layers_max * (bwd + rcmp) + logits_bwd - wgrad, wgrad)
     opt_params = zero.optimizer_params(nonexp, exp, groups[0][0], groups[1][0], a["zero_stage"])
-    method = np.asarray(a.get("finetune", 0))
-    total_trainable = np.where(method != 0, model.num_layers * finetune.adapter_params_per_layer(
-        model, a.get("lora_rank", 8), a.get("lora_targets", 5), method), float(model.num_params))
-    opt_params = opt_params * np.where(method != 0, total_trainable / model.num_params, 1.0)
-    step_b = optimizers.step_bytes_per_param(a.get("optimizer", 0), a.get("master_weights", True))
+    method = num.arr(a.get("finetune", 0))
+    num_params = _num_params(model)
+    total_trainable = num.where(method != 0, model.num_layers * finetune.adapter_params_per_layer(
+        model, a.get("lora_rank", 8), a.get("lora_targets", 5), method), float(num_params)) \
+        if num.any_nonzero(method) else float(num_params)
+    opt_params = opt_params * num.where(method != 0, total_trainable / num_params, 1.0)
+    step_b = _step_bytes_per_param(a.get("optimizer", 0), a.get("master_weights", True))
     t_opt = km.memory_bound(opt_params * step_b, zero.OPTIMIZER_KERNELS)
 
     memory, by_stage = _peak_memory(model, cl, a, all_stages)
-    gpn = np.minimum(dp * tp * pp * cp, cl.node.gpus_per_node)
+    gpn = num.minimum(dp * tp * pp * cp, cl.node.gpus_per_node)
     t_offload, pcie_bytes, host_bytes, nvme_bytes = _offload(cl, a, memory, opt_params, m, t_mb_compute_max,
                                                  layers_max * (bwd + rcmp), gpn)
-    t_opt = np.where(offload.has(a.get("offload", 0), "optimizer"), 0.0, t_opt)
+    t_opt = num.where(_has(a.get("offload", 0), "optimizer"), 0.0, t_opt)
     # the DP/ZeRO collectives hidden behind the compute slow it down (models.collectives.stolen_compute_s)
     compute = m * t_mb_compute_max + t_opt + coll.stolen_compute_s(dp_total, dp_comm)
     exposed_mb_comm = m * (layers_max * comm_layer + tp_edge)
     step = compute + exposed_mb_comm + bubble + pp_comm + dp_comm + t_offload
     n_gpus = dp * tp * pp * cp
     peak = km.peak_flops_per_s
-    model_flops = fl.model_flops_per_iteration(model, gb)
-    hw_flops = fl.hardware_flops_per_iteration(model, gb, a["recompute"])
-    if np.any(method != 0):   # frozen base: no weight-gradient FLOPs (models.flops.finetune_flops_per_iteration)
+    model_flops, hw_flops = fl.iteration_flops(model, gb, a["recompute"])
+    if num.any_nonzero(method):   # frozen base: no weight-gradient FLOPs (models.flops.finetune_flops_per_iteration)
         model_flops, hw_flops = fl.finetune_flops_per_iteration(
             model, gb, method, a.get("lora_rank", 8), a.get("lora_targets", 5), a["recompute"], gb // mb)
     peak_mem = memory["total_bytes"]
@@ -251,12 +281,10 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
         "peak_memory_bytes": peak_mem, "fits": (peak_mem <= cl.gpu.hbm_bytes) & host_fits,
         "host_fits": host_fits + 0 * step > 0,
         "num_microbatches": m, "num_gpus": n_gpus, "model_flops": model_flops + 0 * step,
-        "params": model.num_params + 0 * step, "trainable_params": total_trainable + 0 * step,
+        "params": num_params + 0 * step, "trainable_params": total_trainable + 0 * step,
         "host_memory_bytes": host_bytes + 0 * step, "offload_s": t_offload + 0 * step,
         "pcie_bytes_per_step": pcie_bytes + 0 * step, "nvme_bytes_per_step": nvme_bytes + 0 * step,
-        **{f"memory/{k}": v for k, v in memory.items()},
-        **{f"memory_by_stage/{k}": v for k, v in by_stage.items()},
-    }
+    }, memory, by_stage
 
 
 # Fine-tuning columns the planner may give by name (search axes): name -> code (as plan_arrays gives them).
@@ -264,12 +292,23 @@ _CODES = {"finetune": finetune.method_code, "lora_targets": finetune.target_mask
           "master_weights": lambda v: v == "fp32", "offload": offload.mask, "offload_to": lambda v: v == "nvme"}
 
 
+def _column(v):
+    """A plan column as the formulas take it: one number as a Python (or numpy) scalar, which takes their
+    float branch (models.numeric), anything else as an array."""
+    if type(v) in num.NUMBER_TYPES or type(v) is str:
+        return v
+    v = np.asarray(v)
+    return v.item() if v.ndim == 0 else v
+
+
 def _coded(a: dict) -> dict:
     """``a`` with the fine-tuning columns given as names (a planner axis of strings) turned into codes,
     vectorised over the distinct names."""
     for k, fn in _CODES.items():
         v = a.get(k)
-        if v is not None and v.dtype.kind in "UO":
+        if type(v) is str:
+            a[k] = fn(v)
+        elif v is not None and type(v) is np.ndarray and v.dtype.kind in "UO":
             names, inv = np.unique(v, return_inverse=True)
             a[k] = np.asarray([fn(str(n)) for n in names])[inv].reshape(v.shape)
     return a
@@ -278,9 +317,9 @@ def _coded(a: dict) -> dict:
 def _offload(cl: Cluster, a, memory, opt_params, m, mb_compute_s, bwd_s, gpn):
     """(exposed offload seconds, PCIe bytes per step per GPU, host bytes per node) of the largest rank
     (models.parallel.offload); zeros without offload."""
-    off = np.asarray(a.get("offload", 0))
+    off = num.arr(a.get("offload", 0))
     host = memory["host_bytes"] * gpn
-    if not np.any(off != 0):
+    if not num.any_nonzero(off):
         return 0.0, 0.0, host, 0.0
     node = cl.node
     inflight_layers = np.maximum(memory["acts_host_bytes"], 0.0) / np.maximum(np.minimum(m, a["pp"]), 1)
@@ -365,24 +404,33 @@ class PlanError(ValueError):
 
 def plan_arrays(plan: Plan) -> dict:
     """The plan as the scalar columns of :func:`estimate_arrays` (derived from the declared fields)."""
-    d = {k: getattr(plan, k) for k in PLAN_FIELDS if hasattr(plan, k)}
+    names = _plan_fields(Plan) if type(plan) is Plan else [k for k in PLAN_FIELDS if hasattr(plan, k)]
+    d = {k: getattr(plan, k) for k in names}
     d["zero_stage"], d["recompute"], d["schedule"] = int(plan.zero_stage), int(plan.recompute), int(plan.schedule)
     d["flash"] = plan.attention != "unfused"
     d["flash1"] = plan.attention == "flash1"
     d["attn_kernel"] = ATTENTION_KERNELS.index(plan.attention)
     d["placement"] = PLACEMENTS.index(plan.placement)
-    d["finetune"] = finetune.method_code(plan.finetune)          # fine-tuning fields as numeric codes
-    d["lora_targets"] = finetune.target_mask(plan.lora_targets)
-    d["optimizer"] = optimizers.code(plan.optimizer)
+    d["finetune"] = _method_code(plan.finetune)          # fine-tuning fields as numeric codes
+    d["lora_targets"] = _target_mask(plan.lora_targets)
+    d["optimizer"] = _optimizer_code(plan.optimizer)
     d["master_weights"] = plan.master_weights == "fp32"
-    d["offload"] = offload.mask(plan.offload)
+    d["offload"] = _offload_mask(plan.offload)
     d["offload_to"] = plan.offload_to == "nvme"
     return d
 
 
+_BREAKDOWN = ("params_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes", "other_bytes")
+
+
+@functools.cache
+def _plan_fields(cls) -> tuple:
+    """The PLAN_FIELDS a plan class has (plan_arrays reads them off each plan)."""
+    return tuple(k for k in PLAN_FIELDS if hasattr(cls, k))
+
+
 def _mb(d: dict) -> MemoryBreakdown:
-    return MemoryBreakdown(*(float(d[k]) for k in ("params_bytes", "grads_bytes", "optimizer_bytes",
-                                                   "activations_bytes", "other_bytes")))
+    return MemoryBreakdown(*(float(d[k]) for k in _BREAKDOWN))
 
 
 def _per_stage(v, pp: int) -> list:
@@ -395,27 +443,23 @@ def estimate(model: Transformer, cluster: Cluster, plan: Plan) -> StepEstimate:
     errors = check_plan(plan, model, cluster)
     if errors:
         raise PlanError(errors)
-    a = plan_arrays(plan)
-    r = estimate_arrays(model, cluster, plan.dtype, all_stages=True, **a)
-    cols = [_per_stage(r.pop(f"memory_by_stage/{k}"), plan.pp) for k in
-            ("params_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes", "other_bytes")]
-    r.pop("memory_by_stage/total_bytes")
-    for k in [k for k in r if k.startswith("memory_by_stage/")]:
-        r.pop(k)
-    stages = tuple(MemoryBreakdown(*row) for row in zip(*cols))
+    r, memory, by_stage = _estimate(model, cluster, plan.dtype, True, plan_arrays(plan))
+    pp = plan.pp
+    stages = tuple(MemoryBreakdown(*row) for row in zip(*(_per_stage(by_stage[k], pp) for k in _BREAKDOWN)))
     f = {k: float(v) for k, v in r.items()}
-    est = StepEstimate(
+    fields = dict(
         plan=plan, step_time_s=f["step_time_s"], compute_s=f["compute_s"], exposed_comm_s=f["exposed_comm_s"],
         bubble_s=f["bubble_s"], optimizer_s=f["optimizer_s"],
         exposed_comm_by_kind_s={k: f[f"exposed_{k}_comm_s"] for k in ("tp", "cp", "ep", "pp", "dp")},
         tokens_per_s=f["tokens_per_s"], tflops_per_gpu=f["tflops_per_gpu"], mfu=f["mfu"], hfu=f["hfu"],
         peak_memory_bytes=f["peak_memory_bytes"], hbm_bytes=cluster.gpu.hbm_bytes, fits=bool(r["fits"]),
-        memory=_mb({k.split("/")[1]: v for k, v in f.items() if k.startswith("memory/")}),
+        memory=_mb(memory),
         memory_by_stage=stages, num_microbatches=plan.num_microbatches, num_gpus=plan.world_size,
         params=f["params"], trainable_params=f["trainable_params"], host_memory_bytes=f["host_memory_bytes"],
         pcie_bytes_per_step=f["pcie_bytes_per_step"], offload_s=f["offload_s"],
         nvme_bytes_per_step=f["nvme_bytes_per_step"])
-    return dataclasses.replace(est, warnings=tuple(_warnings(model, cluster, plan, est, f)))
+    est = StepEstimate(**fields)
+    return StepEstimate(**fields, warnings=tuple(_warnings(model, cluster, plan, est, f)))
 
 
 def _warnings(model, cluster, plan, est: StepEstimate, f) -> list[str]:

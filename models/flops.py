@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from models import numeric as num
+
 
 def attn_proj_flops(model, tokens):
     """QKV and output projection FLOPs of one layer's forward for ``tokens`` tokens (MLA: the
@@ -50,7 +52,7 @@ def mla_attn_proj_flops(tokens, hidden, num_heads, q_lora_rank, kv_lora_rank, qk
     374.2
     """
     q_out = num_heads * (qk_nope_head_dim + qk_rope_head_dim)
-    q = np.where(q_lora_rank > 0, hidden * q_lora_rank + q_lora_rank * q_out, hidden * q_out)
+    q = num.where(q_lora_rank > 0, hidden * q_lora_rank + q_lora_rank * q_out, hidden * q_out)
     kv = hidden * (kv_lora_rank + qk_rope_head_dim) + kv_lora_rank * num_heads * (qk_nope_head_dim + v_head_dim)
     out = num_heads * v_head_dim * hidden
     return 2.0 * tokens * (q + kv + out)
@@ -75,8 +77,8 @@ def attention_score_flops(batch, seq_len, num_heads, qk_head_dim, v_head_dim, wi
     ...       / attention_score_flops(1, 4096, 32, 128, 128, causal=False))
     0.25
     """
-    w = np.where(np.asarray(window) > 0, np.minimum(window, seq_len), seq_len)
-    keys = np.where(causal, w - w * w / (2.0 * seq_len), w)
+    w = num.where(num.arr(window) > 0, num.minimum(window, seq_len), seq_len)
+    keys = num.where(causal, w - w * w / (2.0 * seq_len), w)
     return 2.0 * batch * seq_len * keys * num_heads * (qk_head_dim + v_head_dim)
 
 
@@ -127,11 +129,26 @@ def model_flops_per_iteration(model, global_batch_size, causal=CAUSAL):
 def hardware_flops_per_iteration(model, global_batch_size, recompute, causal=CAUSAL):
     """Model FLOPs plus recomputed forward: full recompute re-runs every layer's forward (not the
     logits), selective re-runs the attention core (Korthikanti et al. 2022 Sec. 5)."""
+    return iteration_flops(model, global_batch_size, recompute, causal)[1]
+
+
+def iteration_flops(model, global_batch_size, recompute, causal=CAUSAL):
+    """(model FLOPs, hardware FLOPs) of one iteration (model_flops_per_iteration,
+    hardware_flops_per_iteration) from one count of the forward.
+
+    >>> from models.transformer import get_model
+    >>> m = get_model("gpt3-175b")
+    >>> iteration_flops(m, 1536, 2) == (model_flops_per_iteration(m, 1536), hardware_flops_per_iteration(m, 1536, 2))
+    True
+    """
     s = model.seq_len
-    layer_fwd = forward_flops(model, global_batch_size, causal=causal) - logits_flops(model, global_batch_size * s)
+    fwd = forward_flops(model, global_batch_size, causal=causal)
+    layer_fwd = fwd - logits_flops(model, global_batch_size * s)
     attn = attn_core_flops_all_layers(model, global_batch_size, s, causal)
-    extra = np.where(recompute == 2, layer_fwd, np.where(recompute == 1, attn, 0.0))
-    return model_flops_per_iteration(model, global_batch_size, causal) + extra
+    extra = num.where(recompute == 2, layer_fwd, num.where(recompute == 1, attn, 0.0))
+    model_flops = 3.0 * fwd
+    return model_flops, model_flops + extra
+
 
 
 def lora_forward_flops_per_token(model, rank, mask):

@@ -25,6 +25,8 @@ import math
 
 import numpy as np
 
+from models import numeric as num
+
 TFLOPS = 1e12
 
 # ---------------------------------------------------------------- attention
@@ -181,9 +183,43 @@ def attention_efficiency(kernel: str, arch: str, head_dim: float, seq_len, causa
     >>> round(float(attention_efficiency("flash2", "hopper", 128, 3000, True, "fwd")) * 989, 1)
     309.6
     """
-    curve = attention_fraction_curve(resolve_kernel(kernel, arch), arch, head_dim, causal, pss)
+    kernel = resolve_kernel(kernel, arch)
+    if num.is_num(seq_len):   # one block length: np.interp's formula in floats on the cached curve
+        try:
+            xs, ys = _curve_points(kernel, arch, head_dim, causal, pss)
+        except TypeError:     # an unhashable head_dim
+            xs, ys = _LOG2_SEQ_POINTS, tuple(_attention_fraction_curve(kernel, arch, head_dim, causal, pss).tolist())
+        return interp1(math.log2(max(float(seq_len), 1.0)), xs, ys)
+    curve = attention_fraction_curve(kernel, arch, head_dim, causal, pss)
     x = np.log2(np.maximum(np.asarray(seq_len, dtype=float), 1.0))
-    return np.interp(x, np.log2(SEQ_POINTS), curve)
+    return np.interp(x, _LOG2_SEQ_POINTS, curve)
+
+
+_LOG2_SEQ_POINTS = tuple(np.log2(SEQ_POINTS).tolist())
+
+
+@functools.lru_cache(maxsize=1024)
+def _curve_points(kernel, arch, head_dim, causal, pss):
+    """(log2 SEQ_POINTS, fractions) of a curve as float tuples, for :func:`interp1`."""
+    return _LOG2_SEQ_POINTS, tuple(attention_fraction_curve(kernel, arch, head_dim, causal, pss).tolist())
+
+
+def interp1(x: float, xs: tuple, ys: tuple) -> float:
+    """np.interp(x, xs, ys) for one point, in floats (numpy's compiled formula: the ends held, a point
+    on a knot takes its value, else slope of the bracketing segment times the distance from its left
+    knot plus its left value).
+
+    >>> interp1(1.5, (1.0, 2.0, 4.0), (10.0, 20.0, 40.0)), float(np.interp(1.5, (1.0, 2.0, 4.0), (10.0, 20.0, 40.0)))
+    (15.0, 15.0)
+    """
+    if x <= xs[0]:
+        return ys[0]
+    if x >= xs[-1]:
+        return ys[-1]
+    j = bisect.bisect_right(xs, x) - 1
+    if xs[j] == x:
+        return ys[j]
+    return (ys[j + 1] - ys[j]) / (xs[j + 1] - xs[j]) * (x - xs[j]) + ys[j]
 
 
 # ---------------------------------------------------------------- GEMM
@@ -279,9 +315,9 @@ def gemm_efficiency(m, n, k, key: tuple[str, str], num_sms):
     >>> round(float(gemm_efficiency(2048, 2048, 2048, ("hopper", "bf16"), 132)) * 989, 2)
     676.59
     """
-    if type(m) in (int, float) or (isinstance(m, (np.ndarray, np.generic)) and np.ndim(m) == 0):
-        if np.ndim(n) == 0 and np.ndim(k) == 0:   # one GEMM: the same interpolation in floats
-            return _gemm_efficiency_scalar(float(m), float(n), float(k), key, num_sms)
+    if num.nums(m, n, k) or (np.ndim(m) == 0 and np.ndim(n) == 0 and np.ndim(k) == 0):
+        # one GEMM: the same interpolation in floats
+        return _gemm_efficiency_scalar(float(m), float(n), float(k), key, num_sms)
     flops = 2.0 * np.asarray(m, dtype=float) * n * k
     e = _tile_interpolator(key)(np.log2(np.maximum(flops, 1.0)))
     return e * gemm_wave_utilisation(m, n, num_sms)

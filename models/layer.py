@@ -13,6 +13,7 @@ import numpy as np
 from models import finetune
 from models import flops as fl
 from models import kernel_tables as kt
+from models import numeric as num
 from models.hardware import Cluster
 from models.parallel import zero
 from models.plan import ATTENTION_KERNELS as ATTENTION_KERNEL_CHOICES
@@ -45,10 +46,19 @@ def kernels(cluster: Cluster, dtype: str):
     """The kernel-time model (models.profile.KernelModel) both the estimate and the simulator cost with:
     attention from the published kernel tables unless the cluster carries a measured profile. Built once
     per (cluster, dtype): both are frozen, and an estimate asks for it on every call."""
-    try:
-        return _cached_kernels(cluster, dtype)
-    except TypeError:   # a cluster with an unhashable part
-        return kernel_model(cluster, dtype)
+    by_dtype = _kernels_by_dtype(cluster)   # by identity first: hashing a cluster spec costs ~1 us
+    km = by_dtype.get(dtype)
+    if km is None:
+        try:
+            km = by_dtype[dtype] = _cached_kernels(cluster, dtype)
+        except TypeError:   # a cluster with an unhashable part: built each time, as it may change
+            return kernel_model(cluster, dtype)
+    return km
+
+
+@num.per_spec
+def _kernels_by_dtype(cluster: Cluster) -> dict:
+    return {}
 
 
 @functools.lru_cache(maxsize=256)
@@ -64,7 +74,7 @@ def flash_attention_s(km, kernel: str, head_dim, causal_flops, block_len, cp):
     2023; Megatron-Core's load-balanced ring). Backward: 2.5x the forward FLOPs (5 matmuls against 2).
     """
     peak = km.attn_peak_flops_per_s or km.peak_flops_per_s
-    diag = 1.0 / np.asarray(cp, dtype=float)
+    diag = 1.0 / num.as_float(cp)
     out = []
     for pss, ratio in (("fwd", 1.0), ("bwd", ATTN_BWD_FLOP_RATIO)):
         e_c = km.attention_efficiency(kernel, head_dim, block_len, True, pss)
@@ -103,15 +113,15 @@ def layer_times(model: Transformer, km, a, moe: bool | None = None):
     # attention core: flash runs the causal half (models.flops' convention); unfused the full square
     # (sliding-window layers averaged in; a cp rank's load-balanced share is 1/cp)
     causal_flops = fl.attn_core_flops_all_layers(model, mb, s) / model.num_layers / (tp * cp)
-    code = np.asarray(a["attn_kernel"]) if "attn_kernel" in a else np.where(
+    code = num.arr(a["attn_kernel"]) if "attn_kernel" in a else num.where(
         a["flash1"], ATTENTION_KERNELS.index("flash1"),
-        np.where(a["flash"], ATTENTION_KERNELS.index("flash"), ATTENTION_KERNELS.index("unfused")))
+        num.where(a["flash"], ATTENTION_KERNELS.index("flash"), ATTENTION_KERNELS.index("unfused")))
     flash_fwd = flash_bwd = 0.0
-    for c in np.unique(code):   # one kernel per run in practice: one table lookup
+    for c in ((code,) if num.is_num(code) else np.unique(code)):   # one kernel per run in practice: one lookup
         if ATTENTION_KERNELS[int(c)] == "unfused":
             continue
         f, b = flash_attention_s(km, ATTENTION_KERNELS[int(c)], model.dh, causal_flops, s / cp, cp)
-        flash_fwd, flash_bwd = np.where(code == c, f, flash_fwd), np.where(code == c, b, flash_bwd)
+        flash_fwd, flash_bwd = num.where(code == c, f, flash_fwd), num.where(code == c, b, flash_bwd)
     v1 = a["flash1"]
     heads_rows = mb * model.num_heads / tp * (s / cp)
     mask = 1.0 if model.dropout else 0.0
@@ -120,11 +130,11 @@ def layer_times(model: Transformer, km, a, moe: bool | None = None):
                    + km.memory_bound(score_bytes * (3 + 2.5 * mask), 2))
     unfused_bwd = 2 * unfused_fwd
     flash = a["flash"]
-    attn_fwd = np.where(flash, flash_fwd, unfused_fwd)
-    attn_bwd = np.where(flash, flash_bwd, unfused_bwd)
+    attn_fwd = num.where(flash, flash_fwd, unfused_fwd)
+    attn_bwd = num.where(flash, flash_bwd, unfused_bwd)
     # memory-bound ops per token: 2 norms (r+w h), 2 residual adds (2r+w h), dropout (r+w h + 1B mask)
     # at 2 bytes; activation function r+w (GeLU) or 2r+w (SwiGLU) of the FFN width.
-    repl_bytes = (2 * 2 * 2 + 2 * 3 * 2 + mask * 2 * 5) * h / np.where(a["sp"], tp, 1)
+    repl_bytes = (2 * 2 * 2 + 2 * 3 * 2 + mask * 2 * 5) * h / num.where(a["sp"], tp, 1)
     act_bytes = (4 if model.activation == "gelu" else 6) * act_elems
     elem_fwd = km.memory_bound(T * (repl_bytes + act_bytes), 8)
     # FlashAttention v1 takes only unpadded (tokens, heads, dim) inputs: llm-foundry's flash_attn_fn
@@ -133,17 +143,18 @@ def layer_times(model: Transformer, km, a, moe: bool | None = None):
     # and zero-fills then index-puts the output (w, r+w); backward zero-fills and scatters the q, k, v
     # gradients (w, r+w each) and gathers the output gradient (r+w).
     pack_fwd = pack_bwd = 0.0
-    if np.any(v1):  # skipped on the planner's grids, which never search v1
+    if num.any_nonzero(v1):  # skipped on the planner's grids, which never search v1
         qkv_w, q_w = (hq + 2 * hkv) / tp, hq / tp
-        pack_fwd = np.where(v1, km.memory_bound(T * (4 * qkv_w + 6 * q_w), 4), 0.0)
-        pack_bwd = np.where(v1, km.memory_bound(T * (6 * qkv_w + 4 * q_w), 4), 0.0)
+        pack_fwd = num.where(v1, km.memory_bound(T * (4 * qkv_w + 6 * q_w), 4), 0.0)
+        pack_bwd = num.where(v1, km.memory_bound(T * (6 * qkv_w + 4 * q_w), 4), 0.0)
     # fine-tuning (models.finetune): adapters, DoRA's norm, QLoRA's dequantisation; a frozen base runs
     # no weight-gradient GEMMs (dw = 0: backward ~1x forward)
-    ft_fwd, ft_bwd, dw = finetune.layer_extra_s(model, km, a, T, bool(moe))
+    ft_fwd, ft_bwd, dw = (finetune.layer_extra_s(model, km, a, T, bool(moe)) if num.any_nonzero(a.get("finetune", 0))
+                          else (0.0, 0.0, 1.0))   # full training: no adapter time, every weight gradient
     fwd = gemms_fwd + attn_fwd + elem_fwd + pack_fwd + ft_fwd
     bwd = (1 + dw) * gemms_fwd + attn_bwd + 2 * elem_fwd + pack_bwd + ft_bwd
     rc = a["recompute"]
-    recompute = np.where(rc == 2, fwd, np.where(rc == 1, np.where(flash, 0.0, unfused_fwd), 0.0))
+    recompute = num.where(rc == 2, fwd, num.where(rc == 1, num.where(flash, 0.0, unfused_fwd), 0.0))
     return fwd, bwd, recompute, gemms_fwd, attn_fwd
 
 

@@ -19,8 +19,7 @@ Dao et al. 2022 keep only the softmax statistics, as selective recompute does).
 
 from __future__ import annotations
 
-import numpy as np
-
+from models import numeric as num
 from models.parallel import zero
 from models.parallel.zero import BYTES_GRAD, BYTES_OPTIMIZER, BYTES_WEIGHT, model_state_bytes  # noqa: F401
 from models.units import GIB
@@ -77,11 +76,12 @@ def layer_activation_bytes(model, micro_batch, seq_len, tp, sp, recompute, flash
         mlp_split = sbh * ffn_per_h * 6 * tokens_per_token
     else:                              # GeLU input (2sbf) + fc2 input (2sbf)
         mlp_split = sbh * ffn_per_h * 4 * tokens_per_token
-    scores = np.where(flash, 0.0, (2.0 + 3.0 * mask) * model.num_heads * s * s * micro_batch)  # softmax out (+ dropout mask, out)
-    scores = np.where(recompute >= 1, 0.0, scores)
+    # softmax out (+ dropout mask, out)
+    scores = num.where(flash, 0.0, (2.0 + 3.0 * mask) * model.num_heads * s * s * micro_batch)
+    scores = num.where(recompute >= 1, 0.0, scores)
     split = attn_split + mlp_split + scores
-    full = replicated / np.where(sp, tp, 1) + split / tp
-    return np.where(recompute == 2, 2 * sbh / np.where(sp, tp, 1), full)
+    full = replicated / num.where(sp, tp, 1) + split / tp
+    return num.where(recompute == 2, 2 * sbh / num.where(sp, tp, 1), full)
 
 
 def output_layer_activation_bytes(model, micro_batch, seq_len, tp, sp, cp=1):
@@ -90,7 +90,7 @@ def output_layer_activation_bytes(model, micro_batch, seq_len, tp, sp, cp=1):
     live-tensor tracker of ``clustersim validate``)."""
     s = seq_len / cp
     sbh = s * micro_batch * model.hidden
-    return 4 * sbh / np.where(sp, tp, 1) + (4 + 2) * s * micro_batch * model.vocab / tp
+    return 4 * sbh / num.where(sp, tp, 1) + (4 + 2) * s * micro_batch * model.vocab / tp
 
 
 # Share of a layer's saved activations that only the weight gradient needs (the inputs of the
@@ -129,14 +129,25 @@ def stage_params(model, tp, pp, ep, layers, first, last):
     >>> round(float(sum(stage_params(m, 1, 1, 1, m.num_layers, True, True))) / 1e9, 2)
     8.03
     """
-    moe_frac = model.num_moe_layers / model.num_layers
-    nonexp = layers * (model.attn_params + (1 - moe_frac) * model.dense_mlp_params) / tp
-    routed = model.num_experts * model.expert_params
-    nonexp = nonexp + layers * moe_frac * (model.moe_mlp_params - routed) / tp
-    exp = layers * moe_frac * routed / (ep * tp)
-    out = np.where(model.tied_embeddings & (np.asarray(pp) == 1), 0, model.vocab * model.hidden) / tp
-    nonexp = nonexp + np.where(first, model.embedding_params / tp, 0) + np.where(last, out, 0)
+    moe_frac, dense_layer, routed, moe_rest, vocab_params, embedding = _layer_params(model)
+    nonexp = layers * dense_layer / tp
+    exp = 0.0   # a dense model: no MoE layer terms
+    if moe_frac:
+        nonexp = nonexp + layers * moe_frac * moe_rest / tp
+        exp = layers * moe_frac * routed / (ep * tp)
+    out = num.where(model.tied_embeddings & (num.arr(pp) == 1), 0, vocab_params) / tp
+    nonexp = nonexp + num.where(first, embedding / tp, 0) + num.where(last, out, 0)
     return nonexp, exp
+
+
+@num.per_spec
+def _layer_params(model):
+    """stage_params' per-model terms: MoE layer share, a layer's non-expert parameters (attention, norms,
+    the dense share of the MLP), routed-expert and other MoE-layer parameters, vocab x hidden, embedding."""
+    moe_frac = model.num_moe_layers / model.num_layers
+    routed = model.num_experts * model.expert_params
+    return (moe_frac, model.attn_params + (1 - moe_frac) * model.dense_mlp_params, routed,
+            model.moe_mlp_params - routed, model.vocab * model.hidden, model.embedding_params)
 
 
 def warmup_forwards(stage, pp, vpp, num_microbatches, schedule):
@@ -144,9 +155,11 @@ def warmup_forwards(stage, pp, vpp, num_microbatches, schedule):
     simulator.des.schedules orders them: GPipe all m; 1F1B and ZB-H1 p - s - 1 (Narayanan et al.
     2021 Sec. 2.2); interleaved 2 (p - s - 1) + (v - 1) p (Megatron-LM's interleaved schedule)."""
     m = num_microbatches
-    one_f_one_b = np.minimum(pp - stage - 1, m)
-    interleaved = np.minimum(2 * (pp - stage - 1) + (vpp - 1) * pp, m * vpp)
-    return np.where(schedule == 0, m, np.where(schedule == 2, interleaved, one_f_one_b))
+    one_f_one_b = lambda: num.minimum(pp - stage - 1, m)  # noqa: E731
+    interleaved = lambda: num.minimum(2 * (pp - stage - 1) + (vpp - 1) * pp, m * vpp)  # noqa: E731
+    if num.is_num(schedule):   # one schedule: only its own count
+        return m if schedule == 0 else interleaved() if schedule == 2 else one_f_one_b()
+    return num.where(schedule == 0, m, num.where(schedule == 2, interleaved(), one_f_one_b()))
 
 
 def inflight_microbatches(stage, pp, vpp, num_microbatches, schedule):
@@ -165,15 +178,17 @@ def inflight_microbatches(stage, pp, vpp, num_microbatches, schedule):
     """
     m = num_microbatches
     warm = warmup_forwards(stage, pp, vpp, m, schedule)
-    chunks = np.minimum(warm + 1, np.where(schedule == 2, m * vpp, m))
-    deferred_w = np.clip(np.minimum(m - warm - 1, stage + 1), 0, None) * W_ACTIVATION_FRACTION
-    return np.where(schedule == 2, chunks / vpp, chunks + np.where(schedule == 3, deferred_w, 0.0))
+    chunks = num.minimum(warm + 1, num.where(schedule == 2, m * vpp, m))
+    deferred_w = lambda: num.maximum(num.minimum(m - warm - 1, stage + 1), 0) * W_ACTIVATION_FRACTION  # noqa: E731
+    if num.is_num(schedule):   # one schedule: only its own count
+        return chunks / vpp if schedule == 2 else chunks + (deferred_w() if schedule == 3 else 0.0)
+    return num.where(schedule == 2, chunks / vpp, chunks + num.where(schedule == 3, deferred_w(), 0.0))
 
 
 def output_layers_inflight(num_microbatches, schedule):
     """Micro-batches whose output-layer tensors (logits) the last stage holds at once: all m under
     GPipe, else 1 (every other schedule runs the last stage's backward right after its forward)."""
-    return np.where(schedule == 0, num_microbatches, 1)
+    return num.where(schedule == 0, num_microbatches, 1)
 
 
 def stage_activation_bytes(layer_bytes, layers, inflight, out_bytes, out_inflight, transient_bytes, last, recompute):
@@ -185,8 +200,8 @@ def stage_activation_bytes(layer_bytes, layers, inflight, out_bytes, out_infligh
     >>> float(stage_activation_bytes(10.0, 2, 3, 5.0, 1, 8.0, True, 2))   # 60 + 5 + (8 - 5)
     68.0
     """
-    out = np.where(last, out_bytes, 0.0)
-    rc_extra = np.where(recompute == 2, np.maximum(0.0, transient_bytes - out), 0.0)
+    out = num.where(last, out_bytes, 0.0)
+    rc_extra = num.where(recompute == 2, num.maximum(0.0, transient_bytes - out), 0.0)
     return inflight * layers * layer_bytes + out_inflight * out + rc_extra
 
 
@@ -194,7 +209,7 @@ def allocated_bytes(tensor_bytes, fragmentation=True):
     """What the allocator holds for ``tensor_bytes`` of live tensors: plus the CUDA context and
     workspaces and the fragmentation share (the constants above); ``fragmentation`` False: ZeRO-R's
     memory defragmentation (contiguous buffers, Rajbhandari et al. 2020 Sec. 6.3) leaves none."""
-    return tensor_bytes + FRAMEWORK_OVERHEAD_BYTES + np.where(fragmentation, ALLOCATOR_FRAGMENTATION, 0.0) * tensor_bytes
+    return tensor_bytes + FRAMEWORK_OVERHEAD_BYTES + num.where(fragmentation, ALLOCATOR_FRAGMENTATION, 0.0) * tensor_bytes
 
 
 def zero3_gather_buffer_bytes(model, tp, prefetch):
@@ -210,4 +225,5 @@ def recompute_backward_transient_bytes(model, micro_batch, seq_len, tp, sp, flas
     (measured with the live-tensor tracker of ``clustersim validate``)."""
     s = seq_len / cp
     full = layer_activation_bytes(model, micro_batch, seq_len, tp, sp, 0, flash, cp)
-    return full + 2 * s * micro_batch * (model.hidden / np.where(sp, tp, 1) + model.ffn_hidden / tp)
+    return full + 2 * s * micro_batch * (model.hidden / num.where(sp, tp, 1) + model.ffn_hidden / tp)
+

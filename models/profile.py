@@ -18,6 +18,7 @@ import numpy as np
 from models import collectives as coll
 from models import efficiency as eff
 from models import kernel_tables as kt
+from models import numeric as num
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,14 +98,34 @@ class KernelModel:
         """Fraction of ``attn_peak_flops_per_s`` an attention kernel sustains on blocks of ``seq_len``
         tokens (models.kernel_tables, at the sustained clock); the flat attn_*_efficiency when measured
         or given (a calibration profile), capped at flash1's fraction for flash1."""
+        if type(seq_len) in num.NUMBER_TYPES and type(head_dim) in num.NUMBER_TYPES:   # one kernel: cached
+            cache, key = _kernel_times(self), ("attn", kernel, head_dim, seq_len, causal, pss)
+            e = cache.get(key)
+            if e is None:
+                e = _bounded(cache)[key] = self._attention_efficiency(kernel, head_dim, seq_len, causal, pss)
+            return e
+        return self._attention_efficiency(kernel, head_dim, seq_len, causal, pss)
+
+    def _attention_efficiency(self, kernel: str, head_dim, seq_len, causal: bool, pss: str):
         flat = self.attn_fwd_efficiency if pss == "fwd" else self.attn_bwd_efficiency
         if self.attn_flat:
             if kernel == "flash1":
-                return np.minimum(flat, kt.FLASH1_FRACTION[pss] * self.clock_ratio) + 0 * np.asarray(seq_len)
-            return flat + 0 * np.asarray(seq_len, dtype=float)
+                return num.minimum(flat, kt.FLASH1_FRACTION[pss] * self.clock_ratio) + 0 * num.arr(seq_len)
+            return flat + 0 * num.as_float(seq_len)
         return kt.attention_efficiency(kernel, self.arch, head_dim, seq_len, causal, pss) * self.clock_ratio
 
     def gemm(self, m, n, k):
+        """Seconds of an (m x k) @ (k x n) GEMM (arrays ok). One GEMM's time is a pure function of its shape
+        and cached per KernelModel: an estimate asks for the same few shapes again and again."""
+        if type(m) in num.NUMBER_TYPES and type(n) in num.NUMBER_TYPES and type(k) in num.NUMBER_TYPES:
+            cache, key = _kernel_times(self), (m, n, k)
+            t = cache.get(key)
+            if t is None:
+                t = _bounded(cache)[key] = self._gemm(m, n, k)
+            return t
+        return self._gemm(m, n, k)
+
+    def _gemm(self, m, n, k):
         p = self.profile
         if p is not None and p.gemm_efficiency:
             flops = 2.0 * m * n * k
@@ -116,7 +137,7 @@ class KernelModel:
                                                                                       self.num_sms)
             # never above the part's best measured matmul rate at this clock (MAMF, or MSMF where measured,
             # mamf-finder.py): the table's per-wave correction can otherwise lift a shape past any measurement
-            rate = np.minimum(rate, self.peak_flops_per_s * self.gemm_efficiency)
+            rate = num.minimum(rate, self.peak_flops_per_s * self.gemm_efficiency)
             t = eff.gemm_time_at_s(m, n, k, rate, self.hbm_bytes_per_s, bpe)
         else:
             t = eff.gemm_time_s(m, n, k, self.peak_flops_per_s, self.gemm_efficiency, self.num_sms,
@@ -130,6 +151,19 @@ class KernelModel:
         if p is not None and p.memory_bytes_per_s:
             return num_bytes / p.memory_bytes_per_s + num_kernels * (p.kernel_overhead_s or 0.0)
         return eff.memory_bound_time_s(num_bytes, self.hbm_bytes_per_s, num_kernels)
+
+
+@num.per_spec
+def _kernel_times(km: KernelModel) -> dict:
+    """A KernelModel's cache of one kernel's time by shape (GEMMs) and efficiency by block (attention)."""
+    return {}
+
+
+def _bounded(cache: dict) -> dict:
+    """``cache``, emptied first when it holds many shapes (a long sweep of distinct plans)."""
+    if len(cache) >= 8192:
+        cache.clear()
+    return cache
 
 
 def kernel_model(cluster, dtype: str, attn_fwd_efficiency: float | None = None,

@@ -46,7 +46,7 @@ offloaded states off the GPU and adds the PCIe / CPU-step time it cannot hide.
 
 from __future__ import annotations
 
-import numpy as np
+from models import numeric as num
 
 BYTES_WEIGHT = 2          # bf16/fp16 working weights
 BYTES_GRAD = 2            # bf16/fp16 gradients (ZeRO paper accounting)
@@ -70,9 +70,9 @@ def shard_size(dpcp, shard_group):
     >>> [int(x) for x in shard_size(64, [0, 8, 12, 128])]
     [64, 8, 64, 64]
     """
-    dpcp, sg = np.asarray(dpcp), np.asarray(shard_group)
-    ok = (sg > 0) & (sg < dpcp) & (np.mod(dpcp, np.maximum(sg, 1)) == 0)
-    return np.where(ok, sg, dpcp)
+    dpcp, sg = num.arr(dpcp), num.arr(shard_group)
+    ok = (sg > 0) & (sg < dpcp) & (dpcp % num.maximum(sg, 1) == 0)
+    return num.where(ok, sg, dpcp)
 
 
 def replica_size(dpcp, shard_group):
@@ -81,7 +81,7 @@ def replica_size(dpcp, shard_group):
     >>> int(replica_size(64, 8))
     8
     """
-    return np.asarray(dpcp) // shard_size(dpcp, shard_group)
+    return num.arr(dpcp) // shard_size(dpcp, shard_group)
 
 
 def model_state_bytes(num_params, dp, zero_stage, optimizer_bytes=BYTES_OPTIMIZER):
@@ -93,10 +93,10 @@ def model_state_bytes(num_params, dp, zero_stage, optimizer_bytes=BYTES_OPTIMIZE
     >>> [round(float(sum(model_state_bytes(7.5e9, 64, z))) / 1e9, 1) for z in range(4)]
     [120.0, 31.4, 16.6, 1.9]
     """
-    zero_stage = np.asarray(zero_stage)
-    weights = BYTES_WEIGHT * num_params / np.where(zero_stage >= 3, dp, 1)
-    grads = BYTES_GRAD * num_params / np.where(zero_stage >= 2, dp, 1)
-    optimizer = optimizer_bytes * num_params / np.where(zero_stage >= 1, dp, 1)
+    zero_stage = num.arr(zero_stage)
+    weights = BYTES_WEIGHT * num_params / num.where(zero_stage >= 3, dp, 1)
+    grads = BYTES_GRAD * num_params / num.where(zero_stage >= 2, dp, 1)
+    optimizer = optimizer_bytes * num_params / num.where(zero_stage >= 1, dp, 1)
     return weights, grads, optimizer
 
 
@@ -108,7 +108,7 @@ def gather_buffer_bytes(layer_params, prefetch):
     >>> float(gather_buffer_bytes(1e6, prefetch=True))
     4000000.0
     """
-    return (1 + np.asarray(prefetch, dtype=float)) * BYTES_WEIGHT * layer_params
+    return (1 + num.as_float(prefetch)) * BYTES_WEIGHT * layer_params
 
 
 def optimizer_params(nonexpert_params, expert_params, dp, edp, zero_stage):
@@ -118,8 +118,8 @@ def optimizer_params(nonexpert_params, expert_params, dp, edp, zero_stage):
     >>> float(optimizer_params(8e9, 0.0, 8, 1, zero_stage=1))
     1000000000.0
     """
-    z = np.asarray(zero_stage)
-    return nonexpert_params / np.where(z >= 1, dp, 1) + expert_params / np.where(z >= 1, edp, 1)
+    z = num.arr(zero_stage)
+    return nonexpert_params / num.where(z >= 1, dp, 1) + expert_params / num.where(z >= 1, edp, 1)
 
 
 def optimizer_step_bytes(params):
@@ -147,13 +147,13 @@ def num_buckets(grad_bytes):
     >>> int(num_buckets(16e9))
     200
     """
-    return np.maximum(1, np.ceil(np.asarray(grad_bytes, dtype=float) / DP_BUCKET_BYTES))
+    return num.maximum(1, num.ceil(num.as_float(grad_bytes) / DP_BUCKET_BYTES))
 
 
 def num_grad_collectives(zero_stage, grad_bytes, num_layers):
     """Gradient (and, at stage 3, weight) collectives per reduction: one per bucket, or one per
     layer at stage 3 (FSDP / ZeRO-3 gather and reduce each layer's weights)."""
-    return np.where(np.asarray(zero_stage) >= 3, np.maximum(num_layers, 1), num_buckets(grad_bytes))
+    return num.where(num.arr(zero_stage) >= 3, num.maximum(num_layers, 1), num_buckets(grad_bytes))
 
 
 def overlapped_tail_s(total_s, n, window_s):
@@ -166,8 +166,8 @@ def overlapped_tail_s(total_s, n, window_s):
     >>> float(overlapped_tail_s(4.0, 4, 2.0))   # long: the stream is the bottleneck
     2.5
     """
-    n = np.maximum(n, 1)
-    return np.maximum(total_s / n, total_s - window_s * (1 - 1 / n))
+    n = num.maximum(n, 1)
+    return num.maximum(total_s / n, total_s - window_s * (1 - 1 / n))
 
 
 def gathers_per_microbatch(recompute_full):
@@ -179,7 +179,7 @@ def gathers_per_microbatch(recompute_full):
     >>> [float(x) for x in gathers_per_microbatch([False, True])]
     [2.0, 3.0]
     """
-    return 2.0 + np.asarray(recompute_full, dtype=float)
+    return 2.0 + num.as_float(recompute_full)
 
 
 def layer_stream_exposed_s(first_s, per_layer_stream_s, per_layer_compute_s, num_layers):
@@ -196,7 +196,7 @@ def layer_stream_exposed_s(first_s, per_layer_stream_s, per_layer_compute_s, num
     >>> float(layer_stream_exposed_s(0.5, 0.5, 1.0, 10))   # hidden but the first
     0.5
     """
-    return first_s + np.maximum(num_layers - 1, 0) * np.maximum(0.0, per_layer_stream_s - per_layer_compute_s)
+    return first_s + num.maximum(num_layers - 1, 0) * num.maximum(0.0, per_layer_stream_s - per_layer_compute_s)
 
 
 def zero3_exposed_per_op_s(t_ag_s, t_rs_s, num_layers, fwd_s, bwd_s, overlap_grad_reduce, overlap_param_gather,
@@ -218,16 +218,16 @@ def zero3_exposed_per_op_s(t_ag_s, t_rs_s, num_layers, fwd_s, bwd_s, overlap_gra
     >>> [round(float(x), 3) for x in zero3_exposed_per_op_s(1.0, 1.0, 4, 2.0, 4.0, True, True, wgrad_s=2.0)]
     [0.25, 0.5]
     """
-    L = np.maximum(num_layers, 1)
+    L = num.maximum(num_layers, 1)
     g, r = t_ag_s / L, t_rs_s / L
-    split = np.asarray(wgrad_s) > 0
-    tail = np.where(overlap_grad_reduce, overlapped_tail_s(t_rs_s, L, np.where(split, wgrad_s, bwd_s)), t_rs_s)
-    fwd = np.where(overlap_param_gather, layer_stream_exposed_s(g, g, fwd_s / L, L), t_ag_s)
+    split = num.arr(wgrad_s) > 0
+    tail = num.where(overlap_grad_reduce, overlapped_tail_s(t_rs_s, L, num.where(split, wgrad_s, bwd_s)), t_rs_s)
+    fwd = num.where(overlap_param_gather, layer_stream_exposed_s(g, g, fwd_s / L, L), t_ag_s)
     gb = bwd_gathers * g
-    gather_bwd = np.where(overlap_param_gather, layer_stream_exposed_s(gb, gb, bwd_s / L, L), L * gb)
-    joint = np.where(overlap_param_gather & np.asarray(overlap_grad_reduce, dtype=bool),
-                     layer_stream_exposed_s(gb, gb + r, bwd_s / L, L) + r, gather_bwd + tail)
-    return fwd, np.where(split, gather_bwd + tail, joint)
+    gather_bwd = num.where(overlap_param_gather, layer_stream_exposed_s(gb, gb, bwd_s / L, L), L * gb)
+    joint = num.where(num.as_bool(overlap_param_gather) & num.as_bool(overlap_grad_reduce),
+                      layer_stream_exposed_s(gb, gb + r, bwd_s / L, L) + r, gather_bwd + tail)
+    return fwd, num.where(split, gather_bwd + tail, joint)
 
 
 def exposed_s(zero_stage, num_microbatches, t_ar_s, t_rs_s, t_ag_s, n_grad, num_layers, fwd_s, bwd_s,
@@ -250,15 +250,18 @@ def exposed_s(zero_stage, num_microbatches, t_ar_s, t_rs_s, t_ag_s, n_grad, num_
     >>> float(exposed_s(2, 8, 1.0, 0.5, 0.5, 4, 32, 2.0, 4.0, True, True))
     1.0
     """
-    z, m = np.asarray(zero_stage), num_microbatches
-    og, opg = np.asarray(overlap_grad_reduce, dtype=bool), np.asarray(overlap_param_gather, dtype=bool)
-    grad_window = np.where(np.asarray(wgrad_s) > 0, wgrad_s, bwd_s)
-    tail = lambda t: np.where(og, overlapped_tail_s(t, n_grad, grad_window), t)  # noqa: E731
-    ag_once = np.where(opg, np.maximum(0.0, t_ag_s - fwd_s), t_ag_s)
-    f3, b3 = zero3_exposed_per_op_s(t_ag_s / vpp, t_rs_s / vpp, num_layers / vpp, fwd_s / vpp, bwd_s / vpp, og, opg,
-                                    wgrad_s / vpp, np.asarray(gathers) - 1)
-    return np.select([z == 0, z == 1, z == 2], [tail(t_ar_s), tail(t_rs_s) + ag_once, m * tail(t_rs_s) + ag_once],
-                     m * vpp * (f3 + b3))
+    m = num_microbatches
+    og, opg = num.as_bool(overlap_grad_reduce), num.as_bool(overlap_param_gather)
+    grad_window = num.where(num.arr(wgrad_s) > 0, wgrad_s, bwd_s)
+    tail = lambda t: num.where(og, overlapped_tail_s(t, n_grad, grad_window), t)  # noqa: E731
+    ag_once = lambda: num.where(opg, num.maximum(0.0, t_ag_s - fwd_s), t_ag_s)  # noqa: E731
+
+    def zero3():
+        f3, b3 = zero3_exposed_per_op_s(t_ag_s / vpp, t_rs_s / vpp, num_layers / vpp, fwd_s / vpp, bwd_s / vpp, og,
+                                        opg, wgrad_s / vpp, num.arr(gathers) - 1)
+        return m * vpp * (f3 + b3)
+    return num.by_stage(zero_stage, (lambda: tail(t_ar_s), lambda: tail(t_rs_s) + ag_once(),
+                                     lambda: m * tail(t_rs_s) + ag_once(), zero3))
 
 
 def total_s(zero_stage, num_microbatches, t_ar_s, t_rs_s, t_ag_s, gathers=2.0):
@@ -268,9 +271,9 @@ def total_s(zero_stage, num_microbatches, t_ar_s, t_rs_s, t_ag_s, gathers=2.0):
     >>> [float(total_s(z, 4, 2.0, 1.0, 1.0)) for z in range(4)]
     [2.0, 2.0, 5.0, 12.0]
     """
-    z, m = np.asarray(zero_stage), num_microbatches
-    return np.select([z == 0, z == 1, z == 2], [t_ar_s, t_rs_s + t_ag_s, m * t_rs_s + t_ag_s],
-                     m * (gathers * t_ag_s + t_rs_s))
+    m = num_microbatches
+    return num.by_stage(zero_stage, (lambda: t_ar_s, lambda: t_rs_s + t_ag_s, lambda: m * t_rs_s + t_ag_s,
+                                     lambda: m * (gathers * t_ag_s + t_rs_s)))
 
 
 def check(zero_stage) -> list[str]:
