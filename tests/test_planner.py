@@ -316,3 +316,37 @@ def test_try_nodes_reports_every_node_count_and_the_front():
     front = r.by_nodes[r.by_nodes["on_front"]]
     for row in r.by_nodes[~r.by_nodes["on_front"]].itertuples():   # off the front: dominated by a front point
         assert ((front["time_to_train_s"] <= row.time_to_train_s) & (front["cost_usd"] <= row.cost_usd)).any()
+
+
+@pytest.mark.parametrize("model,gpu,nodes,batch,framework", [
+    ("gpt-tiny", "a100", 1, 32, None), ("llama3-8b", "h100", 4, 256, None), ("mixtral-8x7b", "h100", 2, 64, None),
+    ("llama2-70b", "a100", 16, 512, "deepspeed"), ("llama3-405b", "h100", 2048, 2048, None)])
+def test_layout_groups_leave_out_only_invalid_points(model, gpu, nodes, batch, framework):
+    """Issue 19: each group of layouts is scored on a grid narrowed to the values its valid points use; the
+    valid points are exactly those of the whole grid (each layout in at most one group), fewer points are scored."""
+    from simulator.planning import grid, planner
+    m, cl, tr = get_model(model), make_cluster(gpu, nodes), Training(global_batch_size=batch, framework=framework)
+    _, space, [(cl, lay)] = planner._search_grid(m, cl, tr, Constraints())
+
+    def valid(lay, sp):
+        a = grid._grid_arrays(lay, sp, tr)
+        shape = np.broadcast_shapes(*(np.shape(v) for v in a.values()))
+        return int(np.broadcast_to(grid._valid(m, a, framework), shape).sum()), int(np.prod(shape))
+    full, full_points = valid(lay, space)
+    groups = grid.layout_groups(m, space, lay, tr, chunk_points=20_000)
+    seen = np.concatenate([g for _, g in groups])
+    assert len({tuple(x) for x in seen}) == len(seen) <= len(lay)
+    counts = [valid(g, sp) for sp, g in groups]
+    assert sum(v for v, _ in counts) == full > 0
+    assert sum(p for _, p in counts) <= full_points
+
+
+def test_points_are_read_without_the_full_grid():
+    """grid._at reads broadcast arrays at flat indices as broadcast_to(...).ravel()[idx] does."""
+    from simulator.planning.grid import _at
+    rng = np.random.default_rng(0)
+    shape = (3, 1, 4, 2, 5)
+    idx = rng.integers(0, np.prod(shape), 50)
+    for v in (rng.random((3, 1, 1, 1, 1)), rng.random((4, 2, 1)), rng.random((1, 1, 4, 2, 5)), np.float64(2.5),
+              rng.random((1, 1, 1)), rng.random((3, 1, 4, 2, 5)) > 0.5):
+        assert np.array_equal(_at(v, shape, idx), np.broadcast_to(v, shape).ravel()[idx])

@@ -13,6 +13,7 @@ on the layout only is computed once per layout. Tasks run serially, in a process
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -49,6 +50,11 @@ BACKENDS = ("auto", "serial", "process", "ray")
 # 100k points: the same CPU time as 250k on a 3.6M-point 405B search (1.05 vs 1.06 s user, 2-core
 # Xeon, 2026-11-30) and ~20 MiB less peak RSS (136 vs 157 MiB).
 CHUNK_POINTS = 100_000
+# One estimate_arrays call costs about as much as scoring this many more grid points (405B search, 2-core
+# Xeon, 2026-11-30: ~3.4 ms per call, ~0.3 us per point): layouts whose grids (layout_groups) differ by fewer
+# points are scored in one grid (pairwise, greedy; above MERGE_MAX_GROUPS groups, all are one grid).
+CALL_POINTS = 10_000
+MERGE_MAX_GROUPS = 256
 # Sweeps above this many grid points use the process pool under backend="auto".
 PROCESS_THRESHOLD_POINTS = 2_000_000
 # ... and only with this many cores: on 2 cores the pool is no faster than serial (issue 19 measurement).
@@ -182,7 +188,13 @@ def search_space(model: Transformer, c: Constraints) -> Space:
 
 
 def layouts(model: Transformer, cluster: Cluster, training: Training, c: Constraints) -> np.ndarray:
-    """Valid (tp, pp, cp, dp, placement code) layouts for the cluster's GPU count, an int array of shape (n, 5)."""
+    """Valid (tp, pp, cp, dp, placement code) layouts for the cluster's GPU count, an int array of shape (n, 5),
+    read-only: cached, as the bounds check and the search (or a scenario's check and its run) both ask."""
+    return _layouts(model, cluster, training, c)
+
+
+@functools.lru_cache(maxsize=16)
+def _layouts(model: Transformer, cluster: Cluster, training: Training, c: Constraints) -> np.ndarray:
     n_gpus = cluster.num_gpus
     tps = c.tp or _pow2_upto(cluster.node.nvlink_domain_gpus)
     cps = c.cp or _pow2_upto(32)
@@ -200,7 +212,9 @@ def layouts(model: Transformer, cluster: Cluster, training: Training, c: Constra
                 plan = Plan(dp=dp, tp=tp, pp=pp, cp=cp, **training.plan_kwargs())
                 if not check_plan(plan, model, cluster):
                     out += [(tp, pp, cp, dp, code) for code in _distinct_placements(c, tp, cp, dp, pp)]
-    return np.array(out, dtype=np.int64).reshape(-1, 5)
+    lay = np.array(out, dtype=np.int64).reshape(-1, 5)
+    lay.flags.writeable = False
+    return lay
 
 
 def _distinct_placements(c: Constraints, tp, cp, dp, pp) -> list[int]:
@@ -216,6 +230,72 @@ def _distinct_placements(c: Constraints, tp, cp, dp, pp) -> list[int]:
             seen.add(key)
             out.append(code)
     return out
+
+
+def layout_groups(model: Transformer, space: Space, lay: np.ndarray, training: Training,
+                  chunk_points: int = CHUNK_POINTS) -> list[tuple[Space, np.ndarray]]:
+    """The layouts ``lay`` in groups, each with ``space`` narrowed to the values some valid point of its
+    layouts uses (:func:`_valid`'s own rules): a micro-batch size that does not divide the batch, sp at
+    tp = 1, ZeRO on one replica, interleaving at pp = 1 are left out of that grid, which then scores mostly
+    valid plans (405B default search: 0.31 M points instead of 0.80 M for 0.27 M valid). Every point left
+    out is invalid, so the counts and the results are those of the whole grid. Layouts whose grids differ
+    by fewer than CALL_POINTS points share one group; layouts with no valid point are in none."""
+    if not len(lay):
+        return []
+    sizes = [len(space.sched_vpp), *(len(v) for _, v in space.axes)]
+    per = max(1, chunk_points // space.points_per_layout)
+    mask = np.concatenate([_used_values(model, space, lay[i:i + per], training, sizes)
+                           for i in range(0, len(lay), per)])
+    live = np.flatnonzero(mask.any(axis=1))
+    if not len(live):
+        return []
+    keys, inverse = np.unique(mask[live], axis=0, return_inverse=True)
+    members = [live[inverse.ravel() == g] for g in range(len(keys))]
+    keys, members = _merge_groups(keys, members, np.cumsum([0, *sizes]))
+    out = []
+    for key, idx in sorted(zip(keys, members), key=lambda km: int(km[1][0])):
+        b = np.cumsum([0, *sizes])
+        sv = tuple(x for x, k in zip(space.sched_vpp, key[:b[1]]) if k)
+        axes = tuple((name, tuple(x for x, k in zip(values, key[b[i + 1]:b[i + 2]]) if k))
+                     for i, (name, values) in enumerate(space.axes))
+        out.append((Space(axes=axes, sched_vpp=sv), lay[np.sort(idx)]))
+    return out
+
+
+def _used_values(model: Transformer, space: Space, lay: np.ndarray, training: Training, sizes: list) -> np.ndarray:
+    """(layouts, all axis values) bool: per layout, the values of each grid axis that a valid point uses."""
+    ok = np.asarray(_valid(model, _grid_arrays(lay, space, training), getattr(training, "framework", None)))
+    ok = np.ascontiguousarray(np.broadcast_to(ok, (len(lay), *ok.shape[1:])))
+    any_ok = ok.reshape(len(lay), -1).any(axis=1)
+    cols = []
+    for j, n in enumerate(sizes, start=1):
+        if ok.shape[j] == 1:        # the rules do not look at this axis: every value, where any point is valid
+            cols.append(np.repeat(any_ok[:, None], n, axis=1))
+        else:
+            pre, post = math.prod(ok.shape[1:j]), math.prod(ok.shape[j + 1:])
+            cols.append(ok.reshape(len(lay), pre, n, post).any(axis=3).any(axis=1))
+    return np.concatenate(cols, axis=1)
+
+
+def _merge_groups(keys: np.ndarray, members: list, bounds: np.ndarray) -> tuple[list, list]:
+    """Greedily merge the two groups whose union adds the fewest grid points while that is under
+    CALL_POINTS (a grid per group costs a call; the union scores a few more invalid points)."""
+    def points(m):             # grid points per layout of value masks m (..., values)
+        return np.prod([m[..., a:b].sum(axis=-1) for a, b in zip(bounds[:-1], bounds[1:])], axis=0)
+    if len(keys) > MERGE_MAX_GROUPS:   # too many to compare pairwise: one grid of the values any layout uses
+        return [np.logical_or.reduce(keys)], [np.concatenate(members)]
+    keys, members = list(keys), list(members)
+    while len(keys) > 1:
+        k, n = np.array(keys), np.array([len(m) for m in members])
+        own = n * points(k)
+        added = (n[:, None] + n[None, :]) * points(k[:, None, :] | k[None, :, :]) - own[:, None] - own[None, :]
+        np.fill_diagonal(added, np.iinfo(np.int64).max)
+        i, j = np.unravel_index(int(np.argmin(added)), added.shape)
+        if added[i, j] >= CALL_POINTS:
+            break
+        keys[i], members[i] = keys[i] | keys[j], np.concatenate([members[i], members[j]])
+        del keys[j], members[j]
+    return keys, members
 
 
 def _grid_arrays(lay: np.ndarray, sp_: Space, training: Training) -> dict:
@@ -373,9 +453,19 @@ def group_identical(rows: np.ndarray, tol: float = IDENTICAL_RTOL) -> np.ndarray
     return labels
 
 
+def _at(v, shape, idx: np.ndarray) -> np.ndarray:
+    """``v`` (broadcastable to ``shape``) at the flat indices ``idx`` of that shape, without building the
+    full-size array (``broadcast_to(v, shape).ravel()`` copies every grid point: ~20 ms of a 405B search)."""
+    v = np.asarray(v)
+    if v.size == 1:
+        return np.full(len(idx), v.reshape(()))
+    where = np.unravel_index(idx, shape)
+    return v[tuple(w if n > 1 else 0 for w, n in zip(where[len(shape) - v.ndim:], v.shape))]
+
+
 def _figures(r: dict, shape, idx: np.ndarray) -> dict:
     keys = ("step_time_s", "peak_memory_bytes", *IDENTITY_TIME_TERMS, *IDENTITY_MEMORY_TERMS)
-    return {k: np.broadcast_to(r[k], shape).ravel()[idx] for k in keys if k in r}
+    return {k: _at(r[k], shape, idx) for k in keys if k in r}
 
 
 def _keep_distinct(score: np.ndarray, r: dict, shape, keep: int) -> np.ndarray:
@@ -426,18 +516,18 @@ def _eval_task(t: Task) -> dict:
     # is cut into chunks must not decide between equal plans; the merge collapses identical plans and orders
     # ties by the plan's fields
     idx = _keep_distinct(score, r, shape, t.keep)
-    fastest = np.where(fits, key, np.inf).ravel()
+    fastest = score if key is obj else np.where(fits, key, np.inf).ravel()   # the objective is the key: time
     best_step = int(np.argmin(fastest))
     fastest_ties = np.flatnonzero(fastest == fastest[best_step]) if np.isfinite(fastest[best_step]) else idx[:0]
     idx = np.union1d(idx, fastest_ties)
     return {"task_id": t.task_id, "num_nodes": t.cluster.num_nodes, "grid_points": int(np.prod(shape)),
             "valid": int(valid.sum()), "fit": int(fits.sum()), "points": _decode(t, a, shape, idx),
-            "score": score[idx], "pareto_key": key.ravel()[idx], "flat_index": idx, "figures": _figures(r, shape, idx),
+            "score": score[idx], "pareto_key": _at(key, shape, idx), "flat_index": idx, "figures": _figures(r, shape, idx),
             "is_fastest": np.isin(idx, fastest_ties)}
 
 
 def _decode(t: Task, a: dict, shape, idx: np.ndarray) -> dict:
-    return {k: np.broadcast_to(a[k], shape).ravel()[idx] for k in GRID_FIELDS}
+    return {k: _at(a[k], shape, idx) for k in GRID_FIELDS}
 
 
 # ----------------------------------------------------------------------------------- backends
