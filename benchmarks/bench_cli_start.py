@@ -20,6 +20,18 @@ PRESETS = [sys.executable, "-m", "simulator.cli", "presets"]
 BASELINE = [sys.executable, "-c", "import numpy, yaml"]
 
 
+def machine() -> str:
+    """The CPU model, architecture, core count, OS and Python of this run."""
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return (f"{cpu or 'unknown CPU'} ({platform.machine()}), {os.cpu_count()} cores, {platform.system()} "
+            f"{platform.release()}, Python {platform.python_version()}")
+
+
 def wall_s(argv: list[str]) -> float:
     t = time.perf_counter()
     subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
@@ -30,7 +42,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=7)
     args = ap.parse_args()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"machine: {machine()}")
     times = {"estimate": [], "presets": [], "baseline": []}
     for argv in (ESTIMATE, PRESETS, BASELINE):   # warm the file cache
         wall_s(argv)
