@@ -152,7 +152,13 @@ def _named(value, names: dict, fld: str) -> int:
 # ----------------------------------------------------------------------------------- the grid
 
 def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+    """Divisors of ``n``, ascending.
+
+    >>> _divisors(12)
+    [1, 2, 3, 4, 6, 12]
+    """
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return small + [n // d for d in reversed(small) if d * d != n]
 
 
 def _pow2_upto(n: int) -> list[int]:
