@@ -23,6 +23,9 @@ from models.transformer import Transformer
 # _PRECEDES[code, i, j]: in placement PLACEMENTS[code], dimension j sits inside dimension i.
 _PRECEDES = np.array([[[o.index(dj) < o.index(di) for dj in PLACEMENT_DIMS] for di in PLACEMENT_DIMS]
                       for o in (p.split("-") for p in PLACEMENTS)])
+# Pure functions of a few plan integers in models.parallel, whose numpy formulas cost microseconds on one number.
+_dp_comm_group, _expert_dp_group = num.memo(data.dp_comm_group), num.memo(data.expert_dp_group)
+_tp_edge_allreduces = num.memo(tensor.tp_edge_allreduces)
 _PRECEDES_ROWS = tuple(tuple(tuple(row) for row in p) for p in _PRECEDES.tolist())
 
 
@@ -109,7 +112,7 @@ def layer_comm_s(model: Transformer, cl: Cluster, a, km, strides, times, bpe):
     tp_layer = tensor.tp_allreduces_per_layer(rc_full) * t_tp
     tp_layer = tp_layer_cost_s(tp_layer, gemms_fwd, a["overlap_tp_comm"])
     # outside the layers: embedding / output-layer all-reduces and the cross-entropy's, per micro-batch
-    tp_edge = tensor.tp_edge_allreduces(a["pp"]) * t_tp + coll.collective_time_s(
+    tp_edge = _tp_edge_allreduces(a["pp"]) * t_tp + coll.collective_time_s(
         "all_reduce", tensor.TP_LOSS_ALLREDUCES * tensor.tp_loss_collective_bytes(mb, s, cp), tp, tp_bw, tp_spans,
         measured_ar, tensor.TP_LOSS_ALLREDUCES)
     # CP ring attention: (c-1) K/V block exchanges per layer, hidden behind attention
@@ -138,13 +141,13 @@ def dp_groups(cl: Cluster, a, strides):
     dp, cp, ep = a["dp"], a["cp"], a["ep"]
     _, s_cp, s_dp, _ = strides
     gpn = cl.node.nvlink_domain_gpus
-    dpcp_all = data.dp_comm_group(dp, cp)
+    dpcp_all = _dp_comm_group(dp, cp)
     # gradients reduce over the dp x cp ranks: their members per node multiply (strides nest); hybrid
     # sharding (models.parallel.zero.shard_size): over a group of consecutive ones of them
     dpcp = num.where(num.arr(a.get("zero_stage", 0)) >= 1, zero.shard_size(dpcp_all, a.get("shard_group", 0)),
                     dpcp_all)
     dpcp_local = num.minimum(coll.ranks_per_node(cp, s_cp, gpn) * coll.ranks_per_node(dp, s_dp, gpn), dpcp)
-    edp = data.expert_dp_group(dp, cp, ep)
+    edp = _expert_dp_group(dp, cp, ep)
     edp_local = coll.ranks_per_node(edp, s_dp * ep, gpn)
     return ((dpcp, *group_bandwidth(cl, dpcp, s_dp, dpcp_local), dpcp_local),
             (edp, *group_bandwidth(cl, edp, s_dp * ep, edp_local), edp_local))
@@ -166,7 +169,7 @@ def replica_group(cl: Cluster, a, strides):
     holds l / shard of them (at least one)."""
     _, s_cp, s_dp, _ = strides
     gpn = cl.node.nvlink_domain_gpus
-    dpcp_all = data.dp_comm_group(a["dp"], a["cp"])
+    dpcp_all = _dp_comm_group(a["dp"], a["cp"])
     shard = num.where(num.arr(a.get("zero_stage", 0)) >= 1, zero.shard_size(dpcp_all, a.get("shard_group", 0)),
                      dpcp_all)
     rep = dpcp_all // shard

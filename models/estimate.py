@@ -73,6 +73,9 @@ _fused_update = num.memo(optimizers.fused_update)
 _has = num.memo(offload.has)
 _quantized_params_per_layer = num.per_spec(finetune.quantized_params_per_layer)
 _num_params = num.per_spec(lambda model: model.num_params)
+# Pure functions of a few plan integers in other modules, whose numpy formulas cost microseconds on one number.
+_stage_layers, _bubble_ratio = num.memo(pipeline.stage_layers), num.memo(pipeline.bubble_ratio)
+_num_p2p_on_critical_path, _dp_comm_group = num.memo(pipeline.num_p2p_on_critical_path), num.memo(data.dp_comm_group)
 
 
 def stage_params(model: Transformer, a, layers, first, last):
@@ -84,7 +87,7 @@ def stage_state_bytes(model: Transformer, a, stage):
     """(weights, grads, optimizer, ZeRO-3 gather buffer) bytes of one rank of pipeline stage ``stage``:
     its weights' model states under ZeRO sharding (models.parallel.zero)."""
     pp = a["pp"]
-    layers = pipeline.stage_layers(model.num_layers, stage, pp, a["vpp"])
+    layers = _stage_layers(model.num_layers, stage, pp, a["vpp"])
     nonexp, exp = stage_params(model, a, layers, stage == 0, stage == pp - 1)
     st = _stage_states(model, a, layers, nonexp, exp)
     return st["weights"], st["grads"], st["optimizer"], st["buffer"]
@@ -95,7 +98,7 @@ def _stage_states(model: Transformer, a, layers, nonexp, exp):
     (weights, grads, optimizer, buffer) and offloaded (host/...), bytes. The trainable weights are all of
     them, or the adapters over a frozen (16-bit or NF4) base (models.finetune); optimizer bytes per
     trainable parameter from models.optimizers; offload from models.parallel.offload."""
-    dpcp, z, tp = data.dp_comm_group(a["dp"], a["cp"]), a["zero_stage"], a["tp"]
+    dpcp, z, tp = _dp_comm_group(a["dp"], a["cp"]), a["zero_stage"], a["tp"]
     method = a.get("finetune", 0)
     peft = num.arr(method) != 0
     tuned = num.any_nonzero(method)   # without fine-tuning the adapter and frozen-base terms are 0: not costed
@@ -117,7 +120,9 @@ def _stage_states(model: Transformer, a, layers, nonexp, exp):
     par_off = _has(off, "params")
     weights, optim = w1 + w2 + frozen, o1 + o2
     # ZeRO-3 (or offloaded weights) keeps the gathered weights of the current (and the prefetched) layer
-    buf = num.where((z >= 3) | par_off, mem.zero3_gather_buffer_bytes(model, tp, a["overlap_param_gather"]), 0)
+    gathered = (z >= 3) | par_off
+    buf = num.where(gathered, mem.zero3_gather_buffer_bytes(model, tp, a["overlap_param_gather"]), 0) \
+        if num.any_nonzero(gathered) else 0
     return {"weights": num.where(par_off, 0.0, weights), "grads": num.where(grad_off, 0.0, grads),
             "optimizer": num.where(opt_off, 0.0, optim), "buffer": buf,
             "host": num.where(opt_off, optim, 0.0) + num.where(opt_off | grad_off, grads, 0.0)
@@ -130,13 +135,14 @@ def optimizer_step_s(km, params):
     return km.memory_bound(zero.optimizer_step_bytes(params), zero.OPTIMIZER_KERNELS)
 
 
-def stage_memory_arrays(model: Transformer, cl: Cluster, a, stage):
+def stage_memory_arrays(model: Transformer, cl: Cluster, a, stage, layers=None):
     """Memory of one rank of pipeline stage ``stage`` (0-based), by component, bytes: the model states
     (stage_state_bytes) and the activations of the micro-batches its schedule holds at its peak
-    (models.memory)."""
+    (models.memory). ``layers``: the stage's layers when the caller has them (pipeline.stage_layers)."""
     pp, vpp, sched = a["pp"], a["vpp"], a["schedule"]
     last = stage == pp - 1
-    layers = pipeline.stage_layers(model.num_layers, stage, pp, vpp)
+    if layers is None:
+        layers = _stage_layers(model.num_layers, stage, pp, vpp)
     nonexp, exp = stage_params(model, a, layers, stage == 0, last)
     st = _stage_states(model, a, layers, nonexp, exp)
     params, grads, optim, zero3_buf = st["weights"], st["grads"], st["optimizer"], st["buffer"]
@@ -157,7 +163,8 @@ def stage_memory_arrays(model: Transformer, cl: Cluster, a, stage):
     acts = mem.stage_activation_bytes(
         layer_act, layers, inflight,
         mem.output_layer_activation_bytes(model, mb, s, tp, sp, cp), mem.output_layers_inflight(m, sched),
-        mem.recompute_backward_transient_bytes(model, mb, s, tp, sp, flash, cp), last, rc)
+        mem.recompute_backward_transient_bytes(model, mb, s, tp, sp, flash, cp)
+        if num.any_nonzero(num.arr(rc) == 2) else 0.0, last, rc)   # (read under full recompute only)
     # activation offload: the checkpoints beyond the current and the prefetched layer live on the host
     act_off = _has(a.get("offload", 0), "activations")
     acts_host = num.where(act_off, num.maximum(0.0, inflight * layers - 2) * layer_act, 0.0) \
@@ -174,12 +181,21 @@ def stage_memory_arrays(model: Transformer, cl: Cluster, a, stage):
             "weights_all_bytes": st["weights_all"], "grads_all_bytes": st["grads_all"], "acts_host_bytes": acts_host}
 
 
+@functools.lru_cache(maxsize=256)
+def _layers_of_stages(num_layers: int, pp: int, vpp: int) -> np.ndarray:
+    """pipeline.stage_layers of stages 0..pp-1 (read-only), once per (layers, pp, vpp)."""
+    layers = pipeline.stage_layers(num_layers, np.arange(pp), pp, vpp)
+    layers.flags.writeable = False
+    return layers
+
+
 def _peak_memory(model: Transformer, cl: Cluster, a, all_stages: bool):
     """(largest rank's memory by component, every stage's or {}): the largest is the first or the
     last stage; all stages are costed for one scalar plan."""
     pp = a["pp"]
     if all_stages:
-        by_stage = stage_memory_arrays(model, cl, a, np.arange(int(pp)))
+        by_stage = stage_memory_arrays(model, cl, a, np.arange(int(pp)),
+                                       _layers_of_stages(model.num_layers, int(pp), int(a["vpp"])))
         total = by_stage["total_bytes"]
         worst = int(np.argmax(total if type(total) is np.ndarray and total.shape == (pp,) else
                               np.broadcast_to(total, (int(pp),))))
@@ -204,7 +220,8 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
 def _estimate(model: Transformer, cl: Cluster, dtype: str, all_stages: bool, a: dict):
     """estimate_arrays' columns: (the step's columns, the largest rank's memory by component, every stage's
     memory by component or {})."""
-    a = _coded({k: _column(v) for k, v in a.items()})
+    number = num.NUMBER_TYPES
+    a = _coded({k: v if type(v) in number else _column(v) for k, v in a.items()})
     km = kernels(cl, dtype)
     bpe = mem.activation_bytes_per_elem(DTYPE_BYTES[dtype], dtype)
     dp, tp, pp, cp, vpp = a["dp"], a["tp"], a["pp"], a["cp"], a["vpp"]
@@ -221,18 +238,19 @@ def _estimate(model: Transformer, cl: Cluster, dtype: str, all_stages: bool, a: 
     # ---- stages: the heaviest has ceil(L/pp) layers; the last adds the logits and loss
     layers_max = -(-model.num_layers // pp)
     logits_full = logits_time_s(model, km, mb * s / cp, tp)
-    logits_mb = logits_full - finetune.frozen_output_dw_s(model, km, a, mb * s / cp, tp)   # LoRA: lm_head frozen, no dW
+    logits_mb = logits_full - (finetune.frozen_output_dw_s(model, km, a, mb * s / cp, tp)   # LoRA: lm_head frozen, no dW
+                               if num.any_nonzero(a.get("finetune", 0)) else 0.0)
     compute_layer = fwd + bwd + rcmp
     comm_layer = tp_layer + cp_layer + ep_layer
     t_mb_compute_max = num.maximum(layers_max * compute_layer, model.num_layers // pp * compute_layer + logits_mb)
     t_mb_mean = (model.num_layers * (compute_layer + comm_layer) + logits_mb) / pp
 
     # ---- pipeline: bubble and blocking p2p sends
-    bubble = pipeline.bubble_ratio(pp, m, vpp, a["schedule"]) * m * t_mb_mean
+    bubble = _bubble_ratio(pp, m, vpp, a["schedule"]) * m * t_mb_mean
     pp_bw, pp_spans = group_bandwidth(cl, pp, strides[3])
     p2p = coll.collective_time_s("send_recv", pipeline.p2p_bytes_per_microbatch(mb, s, model.hidden, tp, cp, True, bpe),
                                  pp, pp_bw, pp_spans, measured_collective(cl, "send_recv"))
-    pp_comm = pipeline.num_p2p_on_critical_path(pp, m, vpp) * p2p
+    pp_comm = _num_p2p_on_critical_path(pp, m, vpp) * p2p
 
     # ---- data parallel / ZeRO, then the optimizer step (memory-bound over this rank's share)
     # overlap windows: one micro-batch's forward and gradient-producing pass (ZB-H1's W) on the
@@ -459,7 +477,9 @@ def estimate(model: Transformer, cluster: Cluster, plan: Plan) -> StepEstimate:
         pcie_bytes_per_step=f["pcie_bytes_per_step"], offload_s=f["offload_s"],
         nvme_bytes_per_step=f["nvme_bytes_per_step"])
     est = StepEstimate(**fields)
-    return StepEstimate(**fields, warnings=tuple(_warnings(model, cluster, plan, est, f)))
+    # the warnings read the estimate: set on the new (frozen) object, as its __post_init__ would
+    object.__setattr__(est, "warnings", tuple(_warnings(model, cluster, plan, est, f)))
+    return est
 
 
 def _warnings(model, cluster, plan, est: StepEstimate, f) -> list[str]:

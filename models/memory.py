@@ -201,7 +201,8 @@ def stage_activation_bytes(layer_bytes, layers, inflight, out_bytes, out_infligh
     68.0
     """
     out = num.where(last, out_bytes, 0.0)
-    rc_extra = num.where(recompute == 2, num.maximum(0.0, transient_bytes - out), 0.0)
+    rc_extra = num.where(recompute == 2, num.maximum(0.0, transient_bytes - out), 0.0) \
+        if num.any_nonzero(num.arr(recompute) == 2) else 0.0   # (no full recompute: none)
     return inflight * layers * layer_bytes + out_inflight * out + rc_extra
 
 

@@ -24,6 +24,9 @@ NUMBER_TYPES = frozenset((int, float, bool, np.float64, np.float32, np.int64, np
                           np.uint64, np.uint32, np.uint16, np.uint8, np.bool_))
 
 
+_NUMPY_SCALAR_TYPES = frozenset(t for t in NUMBER_TYPES if issubclass(t, np.generic))
+
+
 def is_num(x) -> bool:
     """True when ``x`` is one number (Python or numpy scalar)."""
     return type(x) in NUMBER_TYPES
@@ -38,8 +41,11 @@ def nums(*xs) -> bool:
 
 
 def item(x):
-    """A 0-d array as its Python number; anything else unchanged (the entry of the one-plan path)."""
-    return x.item() if type(x) is np.ndarray and x.ndim == 0 else x
+    """A numpy scalar or 0-d array as its Python number; anything else unchanged."""
+    t = type(x)
+    if t is np.ndarray:
+        return x.item() if x.ndim == 0 else x
+    return x.item() if t in _NUMPY_SCALAR_TYPES else x
 
 
 def arr(x):
@@ -134,8 +140,10 @@ def per_spec(fn):
 
 
 def memo(fn):
-    """``fn`` cached on its arguments when they are hashable (codes, names, numbers); arrays pass through.
-    For the small lookups of a plan's codes (offload mask bits, optimizer bytes per parameter)."""
+    """``fn`` cached on its arguments when they are hashable (codes, names, numbers; its value as a Python
+    number when it is one); arrays pass through. For pure functions of a plan's codes and small integers
+    whose numpy formulas cost microseconds on one number (offload mask bits, optimizer bytes per parameter,
+    layers per pipeline stage)."""
     cache: dict = {}
 
     @functools.wraps(fn)
@@ -143,7 +151,8 @@ def memo(fn):
         try:
             return cache[args]
         except KeyError:
-            value = cache[args] = fn(*args)
+            value = fn(*args)
+            value = cache[args] = tuple(item(v) for v in value) if type(value) is tuple else item(value)
             if len(cache) > 4096:
                 cache.clear()
             return value
