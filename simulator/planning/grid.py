@@ -393,7 +393,14 @@ def run_totals(model: Transformer, cluster: Cluster, training: Training, step_ti
     with_failures, ckpt_costs = (getattr(cost, n, None) for n in ("run_figures_with_failures", "checkpoint_costs"))
     if with_failures is None or ckpt_costs is None:
         raise ValueError("training.failures: models.cost has no failure model in this build")
-    r = with_failures(cluster, *args, ckpt_costs(cluster, model.num_params, tp, pp, dp, cp, zero_stage))
+    # what one checkpoint saves: the adapters and their state for LoRA/QLoRA/DoRA, 2 B/param for LOMO
+    # (models.cost.checkpoint_state), for the run's own method (a searched method axis keeps the run's)
+    from models.plan import Plan
+    kw = {k: v for k, v in training.plan_kwargs().items()
+          if k in ("finetune", "lora_rank", "lora_alpha", "lora_targets", "optimizer", "master_weights") and v is not None}
+    n_saved, bytes_per_param, restart_extra = cost.checkpoint_state(model, Plan(**kw))
+    r = with_failures(cluster, *args, ckpt_costs(cluster, n_saved, tp, pp, dp, cp, zero_stage,
+                                                 bytes_per_param=bytes_per_param, restart_extra_bytes=restart_extra))
     return {k: r[k] for k in ("time_to_train_s", "gpu_hours", "cost_usd", "energy_kwh")} | {
         "failure_free_time_to_train_s": base["time_to_train_s"], "goodput": r["goodput"],
         "expected_failures": r["expected_failures"], "checkpoint_interval_s": r["checkpoint_interval_s"]}
