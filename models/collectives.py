@@ -185,7 +185,10 @@ def collective_time_s(kind, num_bytes, group_size, bus_bytes_per_s, spans_nodes=
     >>> round(float(collective_time_s("all_reduce", 2 * 2**21, 2, 1e9, measured=pts, count=2)) * 1e3, 3)
     3.906
     """
-    if measured is None and scalars(num_bytes, group_size, bus_bytes_per_s, spans_nodes, count):
+    number = num.NUMBER_TYPES
+    if measured is None and ((type(num_bytes) in number and type(group_size) in number and type(count) in number
+                              and type(bus_bytes_per_s) in number and type(spans_nodes) in number)
+                             or scalars(num_bytes, group_size, bus_bytes_per_s, spans_nodes, count)):
         return _collective_scalar_s(kind, num_bytes, float(group_size), bus_bytes_per_s, bool(spans_nodes), count,
                                     1.0 if ranks_per_node is None else ranks_per_node)
     n = np.asarray(group_size, dtype=float)

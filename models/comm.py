@@ -159,8 +159,10 @@ def dp_collective_s(cl: Cluster, kind: str, nonexp, exp, groups, count_nonexp, c
     r, lat = busbw_ratio(cl, kind), measured_collective(cl, kind)
     (g1, bw1, sp1, l1), (g2, bw2, sp2, l2) = groups
     b1, b2 = zero.grad_sync_bytes(nonexp), zero.grad_sync_bytes(exp)
+    count2 = count_exp * (b2 > 0)   # (none without expert weights: a dense model)
     return (coll.collective_time_s(kind, b1, g1, bw1 * r, sp1, lat, count_nonexp, l1)
-            + coll.collective_time_s(kind, b2, g2, bw2 * r, sp2, lat, count_exp * (b2 > 0), l2))
+            + (0.0 if num.is_num(count2) and not count2 and lat is None else
+               coll.collective_time_s(kind, b2, g2, bw2 * r, sp2, lat, count2, l2)))
 
 
 def replica_group(cl: Cluster, a, strides):

@@ -76,6 +76,7 @@ _num_params = num.per_spec(lambda model: model.num_params)
 # Pure functions of a few plan integers in other modules, whose numpy formulas cost microseconds on one number.
 _stage_layers, _bubble_ratio = num.memo(pipeline.stage_layers), num.memo(pipeline.bubble_ratio)
 _num_p2p_on_critical_path, _dp_comm_group = num.memo(pipeline.num_p2p_on_critical_path), num.memo(data.dp_comm_group)
+_placement_strides = num.memo(placement_strides)
 
 
 def stage_params(model: Transformer, a, layers, first, last):
@@ -181,7 +182,7 @@ def stage_memory_arrays(model: Transformer, cl: Cluster, a, stage, layers=None):
             "weights_all_bytes": st["weights_all"], "grads_all_bytes": st["grads_all"], "acts_host_bytes": acts_host}
 
 
-@functools.lru_cache(maxsize=256)
+@num.memo
 def _layers_of_stages(num_layers: int, pp: int, vpp: int) -> np.ndarray:
     """pipeline.stage_layers of stages 0..pp-1 (read-only), once per (layers, pp, vpp)."""
     layers = pipeline.stage_layers(num_layers, np.arange(pp), pp, vpp)
@@ -232,7 +233,7 @@ def _estimate(model: Transformer, cl: Cluster, dtype: str, all_stages: bool, a: 
     times = layer_times(model, km, a)
     fwd, bwd, rcmp, gemms_fwd, _ = times
     # ---- rank placement: how far apart the members of each group sit (which share a node)
-    strides = placement_strides(a.get("placement", 0), tp, cp, dp, pp)
+    strides = _placement_strides(a.get("placement", 0), tp, cp, dp, pp)
     tp_layer, cp_layer, ep_layer, tp_edge = layer_comm_s(model, cl, a, km, strides, times, bpe)
 
     # ---- stages: the heaviest has ceil(L/pp) layers; the last adds the logits and loss
@@ -493,7 +494,7 @@ def _warnings(model, cluster, plan, est: StepEstimate, f) -> list[str]:
                  f"{cluster.gpu.hbm_bytes / 2**30:.0f} GiB; try recompute, ZeRO, more tp/pp, or a smaller micro-batch")
     elif est.peak_memory_bytes > 0.9 * cluster.gpu.hbm_bytes:
         w.append("memory: peak above 90% of HBM; fragmentation may cause OOM in practice")
-    s_tp = int(placement_strides(PLACEMENTS.index(plan.placement), plan.tp, plan.cp, plan.dp, plan.pp)[0])
+    s_tp = int(_placement_strides(PLACEMENTS.index(plan.placement), plan.tp, plan.cp, plan.dp, plan.pp)[0])
     if plan.tp > 1 and plan.tp * s_tp > cluster.node.nvlink_domain_gpus:
         w.append(f"tp: the tp={plan.tp} group (placement {plan.placement}) spans more than one NVLink domain "
                  f"({cluster.node.nvlink_domain_gpus} GPUs): TP traffic crosses the network")

@@ -113,12 +113,19 @@ def logits_flops(model, tokens):
 
 def forward_flops(model, batch, seq_len=None, causal=CAUSAL):
     """Model forward FLOPs for ``batch`` sequences (all layers + logits)."""
+    return _forward_flops(model, batch, seq_len, causal)[0]
+
+
+def _forward_flops(model, batch, seq_len=None, causal=CAUSAL):
+    """(forward FLOPs, of which the attention cores', of which the logits')."""
     s = seq_len or model.seq_len
     tokens = batch * s
-    attn = model.num_layers * attn_proj_flops(model, tokens) + attn_core_flops_all_layers(model, batch, s, causal)
+    core = attn_core_flops_all_layers(model, batch, s, causal)
+    attn = model.num_layers * attn_proj_flops(model, tokens) + core
     dense = model.num_dense_ffn_layers * mlp_flops(model, tokens, model.ffn_hidden)
     moe = model.num_moe_layers * moe_layer_mlp_flops(model, tokens) if model.is_moe else 0.0
-    return attn + dense + moe + logits_flops(model, tokens)
+    logits = logits_flops(model, tokens)
+    return attn + dense + moe + logits, core, logits
 
 
 def model_flops_per_iteration(model, global_batch_size, causal=CAUSAL):
@@ -141,10 +148,8 @@ def iteration_flops(model, global_batch_size, recompute, causal=CAUSAL):
     >>> iteration_flops(m, 1536, 2) == (model_flops_per_iteration(m, 1536), hardware_flops_per_iteration(m, 1536, 2))
     True
     """
-    s = model.seq_len
-    fwd = forward_flops(model, global_batch_size, causal=causal)
-    layer_fwd = fwd - logits_flops(model, global_batch_size * s)
-    attn = attn_core_flops_all_layers(model, global_batch_size, s, causal)
+    fwd, attn, logits = _forward_flops(model, global_batch_size, causal=causal)
+    layer_fwd = fwd - logits
     extra = num.where(recompute == 2, layer_fwd, num.where(recompute == 1, attn, 0.0))
     model_flops = 3.0 * fwd
     return model_flops, model_flops + extra

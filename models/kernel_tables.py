@@ -340,4 +340,4 @@ def _gemm_efficiency_scalar(m: float, n: float, k: float, key, num_sms):
     def util(tm, tn):
         tiles = math.ceil(m / tm) * math.ceil(n / tn)
         return tiles / (math.ceil(tiles / num_sms) * num_sms)
-    return np.float64(e * max(util(*GEMM_TILE), util(*GEMM_TILE[::-1])))
+    return float(e * max(util(*GEMM_TILE), util(*GEMM_TILE[::-1])))

@@ -136,7 +136,25 @@ def per_spec(fn):
             cache.clear()
         cache[id(spec)] = (spec, value)
         return value
+    cached.cache = cache
     return cached
+
+
+# The caches keyed on plan values (memo's, the kernel model's times by shape): clear_plan_caches() empties them,
+# so that a benchmark can time an estimate of a plan never seen (benchmarks/bench_estimate.py).
+_PLAN_CACHES: list = []
+
+
+def plan_cache(cache: dict) -> dict:
+    """Register ``cache`` (keyed on plan values) with clear_plan_caches; returns it."""
+    _PLAN_CACHES.append(cache)
+    return cache
+
+
+def clear_plan_caches() -> None:
+    """Empty every cache keyed on plan values (the per-model and per-cluster ones stay)."""
+    for cache in _PLAN_CACHES:
+        cache.clear()
 
 
 def memo(fn):
@@ -144,7 +162,7 @@ def memo(fn):
     number when it is one); arrays pass through. For pure functions of a plan's codes and small integers
     whose numpy formulas cost microseconds on one number (offload mask bits, optimizer bytes per parameter,
     layers per pipeline stage)."""
-    cache: dict = {}
+    cache: dict = plan_cache({})
 
     @functools.wraps(fn)
     def cached(*args):

@@ -159,6 +159,9 @@ def _kernel_times(km: KernelModel) -> dict:
     return {}
 
 
+num.plan_cache(_kernel_times.cache)   # (its shapes come from the plans)
+
+
 def _bounded(cache: dict) -> dict:
     """``cache``, emptied first when it holds many shapes (a long sweep of distinct plans)."""
     if len(cache) >= 8192:
