@@ -62,11 +62,16 @@ def busbw_ratio(cl: Cluster, kind: str) -> float:
 def group_bandwidth(cl: Cluster, group, stride, local=None):
     """(bus bytes/s, spans nodes) for a group of ``group`` ranks at rank distance ``stride``, or with
     ``local`` members per node (a group over several placement dimensions, e.g. dp x cp)."""
-    gpn = cl.node.nvlink_domain_gpus
+    gpn, nvlink_bw, net_bw = _links(cl)
     local = coll.ranks_per_node(group, stride, gpn) if local is None else local
-    bw = coll.group_bus_bytes_per_s(group, stride, gpn, cl.gpu.nvlink_busbw_bytes_per_s, cl.net_bytes_per_s_per_gpu,
-                                    local)
+    bw = coll.group_bus_bytes_per_s(group, stride, gpn, nvlink_bw, net_bw, local)
     return bw, group > local
+
+
+@num.per_spec
+def _links(cl: Cluster) -> tuple:
+    """(GPUs per NVLink domain, NVLink bus bytes/s, network bytes/s per GPU) of a cluster."""
+    return cl.node.nvlink_domain_gpus, cl.gpu.nvlink_busbw_bytes_per_s, cl.net_bytes_per_s_per_gpu
 
 
 def cp_ring_s(model: Transformer, cl: Cluster, a, stride_cp, bpe):
@@ -203,8 +208,11 @@ def dp_comm_s(model: Transformer, cl: Cluster, a, strides, layers, fwd_s, bwd_s,
               else (nonexp, exp))
     n1 = zero.num_grad_collectives(z, zero.grad_sync_bytes(g1), layers)
     n2 = zero.num_grad_collectives(z, zero.grad_sync_bytes(g2), layers) * (g2 > 0)
-    t_ar, t_rs, t_ag = (dp_collective_s(cl, k, g1, g2, groups, n1, n2)
-                        for k in ("all_reduce", "reduce_scatter", "all_gather"))
+    # one plan's stage needs the all-reduce (ZeRO-0) or the reduce-scatter and all-gather (1-3), not both
+    ddp = not num.is_num(z) or z == 0
+    t_ar = dp_collective_s(cl, "all_reduce", g1, g2, groups, n1, n2) if ddp else 0.0
+    t_rs, t_ag = ((dp_collective_s(cl, k, g1, g2, groups, n1, n2) for k in ("reduce_scatter", "all_gather"))
+                  if not num.is_num(z) or z != 0 else (0.0, 0.0))
     if g1 is not nonexp:   # ZeRO-3 gathers every weight, frozen ones too; ZeRO-1/2 only the updated adapters
         t_ag = num.where(num.arr(z) >= 3, dp_collective_s(cl, "all_gather", nonexp, exp, groups, n1, n1 * (exp > 0)),
                          t_ag)

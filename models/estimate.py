@@ -218,11 +218,12 @@ def estimate_arrays(model: Transformer, cl: Cluster, dtype: str = "bf16", all_st
             **{f"memory_by_stage/{k}": v for k, v in by_stage.items()}}
 
 
-def _estimate(model: Transformer, cl: Cluster, dtype: str, all_stages: bool, a: dict):
+def _estimate(model: Transformer, cl: Cluster, dtype: str, all_stages: bool, a: dict, coded: bool = False):
     """estimate_arrays' columns: (the step's columns, the largest rank's memory by component, every stage's
-    memory by component or {})."""
-    number = num.NUMBER_TYPES
-    a = _coded({k: v if type(v) in number else _column(v) for k, v in a.items()})
+    memory by component or {}). ``coded``: ``a`` is plan_arrays' (numbers, fields as codes) already."""
+    if not coded:
+        number = num.NUMBER_TYPES
+        a = _coded({k: v if type(v) in number else _column(v) for k, v in a.items()})
     km = kernels(cl, dtype)
     bpe = mem.activation_bytes_per_elem(DTYPE_BYTES[dtype], dtype)
     dp, tp, pp, cp, vpp = a["dp"], a["tp"], a["pp"], a["cp"], a["vpp"]
@@ -462,7 +463,7 @@ def estimate(model: Transformer, cluster: Cluster, plan: Plan) -> StepEstimate:
     errors = check_plan(plan, model, cluster)
     if errors:
         raise PlanError(errors)
-    r, memory, by_stage = _estimate(model, cluster, plan.dtype, True, plan_arrays(plan))
+    r, memory, by_stage = _estimate(model, cluster, plan.dtype, True, plan_arrays(plan), coded=True)
     pp = plan.pp
     stages = tuple(MemoryBreakdown(*row) for row in zip(*(_per_stage(by_stage[k], pp) for k in _BREAKDOWN)))
     f = {k: float(v) for k, v in r.items()}

@@ -92,9 +92,12 @@ def attn_core_flops_all_layers(model, batch, seq_len, causal=CAUSAL):
     """QK^T and AV FLOPs of all layers' forward: global layers over the s x s square (causal: half),
     the ``num_sliding_layers`` over their windows (attention_score_flops)."""
     local = model.num_sliding_layers
+    full = (model.num_layers - local) * attn_core_flops(model, batch, seq_len, causal)
+    if not local:   # no sliding-window layer
+        return full
     window = attention_score_flops(batch, seq_len, model.num_heads, model.qk_head_dim, model.v_dim,
                                    model.sliding_window, causal)
-    return (model.num_layers - local) * attn_core_flops(model, batch, seq_len, causal) + local * window
+    return full + local * window
 
 
 def mlp_flops(model, tokens, ffn_hidden):
