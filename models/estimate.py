@@ -455,7 +455,9 @@ def _mb(d: dict) -> MemoryBreakdown:
 
 def _per_stage(v, pp: int) -> list:
     """One float per stage of a by-stage column (a stage-independent one is a scalar)."""
-    return v.tolist() if np.ndim(v) else [np.asarray(v).tolist()] * pp
+    if type(v) is np.ndarray and v.ndim:
+        return v.tolist()
+    return [float(v)] * pp
 
 
 def estimate(model: Transformer, cluster: Cluster, plan: Plan) -> StepEstimate:
