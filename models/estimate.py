@@ -151,6 +151,9 @@ def stage_memory_arrays(model: Transformer, cl: Cluster, a, stage, layers=None):
     m = a["global_batch_size"] // (mb * a["dp"])
     rc = a["recompute"]
     layer_act = mem.mean_layer_activation_bytes(model, mb, s, tp, sp, rc, flash, cp)
+    frac = a.get("recompute_fraction", 1.0)
+    if num.any_nonzero(num.arr(frac) < 1.0):   # recompute on a share of the layers: the others keep everything
+        layer_act = frac * layer_act + (1 - frac) * mem.mean_layer_activation_bytes(model, mb, s, tp, sp, 0, flash, cp)
     if num.any_nonzero(a.get("finetune", 0)):   # adapters' rank-r intermediates, frozen base's dW inputs
         tokens = mb * s / cp
         delta = (finetune.lora_activation_bytes(model, tokens, a["lora_rank"], a["lora_targets"], tp)
@@ -283,7 +286,7 @@ def _estimate(model: Transformer, cl: Cluster, dtype: str, all_stages: bool, a: 
     step = compute + exposed_mb_comm + bubble + pp_comm + dp_comm + t_offload
     n_gpus = dp * tp * pp * cp
     peak = km.peak_flops_per_s
-    model_flops, hw_flops = fl.iteration_flops(model, gb, a["recompute"])
+    model_flops, hw_flops = fl.iteration_flops(model, gb, a["recompute"], recompute_fraction=a.get("recompute_fraction", 1.0))
     if num.any_nonzero(method):   # frozen base: no weight-gradient FLOPs (models.flops.finetune_flops_per_iteration)
         model_flops, hw_flops = fl.finetune_flops_per_iteration(
             model, gb, method, a.get("lora_rank", 8), a.get("lora_targets", 5), a["recompute"], gb // mb)

@@ -142,9 +142,10 @@ def hardware_flops_per_iteration(model, global_batch_size, recompute, causal=CAU
     return iteration_flops(model, global_batch_size, recompute, causal)[1]
 
 
-def iteration_flops(model, global_batch_size, recompute, causal=CAUSAL):
+def iteration_flops(model, global_batch_size, recompute, causal=CAUSAL, recompute_fraction=1.0):
     """(model FLOPs, hardware FLOPs) of one iteration (model_flops_per_iteration,
-    hardware_flops_per_iteration) from one count of the forward.
+    hardware_flops_per_iteration) from one count of the forward; ``recompute_fraction``: the share of
+    layers the recomputation applies to.
 
     >>> from models.transformer import get_model
     >>> m = get_model("gpt3-175b")
@@ -153,7 +154,7 @@ def iteration_flops(model, global_batch_size, recompute, causal=CAUSAL):
     """
     fwd, attn, logits = _forward_flops(model, global_batch_size, causal=causal)
     layer_fwd = fwd - logits
-    extra = num.where(recompute == 2, layer_fwd, num.where(recompute == 1, attn, 0.0))
+    extra = num.where(recompute == 2, layer_fwd, num.where(recompute == 1, attn, 0.0)) * recompute_fraction
     model_flops = 3.0 * fwd
     return model_flops, model_flops + extra
 

@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 
 # Conditions a default or a limit may depend on (the only vocabulary: profiles stay data).
 CONDITIONS = {"tp>1": lambda f: int(f.get("tp") or 1) > 1, "pp>1": lambda f: int(f.get("pp") or 1) > 1,
-              "zero_stage=3": lambda f: int(f.get("zero_stage") or 0) == 3, "always": lambda f: True}
+              "zero_stage=3": lambda f: int(f.get("zero_stage") or 0) == 3, "always": lambda f: True,
+              # the profile itself chose recompute (the user left it unset): a default that goes with it
+              "recompute_defaulted": lambda f: "recompute" in f.get("_defaulted", ())}
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +259,11 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
         defaults={
             "zero_stage": _d(3, f"{_TITAN_FSDP}; {_TITAN} --training.data_parallel_shard_degree -1 (FSDP2 over the "
                                 "remaining ranks)", pp_gt1=2),
-            "recompute": _d("selective", f"{_TITAN} --activation_checkpoint.mode 'selective' (selective_ac_option '2')"),
+            "recompute": _d("full", f"{_TITAN} --activation_checkpoint.mode 'selective', selective_ac_option '2': "
+                                    "layer SAC, every 2nd block wrapped in full checkpointing (torchtitan/parallelisms/"
+                                    "parallelize_llama.py@0011fb9)"),
+            "recompute_fraction": _d(1.0, f"{_TITAN} selective_ac_option '2': every 2nd layer (1/2) when the "
+                                          "recompute mode is torchtitan's default", recompute_defaulted=0.5),
             "sp": _d(False, "pytorch/torchtitan torchtitan/parallelisms/parallelize_llama.py@0011fb9: TP plan uses "
                             "SequenceParallel for norms whenever tensor_parallel_degree > 1", tp_gt1=True),
             "overlap_tp_comm": _d(False, f"{_TITAN} --experimental.enable_async_tensor_parallel default False"),
@@ -300,7 +306,7 @@ _ALIASES = {a: p.name for p in PROFILES.values() for a in (p.name, *p.aliases)}
 FRAMEWORK_NAMES = tuple(PROFILES)
 FRAMEWORK_CHOICES = tuple(_ALIASES)
 # Plan fields whose defaults a profile may set (plus "dropout", a model setting).
-PROFILE_FIELDS = ("zero_stage", "sp", "recompute", "schedule", "attention", "dtype", "overlap_grad_reduce",
+PROFILE_FIELDS = ("zero_stage", "sp", "recompute", "recompute_fraction", "schedule", "attention", "dtype", "overlap_grad_reduce",
                   "overlap_param_gather", "overlap_tp_comm", "overlap_ep_comm", "dropout")
 
 
@@ -334,16 +340,18 @@ def apply_defaults(fields: dict, framework: str | None, generic: dict) -> tuple[
     prof = get_profile(framework)
     if prof is None:
         return dict(fields), []
-    out, used = dict(fields), []
+    out, used, defaulted = dict(fields), [], set(fields.get("_defaulted", ()))
     for name, d in prof.defaults.items():
         if name not in generic and name not in out:
             continue
         cur = out.get(name)
         if cur is None or _norm(cur) == _norm(generic.get(name)):
-            value = d.resolve(out)
+            value = d.resolve({**out, "_defaulted": defaulted})   # "_defaulted": what the profile chose
             if _norm(cur) != value:
                 used.append(f"{name}={value} ({prof.name})")
+                defaulted.add(name)
             out[name] = value
+    out.pop("_defaulted", None)
     return out, used
 
 

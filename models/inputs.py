@@ -86,8 +86,8 @@ def _plan_kwargs(self, layout: dict | None = None) -> dict:
     left unset (``unset``); when that is not known, those left at the generic default."""
     out = {name: getattr(self, name) for name in _TRAINING_PLAN_FIELDS}
     if getattr(self, "framework", None):
-        if self.unset is None:
-            out, _ = apply_defaults(out, self.framework, _GENERIC)
+        if self.unset is None:   # the training fields only (a default tied to a plan field is resolve_plan's)
+            out, _ = apply_defaults(out, self.framework, {k: v for k, v in _GENERIC.items() if k in out})
         else:
             merged, _ = apply_defaults({**(layout or {}), **out, **{k: None for k in self.unset}}, self.framework, {})
             out |= {k: merged[k] for k in self.unset if merged.get(k) is not None}
@@ -185,13 +185,16 @@ def resolve_plan(num_gpus: int, training, **fields) -> Plan:
     if f.get("schedule") is None:
         f["schedule"] = "interleaved" if (f.get("vpp") or 1) > 1 else "1f1b"
     if framework:  # the framework's defaults for what is unset (or at the generic default), then its limits
-        merged, _ = apply_defaults({**_GENERIC, **{k: v for k, v in tr.items() if v is not None}, **f}, framework,
-                                   _GENERIC)
+        merged, used = apply_defaults({**_GENERIC, **{k: v for k, v in tr.items() if v is not None}, **f}, framework,
+                                      _GENERIC)
         f.update({k: merged[k] for k in PLAN_FIELDS if k not in f and merged.get(k) != _GENERIC[k]})
         if getattr(training, "unset", None) is not None:   # explicit stays explicit; unset: against the layout
-            tr.update({k: v for k, v in training.plan_kwargs({**_GENERIC, **f}).items() if tr.get(k) is not None})
-        else:
+            chosen = {u.split("=")[0] for u in used} & set(PLAN_FIELDS)   # plan fields the profile chose
+            tr.update({k: v for k, v in training.plan_kwargs({**_GENERIC, **f, "_defaulted": chosen}).items()
+                       if tr.get(k) is not None})
+        else:   # settings given as a dict: the profile's training-field defaults fill what it leaves out
             tr.update({k: merged[k] for k in tr if tr[k] is not None})
+            tr.update({k: merged[k] for k in _TRAINING_PLAN_FIELDS if k not in tr and k in merged})
     if tr.get("global_batch_size") is None:
         per_stage = f["pp"] if framework and get_profile(framework).microbatches == "stages" else 1
         tr["global_batch_size"] = check_value(Plan, "dp", f["dp"], where="plan") * (

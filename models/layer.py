@@ -155,6 +155,9 @@ def layer_times(model: Transformer, km, a, moe: bool | None = None):
     bwd = (1 + dw) * gemms_fwd + attn_bwd + 2 * elem_fwd + pack_bwd + ft_bwd
     rc = a["recompute"]
     recompute = num.where(rc == 2, fwd, num.where(rc == 1, num.where(flash, 0.0, unfused_fwd), 0.0))
+    # recompute on a share of the layers only (Megatron's block method, torchtitan's every-Nth-layer AC):
+    # the per-layer average
+    recompute = recompute * a.get("recompute_fraction", 1.0)
     return fwd, bwd, recompute, gemms_fwd, attn_fwd
 
 

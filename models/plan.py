@@ -151,6 +151,10 @@ class Plan:
                                       "training")
     constant_buffers: bool = opt(True, "ZeRO-R CB: constant-size fused gradient buffers (off: one fp32 buffer "
                                  "of all gradients)", "training")
+    recompute_fraction: float = opt(1.0, "share of each stage's layers that recompute applies to; the others keep "
+                                    "all their activations (Megatron --recompute-method block --recompute-num-layers "
+                                    "N: N / layers per stage; torchtitan selective_ac_option N: every Nth layer, 1/N)",
+                                    "training", minimum=0.01, maximum=1.0)
     fragmentation: bool = opt(True, "count allocator fragmentation (5% of tensor bytes); off = ZeRO-R MD, "
                               "defragmented contiguous buffers", "training")
 
@@ -198,6 +202,8 @@ class Plan:
         pid = pid if self.placement == DEFAULT_PLACEMENT else f"{pid}-{self.placement.split('-')[0]}inner"
         pid = f"{pid}-hsdp{self.shard_group}" if 0 < self.shard_group < self.dp * self.cp else pid
         # fine-tuning method, optimizer and offload only when not the defaults (full training, adamw, none)
+        if self.recompute != Recompute.NONE and self.recompute_fraction < 1.0:
+            pid = f"{pid}-rcf{self.recompute_fraction:g}"
         tail = [x for x, default in ((self.finetune, "none"), (self.optimizer, "adamw"),
                                      (f"off-{self.offload.replace(',', '+')}", "off-none")) if x != default]
         return "-".join([pid, *tail])

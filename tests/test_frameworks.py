@@ -36,8 +36,8 @@ def test_each_default_names_its_source_and_is_applied(framework, field):
         return
     for tp, pp in ((1, 1), (4, 2)):
         fields = {**_GENERIC, "tp": tp, "pp": pp}
-        out, _ = apply_defaults(fields, framework, _GENERIC)
-        want = d.resolve(out)
+        out, used = apply_defaults(fields, framework, _GENERIC)
+        want = d.resolve({**out, "_defaulted": {u.split("=")[0] for u in used}})   # defaults that go with another
         got = out[field]
         got = int(got) if field == "zero_stage" else getattr(got, "name", got)
         assert str(got).lower() == str(want).lower(), (framework, field, tp, pp)
@@ -58,7 +58,7 @@ def test_torchtitan_reshards_after_forward_only_without_pp_and_splits_batch_into
     assert int(resolve_plan(8, tr).zero_stage) == 3
     p = resolve_plan(16, tr, pp=4, micro_batch_size=2)
     assert int(p.zero_stage) == 2 and p.num_microbatches == 4
-    assert p.recompute.name == "SELECTIVE"
+    assert p.recompute.name == "FULL" and p.recompute_fraction == 0.5   # selective_ac_option '2': every 2nd layer
 
 
 def test_megatron_2020_unfused_dropout_no_overlap():
@@ -107,3 +107,18 @@ def test_framework_flag_on_every_plan_command():
     from simulator.cli.app import option_flags
     for cmd in ("estimate", "simulate", "search", "train-time"):
         assert "--framework" in option_flags(cmd, ("tp",) if cmd == "search" else ())
+
+
+def test_torchtitan_default_checkpointing_is_every_second_layer():
+    """torchtitan's default activation checkpointing (config_manager.py@0011fb9: mode 'selective',
+    selective_ac_option '2') wraps every 2nd block in full checkpointing: full recompute of half the layers,
+    exported back as selective_ac_option = "2". A user who asks for full recompute gets all layers."""
+    from models.export import export_plan
+    from models.hardware import make_cluster
+    from models.transformer import get_model
+    p = resolve_plan(16, Training(global_batch_size=64, framework="torchtitan"))
+    assert p.recompute.name == "FULL" and p.recompute_fraction == 0.5 and p.plan_id.endswith("rcf0.5")
+    text = export_plan(p, get_model("llama3-8b"), make_cluster("h100", 2), "torchtitan").text
+    assert 'selective_ac_option = "2"' in text
+    p = resolve_plan(16, Training(global_batch_size=64, framework="torchtitan"), recompute="full")
+    assert p.recompute_fraction == 1.0

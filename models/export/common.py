@@ -71,6 +71,13 @@ def _layers_per_virtual_stage(plan: Plan, model, where: str) -> int:
     return model.num_layers // chunks
 
 
+def _recompute_num_layers(plan: Plan, model) -> int:
+    """Layers per pipeline stage (model chunk) recomputed under full recompute of ``recompute_fraction`` of
+    them (Megatron --recompute-method block --recompute-num-layers N: the first N of each chunk)."""
+    per_chunk = max(1, model.num_layers // (plan.pp * plan.vpp))
+    return max(1, round(plan.recompute_fraction * per_chunk))
+
+
 def _header(plan: Plan, model, cluster, prof, source: str, comment: str = "#") -> list[str]:
     return [f"{comment} {MARKER}: {plan.plan_id} for {prof.title} ({prof.name})",
             f"{comment} model {model.name}, {cluster.num_gpus} x {cluster.gpu.name} ({cluster.num_nodes} nodes of "

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from models.export.common import MEGATRON_2020_SRC, MEGATRON_SRC, Export, _header, _layers_per_virtual_stage, _refuse
+from models.export.common import (MEGATRON_2020_SRC, MEGATRON_SRC, Export, _header, _layers_per_virtual_stage,
+                                   _recompute_num_layers, _refuse)
 from models.plan import DEFAULT_PLACEMENT, SCHEDULE_IDS, Plan, Recompute, Schedule
 
 # ---------------------------------------------------------------------------------- Megatron-LM
@@ -67,8 +68,12 @@ def megatron_args(plan: Plan, model, cluster, prof) -> Export:
             add("recompute", "--checkpoint-activations")
         else:
             add("recompute", "--recompute-granularity", "full")
-            args.append("--recompute-method uniform")
-            args.append("--recompute-num-layers 1")
+            if plan.recompute_fraction < 1.0:   # the first N layers of each stage (chunk)
+                args.append("--recompute-method block")
+                add("recompute_fraction", "--recompute-num-layers", _recompute_num_layers(plan, model))
+            else:
+                args.append("--recompute-method uniform")
+                args.append("--recompute-num-layers 1")
     elif plan.recompute == Recompute.SELECTIVE:
         add("recompute", "--recompute-granularity", "selective")
     if not legacy:

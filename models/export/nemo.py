@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from models.export.common import Export, _header, _refuse
+from models.export.common import Export, _header, _recompute_num_layers, _refuse
 from models.plan import SCHEDULE_IDS, Plan, Recompute, Schedule
 
 # ---------------------------------------------------------------------------------- NeMo / Megatron-Bridge
@@ -44,6 +44,8 @@ def nemo_recipe(plan: Plan, model, cluster, prof) -> Export:
     cfg = {"hidden_dropout": 0.1 if model.dropout else 0.0, "attention_dropout": 0.1 if model.dropout else 0.0}
     if plan.recompute == Recompute.FULL:
         cfg |= {"recompute_granularity": "full", "recompute_method": "uniform", "recompute_num_layers": 1}
+        if plan.recompute_fraction < 1.0:   # the first N layers of each stage (chunk): Megatron's block method
+            cfg |= {"recompute_method": "block", "recompute_num_layers": _recompute_num_layers(plan, model)}
     elif plan.recompute == Recompute.SELECTIVE:
         cfg |= {"recompute_granularity": "selective"}
     if plan.dtype == "fp8":
@@ -69,6 +71,8 @@ def nemo_recipe(plan: Plan, model, cluster, prof) -> Export:
         keys["vpp"] = "trainer.strategy.virtual_pipeline_model_parallel_size"
     if plan.recompute != Recompute.NONE:
         keys["recompute"] = "model.config.recompute_granularity"
+        if plan.recompute == Recompute.FULL and plan.recompute_fraction < 1.0:
+            keys["recompute_fraction"] = "model.config.recompute_num_layers"
     if plan.finetune != "none":
         doc["peft"] = {"scheme": plan.finetune, "dim": plan.lora_rank, "alpha": plan.lora_alpha,
                        "target_modules": list(plan.lora_targets.split(","))}

@@ -80,6 +80,13 @@ def torchtitan_toml(plan: Plan, model, cluster, prof) -> Export:
     ac = {"mode": {Recompute.NONE: "none", Recompute.SELECTIVE: "selective", Recompute.FULL: "full"}[plan.recompute]}
     if plan.recompute == Recompute.SELECTIVE:
         ac["selective_ac_option"] = "op"
+    elif plan.recompute == Recompute.FULL and plan.recompute_fraction < 1.0:   # layer SAC: every Nth block
+        every = round(1 / plan.recompute_fraction)
+        if abs(every * plan.recompute_fraction - 1) > 1e-6:
+            raise ValueError(f"recompute_fraction: torchtitan checkpoints every Nth layer (selective_ac_option N); "
+                             f"{plan.recompute_fraction:g} is not 1/N")
+        ac = {"mode": "selective", "selective_ac_option": str(every)}
+        keys["recompute_fraction"] = "activation_checkpoint.selective_ac_option"
     sections = {"parallelism": par, "training": training, "activation_checkpoint": ac}
     notes = []
     if plan.dtype == "fp8":

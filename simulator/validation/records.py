@@ -216,6 +216,31 @@ def _recompute(v) -> str | None:
     raise ValueError(f"parallel.recompute: {v!r} is not none, selective or full")
 
 
+# torchtitan's selective activation checkpointing (torchtitan/parallelisms/parallelize_llama.py@0011fb9,
+# config_manager.py --activation_checkpoint.selective_ac_option, default "2"): "layer" SAC wraps every Nth
+# block in full checkpointing; "op" SAC saves the outputs of every other mm (and SDPA, reduce-scatter) and
+# recomputes the rest, i.e. about half of each block's forward matmuls plus its elementwise ops, costed
+# here as full recomputation of half the layers (the same recomputed matmuls and about the same memory).
+_TITAN_SAC_EVERY = 2
+
+
+def _layer_share(v, ctx: dict) -> float | None:
+    """The share of layers a stated layer-level or op-level selective checkpointing recomputes fully."""
+    t = str(v or "").lower()
+    m = re.search(r"selective\s*\((layer|op)", t)
+    if not m:
+        return None
+    n = int(re.search(r"every\s+(\d+)", t).group(1)) if re.search(r"every\s+(\d+)", t) else _TITAN_SAC_EVERY
+    if m.group(1) == "op":
+        ctx["defaults"].append("recompute: op-level SAC (every other matmul saved) costed as full recompute of "
+                               "half the layers")
+        return 0.5
+    ctx["defaults"].append(f"recompute: layer-level SAC, every {n}th layer (torchtitan selective_ac_option "
+                           f"default '{_TITAN_SAC_EVERY}')" if n == _TITAN_SAC_EVERY else
+                           f"recompute: layer-level SAC, every {n}th layer")
+    return 1.0 / n
+
+
 def map_parallel(rec: dict, ctx: dict) -> None:
     """Degrees, ZeRO/FSDP stage, SP, recompute, the pipeline schedule and vp, expert TP."""
     par, f = rec.get("parallel") or {}, ctx["fields"]
@@ -251,6 +276,9 @@ def map_parallel(rec: dict, ctx: dict) -> None:
     rc = _recompute(par.get("recompute"))
     if rc is not None:
         f["recompute"] = rc
+    frac = _layer_share(par.get("recompute"), ctx)
+    if frac is not None:
+        f["recompute"], f["recompute_fraction"] = "full", frac
     etp = _int(par.get("expert_tp"), None)
     if etp not in (None, 1) and "expert_tp" in Plan.__dataclass_fields__:
         f["expert_tp"] = etp
