@@ -122,8 +122,15 @@ def _stage_states(model: Transformer, a, layers, nonexp, exp):
     weights, optim = w1 + w2 + frozen, o1 + o2
     # ZeRO-3 (or offloaded weights) keeps the gathered weights of the current (and the prefetched) layer
     gathered = (z >= 3) | par_off
-    buf = num.where(gathered, mem.zero3_gather_buffer_bytes(model, tp, a["overlap_param_gather"]), 0) \
+    buf = num.where(gathered, mem.zero3_gather_buffer_bytes(model, tp, a["overlap_param_gather"],
+                                                            a.get("zero3_max_live_params", 0.0)), 0) \
         if num.any_nonzero(gathered) else 0
+    # DeepSpeed's ZeRO-3 optimizer reduces gradients through one contiguous 16-bit bucket of reduce_bucket_size
+    # elements (deepspeed/runtime/zero/stage3.py __ipg_bucket_flat_buffer); a fused update (LOMO) has none
+    bucket = a.get("zero_bucket_params", 0.0)
+    if num.any_nonzero(bucket):
+        buf = buf + num.where((z >= 3) & num.logical_not(_fused_update(a.get("optimizer", 0))),
+                              zero.BYTES_GRAD * bucket, 0.0)
     return {"weights": num.where(par_off, 0.0, weights), "grads": num.where(grad_off, 0.0, grads),
             "optimizer": num.where(opt_off, 0.0, optim), "buffer": buf,
             "host": num.where(opt_off, optim, 0.0) + num.where(opt_off | grad_off, grads, 0.0)

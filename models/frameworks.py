@@ -198,6 +198,9 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
             "zero_stage": _d(0, f"{_DS_ZERO}: DeepSpeedZeroConfig.stage = 0"),
             "overlap_grad_reduce": _d(False, f"{_DS_ZERO}: overlap_comm = (stage == 3) when unset", zero_stage_eq3=True),
             "overlap_param_gather": _d(True, f"{_DS_ZERO}: stage3_prefetch_bucket_size 5e7 elements (prefetch)"),
+            "zero3_max_live_params": _d(1e9, f"{_DS_ZERO}: max_live_parameters (stage3_max_live_parameters) "
+                                             "default 1e9"),
+            "zero_bucket_params": _d(5e8, f"{_DS_ZERO}: reduce_bucket_size default 5e8 elements"),
         },
         limits={
             "zero_stage": (Limit((0, 1), _DS_PIPE, when="pp>1"), Limit((0, 1, 2), _DS_AUTOTP, when="tp>1")),
@@ -306,7 +309,8 @@ _ALIASES = {a: p.name for p in PROFILES.values() for a in (p.name, *p.aliases)}
 FRAMEWORK_NAMES = tuple(PROFILES)
 FRAMEWORK_CHOICES = tuple(_ALIASES)
 # Plan fields whose defaults a profile may set (plus "dropout", a model setting).
-PROFILE_FIELDS = ("zero_stage", "sp", "recompute", "recompute_fraction", "schedule", "attention", "dtype", "overlap_grad_reduce",
+PROFILE_FIELDS = ("zero_stage", "sp", "recompute", "recompute_fraction", "zero3_max_live_params",
+                  "zero_bucket_params", "schedule", "attention", "dtype", "overlap_grad_reduce",
                   "overlap_param_gather", "overlap_tp_comm", "overlap_ep_comm", "dropout")
 
 

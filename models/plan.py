@@ -151,6 +151,13 @@ class Plan:
                                       "training")
     constant_buffers: bool = opt(True, "ZeRO-R CB: constant-size fused gradient buffers (off: one fp32 buffer "
                                  "of all gradients)", "training")
+    zero3_max_live_params: float = opt(0.0, "ZeRO-3: gathered parameters kept live beyond the module that runs "
+                                       "(DeepSpeed stage3_max_live_parameters); 0 = whole layers, the current and "
+                                       "the prefetched one (FSDP)", "training", unit="parameters", minimum=0.0,
+                                       maximum=1e13)
+    zero_bucket_params: float = opt(0.0, "ZeRO-3: contiguous 16-bit gradient reduce bucket the optimizer allocates "
+                                    "(DeepSpeed reduce_bucket_size); 0 = none (FSDP reduces from its own buffers)",
+                                    "training", unit="parameters", minimum=0.0, maximum=1e12)
     recompute_fraction: float = opt(1.0, "share of each stage's layers that recompute applies to; the others keep "
                                     "all their activations (Megatron --recompute-method block --recompute-num-layers "
                                     "N: N / layers per stage; torchtitan selective_ac_option N: every Nth layer, 1/N)",

@@ -23,7 +23,7 @@ libraries included: the runs without offload show 2.96-3.8 GB, which no during-t
 scored on host memory must state it net of that baseline. ZeRO-3 Offload's 1.5 TB is the host's
 capacity, used as such (capacity rows).
 Text claims in ``notes`` ("13B could not be trained with AdamW on 8x3090"; "SGD OOMs at 30B") become
-OOM rows of the record of that size in the same group.
+OOM rows of the record of that size from the same source.
 
 Unstated settings are taken from the authors' own configuration where one is public and cited in
 ``SOURCED_DEFAULTS`` (plan fields) and ``SOURCED_RECORD_FIELDS`` (record fields a bare claim leaves out: the
@@ -40,13 +40,18 @@ HOST_TOLERANCE = 0.20     # host memory within 20%
 GIB = 2**30
 
 _QLORA_65B = "artidoro/qlora@86ac601 scripts/finetune_guanaco_65b.sh"   # the paper's Guanaco 65B run
-# Settings the records leave unstated, from the authors' public configuration (cited).
+_LOMO_DS = "OpenLMLab/LOMO@9f1e734 config/ds_config.json (the LOMO runs and the HF baselines of Table 2)"
+# Settings the records leave unstated, from the authors' public configuration (cited), keyed by a pattern of
+# the record's own source text (paper or repository), never by its group or id.
 SOURCED_DEFAULTS = {
-    "finetune_lomo_table2_rtx3090": {
+    r"full parameter fine-tuning for large language models with limited resources|openlmlab/lomo": {
         "recompute": ("full", "recompute=full: OpenLMLab/LOMO config/args_lomo.yaml and config/hf_args_zero.yaml "
                               "set gradient_checkpointing: true"),
+        "zero3_max_live_params": (1e8, f"zero3_max_live_params=1e8: {_LOMO_DS} stage3_max_live_parameters 1e8"),
+        "zero_bucket_params": (5e8, f"zero_bucket_params=5e8: {_LOMO_DS} leaves reduce_bucket_size at DeepSpeed's "
+                                    "default 5e8 (used by the AdamW/SGD baselines' DeepSpeed optimizer; LOMO has none)"),
     },
-    "finetune_qlora_paper_abstract": {
+    r"qlora": {
         "recompute": ("full", f"recompute=full: {_QLORA_65B} --gradient_checkpointing"),
         "master_weights": ("none", "master_weights=none, optimizer=adamw: qlora.py casts the LoRA layers to bf16 "
                                    "(--bf16) and steps them with paged_adamw_32bit (fp32 m, v; no fp32 copy)"),
@@ -55,7 +60,7 @@ SOURCED_DEFAULTS = {
 
 # Record fields a claim leaves unstated, from the authors' own training script (cited): (section, key) -> value, why.
 SOURCED_RECORD_FIELDS = {
-    "finetune_qlora_paper_abstract": {
+    r"qlora": {
         ("model", "seq_len"): (528, f"seq_len=528: {_QLORA_65B} --source_max_len 16 --target_max_len 512 "
                                     "(an upper bound: batches are padded to their longest)"),
         ("batch", "micro_batch"): (1, f"micro_batch=1: {_QLORA_65B} --per_device_train_batch_size 1"),
@@ -150,9 +155,24 @@ def _targets(lora: dict) -> tuple[str, str | None]:
     return ",".join(mapped) or "q_proj,v_proj", None
 
 
+def _source_text(rec: dict) -> str:
+    """The record's source (paper, repository, table...), lower case: what the sourced tables key on."""
+    return " ".join(str(v) for v in (rec.get("source") or {}).values()).lower()
+
+
+def _sourced(table: dict, rec: dict) -> dict:
+    """The entries of a pattern -> settings table whose pattern the record's source text matches."""
+    text = _source_text(rec)
+    out = {}
+    for pattern, entries in table.items():
+        if re.search(pattern, text):
+            out.update(entries)
+    return out
+
+
 def _with_sourced_fields(rec: dict) -> tuple[dict, list[str]]:
     """The record with the fields it leaves unstated (None) filled from SOURCED_RECORD_FIELDS, and the notes."""
-    table = SOURCED_RECORD_FIELDS.get(rec.get("group"), {})
+    table = _sourced(SOURCED_RECORD_FIELDS, rec)
     if not table:
         return rec, []
     out, notes = dict(rec), []
@@ -216,7 +236,7 @@ def record_case(rec: dict) -> dict:
         plan["lora_targets"], note = _targets(lora)
         plan["lora_rank"] = int(lora.get("rank") or 8)
         defaults += [note] if note else []
-    for name, (value, why) in SOURCED_DEFAULTS.get(rec.get("group"), {}).items():
+    for name, (value, why) in _sourced(SOURCED_DEFAULTS, rec).items():
         if par.get(name) is None:
             plan[name] = value
             defaults.append(why)
@@ -242,20 +262,23 @@ _NOTE_OOM = (re.compile(r"(\d+)B could not be trained with (\w+) on (\d+)x3090")
 
 
 def note_cases(records: list[dict]) -> list[tuple[dict, str]]:
-    """OOM claims in a group's notes as (record of that size with the named optimizer, label) pairs: the
-    record of that model size in the group, its optimizer replaced, expected OOM on the group's 8 GPUs."""
+    """OOM claims in a record's notes as (record of that size with the named optimizer, label) pairs: the
+    record of that model size from the same source, its optimizer replaced, expected OOM on 8 GPUs."""
     out, seen = [], set()
     for rec in records:
         for pat in _NOTE_OOM:
             for g in pat.findall(str(rec.get("notes") or "")):
                 size, opt = (g[0], g[1]) if pat is _NOTE_OOM[0] else (g[1], g[0])
-                key = (rec.get("group"), size, opt.lower())
+                src = _source_text(rec)
+                key = (src, size, opt.lower())
                 if key in seen:
                     continue
                 seen.add(key)
-                base = next((r for r in records if r.get("group") == rec.get("group") and f"llama{size}b" in r["id"]
-                             and (r.get("hardware") or {}).get("gpus_total") == 8), None) or next(
-                    (r for r in records if r.get("group") == rec.get("group") and f"llama{size}b" in r["id"]), None)
+                # the record of that model size from the same source (paper and table), 8 GPUs preferred
+                same = [r for r in records if _source_text(r) == src
+                        and re.search(rf"\b{size}\s*B\b", str((r.get("model") or {}).get("name", "")), re.I)]
+                base = next((r for r in same if (r.get("hardware") or {}).get("gpus_total") == 8), None) or next(
+                    iter(same), None)
                 if base is None:
                     continue
                 hw = dict(base["hardware"], gpus_total=8)
