@@ -24,7 +24,7 @@ from models.transformer import Transformer
 _PRECEDES = np.array([[[o.index(dj) < o.index(di) for dj in PLACEMENT_DIMS] for di in PLACEMENT_DIMS]
                       for o in (p.split("-") for p in PLACEMENTS)])
 # Pure functions of a few plan integers in models.parallel, whose numpy formulas cost microseconds on one number.
-_dp_comm_group, _expert_dp_group = num.memo(data.dp_comm_group), num.memo(data.expert_dp_group)
+_dp_comm_group = num.memo(data.dp_comm_group)
 _tp_edge_allreduces = num.memo(tensor.tp_edge_allreduces)
 _PRECEDES_ROWS = tuple(tuple(tuple(row) for row in p) for p in _PRECEDES.tolist())
 
@@ -101,6 +101,36 @@ def tp_layer_cost_s(tp_total_s, gemms_fwd_s, overlap_tp_comm):
     return exposed + coll.stolen_compute_s(tp_total_s, exposed)
 
 
+def expert_layout(a, strides):
+    """(expert_tp, EP rank stride, expert-DP size, expert-DP stride) of the plan's expert layers
+    (models.parallel.expert). Without folding (expert_tp = tp) the EP group is consecutive DP ranks and the
+    expert-DP group the DP ranks beyond it (Megatron); folded, Megatron-Core orders the expert ranks etp,
+    ep, edp from the innermost (parallel_state expert rank generator "tp-ep-dp"), so the EP group follows
+    the expert_tp ranks inside the tensor-parallel ranks first."""
+    tp, cp, dp, ep = a["tp"], a["cp"], a["dp"], a["ep"]
+    s_tp, _, s_dp, _ = strides
+    etp = expert.expert_tp(tp, a.get("expert_tp", 0))
+    s_ep = num.where(num.arr(etp) == tp, s_dp, s_tp * etp)
+    return etp, s_ep, expert.expert_dp_size(tp, cp, dp, ep, etp), s_ep * ep
+
+
+def folded_tp_factor(model: Transformer, cl: Cluster, a, strides, bpe, t_tp=None):
+    """Share of a layer's TP collective time left when the experts are folded (expert_tp < tp): the MoE
+    layers' MLP collectives (half of each such layer's) run over the expert_tp ranks instead of tp; 1 when
+    not folded. Both the estimate and the simulator scale a layer's TP collectives by it."""
+    tp, cp, mb, s = a["tp"], a["cp"], a["micro_batch_size"], model.seq_len
+    s_tp = strides[0]
+    etp = expert.expert_tp(tp, a.get("expert_tp", 0))
+    nbytes = tensor.tp_collective_bytes(mb, s, model.hidden, cp, bpe)
+    ar = measured_collective(cl, "all_reduce")
+    if t_tp is None:
+        t_tp = coll.collective_time_s("all_reduce", nbytes, tp, *group_bandwidth(cl, tp, s_tp), ar)
+    t_etp = coll.collective_time_s("all_reduce", nbytes, etp, *group_bandwidth(cl, etp, s_tp), ar)
+    share = 0.5 * model.num_moe_layers / model.num_layers
+    ratio = num.where(t_tp > 0, t_etp / num.maximum(t_tp, 1e-30), 1.0)
+    return num.where(num.arr(etp) == tp, 1.0, 1 - share * (1 - ratio))
+
+
 def layer_comm_s(model: Transformer, cl: Cluster, a, km, strides, times, bpe):
     """Exposed TP/SP, CP and EP seconds of one layer for one micro-batch on one rank (each with the compute
     its hidden part steals, models.collectives.stolen_compute_s), and the TP seconds outside the layers per
@@ -127,9 +157,14 @@ def layer_comm_s(model: Transformer, cl: Cluster, a, km, strides, times, bpe):
         cp_layer = cp_fwd + cp_bwd
     if not model.is_moe:
         return tp_layer, cp_layer, num.zeros_like(tp_layer), tp_edge
-    # EP all-to-alls: 4 (+2) per MoE layer; EP groups are consecutive DP ranks
-    a2a = expert.all_to_all_bytes(mb, s, model.hidden, model.top_k, model.capacity_factor, cp, bpe)
-    local = coll.ranks_per_node(ep, s_dp, cl.node.nvlink_domain_gpus)
+    etp, s_ep, _, _ = expert_layout(a, strides)
+    if num.any_nonzero(num.arr(etp) != tp):
+        tp_layer = tp_layer * folded_tp_factor(model, cl, a, strides, bpe, t_tp)
+    # EP all-to-alls: 4 (+2) per MoE layer over the EP group (expert_layout); an expert_tp group routes
+    # etp / tp of its tensor-parallel group's tokens
+    a2a = expert.all_to_all_bytes(mb, s, model.hidden, model.top_k, model.capacity_factor, cp, bpe) * \
+        expert.tokens_share(tp, etp)
+    local = coll.ranks_per_node(ep, s_ep, cl.node.nvlink_domain_gpus)
     ep_layer = model.num_moe_layers / model.num_layers * expert.all_to_alls_per_moe_layer(rc_full) * \
         coll.all_to_all_time_s(a2a, ep, local, cl.gpu.nvlink_busbw_bytes_per_s * busbw_ratio(cl, "all_to_all"),
                                cl.net_bytes_per_s_per_gpu, measured_collective(cl, "all_to_all"))
@@ -143,7 +178,7 @@ def layer_comm_s(model: Transformer, cl: Cluster, a, km, strides, times, bpe):
 def dp_groups(cl: Cluster, a, strides):
     """The gradient-reduction groups: ((dp*cp ranks, bus bytes/s, spans nodes, members per node),
     (expert-data-parallel ranks, bus bytes/s, spans nodes, members per node))."""
-    dp, cp, ep = a["dp"], a["cp"], a["ep"]
+    dp, cp = a["dp"], a["cp"]
     _, s_cp, s_dp, _ = strides
     gpn = cl.node.nvlink_domain_gpus
     dpcp_all = _dp_comm_group(dp, cp)
@@ -152,10 +187,10 @@ def dp_groups(cl: Cluster, a, strides):
     dpcp = num.where(num.arr(a.get("zero_stage", 0)) >= 1, zero.shard_size(dpcp_all, a.get("shard_group", 0)),
                     dpcp_all)
     dpcp_local = num.minimum(coll.ranks_per_node(cp, s_cp, gpn) * coll.ranks_per_node(dp, s_dp, gpn), dpcp)
-    edp = _expert_dp_group(dp, cp, ep)
-    edp_local = coll.ranks_per_node(edp, s_dp * ep, gpn)
+    _, _, edp, s_edp = expert_layout(a, strides)
+    edp_local = coll.ranks_per_node(edp, s_edp, gpn)
     return ((dpcp, *group_bandwidth(cl, dpcp, s_dp, dpcp_local), dpcp_local),
-            (edp, *group_bandwidth(cl, edp, s_dp * ep, edp_local), edp_local))
+            (edp, *group_bandwidth(cl, edp, s_edp, edp_local), edp_local))
 
 
 def dp_collective_s(cl: Cluster, kind: str, nonexp, exp, groups, count_nonexp, count_exp):
@@ -201,7 +236,8 @@ def dp_comm_s(model: Transformer, cl: Cluster, a, strides, layers, fwd_s, bwd_s,
     weight-gradient pass: the overlap windows (models.parallel.zero.exposed_s)."""
     pp, z = a["pp"], a["zero_stage"]
     m = a["global_batch_size"] // (a["micro_batch_size"] * a["dp"])
-    nonexp, exp = mem.stage_params(model, a["tp"], a["pp"], a["ep"], layers, pp == 1, True)
+    nonexp, exp = mem.stage_params(model, a["tp"], a["pp"], a["ep"], layers, pp == 1, True,
+                                   expert.expert_tp(a["tp"], a.get("expert_tp", 0)))
     groups = dp_groups(cl, a, strides)
     # LoRA: the adapters' gradients only (full training: all of them)
     g1, g2 = (finetune.grad_sync_params(model, a, layers, nonexp, exp) if num.any_nonzero(a.get("finetune", 0))

@@ -30,6 +30,8 @@ from models.comm import (  # noqa: F401  (re-exported: the public cost path)
     dp_collective_s,
     dp_comm_s,
     dp_groups,
+    expert_layout,
+    folded_tp_factor,
     group_bandwidth,
     layer_comm_s,
     measured_collective,
@@ -53,7 +55,7 @@ from models.layer import (  # noqa: F401
     logits_split_s,
     logits_time_s,
 )
-from models.parallel import data, offload, pipeline, zero
+from models.parallel import data, expert, offload, pipeline, zero
 from models.plan import ATTENTION_KERNELS, DTYPE_BYTES, PLACEMENTS, Plan, check_plan
 from models.transformer import Transformer
 
@@ -81,7 +83,8 @@ _placement_strides = num.memo(placement_strides)
 
 def stage_params(model: Transformer, a, layers, first, last):
     """(non-expert, expert) parameters held by one rank of a stage (or chunk) with ``layers`` layers."""
-    return mem.stage_params(model, a["tp"], a["pp"], a["ep"], layers, first, last)
+    return mem.stage_params(model, a["tp"], a["pp"], a["ep"], layers, first, last,
+                            expert.expert_tp(a["tp"], a.get("expert_tp", 0)))
 
 
 def stage_state_bytes(model: Transformer, a, stage):
@@ -108,7 +111,9 @@ def _stage_states(model: Transformer, a, layers, nonexp, exp):
                                                           method) / tp if tuned else 0.0
     shard = zero.shard_size(dpcp, a.get("shard_group", 0))   # hybrid sharding: states sharded over the group only
     w1, g1, o1 = zero.model_state_bytes(num.where(peft, adapters, nonexp), shard, z, optimizer_bytes=opt_b)
-    w2, g2, o2 = zero.model_state_bytes(num.where(peft, 0.0, exp), dpcp / a["ep"], z, optimizer_bytes=opt_b)
+    # expert states shard over the expert-data-parallel ranks (models.parallel.expert; dp*cp/ep without folding)
+    edp = expert.expert_dp_size(tp, a["cp"], a["dp"], a["ep"], expert.expert_tp(tp, a.get("expert_tp", 0)))
+    w2, g2, o2 = zero.model_state_bytes(num.where(peft, 0.0, exp), edp, z, optimizer_bytes=opt_b)
     frozen = 0.0
     if tuned:
         quant = num.minimum(layers * _quantized_params_per_layer(model) / tp, nonexp + exp)

@@ -245,8 +245,9 @@ NODES: dict[str, NodeSpec] = {n.name: n for n in [
              "8x MI300X platform, 8x 400 Gb/s (typical OAM platform; assumed)"),
 ]}
 
-# Host memory and host links (vendor datasheets). NVMe bandwidth is not on these datasheets: 0
-# (offload to NVMe needs the node's NVMe bandwidth: --nvme-gb-per-s, `nvme_gb_per_s:` in a scenario). Memory sizes are DIMM capacities, binary: "2 TB" = 2 TiB.
+# Host memory and host links (vendor datasheets). NVMe bandwidth is not on these datasheets: 0 (offload
+# to NVMe needs it given: --nvme-gb-per-s, `nvme_gb_per_s:` in a scenario). Memory sizes are DIMM
+# capacities, binary: "2 TB" = 2 TiB.
 _HOST = {
     "dgx-2": dict(host_memory_bytes=1.5 * 2**40, pcie_gen=3,
                   host_source="DGX-2 datasheet: 1.5 TB system memory, 2x Xeon Platinum 8168, PCIe gen3 x16 per GPU"),

@@ -15,7 +15,7 @@ from models import flops as fl
 from models import kernel_tables as kt
 from models import numeric as num
 from models.hardware import Cluster
-from models.parallel import zero
+from models.parallel import expert, zero
 from models.plan import ATTENTION_KERNELS as ATTENTION_KERNEL_CHOICES
 from models.profile import kernel_model
 from models.transformer import Transformer
@@ -99,10 +99,12 @@ def layer_times(model: Transformer, km, a, moe: bool | None = None):
     gemm = km.gemm
     proj = gemm(T, (hq + 2 * hkv) / tp, h) + gemm(T, h, hq / tp)
     if moe:
+        # routed experts in the expert layout (models.parallel.expert): an expert_tp group routes T etp/tp tokens
+        etp = expert.expert_tp(tp, a.get("expert_tp", 0))
         local_experts = model.num_experts / a["ep"]
-        Te = T * model.top_k * model.capacity_factor * a["ep"] / model.num_experts
+        Te = T * expert.tokens_share(tp, etp) * model.top_k * model.capacity_factor * a["ep"] / model.num_experts
         fe, k = model.expert_ffn_hidden, model.ffn_matrices - 1
-        ffn = (local_experts * (gemm(Te, k * fe / tp, h) + gemm(Te, h, fe / tp)) + gemm(T, model.num_experts, h)
+        ffn = (local_experts * (gemm(Te, k * fe / etp, h) + gemm(Te, h, fe / etp)) + gemm(T, model.num_experts, h)
                + model.num_shared_experts * (gemm(T, k * fe / tp, h) + gemm(T, h, fe / tp)))
         act_elems = (model.top_k * model.capacity_factor + model.num_shared_experts) * fe / tp
     else:

@@ -119,10 +119,11 @@ def mean_layer_activation_bytes(model, micro_batch, seq_len, tp, sp, recompute, 
     return (1 - moe_frac) * act + moe_frac * layer_activation_bytes(*args, moe=True)
 
 
-def stage_params(model, tp, pp, ep, layers, first, last):
+def stage_params(model, tp, pp, ep, layers, first, last, etp=None):
     """(non-expert, expert) parameters one rank of a pipeline stage (or chunk) with ``layers``
     layers holds before ZeRO sharding; ``first`` / ``last``: it holds the embedding / output layer
-    (arrays ok). Tied embeddings share one matrix when pp = 1.
+    (arrays ok). Tied embeddings share one matrix when pp = 1. ``etp``: the expert layers' tensor-parallel
+    degree (models.parallel.expert.expert_tp; None: tp).
 
     >>> from models.transformer import get_model
     >>> m = get_model("llama3-8b")
@@ -134,7 +135,7 @@ def stage_params(model, tp, pp, ep, layers, first, last):
     exp = 0.0   # a dense model: no MoE layer terms
     if moe_frac:
         nonexp = nonexp + layers * moe_frac * moe_rest / tp
-        exp = layers * moe_frac * routed / (ep * tp)
+        exp = layers * moe_frac * routed / (ep * (tp if etp is None else etp))
     out = num.where(model.tied_embeddings & (num.arr(pp) == 1), 0, vocab_params) / tp
     nonexp = nonexp + num.where(first, embedding / tp, 0) + num.where(last, out, 0)
     return nonexp, exp

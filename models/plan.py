@@ -101,7 +101,12 @@ class Plan:
     pp: int = opt(1, "pipeline-parallel degree", "plan", search=(), **_DEG)
     cp: int = opt(1, "context-parallel degree (sequence split for attention)", "plan", search=(1, 2, 4, 8, 16, 32),
                   **_DEG)
-    ep: int = opt(1, "expert-parallel degree (MoE), carved out of dp*cp", "plan", search=(), **_DEG)
+    ep: int = opt(1, "expert-parallel degree (MoE), carved out of dp*cp (or, with expert_tp < tp, of tp*cp*dp)",
+                  "plan", search=(), **_DEG)
+    expert_tp: int = opt(0, "expert tensor-parallel degree of the MoE expert layers (Megatron-Core "
+                         "--expert-tensor-parallel-size): the expert layers re-partition the tp x cp x dp ranks as "
+                         "expert_tp x ep x expert-dp (parallel folding), so ep may take tp ranks; 0 = tp", "plan",
+                         minimum=0, maximum=MAX_DEGREE)
     vpp: int = opt(1, "virtual pipeline stages (model chunks) per rank; needs the interleaved schedule", "plan",
                    search=(1, 2, 4, 8), **_DEG)
     micro_batch_size: int = opt(1, "sequences per micro-batch", "plan", flag="--micro-batch", unit="sequences",
@@ -207,6 +212,7 @@ class Plan:
                f"-z{int(self.zero_stage)}-mb{self.micro_batch_size}-rc{self.recompute.name.lower()}"
                f"-{SCHEDULE_IDS[self.schedule]}")
         pid = pid if self.placement == DEFAULT_PLACEMENT else f"{pid}-{self.placement.split('-')[0]}inner"
+        pid = f"{pid}-etp{self.expert_tp}" if self.expert_tp and self.expert_tp != self.tp else pid
         pid = f"{pid}-hsdp{self.shard_group}" if 0 < self.shard_group < self.dp * self.cp else pid
         # fine-tuning method, optimizer and offload only when not the defaults (full training, adamw, none)
         if self.recompute != Recompute.NONE and self.recompute_fraction < 1.0:
@@ -237,8 +243,18 @@ def check_plan(plan: Plan, model, cluster=None) -> list[str]:
             errs.append(f"ep: ep={plan.ep} needs an MoE model; {model.name} is dense (use ep=1)")
         elif model.num_experts % plan.ep:
             errs.append(f"ep: ep={plan.ep} does not divide num_experts={model.num_experts}")
-        if (plan.dp * plan.cp) % plan.ep:
-            errs.append(f"ep: ep={plan.ep} must divide dp*cp={plan.dp * plan.cp} (experts are sharded over data-parallel ranks)")
+    etp = plan.expert_tp or plan.tp
+    if plan.expert_tp and not model.is_moe and plan.expert_tp != plan.tp:
+        errs.append(f"expert_tp: expert_tp={plan.expert_tp} needs an MoE model; {model.name} is dense (use 0)")
+    if model.is_moe and (plan.ep > 1 or plan.expert_tp):
+        if etp == plan.tp and (plan.dp * plan.cp) % plan.ep:
+            errs.append(f"ep: ep={plan.ep} must divide dp*cp={plan.dp * plan.cp} (experts are sharded over data-parallel "
+                        "ranks); or fold it into tensor-parallel ranks with expert_tp < tp")
+        elif (plan.tp * plan.cp * plan.dp) % (plan.ep * etp):
+            errs.append(f"expert_tp: ep*expert_tp={plan.ep}*{etp} must divide tp*cp*dp={plan.tp * plan.cp * plan.dp} "
+                        "(the expert layers re-partition those ranks)")
+        if model.expert_ffn_hidden % etp:
+            errs.append(f"expert_tp: expert_tp={etp} does not divide the expert FFN width {model.expert_ffn_hidden}")
     if plan.shard_group and (plan.dp * plan.cp) % plan.shard_group:
         errs.append(f"shard_group: {plan.shard_group} does not divide dp*cp = {plan.dp * plan.cp}; use a divisor "
                     "of it (or 0: shard over all of them)")

@@ -3,8 +3,15 @@
 
 from __future__ import annotations
 
-from models.export.common import (MEGATRON_2020_SRC, MEGATRON_SRC, Export, _header, _layers_per_virtual_stage,
-                                   _recompute_num_layers, _refuse)
+from models.export.common import (
+    MEGATRON_2020_SRC,
+    MEGATRON_SRC,
+    Export,
+    _header,
+    _layers_per_virtual_stage,
+    _recompute_num_layers,
+    _refuse,
+)
 from models.plan import DEFAULT_PLACEMENT, SCHEDULE_IDS, Plan, Recompute, Schedule
 
 # ---------------------------------------------------------------------------------- Megatron-LM
@@ -57,6 +64,10 @@ def megatron_args(plan: Plan, model, cluster, prof) -> Export:
     if plan.ep > 1 or model.is_moe:
         add(None, "--num-experts", model.num_experts)
         add("ep", "--expert-model-parallel-size", plan.ep)
+        if plan.expert_tp and plan.expert_tp != plan.tp:   # parallel folding: Megatron-Core >= 0.10 (core_r0.10.0)
+            add("expert_tp", "--expert-tensor-parallel-size", plan.expert_tp)
+            notes.append("expert_tp: --expert-tensor-parallel-size needs Megatron-Core 0.10 or later "
+                         "(megatron/training/arguments.py@core_r0.10.0)")
     if plan.sp:
         add("sp", "--sequence-parallel")
     if plan.zero_stage >= 1:

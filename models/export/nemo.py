@@ -40,6 +40,8 @@ def nemo_recipe(plan: Plan, model, cluster, prof) -> Export:
                 "virtual_pipeline_model_parallel_size": plan.vpp if plan.vpp > 1 else None,
                 "context_parallel_size": plan.cp, "expert_model_parallel_size": plan.ep,
                 "sequence_parallel": bool(plan.sp), "ddp": ddp}
+    if plan.expert_tp and plan.expert_tp != plan.tp:   # parallel folding (MegatronStrategy, NeMo 2.1 / Megatron-Core 0.10)
+        strategy["expert_tensor_parallel_size"] = plan.expert_tp
     precision = {"bf16": "bf16-mixed", "fp16": "16-mixed", "fp8": "bf16-mixed"}[plan.dtype]
     cfg = {"hidden_dropout": 0.1 if model.dropout else 0.0, "attention_dropout": 0.1 if model.dropout else 0.0}
     if plan.recompute == Recompute.FULL:
@@ -69,6 +71,8 @@ def nemo_recipe(plan: Plan, model, cluster, prof) -> Export:
             "dtype": "trainer.plugins.precision", "dp": "trainer.num_nodes * trainer.devices / (tp * pp * cp)"}
     if plan.vpp > 1:
         keys["vpp"] = "trainer.strategy.virtual_pipeline_model_parallel_size"
+    if plan.expert_tp and plan.expert_tp != plan.tp:
+        keys["expert_tp"] = "trainer.strategy.expert_tensor_parallel_size"
     if plan.recompute != Recompute.NONE:
         keys["recompute"] = "model.config.recompute_granularity"
         if plan.recompute == Recompute.FULL and plan.recompute_fraction < 1.0:

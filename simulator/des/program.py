@@ -233,11 +233,12 @@ def layer_costs(model: Transformer, cluster: Cluster, plan: Plan) -> LayerCosts:
         act_bytes=float(mem.mean_layer_activation_bytes(model, mb, s, tp, plan.sp, rc, flash, cp)),
         full_act_bytes=float(mem.recompute_backward_transient_bytes(model, mb, s, tp, plan.sp, flash, cp)),
         out_act_bytes=float(mem.output_layer_activation_bytes(model, mb, s, tp, plan.sp, cp)),
-        tp_bytes=float(tensor.tp_collective_bytes(mb, s, model.hidden, cp, bpe)),
+        tp_bytes=float(tensor.tp_collective_bytes(mb, s, model.hidden, cp, bpe)
+                       * (est_mod.folded_tp_factor(model, cluster, a, strides, bpe) if model.is_moe else 1.0)),
         tp_loss_bytes=float(tensor.tp_loss_collective_bytes(mb, s, cp)),
         cp_fwd_s=cp_f, cp_bwd_s=cp_b,
-        a2a_bytes=float(expert.all_to_all_bytes(mb, s, model.hidden, model.top_k, model.capacity_factor, cp, bpe))
-        if model.is_moe else 0.0,
+        a2a_bytes=float(expert.all_to_all_bytes(mb, s, model.hidden, model.top_k, model.capacity_factor, cp, bpe)
+                        * expert.tokens_share(tp, expert.expert_tp(tp, plan.expert_tp))) if model.is_moe else 0.0,
         p2p_bytes=float(pipeline.p2p_bytes_per_microbatch(mb, s, model.hidden, tp, cp, True, bpe)),
         rc_full=float(rc == 2), moe_frac=model.num_moe_layers / model.num_layers)
 
@@ -252,13 +253,16 @@ def _group_bw(cluster: Cluster, stride: int, size: int, local=None) -> tuple[flo
 def _stage_comms(cluster: Cluster, plan: Plan, pl: Placement, links: _Links, lc: LayerCosts, st: int) -> dict:
     """Templates of one collective of each kind from stage ``st``'s rank (None where the group is 1)."""
     tp, cp, pp, ep = plan.tp, plan.cp, plan.pp, plan.ep
-    s_dp = pl.stride("dp")                  # EP groups are consecutive DP ranks (Megatron)
+    s_dp = pl.stride("dp")
     strides = tuple(pl.stride(d) for d in ("tp", "cp", "dp", "pp"))
-    a_dp = {"dp": plan.dp, "cp": cp, "ep": ep, "zero_stage": int(plan.zero_stage), "shard_group": plan.shard_group}
+    a_dp = {"dp": plan.dp, "cp": cp, "ep": ep, "tp": tp, "expert_tp": plan.expert_tp,
+            "zero_stage": int(plan.zero_stage), "shard_group": plan.shard_group}
+    # EP groups: consecutive DP ranks (Megatron), or after the expert_tp ranks when folded (models.comm.expert_layout)
+    _, s_ep, _, s_edp = (np.asarray(x).item() for x in est_mod.expert_layout(a_dp, strides))
     (dpcp, dp_bw, dp_spans, dpcp_local), (edp, edp_bw, edp_spans, edp_local) = (
         tuple(np.asarray(x).item() for x in g) for g in est_mod.dp_groups(cluster, a_dp, strides))
     rep, rep_bw, rep_spans, rep_local = (np.asarray(x).item() for x in est_mod.replica_group(cluster, a_dp, strides))
-    ep1 = _ep_comm(cluster, lc.a2a_bytes, ep, s_dp, links.per_rank_nic(st), links.group(st, "dp", 1))
+    ep1 = _ep_comm(cluster, lc.a2a_bytes, ep, s_ep, links.per_rank_nic(st), links.group(st, "dp", 1))
     pp_bw = _group_bw(cluster, pl.stride("pp"), pp)
     lat = {k: est_mod.measured_collective(cluster, k) for k in coll.KINDS}
     tp_bw = _group_bw(cluster, pl.stride("tp"), tp)
@@ -269,7 +273,7 @@ def _stage_comms(cluster: Cluster, plan: Plan, pl: Placement, links: _Links, lc:
                     lat["send_recv"]),
         "ep": ep1,
         "dp": (dpcp, dp_bw, dp_spans, links.group(st, "dp", dpcp, s_dp, dpcp_local), dpcp_local),
-        "edp": (edp, edp_bw, edp_spans, links.group(st, "dp", edp, s_dp * ep), edp_local),
+        "edp": (edp, edp_bw, edp_spans, links.group(st, "dp", edp, s_edp), edp_local),
         # hybrid sharding's cross-replica group (models.comm.replica_group): all-reduces the gradient shards
         "rep": (rep, rep_bw, rep_spans, links.group(st, "dp", rep, s_dp * dpcp, rep_local), rep_local),
         "latency": lat,

@@ -18,7 +18,6 @@ import re
 
 from models.frameworks import get_profile
 from models.hardware import DEFAULT_NODE, get_node, make_cluster
-from models.plan import Plan
 from models.transformer import Transformer
 from models.units import GBIT
 
@@ -279,8 +278,8 @@ def map_parallel(rec: dict, ctx: dict) -> None:
     frac = _layer_share(par.get("recompute"), ctx)
     if frac is not None:
         f["recompute"], f["recompute_fraction"] = "full", frac
-    etp = _int(par.get("expert_tp"), None)
-    if etp not in (None, 1) and "expert_tp" in Plan.__dataclass_fields__:
+    etp = _int(par.get("expert_tp"), None)   # Megatron-Core --expert-tensor-parallel-size (unstated: = tp)
+    if etp is not None:
         f["expert_tp"] = etp
 
 

@@ -1,0 +1,61 @@
+"""Expert tensor parallelism and parallel folding (issue 15): Megatron-Core --expert-tensor-parallel-size;
+Liu et al. 2025, "MoE Parallel Folding" (arXiv 2504.14960): the expert layers re-partition the tp x cp x dp
+ranks as expert_tp x ep x expert-dp, so EP can take tensor-parallel ranks instead of data-parallel ones."""
+
+import pytest
+
+from models.estimate import estimate
+from models.hardware import make_cluster
+from models.parallel import expert
+from models.plan import Plan, check_plan
+from models.transformer import get_model
+
+MIXTRAL = get_model("mixtral-8x7b")
+
+
+def _plan(**kw):
+    return Plan(**{"global_batch_size": 64, "micro_batch_size": 1, "zero_stage": 1, "sp": True, **kw})
+
+
+def test_ep_over_tensor_parallel_ranks_needs_expert_tp_below_tp():
+    # one 8-GPU node, tp 8: no data-parallel ranks to carve ep 8 out of, unless the experts fold into tp
+    errs = check_plan(_plan(tp=8, ep=8, dp=1, global_batch_size=8), MIXTRAL)
+    assert errs and errs[0].startswith("ep:") and "expert_tp" in errs[0]
+    assert check_plan(_plan(tp=8, ep=8, expert_tp=1, dp=1, global_batch_size=8), MIXTRAL) == []
+    bad = check_plan(_plan(tp=8, ep=8, expert_tp=2, dp=1, global_batch_size=8), MIXTRAL)
+    assert bad and bad[0].startswith("expert_tp:")
+
+
+def test_expert_dp_and_token_share_as_megatron_lays_them_out():
+    assert int(expert.expert_dp_size(8, 1, 4, 8, 1)) == 4      # 32 ranks / (ep 8 x etp 1)
+    assert int(expert.expert_dp_size(2, 1, 16, 8, 2)) == 2     # unfolded (expert_tp = tp): dp*cp/ep
+    assert float(expert.tokens_share(8, 1)) == 0.125
+
+
+def test_folding_keeps_expert_weights_per_rank_and_moves_all_to_all_onto_nvlink():
+    """tp 8 with the experts split 8 ways by tp (ep 1) and tp 8 with the experts spread over the same 8 ranks
+    by ep (expert_tp 1) hold the same expert weights per rank; the folded plan runs the expert GEMMs whole
+    (no expert TP collectives) and its all-to-all stays inside the node."""
+    c = make_cluster("h100-sxm-80gb", 4)
+    split = estimate(MIXTRAL, c, _plan(tp=8, ep=1, dp=4))
+    folded = estimate(MIXTRAL, c, _plan(tp=8, ep=8, expert_tp=1, dp=4))
+    assert folded.memory.params_bytes == pytest.approx(split.memory.params_bytes)
+    assert folded.exposed_comm_by_kind_s["tp"] < split.exposed_comm_by_kind_s["tp"]
+    assert folded.step_time_s < split.step_time_s
+    assert "etp1" in _plan(tp=8, ep=8, expert_tp=1, dp=4).plan_id
+
+
+def test_simulator_agrees_with_the_estimate_on_a_folded_plan():
+    from simulator import simulate
+    c = make_cluster("h100-sxm-80gb", 4)
+    p = _plan(tp=8, ep=8, expert_tp=1, dp=4)
+    assert simulate(MIXTRAL, c, p).step_time_s == pytest.approx(estimate(MIXTRAL, c, p).step_time_s, rel=0.03)
+
+
+def test_export_writes_expert_tensor_parallel_size():
+    from models.export import export_plan
+    c = make_cluster("h100-sxm-80gb", 4)
+    p = _plan(tp=8, ep=8, expert_tp=1, dp=4)
+    mlm = export_plan(p, MIXTRAL, c, "megatron-lm").text
+    assert "--expert-tensor-parallel-size 1" in mlm
+    assert "expert_tensor_parallel_size: 1" in export_plan(p, MIXTRAL, c, "nemo").text
