@@ -48,6 +48,12 @@ def _summary(res: dict) -> list[str]:
                        f"{s['max_abs_error']:.1%}")
     oom = [r["id"] for r in res["records"] if r.get("fits") is False and "error" in r]
     out.append(f"**ran but predicted out of memory**: {len(oom)}" + (f" ({', '.join(oom)})" if oom else ""))
+    f = res.get("summary_finetune")
+    if f and f["count"]:
+        mem = (f"GPU memory within 10% on {f['within_10pct']} of {f['memory_count']} (mean |error| "
+               f"{f['mean_abs_gpu_error']:.1%}, max {f['max_abs_gpu_error']:.1%}); " if f["memory_count"] else "")
+        out.append(f"**fine-tuning and offload records**: {f['count']} scored, {f['skipped']} skipped; {mem}"
+                   f"stated fits/OOM reproduced {f['outcomes_reproduced']} of {f['outcomes_stated']}")
     return out
 
 
@@ -87,6 +93,9 @@ def detail_lines(res: dict) -> list[str]:
     for r in res["records"]:
         if "skipped" in r:
             lines.append(f"| {r['id']} | | | | | skipped: {r['skipped']} | | | | |")
+            continue
+        if "scored_on" in r:   # a fine-tuning/offload record: scored in the fine-tuning table
+            lines.append(f"| {r['id']} | | | | | no time: scored on {r['scored_on']} | | | | |")
             continue
         t = (f"{r['measured_iteration_time_s']:.3f} | {r['predicted_iteration_time_s']:.3f} | {r['error']:+.1%}"
              if "error" in r else f"- | {r['predicted_iteration_time_s']:.3f} | -")

@@ -23,7 +23,6 @@ The margin is measured, not chosen: the planner's plan may legitimately beat the
 from __future__ import annotations
 
 import argparse
-import platform
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +68,6 @@ def main(argv=None) -> int:
     argparse.ArgumentParser(description=__doc__.split("\n")[0]).parse_args(argv)
     runs = yaml.safe_load(RUNS.read_text())
     margin = hopper_margin(runs)
-    print(f"machine: {platform.machine()}, Python {platform.python_version()}")
     print(f"margin: median |iteration-time error| over the Hopper records of {RUNS.name}: {margin:.1%}")
     print(f"{'model':14s} {'GPUs':>5s} {'published MFU':>14s} {'ceiling':>8s} {'best plan MFU':>14s}  "
           "best plan (published plan)")

@@ -186,9 +186,11 @@ def test_estimate_arrays_takes_named_columns_vectorised():
 def test_nvme_offload_runs_once_the_node_states_its_bandwidth():
     """ZeRO-Infinity offloads to NVMe (Rajbhandari et al. 2021); no datasheet states a node's NVMe bandwidth,
     so the user gives it (--nvme-gb-per-s) and the step then carries NVMe traffic."""
+    import contextlib
+    import io
     import json
+
     from simulator.cli import main
-    import io, contextlib
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         rc = main(["estimate", "--model", "llama3-8b", "--gpu", "a100", "--finetune", "lora", "--offload", "optimizer",

@@ -327,4 +327,5 @@ def summarize_memory(records: list[dict]) -> dict:
             "predicted_oom_but_ran": sum(1 for r in records if r.get("fits") is False)}
 
 
-__all__ = ["predict_runs", "predict_record", "summarize_finetune", "record_inputs", "record_framework", "load_runs", "summarize", "MAPPERS"]
+__all__ = ["predict_runs", "predict_record", "summarize_finetune", "record_inputs", "record_framework", "load_runs",
+           "summarize", "MAPPERS"]
