@@ -125,6 +125,11 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
             "overlap_param_gather": _d(False, f"{_MLM_ARGS_2021}: no distributed optimizer, nothing to gather"),
             "zero_stage": _d(0, f"{_MLM_ARGS_2021}: no --use-distributed-optimizer before v3.0"),
             "sp": _d(False, f"{_MLM_ARGS_2021}: no --sequence-parallel before v3.0"),
+            # the argument is off by default, but every training recipe of the era turns it on
+            "recompute": _d("full", "NVIDIA/Megatron-LM README.md@5281919 (Sep 2020): every pretraining example "
+                                    "passes --checkpoint-activations (the BERT script's OUTPUT_ARGS, reused by the "
+                                    "GPT-2 one), and the README's scaling tables report TFLOP/s by 96 B s l h^2 "
+                                    "(1 + s/6h + V/16lh), the count with the recomputed forward"),
         },
         limits={
             "zero_stage": (Limit((0,), "Megatron-LM before v3.0 has no distributed optimizer"),),

@@ -12,7 +12,7 @@ from models.inputs import _GENERIC, Training, build_inputs, resolve_plan
 # (profile, field) -> the source each default must name (repository and file), one case per default.
 DEFAULTS = [(p.name, name) for p in PROFILES.values() for name in p.defaults]
 EXPECTED_SOURCE = {
-    "megatron-lm-2020": "NVIDIA/Megatron-LM megatron/",
+    "megatron-lm-2020": "NVIDIA/Megatron-LM ",   # megatron/ code, or the README of the same tree
     "megatron-lm": "NVIDIA/Megatron-LM megatron/training/arguments.py@core_r0.8.0",
     "megatron-core": "NVIDIA/NeMo ",
     "megatron-deepspeed": "",
@@ -122,3 +122,14 @@ def test_torchtitan_default_checkpointing_is_every_second_layer():
     assert 'selective_ac_option = "2"' in text
     p = resolve_plan(16, Training(global_batch_size=64, framework="torchtitan"), recompute="full")
     assert p.recompute_fraction == 1.0
+
+
+def test_megatron_2020_recomputes_as_its_readme_recipes_do():
+    """Megatron-LM README.md@5281919 (Sep 2020): the GPT-2 pretraining example reuses the BERT script's
+    OUTPUT_ARGS, which pass --checkpoint-activations; the README's 1.16B single-A100 case reports 149.8
+    TFLOP/s at 1,076 ms, which is 96 B s l h^2 (1 + s/6h + V/16lh) (SC'21 eq. 3, the count with the
+    recomputed forward) for B = 16, s = 1024, l = 24, h = 1920, V = 51200."""
+    B, s, l, h, V = 16, 1024, 24, 1920, 51200
+    assert 96 * B * s * l * h**2 * (1 + s / (6 * h) + V / (16 * l * h)) / 1.076 / 1e12 == pytest.approx(149.8, abs=0.1)
+    p = resolve_plan(8, Training(global_batch_size=64, framework="megatron-lm-2020"))
+    assert p.recompute.name == "FULL"
