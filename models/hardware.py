@@ -92,8 +92,11 @@ _SPEC = "stas00/ml-engineering accelerator tables via hardware_measured.yaml (sp
 _MAMF = "MAMF bf16 (hardware_measured.yaml gemm_efficiency_measured)"
 _PRICE = "price: assumed typical 2025 on-demand cloud rate, override with --price-per-gpu-hour"
 # Sustained (power-limited) matmul rate, measured by mamf-finder.py (stas00/ml-engineering
-# compute/accelerator/README.md MAMF/MSMF tables, 2026): H200 bf16 MSMF 755 TFLOP/s (MAMF 834 in the same
-# run); H100 and H800 are the same GH100 die at the same 700 W limit: same MSMF (assumed). B200 MSMF 1429.
+# compute/accelerator/README.md MAMF/MSMF tables, 2026): H200 bf16 MSMF 755 TFLOP/s with MAMF 834 in the same
+# run, so the power limit holds a Hopper at 755/834 = 0.905 of its burst matmul rate. H100 and H800 are the
+# same GH100 die at the same 700 W limit: the same ratio (assumed), applied to their own burst rate (MAMF 0.803
+# of peak, as the H100 size sweep in models.kernel_tables, 797 TFLOP/s at 8192^3) rather than the H200's
+# absolute MSMF, whose run had a higher burst (834): 0.727 of peak (719 TFLOP/s). B200 MSMF 1429.
 # No MSMF is published for the A100. Its sustained rate is the MAMF scaled by the clock the A100 holds
 # at its 400 W limit under a dense tensor-core load: 1305 of 1410 MHz, the clock NVIDIA used for A100
 # HPL Rpeak (G. Lockwood, glennklockwood.com/garden/peak-FLOPS, "Rpeak"). HPL is fp64 DGEMM; bf16
@@ -101,7 +104,8 @@ _PRICE = "price: assumed typical 2025 on-demand cloud rate, override with --pric
 # on GPUs Run Faster When Given Predictable Data": 8192^3 bf16 on an A100, 257 TFLOP/s on randn
 # inputs, 295 on zeros). GB200, V100 and MI300X have no sustained figure and keep the burst MAMF,
 # which overstates what a long run sustains by the clock drop at the power limit (about 10% on H200).
-_HOPPER_SUSTAINED = 755.0 / 989.0
+_HOPPER_SUSTAINED = 0.803 * 755.0 / 834.0
+_H200_SUSTAINED = 755.0 / 989.0   # measured on the H200 itself
 _B200_SUSTAINED = 1429.0 / 2250.0
 _A100_MAMF = 0.869
 _A100_SUSTAINED = _A100_MAMF * 1305.0 / 1410.0
@@ -120,7 +124,7 @@ GPUS: dict[str, GpuSpec] = {g.name: g for g in [
          sustained=_A100_SUSTAINED),
     _gpu("h100-sxm-80gb", 80, 3.35, 67, 494.5, 989, 989, 1979, 450, 370, 0.803, 132, 700, 2.5,
          f"{_SPEC}; busbw 370 GB/s ring (NVIDIA nccl-tests #212, maintainer); {_MAMF} H100 SXM 0.803, "
-         f"fp8 0.709; {_MSMF} H200 755, same die and power limit (assumed); {_PRICE}", 0.709,
+         f"fp8 0.709; {_MSMF} H200 755/834 sustained/burst, same die and power limit (assumed); {_PRICE}", 0.709,
          _HOPPER_SUSTAINED),
     _gpu("h800-sxm-80gb", 80, 3.35, 67, 494.5, 989, 989, 1979, 200, 160, 0.803, 132, 700, 2.5,
          "compute and HBM as H100 SXM (same die; NVIDIA H800 datasheet); NVLink 400 GB/s bidir; "
@@ -129,7 +133,7 @@ GPUS: dict[str, GpuSpec] = {g.name: g for g in [
     _gpu("h200-sxm-141gb", 141, 4.8, 67, 494.5, 989, 989, 1979, 450, 370, 0.803, 132, 700, 3.5,
          f"{_SPEC}; busbw as H100 (NVLink4; nvbandwidth 396 GB/s pairwise measured); "
          f"{_MAMF} 'H200 is the same' as H100 0.803, fp8 0.734; {_MSMF} H200 755 (measured); {_PRICE}",
-         0.734, _HOPPER_SUSTAINED),
+         0.734, _H200_SUSTAINED),
     _gpu("b200", 180, 8.0, 80, 1125, 2250, 2250, 4500, 900, 740, 0.776, 148, 1000, 5.0,
          f"{_SPEC}; busbw 740 GB/s = NVLink5 900 GB/s x NCCL protocol efficiency 370/450 (assumed); "
          f"{_MAMF} B200 SXM 0.776, fp8 0.763; {_MSMF} B200 1429 (measured); {_PRICE}",
