@@ -178,7 +178,8 @@ def stage_memory_arrays(model: Transformer, cl: Cluster, a, stage, layers=None):
     inflight = mem.inflight_microbatches(stage, pp, vpp, m, sched)
     acts = mem.stage_activation_bytes(
         layer_act, layers, inflight,
-        mem.output_layer_activation_bytes(model, mb, s, tp, sp, cp), mem.output_layers_inflight(m, sched),
+        mem.output_layer_activation_bytes(model, mb, s, tp, sp, cp, a.get("fused_loss", False)),
+        mem.output_layers_inflight(m, sched),
         mem.recompute_backward_transient_bytes(model, mb, s, tp, sp, flash, cp)
         if num.any_nonzero(num.arr(rc) == 2) else 0.0, last, rc)   # (read under full recompute only)
     # activation offload: the checkpoints beyond the current and the prefetched layer live on the host
@@ -254,7 +255,7 @@ def _estimate(model: Transformer, cl: Cluster, dtype: str, all_stages: bool, a: 
 
     # ---- stages: the heaviest has ceil(L/pp) layers; the last adds the logits and loss
     layers_max = -(-model.num_layers // pp)
-    logits_full = logits_time_s(model, km, mb * s / cp, tp)
+    logits_full = logits_time_s(model, km, mb * s / cp, tp, a.get("fused_loss", False))
     logits_mb = logits_full - (finetune.frozen_output_dw_s(model, km, a, mb * s / cp, tp)   # LoRA: lm_head frozen, no dW
                                if num.any_nonzero(a.get("finetune", 0)) else 0.0)
     compute_layer = fwd + bwd + rcmp

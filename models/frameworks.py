@@ -101,6 +101,8 @@ _FSDP_NO_PP = "PyTorch FSDP (torch.distributed.fsdp@v2.1.0) shards data-parallel
 _FOUNDRY = ("mosaicml/llm-foundry scripts/train/benchmarking/README.md@4952183 (2024-04-22): fsdp_config "
             "sharding_strategy FULL_SHARD, activation_checkpointing true, attn_impl flash; the tables carry "
             "'TODO: Update tables with torch 2.0 after next Composer release' (torch 1.13: FlashAttention v1)")
+_FOUNDRY_LOSS = ("mosaicml/llm-foundry llmfoundry/models/mpt/modeling_mpt.py@0085285: ComposerMPTCausalLM loss_fn "
+                 "default 'fused_crossentropy' (flash_attn.losses.cross_entropy.CrossEntropyLoss, xentropy kernel)")
 _TITAN = "pytorch/torchtitan torchtitan/config_manager.py@0011fb9 (2024)"
 _TITAN_FSDP = ("pytorch/torchtitan torchtitan/parallelisms/parallelize_llama.py@0011fb9: fully_shard(..., "
                "reshard_after_forward=not parallel_dims.pp_enabled) (FSDP2 keeps parameters gathered under PP)")
@@ -237,6 +239,7 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
             "recompute": _d("full", _FOUNDRY),
             "attention": _d("flash", _FOUNDRY),
             "overlap_param_gather": _d(True, _FSDP),
+            "fused_loss": _d(True, _FOUNDRY_LOSS),
         },
         limits={
             "zero_stage": (Limit((0, 2, 3), "Composer FSDP: NO_SHARD, SHARD_GRAD_OP, FULL_SHARD/HYBRID_SHARD"),),
@@ -253,6 +256,8 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
             "recompute": _d("full", _FOUNDRY),
             "attention": _d("flash1", _FOUNDRY),
             "overlap_param_gather": _d(True, _FSDP),
+            "fused_loss": _d(True, _FOUNDRY_LOSS.replace("@0085285", "@0085285 (the same default since its 2023 "
+                                                        "releases: xentropy-cuda-lib@v1.0.3)")),
         },
         limits={
             "zero_stage": (Limit((0, 2, 3), "Composer FSDP: NO_SHARD, SHARD_GRAD_OP, FULL_SHARD/HYBRID_SHARD"),),
@@ -314,7 +319,7 @@ _ALIASES = {a: p.name for p in PROFILES.values() for a in (p.name, *p.aliases)}
 FRAMEWORK_NAMES = tuple(PROFILES)
 FRAMEWORK_CHOICES = tuple(_ALIASES)
 # Plan fields whose defaults a profile may set (plus "dropout", a model setting).
-PROFILE_FIELDS = ("zero_stage", "sp", "recompute", "recompute_fraction", "zero3_max_live_params",
+PROFILE_FIELDS = ("zero_stage", "sp", "recompute", "recompute_fraction", "fused_loss", "zero3_max_live_params",
                   "zero_bucket_params", "schedule", "attention", "dtype", "overlap_grad_reduce",
                   "overlap_param_gather", "overlap_tp_comm", "overlap_ep_comm", "dropout")
 

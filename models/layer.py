@@ -36,6 +36,11 @@ ATTN_BWD_FLOP_RATIO = 2.5
 # vocab-parallel loss both upcast): upcast r2+w4, log-softmax r4+r4+w4, backward r4+r4+w4
 # plus the gradient fill w4, downcast r4+w2 = 40 bytes per logit element.
 LOSS_BYTES_PER_LOGIT = 40
+# A fused cross-entropy kernel on the 16-bit logits (flash-attn losses/cross_entropy.py, the xentropy CUDA
+# kernel, from apex's softmax_xentropy; llm-foundry's default loss): forward reads the logits twice (a max
+# pass and a sum-of-exp pass, 2 + 2 B), backward reads them again and writes
+# their gradient (2 + 2 B), no fp32 copy: 8 bytes per logit element.
+FUSED_LOSS_BYTES_PER_LOGIT = 8
 # The Adam step's bytes per parameter and the gradient bucket are models.parallel.zero's.
 OPTIMIZER_BYTES_PER_PARAM, DP_BUCKET_BYTES = zero.OPTIMIZER_BYTES_PER_PARAM, zero.DP_BUCKET_BYTES
 # One of the output layer's three GEMMs (and about a third of the loss's passes) runs forward.
@@ -166,13 +171,15 @@ def layer_times(model: Transformer, km, a, moe: bool | None = None):
 _layer_times = layer_times   # the old private name, still imported by tests/test_flash1.py and test_sustained_clock.py
 
 
-def logits_time_s(model: Transformer, km, tokens, tp):
-    """Output layer + loss of one micro-batch on the last stage, forward + backward, seconds."""
+def logits_time_s(model: Transformer, km, tokens, tp, fused_loss=False):
+    """Output layer + loss of one micro-batch on the last stage, forward + backward, seconds;
+    ``fused_loss``: the cross-entropy is one fused kernel on the 16-bit logits (FUSED_LOSS_BYTES_PER_LOGIT)."""
+    per_logit = num.where(fused_loss, FUSED_LOSS_BYTES_PER_LOGIT, LOSS_BYTES_PER_LOGIT)
     return 3 * km.gemm(tokens, model.vocab / tp, model.hidden) + km.memory_bound(
-        tokens * model.vocab / tp * LOSS_BYTES_PER_LOGIT, 6)
+        tokens * model.vocab / tp * per_logit, 6)
 
 
-def logits_split_s(model: Transformer, km, tokens, tp):
+def logits_split_s(model: Transformer, km, tokens, tp, fused_loss=False):
     """(forward, backward) seconds of the output layer + loss of one micro-batch (LOGITS_FWD_SHARE)."""
-    t = logits_time_s(model, km, tokens, tp)
+    t = logits_time_s(model, km, tokens, tp, fused_loss)
     return LOGITS_FWD_SHARE * t, (1 - LOGITS_FWD_SHARE) * t

@@ -84,13 +84,15 @@ def layer_activation_bytes(model, micro_batch, seq_len, tp, sp, recompute, flash
     return num.where(recompute == 2, 2 * sbh / num.where(sp, tp, 1), full)
 
 
-def output_layer_activation_bytes(model, micro_batch, seq_len, tp, sp, cp=1):
+def output_layer_activation_bytes(model, micro_batch, seq_len, tp, sp, cp=1, fused_loss=False):
     """Final norm input, output-projection input and fp32 logits for the loss (Korthikanti Sec. 4.3),
     plus the 16-bit logits that live beside their fp32 copy during the loss (measured with the
-    live-tensor tracker of ``clustersim validate``)."""
+    live-tensor tracker of ``clustersim validate``). ``fused_loss``: a fused cross-entropy kernel keeps
+    only the 16-bit logits (flash-attn losses/cross_entropy.py saves the logits and a per-row lse)."""
     s = seq_len / cp
     sbh = s * micro_batch * model.hidden
-    return 4 * sbh / num.where(sp, tp, 1) + (4 + 2) * s * micro_batch * model.vocab / tp
+    per_logit = num.where(fused_loss, 2, 4 + 2)
+    return 4 * sbh / num.where(sp, tp, 1) + per_logit * s * micro_batch * model.vocab / tp
 
 
 # Share of a layer's saved activations that only the weight gradient needs (the inputs of the

@@ -156,6 +156,9 @@ class Plan:
                                       "training")
     constant_buffers: bool = opt(True, "ZeRO-R CB: constant-size fused gradient buffers (off: one fp32 buffer "
                                  "of all gradients)", "training")
+    fused_loss: bool = opt(False, "cross-entropy as one fused kernel on the 16-bit logits (flash-attn xentropy; "
+                           "llm-foundry's default): no fp32 copy of the logits; off = PyTorch / Megatron "
+                           "cross-entropy on fp32-upcast logits", "training")
     zero3_max_live_params: float = opt(0.0, "ZeRO-3: gathered parameters kept live beyond the module that runs "
                                        "(DeepSpeed stage3_max_live_parameters); 0 = whole layers, the current and "
                                        "the prefetched one (FSDP)", "training", unit="parameters", minimum=0.0,

@@ -170,3 +170,20 @@ def test_finetuning_records_are_scored_in_published_not_skipped(dev_runs_path):
     assert f["memory_count"] >= 7 and f["outcomes_reproduced"] == f["outcomes_stated"] >= 10
     text = published_report(res)
     assert "fine-tuning records:" in text and "finetune_lomo_t2_llama7b_adamw_8x3090" in text
+
+
+def test_llm_foundry_runs_its_fused_cross_entropy_and_the_mpt_350m_runs_fit(dev_runs_path):
+    """llm-foundry's ComposerMPTCausalLM defaults to loss_fn 'fused_crossentropy' (flash-attn's xentropy
+    kernel on the 16-bit logits: no fp32 copy), modeling_mpt.py@0085285. With the fp32 copy charged, the
+    four MPT-350M micro-batch-18 runs on A100 40GB (llm-foundry benchmark table: they ran) came out at
+    40.5-40.8 GiB; with the logits kept once at 2 bytes they fit."""
+    from models import memory as mem
+    from models.transformer import get_model
+    m = get_model("llama3-8b")
+    plain = mem.output_layer_activation_bytes(m, 1, 8192, 1, False)
+    fused = mem.output_layer_activation_bytes(m, 1, 8192, 1, False, fused_loss=True)
+    assert plain - fused == 4 * 8192 * m.vocab
+    res = predict_runs(dev_runs_path)
+    mpt = [r for r in res["records"] if r["id"].startswith("mpt_a100_40g_350m") and "fits" in r]
+    assert len(mpt) >= 4 and all(r["fits"] for r in mpt)
+    assert any("fused_loss=True (llm-foundry" in d for r in mpt for d in r["defaults"])

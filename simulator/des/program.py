@@ -225,14 +225,14 @@ def layer_costs(model: Transformer, cluster: Cluster, plan: Plan) -> LayerCosts:
     flash = plan.attention != "unfused"
     strides = est_mod.placement_strides(PLACEMENTS.index(plan.placement), tp, cp, plan.dp, plan.pp)
     cp_f, cp_b = (float(x) for x in est_mod.cp_exposed_s(model, cluster, a, strides[1], attn_fwd, bpe))
-    logits_f, logits_b = (float(x) for x in est_mod.logits_split_s(model, km, mb * s / cp, tp))
+    logits_f, logits_b = (float(x) for x in est_mod.logits_split_s(model, km, mb * s / cp, tp, plan.fused_loss))
     logits_b -= float(finetune.frozen_output_dw_s(model, km, a, mb * s / cp, tp))   # LoRA: lm_head frozen, no dW
     return LayerCosts(
         fwd_s=fwd, bwd_s=bwd + rcmp, wgrad_s=float(gemms_fwd), logits_fwd_s=logits_f, logits_bwd_s=logits_b,
         flops=float((fl.forward_flops(model, mb, s) - fl.logits_flops(model, mb * s)) / model.num_layers / tp),
         act_bytes=float(mem.mean_layer_activation_bytes(model, mb, s, tp, plan.sp, rc, flash, cp)),
         full_act_bytes=float(mem.recompute_backward_transient_bytes(model, mb, s, tp, plan.sp, flash, cp)),
-        out_act_bytes=float(mem.output_layer_activation_bytes(model, mb, s, tp, plan.sp, cp)),
+        out_act_bytes=float(mem.output_layer_activation_bytes(model, mb, s, tp, plan.sp, cp, plan.fused_loss)),
         tp_bytes=float(tensor.tp_collective_bytes(mb, s, model.hidden, cp, bpe)
                        * (est_mod.folded_tp_factor(model, cluster, a, strides, bpe) if model.is_moe else 1.0)),
         tp_loss_bytes=float(tensor.tp_loss_collective_bytes(mb, s, cp)),
