@@ -129,7 +129,8 @@ def test_megatron_2020_recomputes_as_its_readme_recipes_do():
     OUTPUT_ARGS, which pass --checkpoint-activations; the README's 1.16B single-A100 case reports 149.8
     TFLOP/s at 1,076 ms, which is 96 B s l h^2 (1 + s/6h + V/16lh) (SC'21 eq. 3, the count with the
     recomputed forward) for B = 16, s = 1024, l = 24, h = 1920, V = 51200."""
-    B, s, l, h, V = 16, 1024, 24, 1920, 51200
-    assert 96 * B * s * l * h**2 * (1 + s / (6 * h) + V / (16 * l * h)) / 1.076 / 1e12 == pytest.approx(149.8, abs=0.1)
+    B, s, n_layers, h, V = 16, 1024, 24, 1920, 51200
+    flops = 96 * B * s * n_layers * h**2 * (1 + s / (6 * h) + V / (16 * n_layers * h))
+    assert flops / 1.076 / 1e12 == pytest.approx(149.8, abs=0.1)
     p = resolve_plan(8, Training(global_batch_size=64, framework="megatron-lm-2020"))
     assert p.recompute.name == "FULL"
