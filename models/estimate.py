@@ -162,10 +162,8 @@ def stage_memory_arrays(model: Transformer, cl: Cluster, a, stage, layers=None):
     mb, s, tp, sp, cp, flash = a["micro_batch_size"], model.seq_len, a["tp"], a["sp"], a["cp"], a["flash"]
     m = a["global_batch_size"] // (mb * a["dp"])
     rc = a["recompute"]
-    layer_act = mem.mean_layer_activation_bytes(model, mb, s, tp, sp, rc, flash, cp)
-    frac = a.get("recompute_fraction", 1.0)
-    if num.any_nonzero(num.arr(frac) < 1.0):   # recompute on a share of the layers: the others keep everything
-        layer_act = frac * layer_act + (1 - frac) * mem.mean_layer_activation_bytes(model, mb, s, tp, sp, 0, flash, cp)
+    layer_act = mem.recompute_share_activation_bytes(model, mb, s, tp, sp, rc, flash, cp,
+                                                     a.get("recompute_fraction", 1.0))
     if num.any_nonzero(a.get("finetune", 0)):   # adapters' rank-r intermediates, frozen base's dW inputs
         tokens = mb * s / cp
         delta = (finetune.lora_activation_bytes(model, tokens, a["lora_rank"], a["lora_targets"], tp)

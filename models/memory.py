@@ -111,6 +111,16 @@ def activation_bytes_per_elem(dtype_bytes, dtype: str):
     return 2 if dtype == "fp8" else dtype_bytes
 
 
+def recompute_share_activation_bytes(model, micro_batch, seq_len, tp, sp, recompute, flash, cp=1, fraction=1.0):
+    """mean_layer_activation_bytes when ``recompute`` applies to a ``fraction`` of the layers only
+    (Megatron's block method, torchtitan's every-Nth-layer checkpointing): the others keep everything."""
+    act = mean_layer_activation_bytes(model, micro_batch, seq_len, tp, sp, recompute, flash, cp)
+    if not num.any_nonzero(num.arr(fraction) < 1.0):
+        return act
+    return fraction * act + (1 - fraction) * mean_layer_activation_bytes(model, micro_batch, seq_len, tp, sp, 0,
+                                                                         flash, cp)
+
+
 def mean_layer_activation_bytes(model, micro_batch, seq_len, tp, sp, recompute, flash, cp=1):
     """layer_activation_bytes averaged over the model's dense and MoE layers, bytes (arrays ok)."""
     args = (model, micro_batch, seq_len, tp, sp, recompute, flash, cp)

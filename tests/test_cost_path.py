@@ -141,3 +141,24 @@ def test_zero_module_closed_forms():
         off = float(zero.exposed_s(z, 4, t_ar, t_rs, t_ag, 8, 8, 1.0, 2.0, False, False))
         on = float(zero.exposed_s(z, 4, t_ar, t_rs, t_ag, 8, 8, 1.0, 2.0, True, True))
         assert on <= off == pytest.approx(float(zero.total_s(z, 4, t_ar, t_rs, t_ag)))
+
+
+@pytest.mark.parametrize("fields", [
+    dict(recompute="full", recompute_fraction=0.5, zero_stage=3),          # torchtitan's layer SAC
+    dict(recompute="full", recompute_fraction=0.25, pp=2, zero_stage=1),   # Megatron's block method
+    dict(fused_loss=True, pp=2, zero_stage=1),                             # llm-foundry's fused cross-entropy
+    dict(zero_stage=3, zero3_max_live_params=1e8, zero_bucket_params=5e8),  # DeepSpeed ZeRO-3's buffers
+], ids=["rcf0.5", "rcf0.25-pp2", "fused-loss", "ds-zero3"])
+def test_the_newer_fields_cost_the_same_in_estimate_and_simulator(fields):
+    """One cost path: what a field changes, the simulator changes the same way (memory to the byte,
+    step time within the usual 2% of schedule effects)."""
+    from models.estimate import estimate
+    from models.hardware import make_cluster
+    from models.plan import Plan
+    from models.transformer import get_model
+    from simulator import simulate
+    m, c = get_model("llama3-8b"), make_cluster("h100-sxm-80gb", 2)
+    p = Plan(**{"dp": 16 // fields.get("pp", 1), "global_batch_size": 64, "micro_batch_size": 1, **fields})
+    e, r = estimate(m, c, p), simulate(m, c, p)
+    assert r.peak_memory_bytes == pytest.approx(e.peak_memory_bytes, rel=1e-6)
+    assert r.step_time_s == pytest.approx(e.step_time_s, rel=0.02)

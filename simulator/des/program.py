@@ -230,7 +230,8 @@ def layer_costs(model: Transformer, cluster: Cluster, plan: Plan) -> LayerCosts:
     return LayerCosts(
         fwd_s=fwd, bwd_s=bwd + rcmp, wgrad_s=float(gemms_fwd), logits_fwd_s=logits_f, logits_bwd_s=logits_b,
         flops=float((fl.forward_flops(model, mb, s) - fl.logits_flops(model, mb * s)) / model.num_layers / tp),
-        act_bytes=float(mem.mean_layer_activation_bytes(model, mb, s, tp, plan.sp, rc, flash, cp)),
+        act_bytes=float(mem.recompute_share_activation_bytes(model, mb, s, tp, plan.sp, rc, flash, cp,
+                                                             plan.recompute_fraction)),
         full_act_bytes=float(mem.recompute_backward_transient_bytes(model, mb, s, tp, plan.sp, flash, cp)),
         out_act_bytes=float(mem.output_layer_activation_bytes(model, mb, s, tp, plan.sp, cp, plan.fused_loss)),
         tp_bytes=float(tensor.tp_collective_bytes(mb, s, model.hidden, cp, bpe)
