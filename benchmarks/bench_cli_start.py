@@ -7,29 +7,17 @@
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 
+from machine import machine  # benchmarks/machine.py (scripts run from benchmarks/)
+
 ESTIMATE = [sys.executable, "-m", "simulator.cli", "estimate", "--model", "gpt3-175b", "--gpu", "a100", "--nodes",
             "128", "--tp", "8", "--pp", "16", "--vpp", "3", "--global-batch", "1536"]
 PRESETS = [sys.executable, "-m", "simulator.cli", "presets"]
 BASELINE = [sys.executable, "-c", "import numpy, yaml"]
-
-
-def machine() -> str:
-    """The CPU model, architecture, core count, OS and Python of this run."""
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return (f"{cpu or 'unknown CPU'} ({platform.machine()}), {os.cpu_count()} cores, {platform.system()} "
-            f"{platform.release()}, Python {platform.python_version()}")
 
 
 def wall_s(argv: list[str]) -> float:

@@ -5,10 +5,10 @@ Run: python benchmarks/bench_estimate.py
 
 from __future__ import annotations
 
-import platform
 import time
 
 import numpy as np
+from machine import machine  # benchmarks/machine.py (scripts run from benchmarks/)
 
 from models import numeric
 from models.estimate import estimate, estimate_arrays, plan_arrays
@@ -39,7 +39,7 @@ def main() -> None:
     cols["micro_batch_size"] = np.tile([1, 2], n // 2)
     cols["global_batch_size"] = np.full(n, 1536)
     t_grid = bench(lambda: estimate_arrays(model, cluster, "bf16", **cols), 2)
-    print(f"machine: {platform.processor() or platform.machine()}, {platform.python_version()}")
+    print(f"machine: {machine()}")
     print(f"estimate(): one GPT-3 175B plan          {t_one * 1e3:8.3f} ms")
     print(f"estimate(): the same, plan caches empty  {t_new * 1e3:8.3f} ms")
     print(f"estimate_arrays(): one plan (0-d arrays) {t_arr * 1e3:8.3f} ms")

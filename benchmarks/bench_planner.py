@@ -16,13 +16,13 @@ the whole search >= 1e6 valid plans/s with peak RSS < 200 MiB.
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import resource
 import statistics
 import time
 
 import numpy as np
+from machine import machine  # benchmarks/machine.py (scripts run from benchmarks/)
 
 from models.estimate import estimate_arrays, plan_arrays
 from models.hardware import make_cluster
@@ -64,18 +64,6 @@ def timed(fn, repeat: int = 3) -> float:
     return best
 
 
-def machine() -> str:
-    """The CPU model, architecture, core count, OS, Python and numpy of this run."""
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return (f"{cpu or 'unknown CPU'} ({platform.machine()}), {os.cpu_count()} cores, {platform.system()} "
-            f"{platform.release()}, Python {platform.python_version()}, numpy {np.__version__}")
-
-
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far, MiB (ru_maxrss: KiB on Linux, bytes on macOS)."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -111,7 +99,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="runs per search backend; the median is printed")
     args = ap.parse_args()
     model, cl = get_model(MODEL), make_cluster(GPU, NODES)
-    print(f"machine: {machine()}")
+    print(f"machine: {machine(f'numpy {np.__version__}')}")
     searches(model, cl, 1 if args.quick else args.repeats)
     a, shape = grid(args.quick)
     n = int(np.prod(shape))

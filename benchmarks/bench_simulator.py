@@ -19,9 +19,9 @@ with the events of 65,536, is printed as the equal-work reference.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
+
+from machine import machine  # benchmarks/machine.py (scripts run from benchmarks/)
 
 from models.hardware import make_cluster
 from models.plan import Plan
@@ -65,18 +65,6 @@ SCALE = {   # name -> inputs
 def _inputs(spec):
     model, gpu, nodes, plan = spec
     return get_model(model), make_cluster(gpu, nodes), Plan(**plan)
-
-
-def machine() -> str:
-    """The CPU model, architecture, core count, OS and Python of this run."""
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return (f"{cpu or 'unknown CPU'} ({platform.machine()}), {os.cpu_count()} cores, {platform.system()} "
-            f"{platform.release()}, Python {platform.python_version()}")
 
 
 def reference() -> None:
