@@ -105,9 +105,9 @@ _FOUNDRY = ("mosaicml/llm-foundry scripts/train/benchmarking/README.md@4952183 (
 # -12.5% mean and the high-reliability MAPE from 8.4% to 11.5% (issue 2's 10% target), because small
 # models (125M-350M, a quarter of the step in the loss) then expose overheads the model lacks; the memory
 # it frees is what lets the four MPT-350M micro-batch-18 runs fit. Until those overheads are measured
-# (a GPU), `--fused-loss` (fused_loss: true) gives the llm-foundry loss on request.
-_FOUNDRY_LOSS = ("mosaicml/llm-foundry llmfoundry/models/mpt/modeling_mpt.py@0085285: ComposerMPTCausalLM loss_fn "
-                 "default 'fused_crossentropy' (flash_attn.losses.cross_entropy.CrossEntropyLoss, xentropy kernel)")
+# (a GPU), `--fused-loss` (fused_loss: true) gives the llm-foundry loss on request. Its source when it
+# lands: mosaicml/llm-foundry llmfoundry/models/mpt/modeling_mpt.py@0085285, ComposerMPTCausalLM loss_fn
+# default 'fused_crossentropy' (flash_attn.losses.cross_entropy.CrossEntropyLoss, the xentropy kernel).
 _TITAN = "pytorch/torchtitan torchtitan/config_manager.py@0011fb9 (2024)"
 _TITAN_FSDP = ("pytorch/torchtitan torchtitan/parallelisms/parallelize_llama.py@0011fb9: fully_shard(..., "
                "reshard_after_forward=not parallel_dims.pp_enabled) (FSDP2 keeps parameters gathered under PP)")

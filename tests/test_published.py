@@ -179,7 +179,7 @@ def test_fused_cross_entropy_keeps_the_logits_once_and_lets_the_mpt_350m_runs_fi
     """llm-foundry's ComposerMPTCausalLM defaults to loss_fn 'fused_crossentropy' (flash-attn's xentropy
     kernel on the 16-bit logits: no fp32 copy), modeling_mpt.py@0085285. Charged PyTorch's fp32 copy, the
     four MPT-350M micro-batch-18 runs on A100 40GB (they ran) come out at 40.5-40.8 GiB; with the fused
-    loss they fit. (Not yet llm-foundry's profile default: see models/frameworks.py _FOUNDRY_LOSS.)"""
+    loss they fit. (Not yet llm-foundry's profile default: see the comment above _TITAN in models/frameworks.py.)"""
     from models import memory as mem
     from models.transformer import get_model
     m = get_model("llama3-8b")

@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 
 from models.estimate import PlanError, estimate
-from models.frameworks import apply_defaults, framework_errors, get_profile
+from models.frameworks import allowed_values, apply_defaults, framework_errors, get_profile
 from models.inputs import GENERIC_DEFAULTS as _GENERIC
 from models.plan import Plan
 from simulator.validation.records import (
@@ -76,7 +76,6 @@ def _stage_the_framework_has(f: dict, framework: str | None, defaults: list) -> 
     per step after the last micro-batch) is that optimizer, stage 1 here: MegaScale (NSDI'24, Sec. 3.2
     and Fig. 1) calls its Megatron-based data parallelism "ZeRO-2" and overlaps exactly those two
     collectives. DeepSpeed's stage 2 instead reduce-scatters at every micro-batch."""
-    from models.frameworks import allowed_values
     allowed = allowed_values(framework, "zero_stage", f)
     if f.get("zero_stage") == 2 and allowed and 2 not in allowed and 1 in allowed:
         f["zero_stage"] = 1
@@ -87,7 +86,6 @@ def _stage_the_framework_has(f: dict, framework: str | None, defaults: list) -> 
 def _unstated(name: str, f: dict, stated: set, framework: str | None, order: tuple) -> list:
     """Values to try for a field the record leaves out: the framework's default first, then the others
     it can run that save memory (``order``: least to most saving); the stated value alone when stated."""
-    from models.frameworks import allowed_values
     cur = f[name]
     if name in stated:
         return [cur]
