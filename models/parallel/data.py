@@ -3,7 +3,8 @@
 DDP all-reduces the gradients once per iteration (Li et al. 2020, PyTorch DDP), overlapped with
 the last micro-batch's backward when buckets are used. Everything that ZeRO sharding changes
 (model-state memory, reduce-scatter / all-gather traffic and their overlap) is in
-models.parallel.zero, which also costs plain DDP (stage 0).
+models.parallel.zero, which also costs plain DDP (stage 0); the expert weights' data-parallel group is
+models.parallel.expert.expert_dp_size (it depends on the expert layout).
 """
 
 from __future__ import annotations
@@ -19,11 +20,3 @@ def dp_comm_group(dp, cp):
     """
     return np.asarray(dp) * np.asarray(cp)
 
-
-def expert_dp_group(dp, cp, ep):
-    """Expert weights are reduced over the dp * cp / ep expert-data-parallel ranks (>= 1).
-
-    >>> int(expert_dp_group(8, 1, 4))
-    2
-    """
-    return np.maximum(dp_comm_group(dp, cp) // ep, 1)
