@@ -229,7 +229,8 @@ def _layer_share(v, ctx: dict) -> float | None:
     m = re.search(r"selective\s*\((layer|op)", t)
     if not m:
         return None
-    n = int(re.search(r"every\s+(\d+)", t).group(1)) if re.search(r"every\s+(\d+)", t) else _TITAN_SAC_EVERY
+    every = re.search(r"every\s+(\d+)", t)
+    n = int(every.group(1)) if every else _TITAN_SAC_EVERY
     if m.group(1) == "op":
         ctx["defaults"].append("recompute: op-level SAC (every other matmul saved) costed as full recompute of "
                                "half the layers")
