@@ -54,6 +54,7 @@ from models.layer import (  # noqa: F401
     layer_times,
     logits_split_s,
     logits_time_s,
+    metric_loss_s,
 )
 from models.parallel import data, expert, offload, pipeline, zero
 from models.plan import ATTENTION_KERNELS, DTYPE_BYTES, PLACEMENTS, Plan, check_plan
@@ -180,6 +181,12 @@ def stage_memory_arrays(model: Transformer, cl: Cluster, a, stage, layers=None):
         mem.output_layers_inflight(m, sched),
         mem.recompute_backward_transient_bytes(model, mb, s, tp, sp, flash, cp)
         if num.any_nonzero(num.arr(rc) == 2) else 0.0, last, rc)   # (read under full recompute only)
+    # training metrics after backward (Composer): the micro-batch's activations are freed, its 16-bit logits
+    # kept, and each metric's fp32 upcast and log-softmax output live at once (models.memory)
+    passes = a.get("train_metric_passes", 0)
+    if not (num.is_num(passes) and not passes):
+        acts = num.where(last & (num.arr(passes) > 0),
+                         num.maximum(acts, mem.metric_loss_transient_bytes(model, mb, s, tp, cp)), acts)
     # activation offload: the checkpoints beyond the current and the prefetched layer live on the host
     act_off = _has(a.get("offload", 0), "activations")
     acts_host = num.where(act_off, num.maximum(0.0, inflight * layers - 2) * layer_act, 0.0) \
@@ -254,6 +261,11 @@ def _estimate(model: Transformer, cl: Cluster, dtype: str, all_stages: bool, a: 
     # ---- stages: the heaviest has ceil(L/pp) layers; the last adds the logits and loss
     layers_max = -(-model.num_layers // pp)
     logits_full = logits_time_s(model, km, mb * s / cp, tp, a.get("fused_loss", False))
+    # training-metric cross-entropies after each backward (Composer); they join the backward
+    passes = a.get("train_metric_passes", 0)
+    logits_metric = 0.0 if num.is_num(passes) and not passes else metric_loss_s(km, mb * s / cp * model.vocab / tp,
+                                                                                  passes)
+    logits_full = logits_full + logits_metric
     logits_mb = logits_full - (finetune.frozen_output_dw_s(model, km, a, mb * s / cp, tp)   # LoRA: lm_head frozen, no dW
                                if num.any_nonzero(a.get("finetune", 0)) else 0.0)
     compute_layer = fwd + bwd + rcmp
@@ -271,8 +283,8 @@ def _estimate(model: Transformer, cl: Cluster, dtype: str, all_stages: bool, a: 
     # ---- data parallel / ZeRO, then the optimizer step (memory-bound over this rank's share)
     # overlap windows: one micro-batch's forward and gradient-producing pass (ZB-H1's W) on the
     # heaviest stage, with the output layer when it is the only stage (as the simulator runs them)
-    logits_fwd, logits_bwd = (num.where(pp == 1, x, 0.0) for x in (LOGITS_FWD_SHARE * logits_full,
-                                                                   logits_mb - LOGITS_FWD_SHARE * logits_full))
+    logits_fwd, logits_bwd = (num.where(pp == 1, x, 0.0) for x in (
+        LOGITS_FWD_SHARE * (logits_full - logits_metric), logits_mb - LOGITS_FWD_SHARE * (logits_full - logits_metric)))
     wgrad = num.where(a["schedule"] == 3, layers_max * gemms_fwd, 0.0)   # ZB-H1 runs it apart as W
     dp_comm, dp_total, nonexp, exp, groups = dp_comm_s(model, cl, a, strides, layers_max, layers_max * fwd + logits_fwd,
                                                        layers_max * (bwd + rcmp) + logits_bwd - wgrad, wgrad)

@@ -101,13 +101,17 @@ _FSDP_NO_PP = "PyTorch FSDP (torch.distributed.fsdp@v2.1.0) shards data-parallel
 _FOUNDRY = ("mosaicml/llm-foundry scripts/train/benchmarking/README.md@4952183 (2024-04-22): fsdp_config "
             "sharding_strategy FULL_SHARD, activation_checkpointing true, attn_impl flash; the tables carry "
             "'TODO: Update tables with torch 2.0 after next Composer release' (torch 1.13: FlashAttention v1)")
-# llm-foundry's loss: not a profile default yet. With it, the MPT rows' time error goes from -8.7% to
-# -12.5% mean and the high-reliability MAPE from 8.4% to 11.5% (issue 2's 10% target), because small
-# models (125M-350M, a quarter of the step in the loss) then expose overheads the model lacks; the memory
-# it frees is what lets the four MPT-350M micro-batch-18 runs fit. Until those overheads are measured
-# (a GPU), `--fused-loss` (fused_loss: true) gives the llm-foundry loss on request. Its source when it
-# lands: mosaicml/llm-foundry llmfoundry/models/mpt/modeling_mpt.py@0085285, ComposerMPTCausalLM loss_fn
-# default 'fused_crossentropy' (flash_attn.losses.cross_entropy.CrossEntropyLoss, the xentropy kernel).
+# llm-foundry's loss and training metrics (the torch 1.13 tables ran llm-foundry@5f43bf160, 2023-05, on Composer
+# 0.14; the torch 2 profile reads llm-foundry@0085285, 2024-02, on Composer 0.19): ComposerMPTCausalLM's loss_fn
+# defaults to 'fused_crossentropy' (flash_attn.losses.cross_entropy.CrossEntropyLoss, the xentropy kernel), and
+# its train_metrics are [LanguageCrossEntropy, LanguagePerplexity], which Composer's Trainer._train_microbatch
+# updates after every micro-batch's backward (composer/trainer/trainer.py@v0.14.1 and @v0.19.0,
+# _eval_train_metrics); each runs torch.nn.CrossEntropyLoss on the cached logits (composer/metrics/nlp.py).
+_FOUNDRY_LOSS = ("mosaicml/llm-foundry llmfoundry/models/mpt/modeling_mpt.py@5f43bf160 and @0085285: "
+                 "ComposerMPTCausalLM loss_fn default 'fused_crossentropy' (flash-attn xentropy)")
+_FOUNDRY_METRICS = ("llm-foundry modeling_mpt.py@5f43bf160 / @0085285 train_metrics [LanguageCrossEntropy, "
+                    "LanguagePerplexity]; mosaicml/composer trainer.py@v0.14.1 / @v0.19.0 _train_microbatch runs "
+                    "_eval_train_metrics after each backward (metrics/nlp.py: torch.nn.CrossEntropyLoss each)")
 _TITAN = "pytorch/torchtitan torchtitan/config_manager.py@0011fb9 (2024)"
 _TITAN_FSDP = ("pytorch/torchtitan torchtitan/parallelisms/parallelize_llama.py@0011fb9: fully_shard(..., "
                "reshard_after_forward=not parallel_dims.pp_enabled) (FSDP2 keeps parameters gathered under PP)")
@@ -243,6 +247,8 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
             "zero_stage": _d(3, _FOUNDRY),
             "recompute": _d("full", _FOUNDRY),
             "attention": _d("flash", _FOUNDRY),
+            "fused_loss": _d(True, _FOUNDRY_LOSS),
+            "train_metric_passes": _d(2, _FOUNDRY_METRICS),
             "overlap_param_gather": _d(True, _FSDP),
         },
         limits={
@@ -259,6 +265,8 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
             "zero_stage": _d(3, _FOUNDRY),
             "recompute": _d("full", _FOUNDRY),
             "attention": _d("flash1", _FOUNDRY),
+            "fused_loss": _d(True, _FOUNDRY_LOSS),
+            "train_metric_passes": _d(2, _FOUNDRY_METRICS),
             "overlap_param_gather": _d(True, _FSDP),
         },
         limits={
@@ -321,8 +329,8 @@ _ALIASES = {a: p.name for p in PROFILES.values() for a in (p.name, *p.aliases)}
 FRAMEWORK_NAMES = tuple(PROFILES)
 FRAMEWORK_CHOICES = tuple(_ALIASES)
 # Plan fields whose defaults a profile may set (plus "dropout", a model setting).
-PROFILE_FIELDS = ("zero_stage", "sp", "recompute", "recompute_fraction", "fused_loss", "zero3_max_live_params",
-                  "zero_bucket_params", "schedule", "attention", "dtype", "overlap_grad_reduce",
+PROFILE_FIELDS = ("zero_stage", "sp", "recompute", "recompute_fraction", "fused_loss", "train_metric_passes",
+                  "zero3_max_live_params", "zero_bucket_params", "schedule", "attention", "dtype", "overlap_grad_reduce",
                   "overlap_param_gather", "overlap_tp_comm", "overlap_ep_comm", "dropout")
 
 

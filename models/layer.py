@@ -41,6 +41,10 @@ LOSS_BYTES_PER_LOGIT = 40
 # pass and a sum-of-exp pass, 2 + 2 B), backward reads them again and writes
 # their gradient (2 + 2 B), no fp32 copy: 8 bytes per logit element.
 FUSED_LOSS_BYTES_PER_LOGIT = 8
+# A training-metric cross-entropy on the cached logits after backward (Composer's LanguageCrossEntropy:
+# torch.nn.CrossEntropyLoss(reduction='sum') under the autocast context, which runs log_softmax in fp32),
+# forward only: upcast r2+w4, log-softmax r4+r4+w4 = 18 bytes per logit element per metric.
+METRIC_LOSS_BYTES_PER_LOGIT = 18
 # The Adam step's bytes per parameter and the gradient bucket are models.parallel.zero's.
 OPTIMIZER_BYTES_PER_PARAM, DP_BUCKET_BYTES = zero.OPTIMIZER_BYTES_PER_PARAM, zero.DP_BUCKET_BYTES
 # One of the output layer's three GEMMs (and about a third of the loss's passes) runs forward.
@@ -171,15 +175,28 @@ def layer_times(model: Transformer, km, a, moe: bool | None = None):
 _layer_times = layer_times   # the old private name, still imported by tests/test_flash1.py and test_sustained_clock.py
 
 
-def logits_time_s(model: Transformer, km, tokens, tp, fused_loss=False):
+def logits_time_s(model: Transformer, km, tokens, tp, fused_loss=False, metric_passes=0):
     """Output layer + loss of one micro-batch on the last stage, forward + backward, seconds;
-    ``fused_loss``: the cross-entropy is one fused kernel on the 16-bit logits (FUSED_LOSS_BYTES_PER_LOGIT)."""
+    ``fused_loss``: the cross-entropy is one fused kernel on the 16-bit logits (FUSED_LOSS_BYTES_PER_LOGIT);
+    ``metric_passes``: training-metric cross-entropies run on the logits after backward
+    (METRIC_LOSS_BYTES_PER_LOGIT each, two kernels: the upcast and the log-softmax)."""
     per_logit = num.where(fused_loss, FUSED_LOSS_BYTES_PER_LOGIT, LOSS_BYTES_PER_LOGIT)
-    return 3 * km.gemm(tokens, model.vocab / tp, model.hidden) + km.memory_bound(
-        tokens * model.vocab / tp * per_logit, 6)
+    t = 3 * km.gemm(tokens, model.vocab / tp, model.hidden) + km.memory_bound(tokens * model.vocab / tp * per_logit, 6)
+    if num.is_num(metric_passes) and not metric_passes:
+        return t
+    return t + metric_loss_s(km, tokens * model.vocab / tp, metric_passes)
 
 
-def logits_split_s(model: Transformer, km, tokens, tp, fused_loss=False):
-    """(forward, backward) seconds of the output layer + loss of one micro-batch (LOGITS_FWD_SHARE)."""
+def metric_loss_s(km, logits, metric_passes):
+    """Seconds of ``metric_passes`` training-metric cross-entropies over ``logits`` logit elements (0 for 0)."""
+    return num.where(num.arr(metric_passes) > 0, km.memory_bound(
+        metric_passes * logits * METRIC_LOSS_BYTES_PER_LOGIT, 2 * metric_passes), 0.0)
+
+
+def logits_split_s(model: Transformer, km, tokens, tp, fused_loss=False, metric_passes=0):
+    """(forward, backward) seconds of the output layer + loss of one micro-batch (LOGITS_FWD_SHARE); the
+    training-metric passes run after the backward and join it."""
     t = logits_time_s(model, km, tokens, tp, fused_loss)
-    return LOGITS_FWD_SHARE * t, (1 - LOGITS_FWD_SHARE) * t
+    metric = 0.0 if num.is_num(metric_passes) and not metric_passes else \
+        metric_loss_s(km, tokens * model.vocab / tp, metric_passes)
+    return LOGITS_FWD_SHARE * t, (1 - LOGITS_FWD_SHARE) * t + metric

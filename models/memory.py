@@ -95,6 +95,19 @@ def output_layer_activation_bytes(model, micro_batch, seq_len, tp, sp, cp=1, fus
     return 4 * sbh / num.where(sp, tp, 1) + per_logit * s * micro_batch * model.vocab / tp
 
 
+def metric_loss_transient_bytes(model, micro_batch, seq_len, tp, cp=1):
+    """Activation memory while a training-metric cross-entropy runs after backward (Composer's train metrics
+    on the cached 16-bit logits): the logits (2 B), their fp32 upcast under autocast (4 B) and the fp32
+    log-softmax output (4 B) per logit element; the layers' activations are already freed.
+
+    >>> from models.transformer import Transformer
+    >>> m = Transformer("t", 2, 64, 4, 4, 256, vocab=1000, seq_len=8)
+    >>> float(metric_loss_transient_bytes(m, 2, 8, 1))
+    160000.0
+    """
+    return (2 + 4 + 4) * (seq_len / cp) * micro_batch * model.vocab / tp
+
+
 # Share of a layer's saved activations that only the weight gradient needs (the inputs of the
 # four linear layers, 14 of Korthikanti et al.'s 34 sbh): ZB-H1's W frees them, B the rest.
 W_ACTIVATION_FRACTION = 14 / 34

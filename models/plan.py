@@ -159,6 +159,10 @@ class Plan:
     fused_loss: bool = opt(False, "cross-entropy as one fused kernel on the 16-bit logits (flash-attn xentropy; "
                            "llm-foundry's default): no fp32 copy of the logits; off = PyTorch / Megatron "
                            "cross-entropy on fp32-upcast logits", "training")
+    train_metric_passes: int = opt(0, "unfused cross-entropy passes over the logits after each micro-batch's "
+                                   "backward, for the training metrics (Composer: LanguageCrossEntropy and "
+                                   "LanguagePerplexity, 2); 0 = none", "training", unit="passes", minimum=0,
+                                   maximum=16)
     zero3_max_live_params: float = opt(0.0, "ZeRO-3: gathered parameters kept live beyond the module that runs "
                                        "(DeepSpeed stage3_max_live_parameters); 0 = whole layers, the current and "
                                        "the prefetched one (FSDP)", "training", unit="parameters", minimum=0.0,

@@ -148,7 +148,8 @@ def test_zero_module_closed_forms():
     dict(recompute="full", recompute_fraction=0.25, pp=2, zero_stage=1),   # Megatron's block method
     dict(fused_loss=True, pp=2, zero_stage=1),                             # llm-foundry's fused cross-entropy
     dict(zero_stage=3, zero3_max_live_params=1e8, zero_bucket_params=5e8),  # DeepSpeed ZeRO-3's buffers
-], ids=["rcf0.5", "rcf0.25-pp2", "fused-loss", "ds-zero3"])
+    dict(fused_loss=True, train_metric_passes=2, zero_stage=3),             # llm-foundry / Composer metrics
+], ids=["rcf0.5", "rcf0.25-pp2", "fused-loss", "ds-zero3", "composer-metrics"])
 def test_the_newer_fields_cost_the_same_in_estimate_and_simulator(fields):
     """One cost path: what a field changes, the simulator changes the same way (memory to the byte,
     step time within the usual 2% of schedule effects)."""

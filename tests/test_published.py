@@ -177,9 +177,9 @@ def test_finetuning_records_are_scored_in_published_not_skipped(dev_runs_path):
 
 def test_fused_cross_entropy_keeps_the_logits_once_and_lets_the_mpt_350m_runs_fit(dev_runs_path):
     """llm-foundry's ComposerMPTCausalLM defaults to loss_fn 'fused_crossentropy' (flash-attn's xentropy
-    kernel on the 16-bit logits: no fp32 copy), modeling_mpt.py@0085285. Charged PyTorch's fp32 copy, the
-    four MPT-350M micro-batch-18 runs on A100 40GB (they ran) come out at 40.5-40.8 GiB; with the fused
-    loss they fit. (Not yet llm-foundry's profile default: see the comment above _TITAN in models/frameworks.py.)"""
+    kernel on the 16-bit logits: no fp32 copy), modeling_mpt.py@5f43bf160 (the torch 1.13 tables' version).
+    Charged PyTorch's fp32 copy, the four MPT-350M micro-batch-18 runs on A100 40GB (they ran) come out at
+    40.5-40.8 GiB; under the llm-foundry profile (fused loss) they fit."""
     from models import memory as mem
     from models.transformer import get_model
     m = get_model("llama3-8b")
@@ -191,6 +191,50 @@ def test_fused_cross_entropy_keeps_the_logits_once_and_lets_the_mpt_350m_runs_fi
     tight = [record_inputs(r) for r in runs if r["id"].startswith("mpt_a100_40g_350m")
              and (r.get("batch") or {}).get("micro_batch") == 18]
     assert len(tight) == 4
-    for model, cluster, plan, _ in tight:
-        assert not estimate(model, cluster, plan).fits
-        assert estimate(model, cluster, dataclasses.replace(plan, fused_loss=True)).fits
+    for model, cluster, plan, defaults in tight:
+        assert plan.fused_loss and any(d.startswith("fused_loss=True") for d in defaults)
+        assert estimate(model, cluster, plan).fits
+        assert not estimate(model, cluster, dataclasses.replace(plan, fused_loss=False)).fits
+
+
+def test_composer_training_metrics_cost_two_fp32_cross_entropies_after_backward():
+    """Composer's Trainer._train_microbatch updates the train metrics after each backward
+    (composer/trainer/trainer.py@v0.14.1 _eval_train_metrics); llm-foundry's MPT has two, LanguageCrossEntropy
+    and LanguagePerplexity (modeling_mpt.py@5f43bf160), each a torch.nn.CrossEntropyLoss on the cached logits
+    under autocast: upcast (r2 + w4) and log-softmax (r4 + r4 + w4) = 18 B per logit each. The passes add
+    exactly that traffic to the output layer's backward, and the memory they hold after backward (logits
+    2 B + fp32 copy 4 B + log-softmax 4 B) is a peak only when it exceeds the training one."""
+    from models import efficiency, layer
+    from models.hardware import make_cluster
+    from models.transformer import get_model
+    m = get_model("llama3-8b")
+    km = layer.kernels(make_cluster("a100-sxm-80gb", 1), "bf16")
+    tokens = 4096.0
+    f0, b0 = layer.logits_split_s(m, km, tokens, 1, True)
+    f2, b2 = layer.logits_split_s(m, km, tokens, 1, True, 2)
+    assert f2 == f0
+    logits = tokens * m.vocab
+    expect = 2 * logits * 18 / (km.hbm_bytes_per_s * efficiency.MEMORY_BOUND_EFFICIENCY) \
+        + 4 * efficiency.KERNEL_OVERHEAD_S
+    assert b2 - b0 == pytest.approx(expect, rel=1e-9)
+    assert layer.METRIC_LOSS_BYTES_PER_LOGIT == 2 + 4 + 4 + 4 + 4
+
+
+def test_training_metric_memory_is_a_peak_only_past_the_training_one():
+    """The metrics' transient (10 B per logit, models.memory.metric_loss_transient_bytes) replaces the
+    activations only when larger: a 2-layer model with a 256k vocabulary peaks there, a 8B model does not."""
+    from models import memory as mem
+    from models.hardware import make_cluster
+    from models.plan import Plan
+    from models.transformer import Transformer, get_model
+    cl = make_cluster("a100-sxm-80gb", 1)
+    wide = Transformer("wide-vocab", 2, 256, 4, 4, 1024, vocab=256_000, seq_len=2048)
+    plan = Plan(dp=8, micro_batch_size=4, global_batch_size=32, fused_loss=True)
+    base = estimate(wide, cl, plan).memory.activations_bytes
+    with_metrics = estimate(wide, cl, dataclasses.replace(plan, train_metric_passes=2)).memory.activations_bytes
+    assert with_metrics == pytest.approx(float(mem.metric_loss_transient_bytes(wide, 4, 2048, 1)))
+    assert with_metrics > base
+    big = get_model("llama3-8b")
+    p8 = Plan(dp=8, micro_batch_size=1, global_batch_size=8, fused_loss=True, recompute="none")
+    assert estimate(big, cl, dataclasses.replace(p8, train_metric_passes=2)).memory.activations_bytes == \
+        estimate(big, cl, p8).memory.activations_bytes

@@ -27,7 +27,8 @@ def test_search_collapses_identical_plans_and_marks_ties(capsys):
     figures = [tuple(c[4:]) for c in cells]
     assert len(set(zip([c[1] for c in cells], figures))) == 5
     assert "plans with figures identical to a row above collapsed into it" in out
-    assert "=1: within 7.7% of the best time" in out and "docs/dev_set.md" in out
+    from simulator.planning.planner import RANKING_UNCERTAINTY
+    assert f"=1: within {RANKING_UNCERTAINTY:.1%} of the best time" in out and "docs/dev_set.md" in out
     assert "Chinchilla, 20 tokens per parameter" in out and "1.61e+11 tokens" in out
     assert "on 8 x h100-sxm-80gb (1 node)" in out
 

@@ -225,7 +225,8 @@ def layer_costs(model: Transformer, cluster: Cluster, plan: Plan) -> LayerCosts:
     flash = plan.attention != "unfused"
     strides = est_mod.placement_strides(PLACEMENTS.index(plan.placement), tp, cp, plan.dp, plan.pp)
     cp_f, cp_b = (float(x) for x in est_mod.cp_exposed_s(model, cluster, a, strides[1], attn_fwd, bpe))
-    logits_f, logits_b = (float(x) for x in est_mod.logits_split_s(model, km, mb * s / cp, tp, plan.fused_loss))
+    logits_f, logits_b = (float(x) for x in est_mod.logits_split_s(model, km, mb * s / cp, tp, plan.fused_loss,
+                                                                   plan.train_metric_passes))
     logits_b -= float(finetune.frozen_output_dw_s(model, km, a, mb * s / cp, tp))   # LoRA: lm_head frozen, no dW
     return LayerCosts(
         fwd_s=fwd, bwd_s=bwd + rcmp, wgrad_s=float(gemms_fwd), logits_fwd_s=logits_f, logits_bwd_s=logits_b,

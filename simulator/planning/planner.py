@@ -77,8 +77,8 @@ BREAKDOWN_TERMS = {"compute_s": "compute", "bubble_s": "pipeline bubble",
 PLAN_COLUMNS = ("num_nodes", *options(Plan))
 # The model's own stated uncertainty: the median |error| of the predicted iteration time over the
 # high-reliability published runs of the dev set (docs/dev_set.md, "high records": 89 runs, median
-# |error| 7.7%). Plans whose objective is within this fraction of the best are ties, not ranks.
-RANKING_UNCERTAINTY = 0.077
+# |error| 6.4%). Plans whose objective is within this fraction of the best are ties, not ranks.
+RANKING_UNCERTAINTY = 0.064
 
 
 # ----------------------------------------------------------------------------------- search
