@@ -242,6 +242,14 @@ def dp_comm_s(model: Transformer, cl: Cluster, a, strides, layers, fwd_s, bwd_s,
     # LoRA: the adapters' gradients only (full training: all of them)
     g1, g2 = (finetune.grad_sync_params(model, a, layers, nonexp, exp) if num.any_nonzero(a.get("finetune", 0))
               else (nonexp, exp))
+    # the collectives move working weights and gradients: fp32 training's are twice the 16-bit bytes, so its
+    # parameters count double here (as 16-bit-equivalent parameters)
+    wscale = a.get("weight_bytes", 2.0) / 2.0
+    if not (num.is_num(wscale) and wscale == 1.0):
+        g1, g2 = g1 * wscale, g2 * wscale
+        nonexp_c, exp_c = nonexp * wscale, exp * wscale
+    else:
+        nonexp_c, exp_c = nonexp, exp
     n1 = zero.num_grad_collectives(z, zero.grad_sync_bytes(g1), layers)
     n2 = zero.num_grad_collectives(z, zero.grad_sync_bytes(g2), layers) * (g2 > 0)
     # one plan's stage needs the all-reduce (ZeRO-0) or the reduce-scatter and all-gather (1-3), not both
@@ -250,7 +258,7 @@ def dp_comm_s(model: Transformer, cl: Cluster, a, strides, layers, fwd_s, bwd_s,
     t_rs, t_ag = ((dp_collective_s(cl, k, g1, g2, groups, n1, n2) for k in ("reduce_scatter", "all_gather"))
                   if not num.is_num(z) or z != 0 else (0.0, 0.0))
     if g1 is not nonexp:   # ZeRO-3 gathers every weight, frozen ones too; ZeRO-1/2 only the updated adapters
-        t_ag = num.where(num.arr(z) >= 3, dp_collective_s(cl, "all_gather", nonexp, exp, groups, n1, n1 * (exp > 0)),
+        t_ag = num.where(num.arr(z) >= 3, dp_collective_s(cl, "all_gather", nonexp_c, exp_c, groups, n1, n1 * (exp > 0)),
                          t_ag)
     # hybrid sharding: each reduce-scatter is followed by the all-reduce of its shard across the replicas
     # on the same stream (FSDP HYBRID_SHARD's post-backward hook), so it joins the reduce-scatter's time

@@ -57,7 +57,7 @@ from models.layer import (  # noqa: F401
     metric_loss_s,
 )
 from models.parallel import data, expert, offload, pipeline, zero
-from models.plan import ATTENTION_KERNELS, DTYPE_BYTES, PLACEMENTS, Plan, check_plan
+from models.plan import ATTENTION_KERNELS, DTYPE_BYTES, PLACEMENTS, WEIGHT_BYTES, Plan, check_plan
 from models.transformer import Transformer
 
 # The plan columns estimate_arrays takes: every declared Plan field (models/plan.py; enums as their
@@ -108,20 +108,22 @@ def _stage_states(model: Transformer, a, layers, nonexp, exp):
     peft = num.arr(method) != 0
     tuned = num.any_nonzero(method)   # without fine-tuning the adapter and frozen-base terms are 0: not costed
     opt_b = _state_bytes_per_param(a.get("optimizer", 0), a.get("master_weights", True))
+    wb = a.get("weight_bytes", 2.0)   # working weight / gradient bytes (models.plan.WEIGHT_BYTES: 4 in fp32)
     adapters = layers * finetune.adapter_params_per_layer(model, a.get("lora_rank", 8), a.get("lora_targets", 5),
                                                           method) / tp if tuned else 0.0
     shard = zero.shard_size(dpcp, a.get("shard_group", 0))   # hybrid sharding: states sharded over the group only
-    w1, g1, o1 = zero.model_state_bytes(num.where(peft, adapters, nonexp), shard, z, optimizer_bytes=opt_b)
+    w1, g1, o1 = zero.model_state_bytes(num.where(peft, adapters, nonexp), shard, z, optimizer_bytes=opt_b,
+                                        weight_bytes=wb)
     # expert states shard over the expert-data-parallel ranks (models.parallel.expert; dp*cp/ep without folding)
     edp = expert.expert_dp_size(tp, a["cp"], a["dp"], a["ep"], expert.expert_tp(tp, a.get("expert_tp", 0)))
-    w2, g2, o2 = zero.model_state_bytes(num.where(peft, 0.0, exp), edp, z, optimizer_bytes=opt_b)
+    w2, g2, o2 = zero.model_state_bytes(num.where(peft, 0.0, exp), edp, z, optimizer_bytes=opt_b, weight_bytes=wb)
     frozen = 0.0
     if tuned:
         quant = num.minimum(layers * _quantized_params_per_layer(model) / tp, nonexp + exp)
         frozen = num.where(peft, finetune.frozen_weight_bytes(nonexp + exp, quant, method), 0.0) / num.where(
-            z >= 3, shard, 1)
+            z >= 3, shard, 1) * (wb / 2.0)   # (an fp32 base: 4 bytes a weight; NF4 is not run under fp32)
     grads = num.where(_fused_update(a.get("optimizer", 0)),   # LOMO: one tensor's gradient at a time
-                      2.0 * max(model.vocab, model.ffn_hidden) * model.hidden / tp, g1 + g2)
+                      wb * max(model.vocab, model.ffn_hidden) * model.hidden / tp, g1 + g2)
     off = a.get("offload", 0)
     opt_off, grad_off = _has(off, "optimizer"), _has(off, "gradients")
     par_off = _has(off, "params")
@@ -129,14 +131,14 @@ def _stage_states(model: Transformer, a, layers, nonexp, exp):
     # ZeRO-3 (or offloaded weights) keeps the gathered weights of the current (and the prefetched) layer
     gathered = (z >= 3) | par_off
     buf = num.where(gathered, mem.zero3_gather_buffer_bytes(model, tp, a["overlap_param_gather"],
-                                                            a.get("zero3_max_live_params", 0.0)), 0) \
+                                                            a.get("zero3_max_live_params", 0.0), wb), 0) \
         if num.any_nonzero(gathered) else 0
     # DeepSpeed's ZeRO-3 optimizer reduces gradients through one contiguous 16-bit bucket of reduce_bucket_size
     # elements (deepspeed/runtime/zero/stage3.py __ipg_bucket_flat_buffer); a fused update (LOMO) has none
     bucket = a.get("zero_bucket_params", 0.0)
     if num.any_nonzero(bucket):
         buf = buf + num.where((z >= 3) & num.logical_not(_fused_update(a.get("optimizer", 0))),
-                              zero.BYTES_GRAD * bucket, 0.0)
+                              wb * bucket, 0.0)
     return {"weights": num.where(par_off, 0.0, weights), "grads": num.where(grad_off, 0.0, grads),
             "optimizer": num.where(opt_off, 0.0, optim), "buffer": buf,
             "host": num.where(opt_off, optim, 0.0) + num.where(opt_off | grad_off, grads, 0.0)
@@ -174,12 +176,16 @@ def stage_memory_arrays(model: Transformer, cl: Cluster, a, stage, layers=None):
     # ZeRO-R Pa (Rajbhandari et al. 2020 Sec. 6.1): checkpoints partitioned over the TP ranks
     layer_act = num.where(a.get("partition_activations", False) & (rc == 2) & num.logical_not(sp),
                           layer_act / tp, layer_act)
+    # fp32 training: every activation element is 4 bytes (the formulas count 16-bit ones)
+    act_scale = a.get("act_scale", 1.0)
+    if not (num.is_num(act_scale) and act_scale == 1.0):
+        layer_act = layer_act * act_scale
     inflight = mem.inflight_microbatches(stage, pp, vpp, m, sched)
     acts = mem.stage_activation_bytes(
         layer_act, layers, inflight,
-        mem.output_layer_activation_bytes(model, mb, s, tp, sp, cp, a.get("fused_loss", False)),
+        mem.output_layer_activation_bytes(model, mb, s, tp, sp, cp, a.get("fused_loss", False)) * act_scale,
         mem.output_layers_inflight(m, sched),
-        mem.recompute_backward_transient_bytes(model, mb, s, tp, sp, flash, cp)
+        mem.recompute_backward_transient_bytes(model, mb, s, tp, sp, flash, cp) * act_scale
         if num.any_nonzero(num.arr(rc) == 2) else 0.0, last, rc)   # (read under full recompute only)
     # training metrics after backward (Composer): the micro-batch's activations are freed, its 16-bit logits
     # kept, and each metric's fp32 upcast and log-softmax output live at once (models.memory)
@@ -247,6 +253,8 @@ def _estimate(model: Transformer, cl: Cluster, dtype: str, all_stages: bool, a: 
         a = _coded({k: v if type(v) in number else _column(v) for k, v in a.items()})
     km = kernels(cl, dtype)
     bpe = mem.activation_bytes_per_elem(DTYPE_BYTES[dtype], dtype)
+    if WEIGHT_BYTES[dtype] != 2:   # fp32 training: 4-byte weights, gradients and activations (plan_arrays' columns)
+        a = {**a, "weight_bytes": float(WEIGHT_BYTES[dtype]), "act_scale": bpe / 2.0}
     dp, tp, pp, cp, vpp = a["dp"], a["tp"], a["pp"], a["cp"], a["vpp"]
     mb, gb, s = a["micro_batch_size"], a["global_batch_size"], model.seq_len
     m = gb // (mb * dp)
@@ -463,6 +471,8 @@ def plan_arrays(plan: Plan) -> dict:
     d["master_weights"] = plan.master_weights == "fp32"
     d["offload"] = _offload_mask(plan.offload)
     d["offload_to"] = plan.offload_to == "nvme"
+    d["weight_bytes"] = float(WEIGHT_BYTES[plan.dtype])   # derived from dtype (fp32 training: 4)
+    d["act_scale"] = mem.activation_bytes_per_elem(DTYPE_BYTES[plan.dtype], plan.dtype) / 2.0
     return d
 
 

@@ -236,6 +236,12 @@ def interp1(x: float, xs: tuple, ys: tuple) -> float:
 H100_SQUARE_BF16_TFLOPS = {1024: 176.62, 2048: 676.59, 4096: 788.72, 8192: 797.51, 10240: 719.72}
 H100_SQUARE_FP16_TFLOPS = {1024: 179.13, 2048: 645.12, 4096: 760.04, 8192: 736.19, 10240: 668.42}
 H100_SQUARE_TF32_TFLOPS = {1024: 119.60, 2048: 334.99, 4096: 402.15, 8192: 372.05, 10240: 376.66}
+# FP32 on the CUDA cores (torch.backends.cuda.matmul.allow_tf32 False, PyTorch's default since 1.12): what
+# fp32 training (dtype fp32) runs. H100: the same issue #79 run. A100: zzc0721/torch-performance-test-data
+# issue #108, NVIDIA A100-PCIE-40GB, PyTorch 2.8.0+cu128 (no A100 SXM sweep in that set; same GA100 with 108
+# SMs and the same 19.5 TFLOP/s fp32 peak, at a 250 W board limit).
+H100_SQUARE_FP32_TFLOPS = {1024: 37.39, 2048: 49.58, 4096: 51.88, 8192: 51.81, 10240: 49.61}
+A100_PCIE_SQUARE_FP32_TFLOPS = {1024: 8.99, 2048: 9.69, 4096: 15.52, 8192: 17.56, 10240: 16.67}
 B200_SQUARE_BF16_TFLOPS = {1024: 423.0, 1536: 921.0, 2048: 1130.0, 3072: 1510.0, 4096: 1410.0, 6144: 1450.0,
                            8192: 1420.0}
 _SQ = lambda table: tuple((n, n, n, t) for n, t in table.items())  # noqa: E731
@@ -244,11 +250,15 @@ GEMM_TFLOPS = {
     ("hopper", "bf16"): (_SQ(H100_SQUARE_BF16_TFLOPS), _H100_79 + " bf16"),
     ("hopper", "fp16"): (_SQ(H100_SQUARE_FP16_TFLOPS), _H100_79 + " fp16"),
     ("hopper", "tf32"): (_SQ(H100_SQUARE_TF32_TFLOPS), _H100_79 + " tf32"),
+    ("hopper", "fp32"): (_SQ(H100_SQUARE_FP32_TFLOPS), _H100_79 + " fp32"),
+    ("ampere", "fp32"): (_SQ(A100_PCIE_SQUARE_FP32_TFLOPS), "zzc0721/torch-performance-test-data #108, A100-PCIE-40GB, "
+                         "PyTorch 2.8.0+cu128, square torch.matmul fp32"),
     ("blackwell", "bf16"): (_SQ(B200_SQUARE_BF16_TFLOPS), "pytorch/ao PR #2427, B200, torch.bfloat16 square matmul"),
     ("ampere", "bf16"): (((1024, 10240, 5120, 271.2),), "stas00/ml-engineering MAMF table, A100 SXM bf16, torch 2.6.0"),
 }
 # Peak dense TFLOP/s of each table's GPU for its dtype (datasheets; models/hardware.py), and its SMs.
 GEMM_MEASURED_PEAK_TFLOPS = {("hopper", "bf16"): 989.0, ("hopper", "fp16"): 989.0, ("hopper", "tf32"): 494.5,
+                             ("hopper", "fp32"): 67.0, ("ampere", "fp32"): 19.5,
                              ("blackwell", "bf16"): 2250.0, ("ampere", "bf16"): 312.0}
 # Output tile of cuBLAS's large bf16 kernels on Ampere/Hopper (NVIDIA Matrix Multiplication Background
 # User's Guide, "Tile quantization"): 128 x 256 (the wave model of models.efficiency).
@@ -290,7 +300,9 @@ def gemm_tile_curve(key: tuple[str, str]):
     sms = MEASURED_SMS[key[0]]
     m, n, k, t = (np.array(c, dtype=float) for c in zip(*points))
     x = np.log2(2 * m * n * k)
-    y = t / GEMM_MEASURED_PEAK_TFLOPS[key] / gemm_wave_utilisation(m, n, sms)
+    # held at 1 (never above peak): a small point can beat the 128 x 256 tile's wave estimate when its kernel
+    # used smaller tiles (FP32 CUDA-core GEMMs at 1024^3: 0.46 of peak on A100 against a 0.30 wave use)
+    y = np.minimum(t / GEMM_MEASURED_PEAK_TFLOPS[key] / gemm_wave_utilisation(m, n, sms), 1.0)
     order = np.argsort(x)
     return tuple(x[order]), tuple(y[order])
 

@@ -239,18 +239,18 @@ def allocated_bytes(tensor_bytes, fragmentation=True):
     return tensor_bytes + FRAMEWORK_OVERHEAD_BYTES + num.where(fragmentation, ALLOCATOR_FRAGMENTATION, 0.0) * tensor_bytes
 
 
-def zero3_gather_buffer_bytes(model, tp, prefetch, max_live_params=0.0):
-    """16-bit weights of the gathered layer(s) a ZeRO-3/FSDP rank holds (models.parallel.zero.
+def zero3_gather_buffer_bytes(model, tp, prefetch, max_live_params=0.0, weight_bytes=zero.BYTES_WEIGHT):
+    """Working weights (``weight_bytes`` each: 16-bit, or fp32 in fp32 training) of the gathered layer(s) a ZeRO-3/FSDP rank holds (models.parallel.zero.
     gather_buffer_bytes of one dense layer's weights over tp; FSDP's prefetch needs a separate
     CUDA stream, so none on CPU). ``max_live_params`` > 0: DeepSpeed gathers one sub-module at a time
     and prefetches only while fewer than stage3_max_live_parameters are resident (deepspeed/runtime/zero/
     partitioned_param_coordinator.py fetch_sub_module), so at most the largest module plus that many."""
-    whole = zero.gather_buffer_bytes((model.attn_params + model.dense_mlp_params) / tp, prefetch)
+    whole = zero.gather_buffer_bytes((model.attn_params + model.dense_mlp_params) / tp, prefetch, weight_bytes)
     if not num.any_nonzero(max_live_params):
         return whole
     h, hq, hkv = model.hidden, model.num_heads * model.dh, model.num_kv_heads * model.dh
     largest = max(h * (hq + 2 * hkv), hq * h, h * model.ffn_hidden)   # fused QKV, output, one MLP matrix
-    bound = zero.BYTES_WEIGHT * (largest / tp + max_live_params)
+    bound = weight_bytes * (largest / tp + max_live_params)
     return num.where(max_live_params > 0, num.minimum(whole, bound), whole)
 
 

@@ -40,7 +40,11 @@ RECOMPUTE_NAMES = {"none": Recompute.NONE, "selective": Recompute.SELECTIVE, "fu
 SCHEDULE_NAMES = {"gpipe": Schedule.GPIPE, "1f1b": Schedule.ONE_F_ONE_B,
                   "interleaved": Schedule.INTERLEAVED, "zb-h1": Schedule.ZERO_BUBBLE}
 SCHEDULE_IDS = {v: k for k, v in SCHEDULE_NAMES.items()}  # plan ids use the names users type (1f1b, zb-h1)
-DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp8": 1}
+DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp8": 1, "fp32": 4}
+# Bytes of a working weight (and its gradient) per dtype: 16-bit under bf16/fp16 and fp8 (Transformer Engine
+# keeps 16-bit weights and casts them per GEMM); fp32 training (no mixed precision: accelerate's
+# mixed_precision "no", PyTorch's default) keeps 4-byte weights and gradients and no separate master copy.
+WEIGHT_BYTES = {"bf16": 2, "fp16": 2, "fp8": 2, "fp32": 4}
 # Attention kernels (models.kernel_tables): "flash" is the best FlashAttention the GPU's usual stack runs
 # (flash2 on Ampere, Transformer Engine's cuDNN fused attention on Hopper and later).
 ATTENTION_KERNELS = ("flash", "flash1", "flash2", "flash3", "cudnn", "unfused")
@@ -126,7 +130,10 @@ class Plan:
                          "plan", search=INNERMOST_PLACEMENTS)
     global_batch_size: int = opt(1, "sequences per iteration", "training", flag="--global-batch", unit="sequences",
                                  minimum=1, maximum=MAX_BATCH, optional="dp x micro-batch")
-    dtype: str = opt("bf16", "matmul dtype", "training", choices=tuple(DTYPE_BYTES))
+    dtype: str = opt("bf16", "matmul dtype: bf16/fp16 (mixed precision), fp8 (Transformer Engine GEMMs), fp32 "
+                     "(no mixed precision: 4-byte weights, gradients and activations, FP32 GEMMs on the CUDA "
+                     "cores as PyTorch runs them by default, no master copy; attention unfused)", "training",
+                     choices=tuple(DTYPE_BYTES))
     attention: str = opt("flash", "attention kernel: flash (the best FlashAttention the GPU's usual stack runs: "
                          "flash2 on Ampere, cudnn on Hopper+); flash1 (FlashAttention v1 through its unpadded "
                          "interface: q/k/v packed and the output unpacked every layer); flash2; flash3 (Hopper); "
@@ -194,7 +201,7 @@ class Plan:
         object.__setattr__(self, "lora_targets", parse_targets(self.lora_targets))
         object.__setattr__(self, "offload", parse_offload(self.offload))
         if self.master_weights is None:
-            object.__setattr__(self, "master_weights", default_master(self.optimizer))
+            object.__setattr__(self, "master_weights", "none" if self.dtype == "fp32" else default_master(self.optimizer))
         per_step = self.micro_batch_size * self.dp
         if self.global_batch_size % per_step:
             raise ValueError(f"plan.global_batch_size: {self.global_batch_size} is not a multiple of "
@@ -268,6 +275,11 @@ def check_plan(plan: Plan, model, cluster=None) -> list[str]:
     if plan.schedule == Schedule.INTERLEAVED and plan.num_microbatches % plan.pp:
         errs.append(f"global_batch_size: interleaved schedule needs num_microbatches={plan.num_microbatches} "
                     f"divisible by pp={plan.pp}")
+    if plan.dtype == "fp32" and plan.attention != "unfused":
+        errs.append(f"attention: {plan.attention} kernels take 16-bit inputs (FlashAttention, cuDNN fused "
+                    "attention); with dtype fp32 set attention unfused")
+    if plan.dtype == "fp32" and plan.master_weights == "fp32":
+        errs.append("master_weights: the weights are fp32 already (dtype fp32); use none")
     if plan.dtype == "fp8" and cluster is not None and cluster.gpu.peak_fp8_flops_per_s <= 0:
         errs.append(f"dtype: {cluster.gpu.name} has no fp8 tensor cores; use bf16")
     if plan.dtype == "bf16" and cluster is not None and cluster.gpu.peak_bf16_flops_per_s <= 0:

@@ -90,12 +90,21 @@ def test_context_parallel_at_1k_tokens_per_rank_is_slower_per_token_than_at_8k()
 # ---------------------------------------------------------------- GEMM by shape (issue 14 item 3)
 @pytest.mark.parametrize("key", list(kt.GEMM_TFLOPS))
 def test_gemm_table_lookups_equal_the_measured_points(key):
-    # zzc0721/torch-performance-test-data #79 (H100), pytorch/ao #2427 (B200), stas00 MAMF (A100 SXM)
+    # zzc0721/torch-performance-test-data #79 (H100) and #108 (A100 PCIe fp32), pytorch/ao #2427 (B200), stas00
+    # MAMF (A100 SXM). A point whose per-wave efficiency is held at 1 (its kernel beat the 128 x 256 tile's wave
+    # estimate: the FP32 CUDA-core 1024^3 points) reads back below its measurement, never above peak.
     points, source = kt.GEMM_TFLOPS[key]
     assert source
     sms, peak = kt.MEASURED_SMS[key[0]], kt.GEMM_MEASURED_PEAK_TFLOPS[key]
+    held = 0
     for m, n, k, tflops in points:
-        assert float(kt.gemm_efficiency(m, n, k, key, sms)) * peak == pytest.approx(tflops, rel=1e-9)
+        got = float(kt.gemm_efficiency(m, n, k, key, sms)) * peak
+        if tflops / peak / float(kt.gemm_wave_utilisation(m, n, sms)) > 1.0:
+            held += 1
+            assert got < tflops and got == pytest.approx(peak * float(kt.gemm_wave_utilisation(m, n, sms)))
+        else:
+            assert got == pytest.approx(tflops, rel=1e-9)
+    assert held <= (1 if key[1] == "fp32" else 0)
 
 
 def test_gemm_rate_is_the_tables_not_mamf_times_waves():

@@ -281,7 +281,8 @@ def test_ties_within_the_stated_uncertainty(llama8_32):
 
 def test_ties_end_where_the_uncertainty_ends():
     from simulator.planning.planner import rank_ties
-    recs = [{"x": 100.0}, {"x": 107.6}, {"x": 107.8}, {"x": 200.0}]
+    u = 100.0 * RANKING_UNCERTAINTY   # just inside and just outside the stated uncertainty
+    recs = [{"x": 100.0}, {"x": 100.0 + u - 0.1}, {"x": 100.0 + u + 0.1}, {"x": 200.0}]
     rank_ties(recs, "x")
     assert [(r["rank"], r["tie"]) for r in recs] == [(1, True), (1, True), (3, False), (4, False)]
     one = [{"x": 1.0}, {"x": 2.0}]

@@ -84,23 +84,24 @@ def replica_size(dpcp, shard_group):
     return num.arr(dpcp) // shard_size(dpcp, shard_group)
 
 
-def model_state_bytes(num_params, dp, zero_stage, optimizer_bytes=BYTES_OPTIMIZER):
+def model_state_bytes(num_params, dp, zero_stage, optimizer_bytes=BYTES_OPTIMIZER, weight_bytes=BYTES_WEIGHT):
     """(weights, grads, optimizer) bytes per rank for ``num_params`` trainable parameters held by the
     rank before ZeRO sharding over ``dp`` ranks (arrays ok); ``optimizer_bytes`` per parameter is the
-    optimizer's figure (models.optimizers; default K = 12, Adam with an fp32 master).
+    optimizer's figure (models.optimizers; default K = 12, Adam with an fp32 master); ``weight_bytes``:
+    bytes of a working weight and of its gradient (2, or 4 in fp32 training: models.plan.WEIGHT_BYTES).
 
     ZeRO paper Fig. 1, 7.5B parameters, N_d = 64: 120 / 31.4 / 16.6 / 1.9 GB for stages 0-3.
     >>> [round(float(sum(model_state_bytes(7.5e9, 64, z))) / 1e9, 1) for z in range(4)]
     [120.0, 31.4, 16.6, 1.9]
     """
     zero_stage = num.arr(zero_stage)
-    weights = BYTES_WEIGHT * num_params / num.where(zero_stage >= 3, dp, 1)
-    grads = BYTES_GRAD * num_params / num.where(zero_stage >= 2, dp, 1)
+    weights = weight_bytes * num_params / num.where(zero_stage >= 3, dp, 1)
+    grads = BYTES_GRAD * weight_bytes / BYTES_WEIGHT * num_params / num.where(zero_stage >= 2, dp, 1)
     optimizer = optimizer_bytes * num_params / num.where(zero_stage >= 1, dp, 1)
     return weights, grads, optimizer
 
 
-def gather_buffer_bytes(layer_params, prefetch):
+def gather_buffer_bytes(layer_params, prefetch, weight_bytes=BYTES_WEIGHT):
     """16-bit weights of gathered layers a ZeRO-3 rank holds at once, bytes: the current layer of
     ``layer_params`` parameters (already divided by tp), plus the next one when its all-gather is
     prefetched (overlapped with compute).
@@ -108,7 +109,7 @@ def gather_buffer_bytes(layer_params, prefetch):
     >>> float(gather_buffer_bytes(1e6, prefetch=True))
     4000000.0
     """
-    return (1 + num.as_float(prefetch)) * BYTES_WEIGHT * layer_params
+    return (1 + num.as_float(prefetch)) * weight_bytes * layer_params
 
 
 def optimizer_params(nonexpert_params, expert_params, dp, edp, zero_stage):

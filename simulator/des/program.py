@@ -27,7 +27,7 @@ from models import flops as fl
 from models import memory as mem
 from models.hardware import Cluster
 from models.parallel import expert, pipeline, tensor, zero
-from models.plan import DTYPE_BYTES, PLACEMENTS, Plan, Schedule
+from models.plan import DTYPE_BYTES, PLACEMENTS, WEIGHT_BYTES, Plan, Schedule
 from models.transformer import Transformer
 from simulator.des.schedules import stage_orders
 from simulator.des.topology import Placement
@@ -228,13 +228,15 @@ def layer_costs(model: Transformer, cluster: Cluster, plan: Plan) -> LayerCosts:
     logits_f, logits_b = (float(x) for x in est_mod.logits_split_s(model, km, mb * s / cp, tp, plan.fused_loss,
                                                                    plan.train_metric_passes))
     logits_b -= float(finetune.frozen_output_dw_s(model, km, a, mb * s / cp, tp))   # LoRA: lm_head frozen, no dW
+    act_scale = bpe / 2.0   # fp32 training: 4-byte activations (models.estimate.stage_memory_arrays)
     return LayerCosts(
         fwd_s=fwd, bwd_s=bwd + rcmp, wgrad_s=float(gemms_fwd), logits_fwd_s=logits_f, logits_bwd_s=logits_b,
         flops=float((fl.forward_flops(model, mb, s) - fl.logits_flops(model, mb * s)) / model.num_layers / tp),
-        act_bytes=float(mem.recompute_share_activation_bytes(model, mb, s, tp, plan.sp, rc, flash, cp,
-                                                             plan.recompute_fraction)),
-        full_act_bytes=float(mem.recompute_backward_transient_bytes(model, mb, s, tp, plan.sp, flash, cp)),
-        out_act_bytes=float(mem.output_layer_activation_bytes(model, mb, s, tp, plan.sp, cp, plan.fused_loss)),
+        act_bytes=act_scale * float(mem.recompute_share_activation_bytes(model, mb, s, tp, plan.sp, rc, flash, cp,
+                                                                         plan.recompute_fraction)),
+        full_act_bytes=act_scale * float(mem.recompute_backward_transient_bytes(model, mb, s, tp, plan.sp, flash, cp)),
+        out_act_bytes=act_scale * float(mem.output_layer_activation_bytes(model, mb, s, tp, plan.sp, cp,
+                                                                          plan.fused_loss)),
         tp_bytes=float(tensor.tp_collective_bytes(mb, s, model.hidden, cp, bpe)
                        * (est_mod.folded_tp_factor(model, cluster, a, strides, bpe) if model.is_moe else 1.0)),
         tp_loss_bytes=float(tensor.tp_loss_collective_bytes(mb, s, cp)),
@@ -280,6 +282,8 @@ def _stage_comms(cluster: Cluster, plan: Plan, pl: Placement, links: _Links, lc:
         "rep": (rep, rep_bw, rep_spans, links.group(st, "dp", rep, s_dp * dpcp, rep_local), rep_local),
         "latency": lat,
         "busbw_ratio": {k: est_mod.busbw_ratio(cluster, k) for k in coll.KINDS},
+        # bytes a DP collective moves per parameter against the 16-bit count (fp32 training: 2, models.comm)
+        "weight_scale": WEIGHT_BYTES[plan.dtype] / 2.0,
         "send_F": _comm("pp", "send_recv", lc.p2p_bytes, pp, *pp_bw, links.p2p(st, (st + 1) % pp), lat["send_recv"])
         if pp > 1 else None,
         "send_B": _comm("pp", "send_recv", lc.p2p_bytes, pp, *pp_bw, links.p2p(st, (st - 1) % pp), lat["send_recv"])
@@ -337,7 +341,7 @@ def _dp_comms(kind: str, comms: dict, nonexp: float, exp: float, zero_stage: int
     models.parallel.zero.num_grad_collectives says (buckets; one per layer at ZeRO-3), or ``count``."""
     out = []
     for i, (nparams, (group, bw, spans, links, local)) in enumerate(((nonexp, comms["dp"]), (exp, comms["edp"]))):
-        nbytes = float(zero.grad_sync_bytes(nparams))
+        nbytes = float(zero.grad_sync_bytes(nparams)) * comms.get("weight_scale", 1.0)
         nb = count or int(zero.num_grad_collectives(zero_stage, nbytes, num_layers))
         one = _comm("dp", kind, nbytes / nb, group, bw * comms["busbw_ratio"][kind], spans, links,
                     comms["latency"][kind], local)

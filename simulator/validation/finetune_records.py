@@ -2,26 +2,23 @@
 
 A record is a fine-tuning record when it states ``training_method``. :func:`record_case` maps one
 record (a dict) to the model, GPU, plan fields and the expected outcome, or raises ValueError naming
-what the record lacks or states that the model cannot express; it reads nothing else. Three kinds:
+what the record lacks or states that the model cannot express; it reads nothing else. Two kinds:
 
   memory     peak GPU memory per GPU (``measured.memory_gib_per_gpu``, GiB as the LOMO and PEFT tables
              write it) within GPU_TOLERANCE, host memory (``measured.cpu_memory_gb``) within
              HOST_TOLERANCE where measured, and the stated outcome (fits / OOM) reproduced;
-  bound      a 32-bit run (PEFT's accelerate configs: mixed_precision no) stated OOM: the model prices
-             16-bit weights only, and a 16-bit estimate is a lower bound on the fp32 run's memory, so an
-             OOM it predicts is reproduced (a "fits" it predicts would prove nothing: those are skipped);
   capacity   "the largest model trainable" claims (ZeRO-Offload, ZeRO-3 Offload): the stated parameter
              count must not exceed the model-state bound, HBM (and host memory) / bytes per parameter on
              each side (models.parallel.zero, models.optimizers, models.parallel.offload); activations
              are not stated, so this is a necessary condition, said so in the row.
 Host memory: the records that state it (PEFT's README table, ``cpu_memory_gb``) are the T0_3B / mt0-xxl
-rows (encoder-decoder) and the bloomz-7b1 LoRA rows (fp32, ``mixed_precision: no``), all skipped; their
-skip says a host figure went unscored. PEFT's figure reads as the process's peak RSS ("CPU Total Peak
-Memory (max)", psutil, TorchTracemalloc in examples/*/peft_lora_*_accelerate_ds_zero3_offload.py),
+rows (encoder-decoder: skipped, the skip says a host figure went unscored) and the bloomz-7b1 LoRA rows (fp32,
+``mixed_precision: no``: dtype fp32, scored on GPU memory). PEFT's figure reads as the process's peak RSS ("CPU
+Total Peak Memory (max)", psutil, TorchTracemalloc in examples/*/peft_lora_*_accelerate_ds_zero3_offload.py),
 libraries included: the runs without offload show 2.96-3.8 GB, which no during-training increase
-(max - begin) would, while the estimate's ``host_memory_bytes`` is the offloaded state alone: a record
-scored on host memory must state it net of that baseline. ZeRO-3 Offload's 1.5 TB is the host's
-capacity, used as such (capacity rows).
+(max - begin) would, while the estimate's ``host_memory_bytes`` is the offloaded state alone, so a source whose
+host figure is such a gross RSS (HOST_GROSS_SOURCES) is not scored on it and its row says so. ZeRO-3
+Offload's 1.5 TB is the host's capacity, used as such (capacity rows).
 Text claims in ``notes`` ("13B could not be trained with AdamW on 8x3090"; "SGD OOMs at 30B") become
 OOM rows of the record of that size from the same source.
 
@@ -59,6 +56,12 @@ SOURCED_DEFAULTS = {
 }
 
 # Record fields a claim leaves unstated, from the authors' own training script (cited): (section, key) -> value, why.
+# Host figures that are a whole process's peak RSS (libraries and framework included), not the offloaded state
+# the estimate's host_memory_bytes counts: stated, not scored (the row says why). Keyed on the source text.
+HOST_GROSS_SOURCES = {
+    r"huggingface/peft": "measured.cpu_memory_gb is the process's peak RSS (PEFT's example scripts, TorchTracemalloc: "
+                         "psutil RSS; 2.96-3.8 GB without any offload), not the offloaded state alone: not scored",
+}
 SOURCED_RECORD_FIELDS = {
     r"qlora": {
         ("model", "seq_len"): (528, f"seq_len=528: {_QLORA_65B} --source_max_len 16 --target_max_len 512 "
@@ -116,6 +119,12 @@ def _method(rec: dict) -> tuple[str, str, str]:
              if any(w in off for w in words)]
     if "zero_offload" in tm and not parts:
         parts = ["optimizer"]
+    # a DeepSpeed CPU offload under ZeRO-3 moves the parameters too: accelerate's ZeRO-3 offload template
+    # (huggingface/accelerate examples/deepspeed_config_templates/zero_stage3_offload_config.json@1703b79:
+    # offload_optimizer and offload_param both on the cpu)
+    if "optimizer" in parts and "params" not in parts and "cpu" in off and \
+            "3" in str((rec.get("parallel") or {}).get("zero_stage") or ""):
+        parts.append("params")
     if "optimizer" in parts:
         parts.append("gradients")      # ZeRO-Offload keeps the gradients on the host (Ren et al. 2021 Sec. 4.1)
     return finetune, optimizer, ",".join(parts) or "none"
@@ -195,8 +204,9 @@ def record_case(rec: dict) -> dict:
     m, hw, par, bat = rec.get("measured") or {}, rec["hardware"], rec.get("parallel") or {}, rec.get("batch") or {}
     finetune, optimizer, off = _method(rec)
     gpus = int(hw.get("gpus_total") or 1)
+    gross = _sourced({k: {"why": v} for k, v in HOST_GROSS_SOURCES.items()}, rec).get("why")
     expect = {"gpu_bytes": m.get("memory_gib_per_gpu") and float(m["memory_gib_per_gpu"]) * GIB,
-              "host_bytes": m.get("cpu_memory_gb") and float(m["cpu_memory_gb"]) * GIB,
+              "host_bytes": None if gross else m.get("cpu_memory_gb") and float(m["cpu_memory_gb"]) * GIB,
               "fits": kind if isinstance(kind, bool) else True if m.get("memory_gib_per_gpu") else None}
     # a measured peak is of a run that ran: it fitted
     if kind == "capacity":
@@ -204,21 +214,19 @@ def record_case(rec: dict) -> dict:
     if expect["gpu_bytes"] is None and expect["host_bytes"] is None and expect["fits"] is None:
         raise ValueError("measured: no GPU memory, host memory or fits/OOM outcome stated (throughput only)")
     if rec["model"].get("architecture") and "encoder-decoder" in str(rec["model"]["architecture"]).lower():
-        raise ValueError("model.architecture: encoder-decoder (T5/mT5) is not modelled; model.seq_len: not stated "
-                         "(dynamic padding of short tweets); precision: fp32 (mixed_precision: no) is not modelled")
+        raise ValueError("model.architecture: encoder-decoder (T5/mT5) is not modelled (decoder-only transformers); "
+                         "model.seq_len: not stated (dynamic padding of short tweets)")
     seq = rec["model"].get("seq_len") or bat.get("max_length")
     if finetune == "qlora" and (seq is None or bat.get("micro_batch") is None or (rec.get("lora") or {}).get("rank") is None):
         raise ValueError("model.seq_len, batch.micro_batch, lora.rank: not stated (the claim gives a bound, "
                          "<48 GB, and no configuration)")
     model = _model_kwargs(rec, seq)
     defaults, kind = list(sourced), "memory"
-    if _fp32(rec):
-        if expect["fits"] is not False:
-            raise ValueError("precision: fp32 (accelerate mixed_precision: no) is not modelled; a 16-bit estimate is "
-                             "only a lower bound, which cannot confirm a measured memory or a 'fits'")
-        kind = "bound"
-        expect["gpu_bytes"] = expect["host_bytes"] = None
-        defaults.append("dtype=bf16: a lower bound on the fp32 run")
+    if gross and m.get("cpu_memory_gb") is not None:
+        defaults.append(f"host {m['cpu_memory_gb']} GB stated: {gross}")
+    fp32 = _fp32(rec)
+    if fp32:
+        defaults.append("dtype=fp32, attention=unfused (accelerate mixed_precision: no; no FlashAttention in fp32)")
     if bat.get("micro_batch") is None:
         raise ValueError("batch.micro_batch: not stated")
     mb = int(bat["micro_batch"])
@@ -227,8 +235,10 @@ def record_case(rec: dict) -> dict:
     z = 3 if zero is not None and "3" in str(zero) else int(zero) if str(zero or "").isdigit() else 0
     plan = {"dp": dp, "zero_stage": z if dp > 1 or off != "none" else 0, "micro_batch_size": mb,
             "global_batch_size": int(bat.get("global_batch_seqs") or mb * dp), "finetune": finetune,
-            "optimizer": optimizer, "offload": off, "dtype": "fp16" if "fp16" in str(rec.get("precision")).lower()
-            else "bf16"}
+            "optimizer": optimizer, "offload": off, "dtype": "fp32" if fp32 else "fp16"
+            if "fp16" in str(rec.get("precision")).lower() else "bf16"}
+    if fp32:
+        plan["attention"] = "unfused"
     if bat.get("global_batch_seqs") is None:
         defaults.append(f"global_batch={mb * dp} (one micro-batch per rank; memory does not depend on it)")
     if finetune != "none":

@@ -170,7 +170,10 @@ def map_hardware(rec: dict, ctx: dict) -> None:
 def map_precision(rec: dict, ctx: dict) -> None:
     text = _text(rec.get("precision"), (rec.get("parallel") or {}).get("float8")).lower()
     if "mixed_precision: no" in text or ("fp32" in text and not re.search(r"bf16|fp16|fp8|float8|16-bit", text)):
-        raise ValueError("precision: fp32 training is not modelled (dtype bf16/fp16/fp8)")
+        # fp32 training: 4-byte weights, gradients and activations, FP32 GEMMs; FlashAttention takes 16-bit only
+        ctx["fields"]["dtype"], ctx["fields"]["attention"] = "fp32", "unfused"
+        ctx["defaults"].append("attention=unfused (fp32: no FlashAttention)")
+        return
     dtype = ("fp8" if "fp8" in text or "float8" in text else
              "fp16" if "fp16" in text and "bf16" not in text else "bf16")
     gpu = ctx["cluster"].gpu
