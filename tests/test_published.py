@@ -238,3 +238,27 @@ def test_training_metric_memory_is_a_peak_only_past_the_training_one():
     p8 = Plan(dp=8, micro_batch_size=1, global_batch_size=8, fused_loss=True, recompute="none")
     assert estimate(big, cl, dataclasses.replace(p8, train_metric_passes=2)).memory.activations_bytes == \
         estimate(big, cl, p8).memory.activations_bytes
+
+
+def test_nemo_runs_take_the_interleaving_of_nemos_performance_scripts(dev_runs_2_path):
+    """NeMo's performance scripts read their layout from recommended_model_configs/model_configs_h100.csv
+    (NVIDIA/NeMo@v2.2.0, the NeMo of the 25.02 containers): Nemotron-4 340B pre-training at tp 8 x pp 8 runs
+    vp 12. The DGX Cloud records of that model (NeMo container 25.02.01) state tp, pp and dp but not vp; they
+    take it from that table, and nothing else does (a record that states vp keeps its own)."""
+    from models import recipes
+    groups = {}
+    for row in recipes.NEMO_PERF_PRETRAIN:
+        groups.setdefault((row[0], row[1], row[2], row[6], row[7]), set()).add(row[10])
+    assert all(len(v) == 1 for v in groups.values())     # the interleaving follows the pipeline layout
+    from simulator.validation.published import load_runs, record_inputs
+    for rec in load_runs(dev_runs_2_path):
+        if not rec["id"].startswith("dgxc_"):
+            continue
+        _, _, plan, defaults = record_inputs(rec)[:4]
+        took = [d for d in defaults if d.startswith("vp=")]
+        if rec["parallel"].get("vp") is not None:
+            assert not took and plan.vpp == int(rec["parallel"]["vp"])
+        elif "340b" in rec["id"] and rec["parallel"]["pp"] == 8:
+            assert plan.vpp == 12 and "model_configs_h100.csv@v2.2.0" in took[0]
+        else:
+            assert not took

@@ -17,6 +17,7 @@ import math
 import re
 
 from models.frameworks import get_profile
+from models import recipes
 from models.hardware import DEFAULT_NODE, get_node, make_cluster
 from models.transformer import Transformer
 from models.units import GBIT
@@ -254,6 +255,13 @@ def map_parallel(rec: dict, ctx: dict) -> None:
     m = re.search(r"(\d+)\s+interleav", sched)
     if vp is None and m:
         vp = int(m.group(1))
+    if vp is None and pp > 1 and ctx.get("framework") == "megatron-core":
+        # a NeMo run of a model NeMo's performance scripts launch with this tp x pp: their interleaving
+        system = ctx["cluster"].gpu.name.split("-")[0]
+        found = recipes.nemo_perf_vp((rec.get("model") or {}).get("name", ""), system, tp, pp)
+        if found and found[0] > 1:
+            vp = found[0]
+            ctx["defaults"].append(f"vp={vp}: {found[1]} (tp={tp}, pp={pp})")
     f.update(tp=tp, pp=pp, cp=cp, dp=_int(par.get("dp"), total // (tp * pp * cp)), ep=_int(par.get("ep"), 1),
              vpp=vp or 1)
     if "interleav" in sched or (vp or 1) > 1:
