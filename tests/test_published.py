@@ -262,3 +262,26 @@ def test_nemo_runs_take_the_interleaving_of_nemos_performance_scripts(dev_runs_2
             assert plan.vpp == 12 and "model_configs_h100.csv@v2.2.0" in took[0]
         else:
             assert not took
+
+
+def test_hybrid_sharding_records_map_to_shard_groups(dev_runs_2_path):
+    """A record that shards over fewer ranks than dp (HSDP: fsdp_degree < dp; FSDP HYBRID_SHARD, which shards
+    within a node by default) maps to Plan.shard_group, not to ZeRO over all of dp; a degree that does not divide
+    dp*cp is refused naming the field. The vocabulary a record leaves out is said in its defaults."""
+    import copy
+
+    from simulator.validation.published import load_runs, record_inputs
+    rec = next(r for r in load_runs(dev_runs_2_path) if r["id"].startswith("torchtitan_perfdoc_a100_llama3_8b"))
+    r = copy.deepcopy(rec)
+    r["parallel"]["fsdp_degree"] = 8
+    _, _, plan, _ = record_inputs(r)[:4]
+    assert plan.shard_group == 8 and int(plan.zero_stage) == 3 and plan.dp == 64
+    r["parallel"]["fsdp_degree"], r["parallel"]["fsdp_sharding_strategy"] = None, "HYBRID_SHARD"
+    _, _, plan, defaults = record_inputs(r)[:4]
+    assert plan.shard_group == 8 and any("HYBRID_SHARD" in d for d in defaults)
+    r["parallel"]["fsdp_degree"] = 24
+    with pytest.raises(ValueError, match="parallel.fsdp_degree"):
+        record_inputs(r)
+    r = copy.deepcopy(rec)
+    r["model"]["vocab"] = None
+    assert any(d.startswith("vocab=32000") for d in record_inputs(r)[3])

@@ -51,6 +51,8 @@ def record_inputs(rec: dict):
     if framework:
         defaults.insert(0, f"framework={framework}")
     model = record_model(rec, framework)
+    if (rec.get("model") or {}).get("vocab") is None:
+        defaults.append(f"vocab={model.vocab} (model.vocab not stated)")
     bat = rec.get("batch") or {}
     if bat.get("global_batch_seqs") is None:
         raise ValueError("batch.global_batch_seqs: not stated")

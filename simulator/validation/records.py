@@ -278,9 +278,18 @@ def map_parallel(rec: dict, ctx: dict) -> None:
     zero = _zero_stage(par)
     if zero is not None:
         f["zero_stage"] = zero
+    # hybrid sharding (HSDP, FSDP HYBRID_SHARD, ZeRO++ hpZ): states sharded over groups of fsdp_degree ranks,
+    # replicated across them (Plan.shard_group); HYBRID_SHARD without a degree shards within a node (PyTorch
+    # FSDP's default process groups for it: torch/distributed/fsdp/_init_utils.py@v2.1.0 _init_intra_and_inter_node_groups)
     fsdp_degree = _int(par.get("fsdp_degree"), None)
-    if fsdp_degree and fsdp_degree not in (f["dp"], f["dp"] * cp):
-        ctx["defaults"].append(f"fsdp_degree={fsdp_degree} < dp={f['dp']}: HSDP modelled as ZeRO over all dp")
+    dpcp = f["dp"] * cp
+    if fsdp_degree is None and "HYBRID_SHARD" in str(par.get("fsdp_sharding_strategy") or "").upper():
+        fsdp_degree = min(ctx["cluster"].node.gpus_per_node, dpcp)
+        ctx["defaults"].append(f"shard_group={fsdp_degree} (HYBRID_SHARD: shards within a node)")
+    if fsdp_degree and fsdp_degree < dpcp:
+        if dpcp % fsdp_degree:
+            raise ValueError(f"parallel.fsdp_degree: {fsdp_degree} does not divide dp*cp = {dpcp}")
+        f["shard_group"] = fsdp_degree
     sp = _flag(par.get("sequence_parallel"))
     if sp is not None:
         f["sp"] = sp
@@ -345,7 +354,8 @@ def record_model(rec: dict, framework: str | None = None) -> Transformer:
         name=m.get("name", rec["id"]), num_layers=int(m["layers"]), hidden=int(m["hidden"]),
         num_heads=int(m["heads"]), num_kv_heads=int(m.get("kv_heads") or m["heads"]),
         ffn_hidden=int(m.get("ffn_hidden") or 4 * m["hidden"]), vocab=int(m.get("vocab") or 32000),
-        seq_len=int(m["seq_len"]), activation=act,
+        seq_len=int(m["seq_len"]), activation=act, norm="rmsnorm" if "rms" in str(m.get("norm") or "").lower()
+        else "layernorm",
         tied_embeddings=act == "gelu", dropout=dropout,
         learned_pos_emb=act == "gelu" and "ALiBi" not in str(m.get("position", "")),
         head_dim=(m.get("head_dim") or (64 if moe and m["hidden"] % m["heads"] else None)),
