@@ -118,6 +118,10 @@ _TITAN_FSDP = ("pytorch/torchtitan torchtitan/parallelisms/parallelize_llama.py@
 _TITAN_PP = ("pytorch/torchtitan torchtitan/config_manager.py@0011fb9 --experimental.pipeline_parallel_schedule "
              "choices 1f1b, gpipe, interleaved_1f1b, flexible_interleaved_1f1b")
 _MAXTEXT = "AI-Hypercomputer/maxtext MaxText/configs/base.yml@315ebb5"
+# Parallel folding (expert_tp < tp: the expert layers re-partition the tensor-parallel ranks as expert-parallel
+# ones) is Megatron-Core's --expert-tensor-parallel-size (megatron/core/parallel_state.py@core_r0.10.0 expert
+# rank generator); the other profiles' versions place experts over data-parallel ranks only, or have no MoE.
+_NO_FOLDING = "no parallel folding (Megatron-Core --expert-tensor-parallel-size) in this profile's version"
 
 
 def _d(value, source, **when) -> Default:
@@ -143,6 +147,7 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
                                     "(1 + s/6h + V/16lh), the count with the recomputed forward"),
         },
         limits={
+            "expert_tp": (Limit((0,), f"{_NO_FOLDING}: megatron-lm-2020"),),
             "zero_stage": (Limit((0,), "Megatron-LM before v3.0 has no distributed optimizer"),),
             "sp": (Limit((False,), "sequence parallelism arrived in Megatron-LM v3.0 (2022)"),),
             "cp": (Limit((1,), "context parallelism arrived with Megatron-Core (2023)"),),
@@ -201,6 +206,7 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
             "sp": _d(False, f"{_MLM_ARGS_2021}: no --sequence-parallel"),
         },
         limits={
+            "expert_tp": (Limit((0,), f"{_NO_FOLDING}: megatron-deepspeed"),),
             "zero_stage": (Limit((0, 1), _DS_PIPE, when="pp>1"),),
             "schedule": (Limit(("1f1b",), _DS_PIPE, when="pp>1"),),
             "vpp": (Limit((1,), _DS_PIPE),),
@@ -219,6 +225,7 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
             "zero_bucket_params": _d(5e8, f"{_DS_ZERO}: reduce_bucket_size default 5e8 elements"),
         },
         limits={
+            "expert_tp": (Limit((0,), f"{_NO_FOLDING}: deepspeed"),),
             "zero_stage": (Limit((0, 1), _DS_PIPE, when="pp>1"), Limit((0, 1, 2), _DS_AUTOTP, when="tp>1")),
             "schedule": (Limit(("1f1b",), _DS_PIPE, when="pp>1"),),
             "vpp": (Limit((1,), _DS_PIPE),),
@@ -235,6 +242,7 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
             "overlap_grad_reduce": _d(True, f"{_FSDP}: reduce-scatter issued per unit during backward"),
         },
         limits={
+            "expert_tp": (Limit((0,), f"{_NO_FOLDING}: fsdp"),),
             "zero_stage": (Limit((0, 2, 3), "FSDP ShardingStrategy: NO_SHARD (0), SHARD_GRAD_OP (2), FULL_SHARD / "
                                  "HYBRID_SHARD (3)"),),
             "pp": (Limit((1,), _FSDP_NO_PP),),
@@ -252,6 +260,7 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
             "overlap_param_gather": _d(True, _FSDP),
         },
         limits={
+            "expert_tp": (Limit((0,), f"{_NO_FOLDING}: llm-foundry"),),
             "zero_stage": (Limit((0, 2, 3), "Composer FSDP: NO_SHARD, SHARD_GRAD_OP, FULL_SHARD/HYBRID_SHARD"),),
             "pp": (Limit((1,), "llm-foundry has no pipeline parallelism"),),
             "tp": (Limit((1,), "llm-foundry (2023-2024) trains with FSDP only, no tensor parallelism"),),
@@ -270,6 +279,7 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
             "overlap_param_gather": _d(True, _FSDP),
         },
         limits={
+            "expert_tp": (Limit((0,), f"{_NO_FOLDING}: llm-foundry-torch1"),),
             "zero_stage": (Limit((0, 2, 3), "Composer FSDP: NO_SHARD, SHARD_GRAD_OP, FULL_SHARD/HYBRID_SHARD"),),
             "pp": (Limit((1,), "llm-foundry has no pipeline parallelism"),),
             "tp": (Limit((1,), "llm-foundry (2023) trains with FSDP only, no tensor parallelism"),),
@@ -298,6 +308,7 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
             "dropout": _d(False, "pytorch/torchtitan torchtitan/models/llama/model.py@0011fb9: no dropout layers"),
         },
         limits={
+            "expert_tp": (Limit((0,), f"{_NO_FOLDING}: torchtitan"),),
             "zero_stage": (Limit((0, 2, 3), "FSDP2 fully_shard (3), reshard_after_forward=False (2) or DDP (0)"),),
             "schedule": (Limit(("1f1b", "gpipe", "interleaved"), _TITAN_PP),),
         },
@@ -318,6 +329,7 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
                                              "XLA_FLAGS --xla_gpu_enable_latency_hiding_scheduler=true)"),
         },
         limits={
+            "expert_tp": (Limit((0,), f"{_NO_FOLDING}: maxtext"),),
             "zero_stage": (Limit((0, 3), "MaxText shards with FSDP (3) or replicates (data parallelism, 0)"),),
             "schedule": (Limit(("gpipe", "interleaved"), "MaxText pipeline: circular GPipe-style schedule "
                                "(MaxText/layers/pipeline.py)"),),

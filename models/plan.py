@@ -110,7 +110,7 @@ class Plan:
     expert_tp: int = opt(0, "expert tensor-parallel degree of the MoE expert layers (Megatron-Core "
                          "--expert-tensor-parallel-size): the expert layers re-partition the tp x cp x dp ranks as "
                          "expert_tp x ep x expert-dp (parallel folding), so ep may take tp ranks; 0 = tp", "plan",
-                         minimum=0, maximum=MAX_DEGREE)
+                         minimum=0, maximum=MAX_DEGREE, search=())
     vpp: int = opt(1, "virtual pipeline stages (model chunks) per rank; needs the interleaved schedule", "plan",
                    search=(1, 2, 4, 8), **_DEG)
     micro_batch_size: int = opt(1, "sequences per micro-batch", "plan", flag="--micro-batch", unit="sequences",

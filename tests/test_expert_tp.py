@@ -59,3 +59,25 @@ def test_export_writes_expert_tensor_parallel_size():
     mlm = export_plan(p, MIXTRAL, c, "megatron-lm").text
     assert "--expert-tensor-parallel-size 1" in mlm
     assert "expert_tensor_parallel_size: 1" in export_plan(p, MIXTRAL, c, "nemo").text
+
+
+def test_the_planner_searches_folding_where_the_framework_has_it():
+    """The planner's expert_tp axis: MoE plans with the experts on the tensor-parallel ranks (0) or folded to
+    expert TP 1 (Megatron-Core's usual MoE layout, Liu et al. 2025); each folded plan costs in the grid what
+    estimate() gives it; a framework without folding (DeepSpeed) searches only 0; a dense model has no such axis."""
+    from models.inputs import Training
+    from simulator.planning.grid import Constraints
+    from simulator.planning.planner import search
+    cl = make_cluster("h100-sxm-80gb", 2)
+    res = search(MIXTRAL, cl, Training(global_batch_size=64), Constraints(tp=(2,), pp=(1,)), top=40)
+    folded = [r for r in res.records if r["expert_tp"] == 1]
+    assert folded and any(r["expert_tp"] == 0 for r in res.records)
+    r = folded[0]
+    plan = Plan(**{k: r[k] for k in ("dp", "tp", "pp", "cp", "ep", "expert_tp", "vpp", "micro_batch_size", "sp",
+                                     "zero_stage", "recompute", "schedule", "placement", "global_batch_size")})
+    assert plan.plan_id == r["plan_id"] and "-etp1" in r["plan_id"]
+    assert estimate(MIXTRAL, cl, plan).step_time_s == pytest.approx(r["step_time_s"], rel=1e-9)
+    ds = search(MIXTRAL, cl, Training(global_batch_size=64, framework="deepspeed"), Constraints(tp=(2,), pp=(1,)))
+    assert all(r["expert_tp"] == 0 for r in ds.records)
+    dense = search(get_model("gpt-tiny"), make_cluster("a100", 1), Training(global_batch_size=32), top=50)
+    assert {r["expert_tp"] for r in dense.records} == {0}

@@ -179,6 +179,8 @@ class Space:
 def _axis_default(model: Transformer, name: str) -> tuple:
     if name == "ep":
         return tuple(_divisors(model.num_experts)) if model.is_moe else (1,)
+    if name == "expert_tp":   # MoE: the experts on the tensor-parallel ranks (0) or folded to expert TP 1
+        return (0, 1) if model.is_moe else (0,)
     values = option(Plan, name).search
     return _constraint_values(name, values)
 
@@ -355,9 +357,17 @@ def _valid(model: Transformer, a: dict, framework: str | None = None) -> np.ndar
     ok = ok & ((pp > 1) | (sched == Schedule.ONE_F_ONE_B))           # schedules coincide at pp = 1
     ok = ok & (~sp | ((tp > 1) & (model.seq_len % (tp * cp) == 0)))  # sp is a no-op at tp = 1
     ok = ok & ((z == 0) | (dp * cp > 1))                               # ZeRO is a no-op on one replica
-    ok = ok & ((dp * cp) % ep == 0)
     ok = ok & ~(a["flash"] & (a["recompute"] == Recompute.SELECTIVE))  # flash already drops what selective would
     ok = ok & ((model.num_experts % ep == 0) if model.is_moe else (ep == 1))
+    # expert layers (check_plan): without folding, ep divides dp*cp; folded (expert_tp < tp), ep*expert_tp
+    # divides tp*cp*dp and expert_tp the expert FFN width; expert_tp = tp is the unfolded plan again (a repeat)
+    etp_set = a.get("expert_tp", 0)
+    etp = np.where(etp_set == 0, tp, etp_set)
+    folded = etp != tp
+    ok = ok & np.where(folded, (tp * cp * dp) % (ep * etp) == 0, (dp * cp) % ep == 0)
+    ok = ok & ((etp_set == 0) | folded)
+    if model.is_moe:
+        ok = ok & (model.expert_ffn_hidden % etp == 0)
     return ok & _framework_mask(a, framework)
 
 
