@@ -254,16 +254,24 @@ def dp_comm_s(model: Transformer, cl: Cluster, a, strides, layers, fwd_s, bwd_s,
     n2 = zero.num_grad_collectives(z, zero.grad_sync_bytes(g2), layers) * (g2 > 0)
     # one plan's stage needs the all-reduce (ZeRO-0) or the reduce-scatter and all-gather (1-3), not both
     ddp = not num.is_num(z) or z == 0
-    t_ar = dp_collective_s(cl, "all_reduce", g1, g2, groups, n1, n2) if ddp else 0.0
-    t_rs, t_ag = ((dp_collective_s(cl, k, g1, g2, groups, n1, n2) for k in ("reduce_scatter", "all_gather"))
+    # gradients reduced in fp32 (grad_reduce_fp32): the reductions move twice the bytes, the gathers do not
+    r32 = a.get("grad_reduce_fp32", False)
+    gr1, gr2 = (g1, g2) if num.is_num(r32) and not r32 else (g1 * num.where(r32, 2.0, 1.0), g2 * num.where(r32, 2.0, 1.0))
+    t_ar = dp_collective_s(cl, "all_reduce", gr1, gr2, groups, n1, n2) if ddp else 0.0
+    # weights gathered in fp8 (fp8_param_gather): the gathers move half the 16-bit bytes
+    f8 = a.get("fp8_param_gather", False)
+    gs = 1.0 if num.is_num(f8) and not f8 else num.where(f8, 0.5, 1.0)
+    t_rs, t_ag = ((dp_collective_s(cl, k, g, g_, groups, n1, n2) for k, g, g_ in (("reduce_scatter", gr1, gr2),
+                                                                                    ("all_gather", g1 * gs, g2 * gs)))
                   if not num.is_num(z) or z != 0 else (0.0, 0.0))
     if g1 is not nonexp:   # ZeRO-3 gathers every weight, frozen ones too; ZeRO-1/2 only the updated adapters
-        t_ag = num.where(num.arr(z) >= 3, dp_collective_s(cl, "all_gather", nonexp_c, exp_c, groups, n1, n1 * (exp > 0)),
+        t_ag = num.where(num.arr(z) >= 3, dp_collective_s(cl, "all_gather", nonexp_c * gs, exp_c * gs, groups, n1,
+                                                          n1 * (exp > 0)),
                          t_ag)
     # hybrid sharding: each reduce-scatter is followed by the all-reduce of its shard across the replicas
     # on the same stream (FSDP HYBRID_SHARD's post-backward hook), so it joins the reduce-scatter's time
     if num.any_nonzero(a.get("shard_group", 0)):   # (full sharding: one replica, nothing to all-reduce)
-        t_rs = t_rs + num.where(num.arr(z) >= 1, replica_allreduce_s(cl, g1, groups, replica_group(cl, a, strides),
+        t_rs = t_rs + num.where(num.arr(z) >= 1, replica_allreduce_s(cl, gr1, groups, replica_group(cl, a, strides),
                                                                      n1), 0.0)
     gathers = zero.gathers_per_microbatch(a["recompute"] == 2)
     exposed = zero.exposed_s(z, m, t_ar, t_rs, t_ag, n1 + n2, layers, fwd_s, bwd_s, a["overlap_grad_reduce"],

@@ -124,6 +124,12 @@ def _stage_states(model: Transformer, a, layers, nonexp, exp):
             z >= 3, shard, 1) * (wb / 2.0)   # (an fp32 base: 4 bytes a weight; NF4 is not run under fp32)
     grads = num.where(_fused_update(a.get("optimizer", 0)),   # LOMO: one tensor's gradient at a time
                       wb * max(model.vocab, model.ffn_hidden) * model.hidden / tp, g1 + g2)
+    # fp32 gradient accumulation and reduction (Megatron's main_grad buffer under bf16): 4-byte gradients below
+    # ZeRO-3 (ZeRO-3 / FSDP2 keep the same 16 bytes a parameter, fp32 sharded weights and gradients)
+    r32 = a.get("grad_reduce_fp32", False)
+    if not (num.is_num(r32) and not r32):
+        grads = grads * num.where(num.arr(r32) & (z < 3) & num.logical_not(_fused_update(a.get("optimizer", 0))),
+                                  4.0 / wb, 1.0)
     off = a.get("offload", 0)
     opt_off, grad_off = _has(off, "optimizer"), _has(off, "gradients")
     par_off = _has(off, "params")

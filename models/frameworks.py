@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 # Conditions a default or a limit may depend on (the only vocabulary: profiles stay data).
 CONDITIONS = {"tp>1": lambda f: int(f.get("tp") or 1) > 1, "pp>1": lambda f: int(f.get("pp") or 1) > 1,
               "zero_stage=3": lambda f: int(f.get("zero_stage") or 0) == 3, "always": lambda f: True,
+              "bf16": lambda f: str(f.get("dtype") or "bf16") == "bf16",
+              "fp8": lambda f: str(f.get("dtype") or "bf16") == "fp8",
               # the profile itself chose recompute (the user left it unset): a default that goes with it
               "recompute_defaulted": lambda f: "recompute" in f.get("_defaulted", ())}
 
@@ -138,6 +140,9 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
             "overlap_grad_reduce": _d(False, f"{_MLM_ARGS_2021}: --DDP-impl default 'local' (gradients all-reduced "
                                              "after backward)"),
             "overlap_param_gather": _d(False, f"{_MLM_ARGS_2021}: no distributed optimizer, nothing to gather"),
+            "grad_reduce_fp32": _d(False, f"{_MLM_ARGS_2021}: 'bfloat16 requires gradient accumulation and all-reduce "
+                                          "to be done in fp32' (accumulate_allreduce_grads_in_fp32 forced under "
+                                          "--bf16; fp16 keeps 16-bit gradients)", bf16=True),
             "zero_stage": _d(0, f"{_MLM_ARGS_2021}: no --use-distributed-optimizer before v3.0"),
             "sp": _d(False, f"{_MLM_ARGS_2021}: no --sequence-parallel before v3.0"),
             # the argument is off by default, but every training recipe of the era turns it on
@@ -166,6 +171,9 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
             "overlap_grad_reduce": _d(False, _MCORE_ARGS),
             "overlap_param_gather": _d(False, _MCORE_ARGS),
             "overlap_tp_comm": _d(False, _MCORE_ARGS),
+            "grad_reduce_fp32": _d(False, "NVIDIA/Megatron-LM megatron/training/arguments.py@core_r0.8.0: 'bfloat16 "
+                                          "requires gradient accumulation and all-reduce to be done in fp32' "
+                                          "(accumulate_allreduce_grads_in_fp32 forced under --bf16)", bf16=True),
             "zero_stage": _d(0, _MCORE_ARGS),
             "sp": _d(False, _MCORE_ARGS),
         },
@@ -188,6 +196,12 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
             "attention": _d("flash", "NVIDIA/NeMo GPTConfig@0189a3b: transformer_layer_spec = TE spec "
                                      "(TEDotProductAttention: cuDNN/flash fused attention)"),
             "dropout": _d(False, _NEMO_LLAMA),
+            "grad_reduce_fp32": _d(False, "NVIDIA/NeMo nemo/collections/llm/recipes/llama3_70b.py@v2.2.0 "
+                                          "pretrain_performance_optimizations: recipe.trainer.plugins."
+                                          "grad_reduce_in_fp32 = False (the plain recipe's bf16_mixed sets True)"),
+            "fp8_param_gather": _d(False, "NVIDIA/NeMo nemo/collections/llm/recipes/precision/mixed_precision.py@v2.2.0 "
+                                          "bf16_with_fp8_mixed: fp8_params=True (scripts/llm/performance/pretrain_*.py "
+                                          "use it for fp8)", fp8=True),
         },
         limits={
             "zero_stage": (Limit((0, 1), _MCORE_NO_ZERO3),),
@@ -300,6 +314,9 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
             "sp": _d(False, "pytorch/torchtitan torchtitan/parallelisms/parallelize_llama.py@0011fb9: TP plan uses "
                             "SequenceParallel for norms whenever tensor_parallel_degree > 1", tp_gt1=True),
             "overlap_tp_comm": _d(False, f"{_TITAN} --experimental.enable_async_tensor_parallel default False"),
+            "grad_reduce_fp32": _d(True, f"{_TITAN} --training.mixed_precision_reduce default 'float32' (its only "
+                                         "choice): FSDP2 MixedPrecisionPolicy(reduce_dtype=float32)"),
+            "fp8_param_gather": _d(False, f"{_TITAN} --float8.enable_fsdp_float8_all_gather store_true (off)"),
             "overlap_param_gather": _d(True, "pytorch/pytorch torch/distributed/_composable/fsdp/"
                                             "fully_shard.py@v2.4.0: FSDP2 prefetches the next unit's all-gather"),
             "attention": _d("flash", "pytorch/torchtitan torchtitan/models/llama/model.py@0011fb9: "
@@ -342,6 +359,7 @@ FRAMEWORK_NAMES = tuple(PROFILES)
 FRAMEWORK_CHOICES = tuple(_ALIASES)
 # Plan fields whose defaults a profile may set (plus "dropout", a model setting).
 PROFILE_FIELDS = ("zero_stage", "sp", "recompute", "recompute_fraction", "fused_loss", "train_metric_passes",
+                  "grad_reduce_fp32", "fp8_param_gather",
                   "zero3_max_live_params", "zero_bucket_params", "schedule", "attention", "dtype", "overlap_grad_reduce",
                   "overlap_param_gather", "overlap_tp_comm", "overlap_ep_comm", "dropout")
 

@@ -166,6 +166,14 @@ class Plan:
     fused_loss: bool = opt(False, "cross-entropy as one fused kernel on the 16-bit logits (flash-attn xentropy; "
                            "llm-foundry's default): no fp32 copy of the logits; off = PyTorch / Megatron "
                            "cross-entropy on fp32-upcast logits", "training")
+    grad_reduce_fp32: bool = opt(False, "data-parallel gradients accumulated and reduced in fp32 (Megatron-LM's bf16 "
+                                 "rule, FSDP2 reduce_dtype float32 as torchtitan sets it): twice the bytes in the "
+                                 "gradient collectives and, below ZeRO-3, in the gradient buffer; off = in the "
+                                 "16-bit dtype", "training")
+    fp8_param_gather: bool = opt(False, "weight all-gathers in fp8 (dtype fp8 only): the ZeRO-3/FSDP per-layer gathers "
+                                 "and the distributed optimizer's after the step move 1 byte a weight (torchao "
+                                 "enable_fsdp_float8_all_gather; Transformer Engine fp8_params, as NeMo's "
+                                 "bf16_with_fp8_mixed sets)", "training")
     train_metric_passes: int = opt(0, "unfused cross-entropy passes over the logits after each micro-batch's "
                                    "backward, for the training metrics (Composer: LanguageCrossEntropy and "
                                    "LanguagePerplexity, 2); 0 = none", "training", unit="passes", minimum=0,
@@ -278,6 +286,9 @@ def check_plan(plan: Plan, model, cluster=None) -> list[str]:
     if plan.dtype == "fp32" and plan.attention != "unfused":
         errs.append(f"attention: {plan.attention} kernels take 16-bit inputs (FlashAttention, cuDNN fused "
                     "attention); with dtype fp32 set attention unfused")
+    if plan.fp8_param_gather and plan.dtype != "fp8":
+        errs.append(f"fp8_param_gather: weights are gathered in fp8 only when the GEMMs run in fp8 (dtype is "
+                    f"{plan.dtype}); set dtype fp8 or turn it off")
     if plan.dtype == "fp32" and plan.master_weights == "fp32":
         errs.append("master_weights: the weights are fp32 already (dtype fp32); use none")
     if plan.dtype == "fp8" and cluster is not None and cluster.gpu.peak_fp8_flops_per_s <= 0:

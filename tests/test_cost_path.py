@@ -149,7 +149,10 @@ def test_zero_module_closed_forms():
     dict(fused_loss=True, pp=2, zero_stage=1),                             # llm-foundry's fused cross-entropy
     dict(zero_stage=3, zero3_max_live_params=1e8, zero_bucket_params=5e8),  # DeepSpeed ZeRO-3's buffers
     dict(fused_loss=True, train_metric_passes=2, zero_stage=3),             # llm-foundry / Composer metrics
-], ids=["rcf0.5", "rcf0.25-pp2", "fused-loss", "ds-zero3", "composer-metrics"])
+    dict(grad_reduce_fp32=True, zero_stage=1),                              # Megatron's bf16 fp32 reduction
+    dict(grad_reduce_fp32=True, dtype="fp8", fp8_param_gather=True, zero_stage=3),   # torchtitan float8 FSDP
+    dict(dtype="fp32", attention="unfused", zero_stage=3),                  # no mixed precision
+], ids=["rcf0.5", "rcf0.25-pp2", "fused-loss", "ds-zero3", "composer-metrics", "grad-fp32", "fp8-gather", "fp32"])
 def test_the_newer_fields_cost_the_same_in_estimate_and_simulator(fields):
     """One cost path: what a field changes, the simulator changes the same way (memory to the byte,
     step time within the usual 2% of schedule effects)."""

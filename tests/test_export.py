@@ -41,7 +41,8 @@ MEGATRON_FLAGS = {  # arguments.py@core_r0.8.0 names, as argparse would take the
     "--num-query-groups": int, "--hidden-dropout": float, "--attention-dropout": float}
 MEGATRON_SWITCHES = ("--sequence-parallel", "--use-distributed-optimizer", "--overlap-grad-reduce",
                      "--overlap-param-gather", "--tp-comm-overlap", "--bf16", "--fp16", "--group-query-attention",
-                     "--swiglu")
+                     "--swiglu", "--accumulate-allreduce-grads-in-fp32",
+                     "--grad-reduce-in-bf16", "--fp8-param-gather")   # (core_r0.12.0 and core_r0.9.0 names)
 
 
 def test_megatron_args_parse_with_argparse_under_megatrons_names():
@@ -93,9 +94,17 @@ def test_torchtitan_toml_parses_with_tomllib_under_job_config_names():
 
 
 def test_torchtitan_fp8_is_the_float8_converter():
+    """float8 linears; the FSDP float8 all-gather only when the plan gathers fp8 weights (torchtitan's
+    --float8.enable_fsdp_float8_all_gather is off by default); the reduction is float32 (its only choice)."""
     _, e = _export("torchtitan", dtype="fp8")
     doc = tomllib.loads(e.text)
-    assert doc["model"]["converters"] == ["float8"] and doc["float8"]["enable_fsdp_float8_all_gather"] is True
+    assert doc["model"]["converters"] == ["float8"] and doc["float8"]["enable_fsdp_float8_all_gather"] is False
+    assert doc["training"]["mixed_precision_reduce"] == "float32" and e.keys["grad_reduce_fp32"] == \
+        "training.mixed_precision_reduce"
+    _, e = _export("torchtitan", dtype="fp8", fp8_param_gather=True)
+    doc = tomllib.loads(e.text)
+    assert doc["float8"]["enable_fsdp_float8_all_gather"] is True
+    assert e.keys["fp8_param_gather"] == "float8.enable_fsdp_float8_all_gather"
 
 
 def test_deepspeed_json_under_config_json_names():

@@ -285,3 +285,41 @@ def test_hybrid_sharding_records_map_to_shard_groups(dev_runs_2_path):
     r = copy.deepcopy(rec)
     r["model"]["vocab"] = None
     assert any(d.startswith("vocab=32000") for d in record_inputs(r)[3])
+
+
+def test_gradient_reduction_and_weight_gather_dtypes(dev_runs_2_path):
+    """Megatron-LM forces fp32 gradient accumulation and all-reduce under --bf16 (megatron/training/arguments.py
+    @core_r0.8.0: 'bfloat16 requires gradient accumulation and all-reduce to be done in fp32'); torchtitan's FSDP2
+    reduces in float32 (config_manager.py@0011fb9 --training.mixed_precision_reduce, its only choice); NeMo's fp8
+    recipe gathers fp8 weights (mixed_precision.py@v2.2.0 bf16_with_fp8_mixed fp8_params=True); torchtitan's 405B
+    float8 rows state 'FSDP float8 all-gather'. An fp32 reduction doubles the reduce-scatter's bytes and, below
+    ZeRO-3, the gradient buffer; an fp8 gather halves the all-gather's bytes."""
+    from models.estimate import _estimate, plan_arrays
+    from models.frameworks import PROFILES
+    from models.hardware import make_cluster
+    from models.plan import Plan, check_plan
+    from models.transformer import get_model
+    assert PROFILES["megatron-lm"].defaults["grad_reduce_fp32"].resolve({"dtype": "bf16"}) is True
+    assert PROFILES["megatron-lm"].defaults["grad_reduce_fp32"].resolve({"dtype": "fp16"}) is False
+    assert PROFILES["megatron-core"].defaults["fp8_param_gather"].resolve({"dtype": "fp8"}) is True
+    m, cl = get_model("llama3-8b"), make_cluster("h100-sxm-80gb", 2)
+    base = Plan(dp=16, micro_batch_size=1, global_batch_size=64, zero_stage=1)
+    e0 = estimate(m, cl, base)
+    e1 = estimate(m, cl, dataclasses.replace(base, grad_reduce_fp32=True))
+    assert e1.memory.grads_bytes == pytest.approx(2 * e0.memory.grads_bytes)
+    d0 = _estimate(m, cl, "bf16", False, plan_arrays(base))[0]["dp_comm_total_s"]
+    d1 = _estimate(m, cl, "bf16", False, plan_arrays(dataclasses.replace(base, grad_reduce_fp32=True)))[0]
+    f8 = dataclasses.replace(base, dtype="fp8")
+    g0 = _estimate(m, cl, "fp8", False, plan_arrays(f8))[0]["dp_comm_total_s"]
+    g1 = _estimate(m, cl, "fp8", False, plan_arrays(dataclasses.replace(f8, fp8_param_gather=True)))[0]
+    assert d1["dp_comm_total_s"] > d0 and g1["dp_comm_total_s"] < g0
+    z3 = dataclasses.replace(base, zero_stage=3)
+    assert estimate(m, cl, dataclasses.replace(z3, grad_reduce_fp32=True)).memory.grads_bytes == \
+        estimate(m, cl, z3).memory.grads_bytes
+    assert any(e.startswith("fp8_param_gather:") for e in check_plan(dataclasses.replace(base, fp8_param_gather=True), m))
+    from simulator.validation.published import load_runs, record_inputs
+    recs = {r["id"]: r for r in load_runs(dev_runs_2_path)}
+    _, _, p, _ = record_inputs(recs["torchtitan_perfdoc_h100_llama31_405b_128gpu_fsdp16_tp8_float8"])[:4]
+    assert p.fp8_param_gather and p.grad_reduce_fp32 and p.dtype == "fp8"
+    _, _, p, _ = record_inputs(recs["torchtitan_perfdoc_a100_llama3_8b_64gpu_lbs1_sac_layer"])[:4]
+    assert p.grad_reduce_fp32 and not p.fp8_param_gather

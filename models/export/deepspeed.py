@@ -61,10 +61,14 @@ def deepspeed_json(plan: Plan, model, cluster, prof) -> Export:
            "gradient_accumulation_steps": plan.num_microbatches,
            "bf16": {"enabled": plan.dtype == "bf16"}, "fp16": {"enabled": plan.dtype == "fp16"},
            "zero_optimization": zero, "gradient_clipping": 1.0}
+    if plan.grad_reduce_fp32 and plan.dtype != "fp32":   # the gradient collectives in fp32
+        cfg["communication_data_type"] = "fp32"
     keys = {"global_batch_size": "train_batch_size", "micro_batch_size": "train_micro_batch_size_per_gpu",
             "zero_stage": "zero_optimization.stage", "overlap_grad_reduce": "zero_optimization.overlap_comm",
             "constant_buffers": "zero_optimization.contiguous_gradients", "dtype": "bf16.enabled",
             "dp": "train_batch_size / (train_micro_batch_size_per_gpu * gradient_accumulation_steps)"}
+    if "communication_data_type" in cfg:
+        keys["grad_reduce_fp32"] = "communication_data_type"
     if plan.zero_stage == 3:
         keys["overlap_param_gather"] = "zero_optimization.stage3_prefetch_bucket_size"
     if parts:

@@ -9,7 +9,7 @@ from models.plan import Plan, Recompute
 # ---------------------------------------------------------------------------------- PyTorch FSDP
 
 FSDP_SHARDING = {0: "NO_SHARD", 2: "SHARD_GRAD_OP", 3: "FULL_SHARD"}
-TORCH_DTYPES = {"bf16": "torch.bfloat16", "fp16": "torch.float16"}
+TORCH_DTYPES = {"bf16": "torch.bfloat16", "fp16": "torch.float16", "fp32": "torch.float32"}
 
 
 def fsdp_snippet(plan: Plan, model, cluster, prof) -> Export:
@@ -62,14 +62,17 @@ def fsdp_snippet(plan: Plan, model, cluster, prof) -> Export:
              "    backward_prefetch=" + ("BackwardPrefetch.BACKWARD_PRE," if plan.overlap_param_gather else "None,"),
              f"    forward_prefetch={bool(plan.overlap_param_gather)},",
              "    limit_all_gathers=True,",
-             f"    mixed_precision=MixedPrecision(param_dtype={dt}, reduce_dtype=torch.float32, buffer_dtype={dt}),",
+             ("    mixed_precision=None,  # fp32: no mixed precision" if plan.dtype == "fp32" else
+              f"    mixed_precision=MixedPrecision(param_dtype={dt}, reduce_dtype="
+              f"{'torch.float32' if plan.grad_reduce_fp32 else dt}, buffer_dtype={dt}),"),
              f"    cpu_offload=CPUOffload(offload_params={bool(parts)}),",
              "    use_orig_params=True,",
              ")",
              f"ACTIVATION_CHECKPOINTING = {ckpt}",
              ""]
     keys = {"zero_stage": "sharding_strategy", "overlap_param_gather": "backward_prefetch",
-            "dtype": "mixed_precision", "micro_batch_size": "MICRO_BATCH_SIZE",
+            "dtype": "mixed_precision", "grad_reduce_fp32": "mixed_precision.reduce_dtype",
+            "micro_batch_size": "MICRO_BATCH_SIZE",
             "global_batch_size": "GLOBAL_BATCH_SIZE", "dp": "WORLD_SIZE", "recompute": "ACTIVATION_CHECKPOINTING"}
     if parts:
         keys["offload"] = "cpu_offload"

@@ -42,7 +42,7 @@ def nemo_recipe(plan: Plan, model, cluster, prof) -> Export:
                 "sequence_parallel": bool(plan.sp), "ddp": ddp}
     if plan.expert_tp and plan.expert_tp != plan.tp:   # parallel folding (MegatronStrategy, NeMo 2.1 / Megatron-Core 0.10)
         strategy["expert_tensor_parallel_size"] = plan.expert_tp
-    precision = {"bf16": "bf16-mixed", "fp16": "16-mixed", "fp8": "bf16-mixed"}[plan.dtype]
+    precision = {"bf16": "bf16-mixed", "fp16": "16-mixed", "fp8": "bf16-mixed", "fp32": "32"}[plan.dtype]
     cfg = {"hidden_dropout": 0.1 if model.dropout else 0.0, "attention_dropout": 0.1 if model.dropout else 0.0}
     if plan.recompute == Recompute.FULL:
         cfg |= {"recompute_granularity": "full", "recompute_method": "uniform", "recompute_num_layers": 1}
@@ -53,7 +53,8 @@ def nemo_recipe(plan: Plan, model, cluster, prof) -> Export:
     if plan.dtype == "fp8":
         cfg |= {"fp8": "hybrid"}
     doc = {"trainer": {"num_nodes": cluster.num_nodes, "devices": cluster.gpus_per_node, "strategy": strategy,
-                       "plugins": {"precision": precision},
+                       "plugins": {"precision": precision, "grad_reduce_in_fp32": bool(plan.grad_reduce_fp32),
+                                   **({"fp8_params": bool(plan.fp8_param_gather)} if plan.dtype == "fp8" else {})},
                        "callbacks": [{"MegatronCommOverlapCallback": {"tp_comm_overlap": bool(plan.overlap_tp_comm
                                                                                                and plan.tp > 1)}}]},
            "data": {"micro_batch_size": plan.micro_batch_size, "global_batch_size": plan.global_batch_size,
@@ -68,7 +69,10 @@ def nemo_recipe(plan: Plan, model, cluster, prof) -> Export:
             "overlap_grad_reduce": "trainer.strategy.ddp.overlap_grad_reduce",
             "overlap_param_gather": "trainer.strategy.ddp.overlap_param_gather",
             "overlap_tp_comm": "trainer.callbacks.MegatronCommOverlapCallback.tp_comm_overlap",
-            "dtype": "trainer.plugins.precision", "dp": "trainer.num_nodes * trainer.devices / (tp * pp * cp)"}
+            "dtype": "trainer.plugins.precision", "dp": "trainer.num_nodes * trainer.devices / (tp * pp * cp)",
+            "grad_reduce_fp32": "trainer.plugins.grad_reduce_in_fp32"}
+    if plan.dtype == "fp8":
+        keys["fp8_param_gather"] = "trainer.plugins.fp8_params"
     if plan.vpp > 1:
         keys["vpp"] = "trainer.strategy.virtual_pipeline_model_parallel_size"
     if plan.expert_tp and plan.expert_tp != plan.tp:

@@ -73,7 +73,9 @@ def torchtitan_toml(plan: Plan, model, cluster, prof) -> Export:
         local = plan.micro_batch_size  # gradient accumulation: global / (local x dp) steps
     par |= {"context_parallel_degree": plan.cp, "expert_parallel_degree": plan.ep}
     training = {"local_batch_size": local, "global_batch_size": plan.global_batch_size, "seq_len": model.seq_len,
-                "mixed_precision_param": "bfloat16", "enable_cpu_offload": bool(parts),
+                "mixed_precision_param": "float32" if plan.dtype == "fp32" else "bfloat16",
+                "mixed_precision_reduce": "float32",
+                "enable_cpu_offload": bool(parts),
                 "compile": bool(plan.overlap_tp_comm and plan.tp > 1)}
     if parts:
         keys["offload"] = "training.enable_cpu_offload"
@@ -89,10 +91,17 @@ def torchtitan_toml(plan: Plan, model, cluster, prof) -> Export:
         keys["recompute_fraction"] = "activation_checkpoint.selective_ac_option"
     sections = {"parallelism": par, "training": training, "activation_checkpoint": ac}
     notes = []
+    if plan.grad_reduce_fp32:
+        keys["grad_reduce_fp32"] = "training.mixed_precision_reduce"
     if plan.dtype == "fp8":
         sections = {"model": {"converters": ["float8"]}, **sections,
-                    "float8": {"enable_fsdp_float8_all_gather": plan.zero_stage >= 2}}
+                    "float8": {"enable_fsdp_float8_all_gather": bool(plan.fp8_param_gather and plan.zero_stage >= 2)}}
         keys["dtype"] = "model.converters"
+        if plan.fp8_param_gather:
+            keys["fp8_param_gather"] = "float8.enable_fsdp_float8_all_gather"
+    if not plan.grad_reduce_fp32 and plan.dp * plan.cp > 1:
+        notes.append("grad_reduce_fp32: torchtitan reduces gradients in float32 (mixed_precision_reduce has no "
+                     "other choice); the plan's 16-bit reduction has no torchtitan switch")
     if plan.tp > 1 and not plan.sp:
         notes.append("sp: torchtitan's TP plan always shards norms along the sequence (SequenceParallel); "
                      "the plan's sp=false has no torchtitan switch")
