@@ -75,6 +75,26 @@ def _cached_kernels(cluster: Cluster, dtype: str):
     return kernel_model(cluster, dtype)
 
 
+def moe_permute_s(km, tokens, routed_per_token, hidden, local_experts, bytes_per_elem=2):
+    """Seconds of one MoE layer's token permutation in one direction (forward; the backward moves the same rows
+    back): Megatron-Core's all-to-all dispatcher, unfused (megatron/core/transformer/moe/moe_utils.py@core_r0.12.0,
+    moe_permute_fusion off by default): permute() index_selects the R = tokens x routed rows (read + write R),
+    sort_chunks_by_idxs() orders the received rows by local expert and back when a rank holds more than one
+    (token_dispatcher.py: 2 x (read + write R)), unpermute() multiplies them by the router probabilities
+    (read + write R), zero-fills the T output rows and scatter_adds into them (read R, read + write T):
+    5R + 3T rows, + 4R with local experts > 1, of ``hidden`` elements, in six kernels.
+
+    >>> from models.hardware import make_cluster
+    >>> km = kernels(make_cluster("h100-sxm-80gb", 1), "bf16")
+    >>> t = moe_permute_s(km, 4096, 4, 2880, 16)
+    >>> round(2 * 2880 * (5 * 16384 + 3 * 4096 + 4 * 16384) / (t - 6 * 3e-6) / 1e12, 3)  # = 0.88 x 3.35 TB/s
+    2.948
+    """
+    R = tokens * routed_per_token
+    rows = 5 * R + 3 * tokens + num.where(num.arr(local_experts) > 1, 4 * R, 0.0)
+    return km.memory_bound(bytes_per_elem * hidden * rows, 6)
+
+
 def flash_attention_s(km, kernel: str, head_dim, causal_flops, block_len, cp):
     """(forward, backward) seconds of FlashAttention-style attention doing ``causal_flops`` forward FLOPs
     (the causal half of the s x s square: the convention of models.flops) on blocks of ``block_len``
@@ -116,6 +136,9 @@ def layer_times(model: Transformer, km, a, moe: bool | None = None):
         ffn = (local_experts * (gemm(Te, k * fe / etp, h) + gemm(Te, h, fe / etp)) + gemm(T, model.num_experts, h)
                + model.num_shared_experts * (gemm(T, k * fe / tp, h) + gemm(T, h, fe / tp)))
         act_elems = (model.top_k * model.capacity_factor + model.num_shared_experts) * fe / tp
+        # token permutation around the experts (memory-bound, 16-bit rows of h): moe_permute_s
+        perm = moe_permute_s(km, T * expert.tokens_share(tp, etp), model.top_k * model.capacity_factor, h,
+                             local_experts)
     else:
         k, f = model.ffn_matrices - 1, model.ffn_hidden
         ffn = gemm(T, k * f / tp, h) + gemm(T, h, f / tp)
@@ -162,8 +185,9 @@ def layer_times(model: Transformer, km, a, moe: bool | None = None):
     # no weight-gradient GEMMs (dw = 0: backward ~1x forward)
     ft_fwd, ft_bwd, dw = (finetune.layer_extra_s(model, km, a, T, bool(moe)) if num.any_nonzero(a.get("finetune", 0))
                           else (0.0, 0.0, 1.0))   # full training: no adapter time, every weight gradient
-    fwd = gemms_fwd + attn_fwd + elem_fwd + pack_fwd + ft_fwd
-    bwd = (1 + dw) * gemms_fwd + attn_bwd + 2 * elem_fwd + pack_bwd + ft_bwd
+    perm = perm if moe else 0.0
+    fwd = gemms_fwd + attn_fwd + elem_fwd + pack_fwd + ft_fwd + perm
+    bwd = (1 + dw) * gemms_fwd + attn_bwd + 2 * elem_fwd + pack_bwd + ft_bwd + perm
     rc = a["recompute"]
     recompute = num.where(rc == 2, fwd, num.where(rc == 1, num.where(flash, 0.0, unfused_fwd), 0.0))
     # recompute on a share of the layers only (Megatron's block method, torchtitan's every-Nth-layer AC):

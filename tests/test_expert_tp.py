@@ -81,3 +81,28 @@ def test_the_planner_searches_folding_where_the_framework_has_it():
     assert all(r["expert_tp"] == 0 for r in ds.records)
     dense = search(get_model("gpt-tiny"), make_cluster("a100", 1), Training(global_batch_size=32), top=50)
     assert {r["expert_tp"] for r in dense.records} == {0}
+
+
+def test_moe_token_permutation_is_costed_as_megatrons_unfused_dispatcher():
+    """Megatron-Core's all-to-all dispatcher (moe_utils.py@core_r0.12.0, moe_permute_fusion off): permute, the
+    chunk sort by local expert (only with more than one local expert), unpermute's probability multiply and
+    scatter_add: 5R + 3T rows of h (+ 4R when sorting) each way. A dense layer pays none of it; an MoE layer's
+    forward and backward each pay exactly moe_permute_s."""
+    from models import layer
+    km = layer.kernels(make_cluster("h100-sxm-80gb", 1), "bf16")
+    one = layer.moe_permute_s(km, 4096, 2, 4096, 1)
+    many = layer.moe_permute_s(km, 4096, 2, 4096, 8)
+    from models.efficiency import KERNEL_OVERHEAD_S
+    bw = (float(layer.moe_permute_s(km, 1e9, 2, 1, 1)) - 6 * KERNEL_OVERHEAD_S) / (2 * (5 * 2e9 + 3e9))
+    assert float(many - one) == pytest.approx(2 * 4096 * 4 * 8192 * bw, rel=1e-9)
+    a = {"tp": 1, "cp": 1, "ep": 8, "micro_batch_size": 1, "attn_kernel": 0, "flash": True, "flash1": False,
+         "sp": False, "recompute": 0}
+    f_moe, b_moe = layer.layer_times(MIXTRAL, km, a, moe=True)[:2]
+    saved = layer.moe_permute_s
+    try:
+        layer.moe_permute_s = lambda *args, **kw: 0.0
+        f0, b0 = layer.layer_times(MIXTRAL, km, a, moe=True)[:2]
+    finally:
+        layer.moe_permute_s = saved
+    want = float(saved(km, MIXTRAL.seq_len, MIXTRAL.top_k * MIXTRAL.capacity_factor, MIXTRAL.hidden, 1))
+    assert float(f_moe - f0) == pytest.approx(want) and float(b_moe - b0) == pytest.approx(want)
