@@ -323,3 +323,12 @@ def test_gradient_reduction_and_weight_gather_dtypes(dev_runs_2_path):
     assert p.fp8_param_gather and p.grad_reduce_fp32 and p.dtype == "fp8"
     _, _, p, _ = record_inputs(recs["torchtitan_perfdoc_a100_llama3_8b_64gpu_lbs1_sac_layer"])[:4]
     assert p.grad_reduce_fp32 and not p.fp8_param_gather
+
+
+def test_local_attention_stated_in_the_model_text_is_read(dev_runs_path):
+    """The GPT-OSS records say 'alternating full / 128-token sliding-window attention; attention sinks' (gpt-oss
+    model card: every other layer banded to 128 tokens, a learned sink per head): half the layers windowed."""
+    from simulator.validation.published import load_runs, record_inputs
+    rec = next(r for r in load_runs(dev_runs_path) if "GPT_OSS" in r["id"])
+    m = record_inputs(rec)[0]
+    assert (m.sliding_window, m.num_sliding_layers, m.attn_sinks) == (128, m.num_layers // 2, True)

@@ -356,6 +356,12 @@ def record_model(rec: dict, framework: str | None = None) -> Transformer:
     for key in ("layers", "hidden", "heads", "seq_len"):
         if m.get(key) is None:
             raise ValueError(f"model.{key}: not stated")
+    # local attention and attention sinks where the record's model text states them ("alternating full /
+    # 128-token sliding-window attention; attention sinks": gpt-oss)
+    words = " ".join(str(x) for x in (m.get("attention"), m.get("note"), moe.get("note") if moe else None) if x).lower()
+    win = re.search(r"(\d+)[- ]token sliding[- ]window", words)
+    window = int(win.group(1)) if win else 0
+    sliding = (int(m["layers"]) // 2 if "alternating" in words else int(m["layers"])) if window else 0
     return Transformer(
         name=m.get("name", rec["id"]), num_layers=int(m["layers"]), hidden=int(m["hidden"]),
         num_heads=int(m["heads"]), num_kv_heads=int(m.get("kv_heads") or m["heads"]),
@@ -367,6 +373,7 @@ def record_model(rec: dict, framework: str | None = None) -> Transformer:
         head_dim=(m.get("head_dim") or (64 if moe and m["hidden"] % m["heads"] else None)),
         num_experts=int(moe.get("num_experts") or 0), top_k=int(moe.get("top_k") or 0),
         expert_ffn_hidden=int(moe.get("expert_ffn_hidden") or 0),
+        sliding_window=window, num_sliding_layers=sliding, attn_sinks="sink" in words,
     )
 
 
