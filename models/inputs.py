@@ -73,6 +73,8 @@ def _training_post_init(self) -> None:
             unset.add(name)   # unset: the framework's default (without the layout) or the declared one
             d = get_profile(self.framework).defaults.get(name) if self.framework else None
             value = d.resolve({}) if d is not None else _GENERIC[name]
+            if name == "attention" and getattr(self, "dtype", None) == "fp32":
+                value = "unfused"   # the only attention kernel that takes fp32 inputs (Plan: check_plan)
         elif value is None and not optional and default_of(type(self), name) is not None:
             value = default_of(type(self), name)   # a run field left unset: its declared default
         object.__setattr__(self, name, check_value(type(self), name, value))

@@ -147,3 +147,16 @@ def test_fp32_record_is_costed_in_fp32():
     e = estimate(Transformer(**case["model"]), make_cluster("a100-sxm-80gb", 1, gpus_per_node=1), Plan(**case["plan"]))
     states = e.memory.params_bytes + e.memory.grads_bytes + e.memory.optimizer_bytes
     assert states == pytest.approx(16 * e.params, rel=0.01)   # (the final norm is counted apart)
+
+
+def test_fp32_plans_default_to_unfused_attention_and_refuse_flash():
+    """FlashAttention and cuDNN fused attention take 16-bit inputs: an fp32 run whose attention is unset gets the
+    unfused kernel; one that asks for flash is refused with the field named."""
+    from models.estimate import PlanError, estimate
+    from models.inputs import build_inputs
+    inp = build_inputs("llama3-8b", gpu="a100", nodes=1, dtype="fp32", global_batch=16, zero=3)
+    assert inp.plan.attention == "unfused" and inp.plan.master_weights == "none"
+    assert estimate(inp.model, inp.cluster, inp.plan).step_time_s > 0
+    bad = build_inputs("llama3-8b", gpu="a100", nodes=1, dtype="fp32", attention="flash", global_batch=16, zero=3)
+    with pytest.raises(PlanError, match="attention: flash kernels take 16-bit inputs"):
+        estimate(bad.model, bad.cluster, bad.plan)
