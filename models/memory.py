@@ -240,16 +240,23 @@ def allocated_bytes(tensor_bytes, fragmentation=True):
 
 
 def zero3_gather_buffer_bytes(model, tp, prefetch, max_live_params=0.0, weight_bytes=zero.BYTES_WEIGHT):
-    """Working weights (``weight_bytes`` each: 16-bit, or fp32 in fp32 training) of the gathered layer(s) a ZeRO-3/FSDP rank holds (models.parallel.zero.
-    gather_buffer_bytes of one dense layer's weights over tp; FSDP's prefetch needs a separate
+    """Working weights (``weight_bytes`` each: 16-bit, or fp32 in fp32 training) of the gathered layer(s) a
+    ZeRO-3/FSDP rank holds (models.parallel.zero.gather_buffer_bytes of one dense layer's weights over tp, or
+    the output layer's with the next layer's prefetched, whichever is larger; FSDP's prefetch needs a separate
     CUDA stream, so none on CPU). ``max_live_params`` > 0: DeepSpeed gathers one sub-module at a time
     and prefetches only while fewer than stage3_max_live_parameters are resident (deepspeed/runtime/zero/
     partitioned_param_coordinator.py fetch_sub_module), so at most the largest module plus that many."""
-    whole = zero.gather_buffer_bytes((model.attn_params + model.dense_mlp_params) / tp, prefetch, weight_bytes)
+    layer = (model.attn_params + model.dense_mlp_params) / tp
+    whole = zero.gather_buffer_bytes(layer, prefetch, weight_bytes)
+    # the output layer runs on its whole gathered weight (V x h / tp; the embedding's too when tied), with the
+    # next layer's gather prefetched behind it: with a large vocabulary that, not two layers, is the most
+    # gathered at once (Llama-3 8B: 525M + 218M parameters against 2 x 218M)
+    out_layer = model.vocab * model.hidden / tp
+    whole = num.maximum(whole, weight_bytes * (out_layer + num.as_float(prefetch) * layer))
     if not num.any_nonzero(max_live_params):
         return whole
     h, hq, hkv = model.hidden, model.num_heads * model.dh, model.num_kv_heads * model.dh
-    largest = max(h * (hq + 2 * hkv), hq * h, h * model.ffn_hidden)   # fused QKV, output, one MLP matrix
+    largest = max(h * (hq + 2 * hkv), hq * h, h * model.ffn_hidden, h * model.vocab)   # QKV, out, MLP, output layer
     bound = weight_bytes * (largest / tp + max_live_params)
     return num.where(max_live_params > 0, num.minimum(whole, bound), whole)
 

@@ -10,7 +10,6 @@ from simulator.validation.finetune_records import (
     HOST_TOLERANCE,
     record_case,
     score_finetune_records,
-    score_records,
 )
 
 DEV2 = Path(__file__).resolve().parents[2] / "shared" / "validation" / "dev_runs_2.yaml"
@@ -160,3 +159,21 @@ def test_fp32_plans_default_to_unfused_attention_and_refuse_flash():
     bad = build_inputs("llama3-8b", gpu="a100", nodes=1, dtype="fp32", attention="flash", global_batch=16, zero=3)
     with pytest.raises(PlanError, match="attention: flash kernels take 16-bit inputs"):
         estimate(bad.model, bad.cluster, bad.plan)
+
+
+def test_zero3_gathers_the_output_layer_whole():
+    """A ZeRO-3/FSDP rank runs the output layer on its whole gathered weight (V x h / tp), the next layer's gather
+    prefetched behind it: for Llama-3 8B (V = 128256) that is 525M + 218M parameters, more than two layers (436M);
+    for a 32k-vocabulary Llama (LOMO's) two layers stay the larger."""
+    from models import memory as mem
+    from models.transformer import Transformer, get_model
+    m = get_model("llama3-8b")
+    layer = m.attn_params + m.dense_mlp_params
+    assert float(mem.zero3_gather_buffer_bytes(m, 1, True)) == pytest.approx(2 * (m.vocab * m.hidden + layer))
+    assert float(mem.zero3_gather_buffer_bytes(m, 1, False)) == pytest.approx(2 * m.vocab * m.hidden)
+    assert float(mem.zero3_gather_buffer_bytes(m, 1, True, weight_bytes=4)) == pytest.approx(
+        4 * (m.vocab * m.hidden + layer))
+    small = Transformer(name="llama-7b", num_layers=32, hidden=4096, num_heads=32, num_kv_heads=32, ffn_hidden=11008,
+                        vocab=32000, seq_len=2048, activation="swiglu")
+    assert float(mem.zero3_gather_buffer_bytes(small, 1, True)) == pytest.approx(
+        2 * 2 * (small.attn_params + small.dense_mlp_params))

@@ -16,8 +16,8 @@ from __future__ import annotations
 import math
 import re
 
-from models.frameworks import get_profile
 from models import recipes
+from models.frameworks import get_profile
 from models.hardware import DEFAULT_NODE, get_node, make_cluster
 from models.transformer import Transformer
 from models.units import GBIT
