@@ -225,3 +225,23 @@ def test_cli_zero_0_with_nemo_keeps_zero_0(capsys):
     assert "-z1-" in json.loads(capsys.readouterr().out)["plan_id"]
     assert main([*base, "--zero", "0"]) == 0
     assert "-z0-" in json.loads(capsys.readouterr().out)["plan_id"]
+
+
+def test_fp32_plans_export_without_mixed_precision():
+    """dtype fp32 (no mixed precision): Megatron gets neither --bf16 nor --fp16 (its default is fp32), NeMo the
+    '32' precision plugin, DeepSpeed neither bf16 nor fp16 enabled, FSDP no MixedPrecision, torchtitan float32
+    parameters."""
+    kw = dict(dtype="fp32", zero=3)
+    _, e = _export("megatron-lm", dtype="fp32", zero=1)
+    args = shell_args(e.text)
+    assert "--bf16" not in args and "--fp16" not in args
+    _, e = _export("nemo", dtype="fp32", zero=1)
+    doc = yaml.safe_load(e.text)
+    assert doc["trainer"]["plugins"]["precision"] == "32" and doc["optim"]["config"]["bf16"] is False
+    _, e = _export("deepspeed", **kw)
+    cfg = json.loads(e.text)
+    assert cfg["bf16"]["enabled"] is False and cfg["fp16"]["enabled"] is False
+    _, e = _export("fsdp", **kw)
+    assert "mixed_precision=None" in e.text and ast.parse(e.text)
+    _, e = _export("torchtitan", **kw)
+    assert tomllib.loads(e.text)["training"]["mixed_precision_param"] == "float32"

@@ -59,7 +59,7 @@ def nemo_recipe(plan: Plan, model, cluster, prof) -> Export:
                                                                                                and plan.tp > 1)}}]},
            "data": {"micro_batch_size": plan.micro_batch_size, "global_batch_size": plan.global_batch_size,
                     "seq_length": model.seq_len},
-           "optim": {"config": {"use_distributed_optimizer": plan.zero_stage >= 1, "bf16": plan.dtype != "fp16",
+           "optim": {"config": {"use_distributed_optimizer": plan.zero_stage >= 1, "bf16": plan.dtype in ("bf16", "fp8"),
                                 "fp16": plan.dtype == "fp16"}},
            "model": {"config": cfg}}
     keys = {"tp": "trainer.strategy.tensor_model_parallel_size", "pp": "trainer.strategy.pipeline_model_parallel_size",
