@@ -254,9 +254,11 @@ def dp_comm_s(model: Transformer, cl: Cluster, a, strides, layers, fwd_s, bwd_s,
     n2 = zero.num_grad_collectives(z, zero.grad_sync_bytes(g2), layers) * (g2 > 0)
     # one plan's stage needs the all-reduce (ZeRO-0) or the reduce-scatter and all-gather (1-3), not both
     ddp = not num.is_num(z) or z == 0
-    # gradients reduced in fp32 (grad_reduce_fp32): the reductions move twice the bytes, the gathers do not
+    # gradients reduced in fp32 (grad_reduce_fp32): the reductions move 4 bytes a gradient (twice the 16-bit
+    # bytes; fp32 training's are 4 already), the gathers do not
     r32 = a.get("grad_reduce_fp32", False)
-    gr1, gr2 = (g1, g2) if num.is_num(r32) and not r32 else (g1 * num.where(r32, 2.0, 1.0), g2 * num.where(r32, 2.0, 1.0))
+    r_scale = 1.0 if num.is_num(r32) and not r32 else num.where(r32, 2.0 / wscale, 1.0)
+    gr1, gr2 = g1 * r_scale, g2 * r_scale
     t_ar = dp_collective_s(cl, "all_reduce", gr1, gr2, groups, n1, n2) if ddp else 0.0
     # weights gathered in fp8 (fp8_param_gather): the gathers move half the 16-bit bytes
     f8 = a.get("fp8_param_gather", False)

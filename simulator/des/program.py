@@ -285,7 +285,7 @@ def _stage_comms(cluster: Cluster, plan: Plan, pl: Placement, links: _Links, lc:
         # bytes a DP collective moves per parameter against the 16-bit count (fp32 training: 2, models.comm)
         "weight_scale": WEIGHT_BYTES[plan.dtype] / 2.0,
         # gradients reduced in fp32 (Plan.grad_reduce_fp32): the reductions move twice the bytes (models.comm)
-        "grad_scale": 2.0 if plan.grad_reduce_fp32 else 1.0,
+        "grad_scale": 4.0 / WEIGHT_BYTES[plan.dtype] if plan.grad_reduce_fp32 else 1.0,
         "gather_scale": 0.5 if plan.fp8_param_gather else 1.0,   # weights gathered in fp8 (models.comm)
         "send_F": _comm("pp", "send_recv", lc.p2p_bytes, pp, *pp_bw, links.p2p(st, (st + 1) % pp), lat["send_recv"])
         if pp > 1 else None,
