@@ -136,9 +136,16 @@ def _stage_states(model: Transformer, a, layers, nonexp, exp):
     weights, optim = w1 + w2 + frozen, o1 + o2
     # ZeRO-3 (or offloaded weights) keeps the gathered weights of the current (and the prefetched) layer
     gathered = (z >= 3) | par_off
-    buf = num.where(gathered, mem.zero3_gather_buffer_bytes(model, tp, a["overlap_param_gather"],
-                                                            a.get("zero3_max_live_params", 0.0), wb), 0) \
+    # FSDP2's root unit (embeddings, output layer) stays gathered through the step: its weights in full, and the
+    # output layer then needs no gather of its own
+    root = a.get("fsdp_root_unsharded", False)
+    live = a.get("zero3_max_live_params", 0.0)
+    buf = num.where(gathered, mem.zero3_gather_buffer_bytes(model, tp, a["overlap_param_gather"], live, wb), 0) \
         if num.any_nonzero(gathered) else 0
+    if not (num.is_num(root) and not root):
+        rooted = mem.zero3_gather_buffer_bytes(model, tp, a["overlap_param_gather"], live, wb, output_layer=False) \
+            + mem.fsdp_root_bytes(model, tp, wb)
+        buf = num.where(num.arr(root) & (z >= 3), rooted, buf)
     # DeepSpeed's ZeRO-3 optimizer reduces gradients through one contiguous 16-bit bucket of reduce_bucket_size
     # elements (deepspeed/runtime/zero/stage3.py __ipg_bucket_flat_buffer); a fused update (LOMO) has none
     bucket = a.get("zero_bucket_params", 0.0)

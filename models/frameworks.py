@@ -317,6 +317,10 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
             "grad_reduce_fp32": _d(True, f"{_TITAN} --training.mixed_precision_reduce default 'float32' (its only "
                                          "choice): FSDP2 MixedPrecisionPolicy(reduce_dtype=float32)"),
             "fp8_param_gather": _d(False, f"{_TITAN} --float8.enable_fsdp_float8_all_gather store_true (off)"),
+            "fsdp_root_unsharded": _d(True, "pytorch/torchtitan torchtitan/parallelisms/parallelize_llama.py@0011fb9: "
+                                            "fully_shard on every block, then on the model (the root: embeddings, "
+                                            "norm, output), which FSDP2 never reshards after forward (pytorch/pytorch "
+                                            "torch/distributed/_composable/fsdp/_fsdp_state.py@005da46 _lazy_init)"),
             "overlap_param_gather": _d(True, "pytorch/pytorch torch/distributed/_composable/fsdp/"
                                             "fully_shard.py@v2.4.0: FSDP2 prefetches the next unit's all-gather"),
             "attention": _d("flash", "pytorch/torchtitan torchtitan/models/llama/model.py@0011fb9: "
@@ -359,7 +363,7 @@ FRAMEWORK_NAMES = tuple(PROFILES)
 FRAMEWORK_CHOICES = tuple(_ALIASES)
 # Plan fields whose defaults a profile may set (plus "dropout", a model setting).
 PROFILE_FIELDS = ("zero_stage", "sp", "recompute", "recompute_fraction", "fused_loss", "train_metric_passes",
-                  "grad_reduce_fp32", "fp8_param_gather",
+                  "grad_reduce_fp32", "fp8_param_gather", "fsdp_root_unsharded",
                   "zero3_max_live_params", "zero_bucket_params", "schedule", "attention", "dtype", "overlap_grad_reduce",
                   "overlap_param_gather", "overlap_tp_comm", "overlap_ep_comm", "dropout")
 

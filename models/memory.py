@@ -239,7 +239,8 @@ def allocated_bytes(tensor_bytes, fragmentation=True):
     return tensor_bytes + FRAMEWORK_OVERHEAD_BYTES + num.where(fragmentation, ALLOCATOR_FRAGMENTATION, 0.0) * tensor_bytes
 
 
-def zero3_gather_buffer_bytes(model, tp, prefetch, max_live_params=0.0, weight_bytes=zero.BYTES_WEIGHT):
+def zero3_gather_buffer_bytes(model, tp, prefetch, max_live_params=0.0, weight_bytes=zero.BYTES_WEIGHT,
+                              output_layer=True):
     """Working weights (``weight_bytes`` each: 16-bit, or fp32 in fp32 training) of the gathered layer(s) a
     ZeRO-3/FSDP rank holds (models.parallel.zero.gather_buffer_bytes of one dense layer's weights over tp, or
     the output layer's with the next layer's prefetched, whichever is larger; FSDP's prefetch needs a separate
@@ -251,14 +252,30 @@ def zero3_gather_buffer_bytes(model, tp, prefetch, max_live_params=0.0, weight_b
     # the output layer runs on its whole gathered weight (V x h / tp; the embedding's too when tied), with the
     # next layer's gather prefetched behind it: with a large vocabulary that, not two layers, is the most
     # gathered at once (Llama-3 8B: 525M + 218M parameters against 2 x 218M)
+    # (output_layer False: the output layer's weight is resident anyway, fsdp_root_bytes)
     out_layer = model.vocab * model.hidden / tp
-    whole = num.maximum(whole, weight_bytes * (out_layer + num.as_float(prefetch) * layer))
+    if output_layer:
+        whole = num.maximum(whole, weight_bytes * (out_layer + num.as_float(prefetch) * layer))
     if not num.any_nonzero(max_live_params):
         return whole
     h, hq, hkv = model.hidden, model.num_heads * model.dh, model.num_kv_heads * model.dh
     largest = max(h * (hq + 2 * hkv), hq * h, h * model.ffn_hidden, h * model.vocab)   # QKV, out, MLP, output layer
     bound = weight_bytes * (largest / tp + max_live_params)
     return num.where(max_live_params > 0, num.minimum(whole, bound), whole)
+
+
+def fsdp_root_bytes(model, tp, weight_bytes=zero.BYTES_WEIGHT):
+    """Weights of PyTorch FSDP2's root unit, held gathered from its forward to its backward: the input embedding,
+    the output layer when untied, the final norm (torch/distributed/_composable/fsdp/_fsdp_state.py@005da46,
+    FSDPState._lazy_init: "For the root, do not reshard after forward"; torchtitan wraps every block and then
+    the model, so the root holds what no block does).
+
+    >>> from models.transformer import get_model
+    >>> m = get_model("llama3-8b")
+    >>> round(float(fsdp_root_bytes(m, 1)) / 1e9, 2)     # 2 x 128256 x 4096 + 4096 at 2 bytes
+    2.1
+    """
+    return weight_bytes * (model.vocab * model.hidden * (1 if model.tied_embeddings else 2) + model.norm_size) / tp
 
 
 def recompute_backward_transient_bytes(model, micro_batch, seq_len, tp, sp, flash, cp=1):

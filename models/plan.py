@@ -174,6 +174,9 @@ class Plan:
                                  "and the distributed optimizer's after the step move 1 byte a weight (torchao "
                                  "enable_fsdp_float8_all_gather; Transformer Engine fp8_params, as NeMo's "
                                  "bf16_with_fp8_mixed sets)", "training")
+    fsdp_root_unsharded: bool = opt(False, "ZeRO-3 / FSDP2: the root unit (embeddings, final norm, output layer) "
+                                    "stays gathered from its forward to its backward, as PyTorch FSDP2 keeps its root "
+                                    "(torchtitan): those weights count in full", "training")
     train_metric_passes: int = opt(0, "unfused cross-entropy passes over the logits after each micro-batch's "
                                    "backward, for the training metrics (Composer: LanguageCrossEntropy and "
                                    "LanguagePerplexity, 2); 0 = none", "training", unit="passes", minimum=0,

@@ -152,7 +152,9 @@ def test_zero_module_closed_forms():
     dict(grad_reduce_fp32=True, zero_stage=1),                              # Megatron's bf16 fp32 reduction
     dict(grad_reduce_fp32=True, dtype="fp8", fp8_param_gather=True, zero_stage=3),   # torchtitan float8 FSDP
     dict(dtype="fp32", attention="unfused", zero_stage=3),                  # no mixed precision
-], ids=["rcf0.5", "rcf0.25-pp2", "fused-loss", "ds-zero3", "composer-metrics", "grad-fp32", "fp8-gather", "fp32"])
+    dict(zero_stage=3, fsdp_root_unsharded=True),                           # FSDP2's root unit
+], ids=["rcf0.5", "rcf0.25-pp2", "fused-loss", "ds-zero3", "composer-metrics", "grad-fp32", "fp8-gather", "fp32",
+        "fsdp2-root"])
 def test_the_newer_fields_cost_the_same_in_estimate_and_simulator(fields):
     """One cost path: what a field changes, the simulator changes the same way (memory to the byte,
     step time within the usual 2% of schedule effects)."""

@@ -177,3 +177,29 @@ def test_zero3_gathers_the_output_layer_whole():
                         vocab=32000, seq_len=2048, activation="swiglu")
     assert float(mem.zero3_gather_buffer_bytes(small, 1, True)) == pytest.approx(
         2 * 2 * (small.attn_params + small.dense_mlp_params))
+
+
+def test_fsdp2_root_unit_stays_gathered():
+    """PyTorch FSDP2 never reshards its root after forward (torch/distributed/_composable/fsdp/_fsdp_state.py@005da46,
+    FSDPState._lazy_init); torchtitan's root holds the embeddings, final norm and output layer. Under ZeRO-3 those
+    weights count in full (Llama-3 8B: 2 x 128256 x 4096 at 2 bytes, 2.1 GB) and the output layer needs no gather of
+    its own; below ZeRO-3 nothing changes. The torchtitan profile sets it."""
+    import dataclasses
+
+    from models import memory as mem
+    from models.estimate import estimate
+    from models.frameworks import PROFILES
+    from models.hardware import make_cluster
+    from models.plan import Plan
+    from models.transformer import get_model
+    m, cl = get_model("llama3-8b"), make_cluster("h100-sxm-80gb", 2)
+    p = Plan(dp=16, micro_batch_size=1, global_batch_size=64, zero_stage=3)
+    base = estimate(m, cl, p).peak_memory_bytes
+    rooted = estimate(m, cl, dataclasses.replace(p, fsdp_root_unsharded=True)).peak_memory_bytes
+    layers = float(mem.zero3_gather_buffer_bytes(m, 1, True, output_layer=False))
+    extra = layers + float(mem.fsdp_root_bytes(m, 1)) - float(mem.zero3_gather_buffer_bytes(m, 1, True))
+    assert rooted - base == pytest.approx(extra * (1 + mem.ALLOCATOR_FRAGMENTATION), rel=1e-6)
+    z1 = dataclasses.replace(p, zero_stage=1)
+    assert estimate(m, cl, dataclasses.replace(z1, fsdp_root_unsharded=True)).peak_memory_bytes == \
+        estimate(m, cl, z1).peak_memory_bytes
+    assert PROFILES["torchtitan"].defaults["fsdp_root_unsharded"].value is True
