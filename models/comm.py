@@ -193,6 +193,28 @@ def dp_groups(cl: Cluster, a, strides):
             (edp, *group_bandwidth(cl, edp, s_edp, edp_local), edp_local))
 
 
+def dp_bytes_scale(kind: str, weight_bytes=2.0, grad_reduce_fp32=False, fp8_param_gather=False):
+    """Bytes a DP/ZeRO collective of ``kind`` moves per parameter, over the 16-bit count (arrays ok): weights and
+    gradients as held (``weight_bytes``: 4 in fp32 training); a reduction in fp32 under ``grad_reduce_fp32``
+    (4 bytes a gradient, whatever the weights); an all-gather in fp8 under ``fp8_param_gather`` (half).
+    The estimate (:func:`dp_comm_s`) and the simulator (simulator/des/program.py) both take it from here.
+
+    >>> dp_bytes_scale("reduce_scatter", 2.0, True), dp_bytes_scale("all_reduce", 4.0, True)
+    (2.0, 2.0)
+    >>> dp_bytes_scale("all_gather", 2.0, True, True), dp_bytes_scale("all_gather", 4.0)
+    (0.5, 2.0)
+    """
+    w = weight_bytes / 2.0
+    if kind == "all_gather":
+        return w if num.is_num(fp8_param_gather) and not fp8_param_gather else w * num.where(fp8_param_gather, 0.5, 1.0)
+    return w if num.is_num(grad_reduce_fp32) and not grad_reduce_fp32 else num.where(grad_reduce_fp32, 2.0, w)
+
+
+def _scaled(x, scale):
+    """``x`` times ``scale``, ``x`` itself when the scale is the number 1 (the common case, kept copy-free)."""
+    return x if num.is_num(scale) and scale == 1.0 else x * scale
+
+
 def dp_collective_s(cl: Cluster, kind: str, nonexp, exp, groups, count_nonexp, count_exp):
     """Seconds of the ``kind`` collectives over a rank's weights: ``count_nonexp`` over the dp*cp
     group for the non-expert ones, ``count_exp`` over the expert-data-parallel group."""
@@ -242,33 +264,24 @@ def dp_comm_s(model: Transformer, cl: Cluster, a, strides, layers, fwd_s, bwd_s,
     # LoRA: the adapters' gradients only (full training: all of them)
     g1, g2 = (finetune.grad_sync_params(model, a, layers, nonexp, exp) if num.any_nonzero(a.get("finetune", 0))
               else (nonexp, exp))
-    # the collectives move working weights and gradients: fp32 training's are twice the 16-bit bytes, so its
-    # parameters count double here (as 16-bit-equivalent parameters)
-    wscale = a.get("weight_bytes", 2.0) / 2.0
-    if not (num.is_num(wscale) and wscale == 1.0):
-        g1, g2 = g1 * wscale, g2 * wscale
-        nonexp_c, exp_c = nonexp * wscale, exp * wscale
-    else:
-        nonexp_c, exp_c = nonexp, exp
-    n1 = zero.num_grad_collectives(z, zero.grad_sync_bytes(g1), layers)
-    n2 = zero.num_grad_collectives(z, zero.grad_sync_bytes(g2), layers) * (g2 > 0)
+    # bytes per parameter against the 16-bit count (dp_bytes_scale): as held (buckets count these), reduced
+    # (fp32 under grad_reduce_fp32), gathered (fp8 under fp8_param_gather)
+    wb = a.get("weight_bytes", 2.0)
+    held = dp_bytes_scale("all_gather", wb)
+    red = dp_bytes_scale("reduce_scatter", wb, a.get("grad_reduce_fp32", False))
+    gat = dp_bytes_scale("all_gather", wb, fp8_param_gather=a.get("fp8_param_gather", False))
+    n1 = zero.num_grad_collectives(z, zero.grad_sync_bytes(_scaled(g1, held)), layers)
+    n2 = zero.num_grad_collectives(z, zero.grad_sync_bytes(_scaled(g2, held)), layers) * (g2 > 0)
     # one plan's stage needs the all-reduce (ZeRO-0) or the reduce-scatter and all-gather (1-3), not both
     ddp = not num.is_num(z) or z == 0
-    # gradients reduced in fp32 (grad_reduce_fp32): the reductions move 4 bytes a gradient (twice the 16-bit
-    # bytes; fp32 training's are 4 already), the gathers do not
-    r32 = a.get("grad_reduce_fp32", False)
-    r_scale = 1.0 if num.is_num(r32) and not r32 else num.where(r32, 2.0 / wscale, 1.0)
-    gr1, gr2 = g1 * r_scale, g2 * r_scale
+    gr1, gr2 = _scaled(g1, red), _scaled(g2, red)
     t_ar = dp_collective_s(cl, "all_reduce", gr1, gr2, groups, n1, n2) if ddp else 0.0
-    # weights gathered in fp8 (fp8_param_gather): the gathers move half the 16-bit bytes
-    f8 = a.get("fp8_param_gather", False)
-    gs = 1.0 if num.is_num(f8) and not f8 else num.where(f8, 0.5, 1.0)
-    t_rs, t_ag = ((dp_collective_s(cl, k, g, g_, groups, n1, n2) for k, g, g_ in (("reduce_scatter", gr1, gr2),
-                                                                                    ("all_gather", g1 * gs, g2 * gs)))
+    t_rs, t_ag = ((dp_collective_s(cl, k, g, g_, groups, n1, n2) for k, g, g_ in (
+        ("reduce_scatter", gr1, gr2), ("all_gather", _scaled(g1, gat), _scaled(g2, gat))))
                   if not num.is_num(z) or z != 0 else (0.0, 0.0))
     if g1 is not nonexp:   # ZeRO-3 gathers every weight, frozen ones too; ZeRO-1/2 only the updated adapters
-        t_ag = num.where(num.arr(z) >= 3, dp_collective_s(cl, "all_gather", nonexp_c * gs, exp_c * gs, groups, n1,
-                                                          n1 * (exp > 0)),
+        t_ag = num.where(num.arr(z) >= 3, dp_collective_s(cl, "all_gather", _scaled(nonexp, gat), _scaled(exp, gat),
+                                                          groups, n1, n1 * (exp > 0)),
                          t_ag)
     # hybrid sharding: each reduce-scatter is followed by the all-reduce of its shard across the replicas
     # on the same stream (FSDP HYBRID_SHARD's post-backward hook), so it joins the reduce-scatter's time

@@ -27,6 +27,7 @@ from models.comm import (  # noqa: F401  (re-exported: the public cost path)
     busbw_ratio,
     cp_exposed_s,
     cp_ring_s,
+    dp_bytes_scale,
     dp_collective_s,
     dp_comm_s,
     dp_groups,

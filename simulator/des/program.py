@@ -282,11 +282,12 @@ def _stage_comms(cluster: Cluster, plan: Plan, pl: Placement, links: _Links, lc:
         "rep": (rep, rep_bw, rep_spans, links.group(st, "dp", rep, s_dp * dpcp, rep_local), rep_local),
         "latency": lat,
         "busbw_ratio": {k: est_mod.busbw_ratio(cluster, k) for k in coll.KINDS},
-        # bytes a DP collective moves per parameter against the 16-bit count (fp32 training: 2, models.comm)
-        "weight_scale": WEIGHT_BYTES[plan.dtype] / 2.0,
-        # gradients reduced in fp32 (Plan.grad_reduce_fp32): the reductions move twice the bytes (models.comm)
-        "grad_scale": 4.0 / WEIGHT_BYTES[plan.dtype] if plan.grad_reduce_fp32 else 1.0,
-        "gather_scale": 0.5 if plan.fp8_param_gather else 1.0,   # weights gathered in fp8 (models.comm)
+        # bytes a DP collective moves per parameter against the 16-bit count (models.comm.dp_bytes_scale): as held
+        # (bucket counts), reduced, gathered
+        "held_scale": float(est_mod.dp_bytes_scale("all_gather", WEIGHT_BYTES[plan.dtype])),
+        "reduce_scale": float(est_mod.dp_bytes_scale("reduce_scatter", WEIGHT_BYTES[plan.dtype], plan.grad_reduce_fp32)),
+        "gather_scale": float(est_mod.dp_bytes_scale("all_gather", WEIGHT_BYTES[plan.dtype],
+                                                     fp8_param_gather=plan.fp8_param_gather)),
         "send_F": _comm("pp", "send_recv", lc.p2p_bytes, pp, *pp_bw, links.p2p(st, (st + 1) % pp), lat["send_recv"])
         if pp > 1 else None,
         "send_B": _comm("pp", "send_recv", lc.p2p_bytes, pp, *pp_bw, links.p2p(st, (st - 1) % pp), lat["send_recv"])
@@ -344,9 +345,9 @@ def _dp_comms(kind: str, comms: dict, nonexp: float, exp: float, zero_stage: int
     models.parallel.zero.num_grad_collectives says (buckets; one per layer at ZeRO-3), or ``count``."""
     out = []
     for i, (nparams, (group, bw, spans, links, local)) in enumerate(((nonexp, comms["dp"]), (exp, comms["edp"]))):
-        nbytes = float(zero.grad_sync_bytes(nparams)) * comms.get("weight_scale", 1.0) * \
-            (comms.get("grad_scale", 1.0) if kind != "all_gather" else comms.get("gather_scale", 1.0))
-        nb = count or int(zero.num_grad_collectives(zero_stage, nbytes, num_layers))
+        held = float(zero.grad_sync_bytes(nparams))
+        nbytes = held * comms.get("gather_scale" if kind == "all_gather" else "reduce_scale", 1.0)
+        nb = count or int(zero.num_grad_collectives(zero_stage, held * comms.get("held_scale", 1.0), num_layers))
         one = _comm("dp", kind, nbytes / nb, group, bw * comms["busbw_ratio"][kind], spans, links,
                     comms["latency"][kind], local)
         # hybrid sharding: each gradient reduce-scatter is followed by the all-reduce of its shard across the
