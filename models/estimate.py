@@ -268,7 +268,7 @@ def _estimate(model: Transformer, cl: Cluster, dtype: str, all_stages: bool, a: 
     km = kernels(cl, dtype)
     bpe = mem.activation_bytes_per_elem(DTYPE_BYTES[dtype], dtype)
     if WEIGHT_BYTES[dtype] != 2:   # fp32 training: 4-byte weights, gradients and activations (plan_arrays' columns)
-        a = {**a, "weight_bytes": float(WEIGHT_BYTES[dtype]), "act_scale": bpe / 2.0}
+        a = {**a, **dtype_columns(dtype)}
     dp, tp, pp, cp, vpp = a["dp"], a["tp"], a["pp"], a["cp"], a["vpp"]
     mb, gb, s = a["micro_batch_size"], a["global_batch_size"], model.seq_len
     m = gb // (mb * dp)
@@ -284,9 +284,7 @@ def _estimate(model: Transformer, cl: Cluster, dtype: str, all_stages: bool, a: 
     layers_max = -(-model.num_layers // pp)
     logits_full = logits_time_s(model, km, mb * s / cp, tp, a.get("fused_loss", False))
     # training-metric cross-entropies after each backward (Composer); they join the backward
-    passes = a.get("train_metric_passes", 0)
-    logits_metric = 0.0 if num.is_num(passes) and not passes else metric_loss_s(km, mb * s / cp * model.vocab / tp,
-                                                                                  passes)
+    logits_metric = metric_loss_s(km, mb * s / cp * model.vocab / tp, a.get("train_metric_passes", 0))
     logits_full = logits_full + logits_metric
     logits_mb = logits_full - (finetune.frozen_output_dw_s(model, km, a, mb * s / cp, tp)   # LoRA: lm_head frozen, no dW
                                if num.any_nonzero(a.get("finetune", 0)) else 0.0)
@@ -485,9 +483,15 @@ def plan_arrays(plan: Plan) -> dict:
     d["master_weights"] = plan.master_weights == "fp32"
     d["offload"] = _offload_mask(plan.offload)
     d["offload_to"] = plan.offload_to == "nvme"
-    d["weight_bytes"] = float(WEIGHT_BYTES[plan.dtype])   # derived from dtype (fp32 training: 4)
-    d["act_scale"] = mem.activation_bytes_per_elem(DTYPE_BYTES[plan.dtype], plan.dtype) / 2.0
+    d.update(dtype_columns(plan.dtype))
     return d
+
+
+def dtype_columns(dtype: str) -> dict:
+    """The columns a dtype fixes: bytes of a working weight and of its gradient (models.plan.WEIGHT_BYTES) and
+    activation bytes over the 16-bit ones the memory formulas count (4 / 2 in fp32 training)."""
+    return {"weight_bytes": float(WEIGHT_BYTES[dtype]),
+            "act_scale": mem.activation_bytes_per_elem(DTYPE_BYTES[dtype], dtype) / 2.0}
 
 
 _BREAKDOWN = ("params_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes", "other_bytes")

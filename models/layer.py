@@ -143,6 +143,7 @@ def layer_times(model: Transformer, km, a, moe: bool | None = None):
         k, f = model.ffn_matrices - 1, model.ffn_hidden
         ffn = gemm(T, k * f / tp, h) + gemm(T, h, f / tp)
         act_elems = f / tp
+        perm = 0.0
     gemms_fwd = proj + ffn
     # attention core: flash runs the causal half (models.flops' convention); unfused the full square
     # (sliding-window layers averaged in; a cp rank's load-balanced share is 1/cp)
@@ -185,7 +186,6 @@ def layer_times(model: Transformer, km, a, moe: bool | None = None):
     # no weight-gradient GEMMs (dw = 0: backward ~1x forward)
     ft_fwd, ft_bwd, dw = (finetune.layer_extra_s(model, km, a, T, bool(moe)) if num.any_nonzero(a.get("finetune", 0))
                           else (0.0, 0.0, 1.0))   # full training: no adapter time, every weight gradient
-    perm = perm if moe else 0.0
     fwd = gemms_fwd + attn_fwd + elem_fwd + pack_fwd + ft_fwd + perm
     bwd = (1 + dw) * gemms_fwd + attn_bwd + 2 * elem_fwd + pack_bwd + ft_bwd + perm
     rc = a["recompute"]
@@ -199,20 +199,19 @@ def layer_times(model: Transformer, km, a, moe: bool | None = None):
 _layer_times = layer_times   # the old private name, still imported by tests/test_flash1.py and test_sustained_clock.py
 
 
-def logits_time_s(model: Transformer, km, tokens, tp, fused_loss=False, metric_passes=0):
+def logits_time_s(model: Transformer, km, tokens, tp, fused_loss=False):
     """Output layer + loss of one micro-batch on the last stage, forward + backward, seconds;
-    ``fused_loss``: the cross-entropy is one fused kernel on the 16-bit logits (FUSED_LOSS_BYTES_PER_LOGIT);
-    ``metric_passes``: training-metric cross-entropies run on the logits after backward
-    (METRIC_LOSS_BYTES_PER_LOGIT each, two kernels: the upcast and the log-softmax)."""
+    ``fused_loss``: the cross-entropy is one fused kernel on the 16-bit logits (FUSED_LOSS_BYTES_PER_LOGIT)."""
     per_logit = num.where(fused_loss, FUSED_LOSS_BYTES_PER_LOGIT, LOSS_BYTES_PER_LOGIT)
-    t = 3 * km.gemm(tokens, model.vocab / tp, model.hidden) + km.memory_bound(tokens * model.vocab / tp * per_logit, 6)
-    if num.is_num(metric_passes) and not metric_passes:
-        return t
-    return t + metric_loss_s(km, tokens * model.vocab / tp, metric_passes)
+    return 3 * km.gemm(tokens, model.vocab / tp, model.hidden) + km.memory_bound(
+        tokens * model.vocab / tp * per_logit, 6)
 
 
 def metric_loss_s(km, logits, metric_passes):
-    """Seconds of ``metric_passes`` training-metric cross-entropies over ``logits`` logit elements (0 for 0)."""
+    """Seconds of ``metric_passes`` training-metric cross-entropies run after backward over ``logits`` logit
+    elements (METRIC_LOSS_BYTES_PER_LOGIT each, two kernels: the upcast and the log-softmax); 0 for none."""
+    if num.is_num(metric_passes) and not metric_passes:
+        return 0.0
     return num.where(num.arr(metric_passes) > 0, km.memory_bound(
         metric_passes * logits * METRIC_LOSS_BYTES_PER_LOGIT, 2 * metric_passes), 0.0)
 
@@ -221,6 +220,5 @@ def logits_split_s(model: Transformer, km, tokens, tp, fused_loss=False, metric_
     """(forward, backward) seconds of the output layer + loss of one micro-batch (LOGITS_FWD_SHARE); the
     training-metric passes run after the backward and join it."""
     t = logits_time_s(model, km, tokens, tp, fused_loss)
-    metric = 0.0 if num.is_num(metric_passes) and not metric_passes else \
-        metric_loss_s(km, tokens * model.vocab / tp, metric_passes)
-    return LOGITS_FWD_SHARE * t, (1 - LOGITS_FWD_SHARE) * t + metric
+    return LOGITS_FWD_SHARE * t, (1 - LOGITS_FWD_SHARE) * t + metric_loss_s(km, tokens * model.vocab / tp,
+                                                                          metric_passes)

@@ -228,7 +228,7 @@ def layer_costs(model: Transformer, cluster: Cluster, plan: Plan) -> LayerCosts:
     logits_f, logits_b = (float(x) for x in est_mod.logits_split_s(model, km, mb * s / cp, tp, plan.fused_loss,
                                                                    plan.train_metric_passes))
     logits_b -= float(finetune.frozen_output_dw_s(model, km, a, mb * s / cp, tp))   # LoRA: lm_head frozen, no dW
-    act_scale = bpe / 2.0   # fp32 training: 4-byte activations (models.estimate.stage_memory_arrays)
+    act_scale = float(a["act_scale"])   # fp32 training: 4-byte activations (models.estimate.dtype_columns)
     return LayerCosts(
         fwd_s=fwd, bwd_s=bwd + rcmp, wgrad_s=float(gemms_fwd), logits_fwd_s=logits_f, logits_bwd_s=logits_b,
         flops=float((fl.forward_flops(model, mb, s) - fl.logits_flops(model, mb * s)) / model.num_layers / tp),

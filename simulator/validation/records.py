@@ -185,7 +185,8 @@ def map_precision(rec: dict, ctx: dict) -> None:
     if "16-bit" in text and "bf16" not in text and "fp16" not in text:
         ctx["defaults"].append(f"dtype={dtype} (16-bit format not stated)")
     ctx["fields"]["dtype"] = dtype
-    # the gradient reduction's dtype where the record says it ("reduce fp32", "reduce_dtype float32")
+    # the weight gathers' and the gradient reduction's dtypes where the record says them ("FSDP float8
+    # all-gather"; "reduce fp32", "reduce_dtype float32")
     if re.search(r"(fsdp )?(float8|fp8) (all-gather|param)|fp8_param", text):
         ctx["fields"]["fp8_param_gather"] = True
     red = re.search(r"reduce(?:_dtype)?\s*[:=]?\s*(fp32|float32|bf16|bfloat16|fp16)", text)
