@@ -100,18 +100,17 @@ def megatron_args(plan: Plan, model, cluster, prof) -> Export:
         keys["dtype"] = "(no --fp16 / --bf16: fp32)"
     else:
         add("dtype", "--fp16" if plan.dtype == "fp16" else "--bf16")
-    if plan.dtype == "fp32":
-        pass
-    elif plan.dtype != "fp16" and not plan.grad_reduce_fp32 and not legacy:
-        add("grad_reduce_fp32", "--grad-reduce-in-bf16")
-        notes.append("grad_reduce_fp32: --grad-reduce-in-bf16 arrived in Megatron-LM core_r0.12.0 (before it, --bf16 "
-                     "always accumulates and reduces gradients in fp32)")
-    elif plan.grad_reduce_fp32 and plan.dtype == "fp16":
-        add("grad_reduce_fp32", "--accumulate-allreduce-grads-in-fp32")
-    elif plan.grad_reduce_fp32:
-        keys["grad_reduce_fp32"] = "--bf16"   # arguments.py: bf16 forces fp32 accumulation and all-reduce
-    elif legacy and plan.dtype != "fp16":
-        notes.append("grad_reduce_fp32: Megatron-LM before Megatron-Core always reduces bf16 gradients in fp32")
+        if plan.dtype == "fp16":
+            if plan.grad_reduce_fp32:
+                add("grad_reduce_fp32", "--accumulate-allreduce-grads-in-fp32")
+        elif plan.grad_reduce_fp32:
+            keys["grad_reduce_fp32"] = "--bf16"   # arguments.py: bf16 forces fp32 accumulation and all-reduce
+        elif legacy:
+            notes.append("grad_reduce_fp32: Megatron-LM before Megatron-Core always reduces bf16 gradients in fp32")
+        else:
+            add("grad_reduce_fp32", "--grad-reduce-in-bf16")
+            notes.append("grad_reduce_fp32: --grad-reduce-in-bf16 arrived in Megatron-LM core_r0.12.0 (before it, "
+                         "--bf16 always accumulates and reduces gradients in fp32)")
     if plan.fp8_param_gather and plan.dtype == "fp8" and not legacy:
         add("fp8_param_gather", "--fp8-param-gather")
         notes.append("fp8_param_gather: --fp8-param-gather arrived in Megatron-LM core_r0.9.0")
