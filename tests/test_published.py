@@ -336,3 +336,28 @@ def test_local_attention_stated_in_the_model_text_is_read(dev_runs_path):
     rec = next(r for r in load_runs(dev_runs_path) if "GPT_OSS" in r["id"])
     m = record_inputs(rec)[0]
     assert (m.sliding_window, m.num_sliding_layers, m.attn_sinks) == (128, m.num_layers // 2, True)
+
+
+def test_vocabulary_from_the_records_own_inferred_fields(dev_runs_path):
+    """A record whose model.vocab is null but whose inferred_fields give it (Hagemann et al. 2023 records: 'reproduces
+    the stated MFU*step_time for every trial if vocab=128000'; their global batch was inferred by the same check) is
+    mapped with that vocabulary, said in its defaults; with nothing stated the LLaMA 32000 default is said instead.
+    The larger vocabulary adds the output layer's work: the predicted iteration gets longer."""
+    import copy
+
+    from models.estimate import estimate
+    from simulator.validation.published import load_runs, record_inputs
+    from simulator.validation.records import record_vocab
+    rec = next(r for r in load_runs(dev_runs_path) if r["id"].startswith("alephalpha_llama_13B_bfloat16_64_GPUs"))
+    assert rec["model"]["vocab"] is None
+    model, cluster, plan, defaults = record_inputs(rec)
+    assert model.vocab == 128000 and any(d.startswith("vocab=128000") and "inferred_fields" in d for d in defaults)
+    bare = copy.deepcopy(rec)
+    bare["inferred_fields"] = {k: v for k, v in rec["inferred_fields"].items() if "vocab" not in str(v)}
+    m32, c32, p32, d32 = record_inputs(bare)
+    assert m32.vocab == 32000 and any(d.startswith("vocab=32000 (model.vocab not stated)") for d in d32)
+    assert estimate(model, cluster, plan).step_time_s > estimate(m32, c32, p32).step_time_s
+    # a stated vocabulary wins over anything inferred
+    stated = copy.deepcopy(rec)
+    stated["model"]["vocab"] = 50304
+    assert record_vocab(stated) == (50304, None)

@@ -28,6 +28,7 @@ from simulator.validation.records import (
     measured_memory_bytes,
     record_framework,
     record_model,
+    record_vocab,
 )
 
 # ------------------------------------------------------------------------------- plan
@@ -51,8 +52,9 @@ def record_inputs(rec: dict):
     if framework:
         defaults.insert(0, f"framework={framework}")
     model = record_model(rec, framework)
-    if (rec.get("model") or {}).get("vocab") is None:
-        defaults.append(f"vocab={model.vocab} (model.vocab not stated)")
+    vocab_note = record_vocab(rec)[1]
+    if vocab_note:
+        defaults.append(vocab_note)
     bat = rec.get("batch") or {}
     if bat.get("global_batch_seqs") is None:
         raise ValueError("batch.global_batch_seqs: not stated")

@@ -348,6 +348,36 @@ MAPPERS = [map_training_method, map_hardware, map_precision, map_parallel, map_f
 # ------------------------------------------------------------------------------- model
 
 
+# The vocabulary a record's own inferred_fields give where model.vocab is null ("reproduces the stated
+# MFU*step_time ... if vocab=128000", "implies ~128k"): the record's author derived it, often jointly with other
+# inferred fields (Hagemann et al. records: the global batch follows from the same check), so it is what the
+# record states, not a default.
+_INFERRED_VOCAB = (re.compile(r"vocab\s*[=:]\s*~?(\d[\d,]*)\s*(k?)\b", re.I),
+                   re.compile(r"implies\s*~?(\d[\d,]*)\s*(k)\b", re.I))
+DEFAULT_VOCAB = 32000  # the LLaMA-1/2 SentencePiece vocabulary (Touvron et al. 2023): used only where nothing is stated
+
+
+def record_vocab(rec: dict) -> tuple[int, str | None]:
+    """(vocabulary, how it was read): model.vocab; else the first figure the record's inferred_fields give
+    for it (the model.vocab entry first); else :data:`DEFAULT_VOCAB`, said as a default.
+
+    >>> record_vocab({"model": {"vocab": None}, "inferred_fields": {"model.vocab": "null; implies ~128k"}})
+    (128000, "vocab=128000 (model.vocab null; the record's inferred_fields give it)")
+    """
+    m = rec.get("model") or {}
+    if m.get("vocab") is not None:
+        return int(m["vocab"]), None
+    inferred = rec.get("inferred_fields") or {}
+    texts = [str(inferred.get("model.vocab") or "")] + [str(v) for k, v in inferred.items() if k != "model.vocab"]
+    for text in texts:
+        for pattern in _INFERRED_VOCAB:
+            hit = pattern.search(text)
+            if hit:
+                vocab = int(hit.group(1).replace(",", "")) * (1000 if hit.group(2) else 1)
+                return vocab, f"vocab={vocab} (model.vocab null; the record's inferred_fields give it)"
+    return DEFAULT_VOCAB, f"vocab={DEFAULT_VOCAB} (model.vocab not stated)"
+
+
 def record_model(rec: dict, framework: str | None = None) -> Transformer:
     m = rec["model"]
     moe = m.get("moe") or {}
@@ -366,7 +396,7 @@ def record_model(rec: dict, framework: str | None = None) -> Transformer:
     return Transformer(
         name=m.get("name", rec["id"]), num_layers=int(m["layers"]), hidden=int(m["hidden"]),
         num_heads=int(m["heads"]), num_kv_heads=int(m.get("kv_heads") or m["heads"]),
-        ffn_hidden=int(m.get("ffn_hidden") or 4 * m["hidden"]), vocab=int(m.get("vocab") or 32000),
+        ffn_hidden=int(m.get("ffn_hidden") or 4 * m["hidden"]), vocab=record_vocab(rec)[0],
         seq_len=int(m["seq_len"]), activation=act, norm="rmsnorm" if "rms" in str(m.get("norm") or "").lower()
         else "layernorm",
         tied_embeddings=act == "gelu", dropout=dropout,
