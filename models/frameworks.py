@@ -120,6 +120,14 @@ _TITAN_FSDP = ("pytorch/torchtitan torchtitan/parallelisms/parallelize_llama.py@
 _TITAN_PP = ("pytorch/torchtitan torchtitan/config_manager.py@0011fb9 --experimental.pipeline_parallel_schedule "
              "choices 1f1b, gpipe, interleaved_1f1b, flexible_interleaved_1f1b")
 _MAXTEXT = "AI-Hypercomputer/maxtext MaxText/configs/base.yml@315ebb5"
+# Elementwise fusion (Plan.fused_elementwise): Megatron's fused kernels are on unless switched off; torchtitan
+# runs its llama model eagerly (compile off by default).
+_MLM_FUSIONS_2021 = ("NVIDIA/Megatron-LM megatron/arguments.py@v2.5: --no-bias-gelu-fusion and "
+                     "--no-masked-softmax-fusion are store_false (the fused kernels run unless switched off)")
+_TITAN_EAGER = ("pytorch/torchtitan train_configs/llama3_8b.toml@0011fb9 compile = false (also @157a12c56); "
+                "torchtitan/models/llama/model.py@0011fb9: apply_rotary_emb through a float32 complex product, "
+                "FeedForward w2(F.silu(w1(x)) * w3(x)), repeat_kv before F.scaled_dot_product_attention and "
+                "output.transpose(1, 2).contiguous()")
 # Parallel folding (expert_tp < tp: the expert layers re-partition the tensor-parallel ranks as expert-parallel
 # ones) is Megatron-Core's --expert-tensor-parallel-size (megatron/core/parallel_state.py@core_r0.10.0 expert
 # rank generator); the other profiles' versions place experts over data-parallel ranks only, or have no MoE.
@@ -145,6 +153,7 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
                                           "--bf16; fp16 keeps 16-bit gradients)", bf16=True),
             "zero_stage": _d(0, f"{_MLM_ARGS_2021}: no --use-distributed-optimizer before v3.0"),
             "sp": _d(False, f"{_MLM_ARGS_2021}: no --sequence-parallel before v3.0"),
+            "fused_elementwise": _d(True, _MLM_FUSIONS_2021),
             # the argument is off by default, but every training recipe of the era turns it on
             "recompute": _d("full", "NVIDIA/Megatron-LM README.md@5281919 (Sep 2020): every pretraining example "
                                     "passes --checkpoint-activations (the BERT script's OUTPUT_ARGS, reused by the "
@@ -176,6 +185,9 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
                                           "(accumulate_allreduce_grads_in_fp32 forced under --bf16)", bf16=True),
             "zero_stage": _d(0, _MCORE_ARGS),
             "sp": _d(False, _MCORE_ARGS),
+            "fused_elementwise": _d(True, "NVIDIA/Megatron-LM megatron/training/arguments.py@core_r0.8.0: "
+                                          "--no-rope-fusion and --no-bias-swiglu-fusion are store_false "
+                                          "(apply_rope_fusion, bias_swiglu_fusion on unless switched off)"),
         },
         limits={
             "zero_stage": (Limit((0, 1), _MCORE_NO_ZERO3),),
@@ -196,6 +208,8 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
             "attention": _d("flash", "NVIDIA/NeMo GPTConfig@0189a3b: transformer_layer_spec = TE spec "
                                      "(TEDotProductAttention: cuDNN/flash fused attention)"),
             "dropout": _d(False, _NEMO_LLAMA),
+            "fused_elementwise": _d(True, "NVIDIA/NeMo nemo/collections/llm/gpt/model/llama.py@v2.2.0 LlamaConfig: "
+                                          "apply_rope_fusion=True, bias_activation_fusion=True"),
             "grad_reduce_fp32": _d(False, "NVIDIA/NeMo nemo/collections/llm/recipes/llama3_70b.py@v2.2.0 "
                                           "pretrain_performance_optimizations: recipe.trainer.plugins."
                                           "grad_reduce_in_fp32 = False (the plain recipe's bf16_mixed sets True)"),
@@ -217,6 +231,7 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
             "dropout": _d(True, f"{_MLM_ARGS_2021} (kept by the fork)"),
             "overlap_grad_reduce": _d(False, _DS_BF16),
             "zero_stage": _d(0, f"{_DS_ZERO}: stage 0"),
+            "fused_elementwise": _d(True, f"{_MLM_FUSIONS_2021} (kept by the fork)"),
             "sp": _d(False, f"{_MLM_ARGS_2021}: no --sequence-parallel"),
         },
         limits={
@@ -327,6 +342,7 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
                                      "F.scaled_dot_product_attention "
                                      "(FlashAttention-2 backend)"),
             "dropout": _d(False, "pytorch/torchtitan torchtitan/models/llama/model.py@0011fb9: no dropout layers"),
+            "fused_elementwise": _d(False, _TITAN_EAGER),
         },
         limits={
             "expert_tp": (Limit((0,), f"{_NO_FOLDING}: torchtitan"),),
@@ -344,6 +360,9 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
             "zero_stage": _d(3, f"{_MAXTEXT}: ici_fsdp_parallelism -1 (FSDP over the remaining ICI devices)"),
             "recompute": _d("full", f"{_MAXTEXT}: remat_policy 'full'"),
             "dropout": _d(False, f"{_MAXTEXT}: dropout_rate 0"),
+            "fused_elementwise": _d(True, "AI-Hypercomputer/maxtext MaxText/train.py: p_train_step = jax.jit("
+                                          "functional_train, ...); under jit XLA fuses elementwise ops into their "
+                                          "neighbours"),
             "attention": _d("flash", f"{_MAXTEXT}: attention 'autoselected' (cudnn flash on GPU)"),
             "overlap_param_gather": _d(True, "AI-Hypercomputer/maxtext gpu_multi_process_run.sh@315ebb5: XLA "
                                              "latency-hiding scheduler overlaps FSDP all-gathers ("
@@ -362,7 +381,8 @@ _ALIASES = {a: p.name for p in PROFILES.values() for a in (p.name, *p.aliases)}
 FRAMEWORK_NAMES = tuple(PROFILES)
 FRAMEWORK_CHOICES = tuple(_ALIASES)
 # Plan fields whose defaults a profile may set (plus "dropout", a model setting).
-PROFILE_FIELDS = ("zero_stage", "sp", "recompute", "recompute_fraction", "fused_loss", "train_metric_passes",
+PROFILE_FIELDS = ("zero_stage", "sp", "recompute", "recompute_fraction", "fused_loss", "fused_elementwise",
+                  "train_metric_passes",
                   "grad_reduce_fp32", "fp8_param_gather", "fsdp_root_unsharded",
                   "zero3_max_live_params", "zero_bucket_params", "schedule", "attention", "dtype", "overlap_grad_reduce",
                   "overlap_param_gather", "overlap_tp_comm", "overlap_ep_comm", "dropout")

@@ -45,6 +45,20 @@ FUSED_LOSS_BYTES_PER_LOGIT = 8
 # torch.nn.CrossEntropyLoss(reduction='sum') under the autocast context, which runs log_softmax in fp32),
 # forward only: upcast r2+w4, log-softmax r4+r4+w4 = 18 bytes per logit element per metric.
 METRIC_LOSS_BYTES_PER_LOGIT = 18
+# Elementwise traffic that depends on the implementation (Plan.fused_elementwise), bytes per element at 2 bytes,
+# forward; the backward moves about twice (as the other elementwise ops here).
+# Rotary embedding on each q and k element: fused (Megatron-Core fused_apply_rotary_pos_emb, TE) r+w = 4;
+# eager 20: torchtitan model.py@0011fb9 apply_rotary_emb (xq.float() r2 w4, complex product r4 w4, type_as r4 w2)
+# and Hugging Face's q*cos + rotate_half(q)*sin (4 + neg/cat 6 + 4 + add 6) both move 20.
+ROPE_BYTES = {"fused": 4, "eager": 20}
+# Gated activation per FFN element: fused bias-SwiGLU reads gate and up and writes one (2r+w = 6); eager
+# F.silu(w1(x)) * w3(x) (torchtitan FeedForward, HF LlamaMLP) runs the SiLU (r+w) and the product (2r+w): 10.
+GATED_ACT_BYTES = {"fused": 6, "eager": 10}
+# Eager attention around SDPA (torchtitan model.py@0011fb9, HF sdpa path): GQA keys and values expanded to all
+# heads (repeat_kv: read kv, write q width, each of k and v) and the output made contiguous (transpose: r+w
+# of q width). Fused stacks (TE/cuDNN attention, flash-attn's GQA) do neither.
+# Eager kernels each adds: rope 6 (upcast, product, downcast on q and k), SiLU 1, repeat_kv 2, transpose 1.
+EAGER_KERNELS = {"rope": 6, "gated": 1, "gqa": 2, "layout": 1}
 # The Adam step's bytes per parameter and the gradient bucket are models.parallel.zero's.
 OPTIMIZER_BYTES_PER_PARAM, DP_BUCKET_BYTES = zero.OPTIMIZER_BYTES_PER_PARAM, zero.DP_BUCKET_BYTES
 # One of the output layer's three GEMMs (and about a third of the loss's passes) runs forward.
@@ -168,10 +182,21 @@ def layer_times(model: Transformer, km, a, moe: bool | None = None):
     attn_fwd = num.where(flash, flash_fwd, unfused_fwd)
     attn_bwd = num.where(flash, flash_bwd, unfused_bwd)
     # memory-bound ops per token: 2 norms (r+w h), 2 residual adds (2r+w h), dropout (r+w h + 1B mask)
-    # at 2 bytes; activation function r+w (GeLU) or 2r+w (SwiGLU) of the FFN width.
+    # at 2 bytes; activation function r+w (GeLU) or, gated, GATED_ACT_BYTES of the FFN width; the rotary
+    # embedding on q and k (ROPE_BYTES); eager SDPA's GQA expansion and output copy (see EAGER_KERNELS)
+    fused = a.get("fused_elementwise", False)
     repl_bytes = (2 * 2 * 2 + 2 * 3 * 2 + mask * 2 * 5) * h / num.where(a["sp"], tp, 1)
-    act_bytes = (4 if model.activation == "gelu" else 6) * act_elems
-    elem_fwd = km.memory_bound(T * (repl_bytes + act_bytes), 8)
+    act_bytes = (4 if model.activation == "gelu" else num.where(fused, GATED_ACT_BYTES["fused"],
+                                                                GATED_ACT_BYTES["eager"])) * act_elems
+    rope_bytes = num.where(fused, ROPE_BYTES["fused"], ROPE_BYTES["eager"]) * model.rope_dims / tp
+    # (FlashAttention v1's packed interface has its own copies: pack_fwd / pack_bwd below)
+    sdpa_copies = num.logical_not(num.as_bool(fused) | num.as_bool(a["flash1"]))
+    gqa, gated, rope = hkv < hq, model.activation != "gelu", model.rope_dims > 0
+    layout_bytes = num.where(sdpa_copies, (4 * (hq + hkv) * gqa + 4 * hq) / tp, 0.0)
+    eager_kernels = (EAGER_KERNELS["rope"] * rope + EAGER_KERNELS["gated"] * gated
+                     + num.where(sdpa_copies, EAGER_KERNELS["gqa"] * gqa + EAGER_KERNELS["layout"], 0))
+    elem_fwd = km.memory_bound(T * (repl_bytes + act_bytes + rope_bytes + layout_bytes),
+                               8 + num.where(fused, 0, eager_kernels))
     # FlashAttention v1 takes only unpadded (tokens, heads, dim) inputs: llm-foundry's flash_attn_fn
     # (and HF's v1 path) always pack q, k, v with flash_attn.bert_padding.unpad_input and scatter the
     # output back with pad_input. From bert_padding.py, at 2 bytes: forward gathers q, k, v (r+w each)

@@ -166,6 +166,11 @@ class Plan:
     fused_loss: bool = opt(False, "cross-entropy as one fused kernel on the 16-bit logits (flash-attn xentropy; "
                            "llm-foundry's default): no fp32 copy of the logits; off = PyTorch / Megatron "
                            "cross-entropy on fp32-upcast logits", "training")
+    fused_elementwise: bool = opt(False, "the layer's elementwise ops as fused kernels (Megatron-Core's rope and "
+                                  "bias-SwiGLU fusions, XLA, torch.compile): one pass each; off = PyTorch eager as "
+                                  "torchtitan and Hugging Face models run them (rotary embedding through an fp32 copy, "
+                                  "SiLU and the gate product apart, GQA keys/values expanded and the attention output "
+                                  "made contiguous for SDPA)", "training")
     grad_reduce_fp32: bool = opt(False, "data-parallel gradients accumulated and reduced in fp32 (Megatron-LM's bf16 "
                                  "rule, FSDP2 reduce_dtype float32 as torchtitan sets it): twice the bytes in the "
                                  "gradient collectives and, below ZeRO-3, in the gradient buffer; off = in the "

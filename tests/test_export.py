@@ -42,7 +42,8 @@ MEGATRON_FLAGS = {  # arguments.py@core_r0.8.0 names, as argparse would take the
 MEGATRON_SWITCHES = ("--sequence-parallel", "--use-distributed-optimizer", "--overlap-grad-reduce",
                      "--overlap-param-gather", "--tp-comm-overlap", "--bf16", "--fp16", "--group-query-attention",
                      "--swiglu", "--accumulate-allreduce-grads-in-fp32",
-                     "--grad-reduce-in-bf16", "--fp8-param-gather")   # (core_r0.12.0 and core_r0.9.0 names)
+                     "--grad-reduce-in-bf16", "--fp8-param-gather",   # (core_r0.12.0 and core_r0.9.0 names)
+                     "--no-rope-fusion", "--no-bias-swiglu-fusion", "--no-bias-gelu-fusion")
 
 
 def test_megatron_args_parse_with_argparse_under_megatrons_names():
@@ -64,6 +65,12 @@ def test_megatron_args_parse_with_argparse_under_megatrons_names():
     for field, key in e.keys.items():   # every key named is a Megatron argument that was written
         assert key in MEGATRON_FLAGS or key in MEGATRON_SWITCHES or key.startswith("WORLD_SIZE"), (field, key)
     assert "MEGATRON_ARGS=(" in e.text and "arguments.py@core_r0.8.0" in e.text
+    # Megatron-LM fuses rope and bias-SwiGLU unless told not to: a fused plan writes nothing, an eager one the
+    # store_false switches (arguments.py@core_r0.8.0 --no-rope-fusion, --no-bias-swiglu-fusion)
+    assert plan.fused_elementwise and "--no-rope-fusion" not in e.text
+    _, eager = _export("megatron-lm", tp=2, fused_elementwise=False)
+    a = ap.parse_args(shell_args(eager.text))
+    assert a.no_rope_fusion and a.no_bias_swiglu_fusion and eager.keys["fused_elementwise"] == "--no-rope-fusion"
 
 
 def test_nemo_recipe_yaml_carries_every_field_under_recipe_keys():
@@ -91,6 +98,10 @@ def test_torchtitan_toml_parses_with_tomllib_under_job_config_names():
     assert doc["activation_checkpoint"]["mode"] == "full"
     for field, key in e.keys.items():
         assert key.split(".")[0] in doc and key.split(".")[1] in doc[key.split(".")[0]], (field, key)
+    # torchtitan runs eager unless compiled: the profile's eager default writes compile = false, a fused plan true
+    assert not plan.fused_elementwise and tr["compile"] is False
+    _, fused = _export("torchtitan", tp=2, fused_elementwise=True)
+    assert tomllib.loads(fused.text)["training"]["compile"] is True
 
 
 def test_torchtitan_fp8_is_the_float8_converter():

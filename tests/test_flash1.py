@@ -14,9 +14,11 @@ from models.profile import kernel_model
 from models.transformer import get_model
 
 
-def _times(model, km, attention):
+def _times(model, km, attention, fused_elementwise=True):
+    # fused elementwise ops: no eager SDPA copies around the v2 kernel, so v1 and v2 differ by v1's packing only
     a = {k: np.asarray(v) for k, v in plan_arrays(Plan(dp=8, zero_stage=3, micro_batch_size=4, global_batch_size=32,
-                                                        attention=attention)).items()}
+                                                        attention=attention,
+                                                        fused_elementwise=fused_elementwise)).items()}
     return [float(x) for x in _layer_times(model, km, a, moe=False)]
 
 

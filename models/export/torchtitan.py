@@ -76,7 +76,9 @@ def torchtitan_toml(plan: Plan, model, cluster, prof) -> Export:
                 "mixed_precision_param": "float32" if plan.dtype == "fp32" else "bfloat16",
                 "mixed_precision_reduce": "float32",
                 "enable_cpu_offload": bool(parts),
-                "compile": bool(plan.overlap_tp_comm and plan.tp > 1)}
+                # torch.compile fuses the elementwise ops (fused_elementwise); async TP needs it too
+                "compile": bool(plan.fused_elementwise or (plan.overlap_tp_comm and plan.tp > 1))}
+    keys["fused_elementwise"] = "training.compile"
     if parts:
         keys["offload"] = "training.enable_cpu_offload"
     ac = {"mode": {Recompute.NONE: "none", Recompute.SELECTIVE: "selective", Recompute.FULL: "full"}[plan.recompute]}
