@@ -32,6 +32,9 @@ from __future__ import annotations
 
 import re
 
+from models.frameworks import get_profile
+from simulator.validation.records import record_framework
+
 GPU_TOLERANCE = 0.10      # issue 16: GPU memory within 10% where measured
 HOST_TOLERANCE = 0.20     # host memory within 20%
 GIB = 2**30
@@ -250,6 +253,14 @@ def record_case(rec: dict) -> dict:
         if par.get(name) is None:
             plan[name] = value
             defaults.append(why)
+    # ZeRO-3 buffers the record's framework allocates by default (the DeepSpeed profile: reduce_bucket_size 5e8
+    # elements, stage3_max_live_parameters 1e9), unless the authors' own configuration said otherwise above
+    prof = get_profile(record_framework(rec))
+    if prof is not None and plan["zero_stage"] == 3:
+        for name in ("zero_bucket_params", "zero3_max_live_params"):
+            if name in prof.defaults and name not in plan and par.get(name) is None:
+                plan[name] = prof.defaults[name].value
+                defaults.append(f"{name}={prof.defaults[name].value:g} ({prof.name})")
     if (rec.get("parallel") or {}).get("recompute") is None and "recompute" not in plan:
         defaults.append("recompute=none (not stated)")
     return {"kind": kind, "model": model, "gpu": _gpu(hw.get("gpu", "")), "gpus": gpus, "plan": plan,
