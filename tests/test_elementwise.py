@@ -107,3 +107,20 @@ def test_the_simulator_costs_the_same_layer():
     slow = simulate(m, cl, plan).step_time_s
     fast = simulate(m, cl, dataclasses.replace(plan, fused_elementwise=True)).step_time_s
     assert slow > fast * 1.01
+
+
+def test_records_say_whether_they_compiled(dev_runs_2_path):
+    """torchtitan's 405B rows note 'torch.compile = true in train_configs/llama3_405b.toml at the commit': fused; the
+    A100 rows note the default 'compile=false': eager, as the torchtitan profile's default is."""
+    import copy
+
+    from simulator.validation.published import load_runs, record_inputs
+    runs = {r["id"]: r for r in load_runs(dev_runs_2_path)}
+    big = runs["torchtitan_perfdoc_h100_llama31_405b_128gpu_fsdp16_tp8_none"]
+    assert record_inputs(big)[2].fused_elementwise is True
+    small = runs["torchtitan_perfdoc_a100_llama3_8b_64gpu_lbs1_sac_layer"]
+    assert record_inputs(small)[2].fused_elementwise is False
+    unsaid = copy.deepcopy(big)
+    unsaid["notes"] = "1D FSDP OOMs for 405B (stated)."
+    plan = record_inputs(unsaid)[2]
+    assert plan.fused_elementwise is False   # the profile default (the generic one too, so not listed)

@@ -327,6 +327,17 @@ def map_flags(rec: dict, ctx: dict) -> None:
     atp = _flag(par.get("async_tp"))
     if atp is not None:
         f["overlap_tp_comm"] = atp
+    # torch.compile fuses the elementwise ops ("torch.compile = true in train_configs/llama3_405b.toml"; "default
+    # compile=false"); a kernel-fusion flag of Megatron (--no-rope-fusion) switches them off
+    said = _text(par.get("flags"), par.get("compile"), rec.get("notes"), rec.get("software")).lower()
+    compiled = _COMPILE.search(said)
+    if compiled:
+        f["fused_elementwise"] = compiled.group(1) == "true"
+    elif "--no-rope-fusion" in said or "--no-bias-swiglu-fusion" in said:
+        f["fused_elementwise"] = False
+
+
+_COMPILE = re.compile(r"compile\s*[=:]\s*(true|false)\b")
 
 
 def map_training_method(rec: dict, ctx: dict) -> None:
