@@ -230,49 +230,42 @@ class NodeSpec:
 _NIC_EFF_200 = 24.0 / 25.0
 _NIC_EFF_400 = 47.0 / 50.0
 
+# Host memory and host links (vendor datasheets) sit with each node. NVMe bandwidth is not on these datasheets: 0
+# (offload to NVMe needs it given: --nvme-gb-per-s, `nvme_gb_per_s:` in a scenario). Memory sizes are DIMM
+# capacities, binary: "2 TB" = 2 TiB.
 NODES: dict[str, NodeSpec] = {n.name: n for n in [
     NodeSpec("dgx-2", 16, 16, 100 * GBIT / 2, _NIC_EFF_200, 3500.0,
-             "DGX-2: 16x V100, NVSwitch, 8x 100 Gb/s EDR IB (datasheet); overhead assumed"),
+             "DGX-2: 16x V100, NVSwitch, 8x 100 Gb/s EDR IB (datasheet); overhead assumed",
+             host_memory_bytes=1.5 * 2**40, pcie_gen=3,
+             host_source="DGX-2 datasheet: 1.5 TB system memory, 2x Xeon Platinum 8168, PCIe gen3 x16 per GPU"),
     NodeSpec("dgx-a100", 8, 8, 200 * GBIT, _NIC_EFF_200, 3300.0,
              "DGX A100: NVSwitch, 8x 200 Gb/s HDR IB for compute (SC'21 paper, Selene); node 6.5 kW max "
-             "minus 8x400 W GPUs (datasheet)"),
+             "minus 8x400 W GPUs (datasheet)",
+             host_memory_bytes=2 * 2**40, pcie_gen=4,
+             host_source="DGX A100 640GB datasheet: 2 TB system memory (1 TB on the 320GB system), PCIe gen4 x16 "
+                         "per GPU"),
     NodeSpec("dgx-h100", 8, 8, 400 * GBIT, _NIC_EFF_400, 4600.0,
-             "DGX H100: NVLink4 NVSwitch, 8x 400 Gb/s ConnectX-7 (datasheet); node 10.2 kW max minus 8x700 W"),
+             "DGX H100: NVLink4 NVSwitch, 8x 400 Gb/s ConnectX-7 (datasheet); node 10.2 kW max minus 8x700 W",
+             host_memory_bytes=2 * 2**40, pcie_gen=5,
+             host_source="DGX H100 datasheet: 2 TB system memory, PCIe gen5 x16 per GPU"),
     NodeSpec("hgx-h200", 8, 8, 400 * GBIT, _NIC_EFF_400, 4600.0,
-             "HGX H200: as DGX H100 (8x 400 Gb/s); overhead as DGX H100 (assumed)"),
+             "HGX H200: as DGX H100 (8x 400 Gb/s); overhead as DGX H100 (assumed)",
+             host_memory_bytes=2 * 2**40, pcie_gen=5,
+             host_source="as DGX H200 datasheet: 2 TB system memory, PCIe gen5 x16 (assumed for HGX)"),
     NodeSpec("dgx-b200", 8, 8, 400 * GBIT, _NIC_EFF_400, 6300.0,
-             "DGX B200: NVLink5, 8x 400 Gb/s ConnectX-7 (datasheet); node 14.3 kW max minus 8x1000 W"),
+             "DGX B200: NVLink5, 8x 400 Gb/s ConnectX-7 (datasheet); node 14.3 kW max minus 8x1000 W",
+             host_memory_bytes=2 * 2**40, pcie_gen=5,
+             host_source="DGX B200 datasheet: 2 TB system memory (4 TB option), PCIe gen5 x16"),
     NodeSpec("gb200-nvl72", 72, 72, 400 * GBIT, _NIC_EFF_400, 30000.0,
              "GB200 NVL72: 72 GPUs in one NVLink5 domain, one 400 Gb/s NIC per GPU (hardware_measured.yaml "
-             "interconnect_spec); ~120 kW rack minus 72x1200 W (assumed)"),
+             "interconnect_spec); ~120 kW rack minus 72x1200 W (assumed)",
+             host_memory_bytes=36 * 480 * 2**30, pcie_gen=5,
+             host_source="GB200 NVL72 datasheet: 36 Grace CPUs x 480 GB LPDDR5X; host link taken as PCIe gen5 x16 "
+                         "(conservative: NVLink-C2C is faster)"),
     NodeSpec("mi300x-8", 8, 8, 400 * GBIT, _NIC_EFF_400, 4500.0,
-             "8x MI300X platform, 8x 400 Gb/s (typical OAM platform; assumed)"),
-]}
-
-# Host memory and host links (vendor datasheets). NVMe bandwidth is not on these datasheets: 0 (offload
-# to NVMe needs it given: --nvme-gb-per-s, `nvme_gb_per_s:` in a scenario). Memory sizes are DIMM
-# capacities, binary: "2 TB" = 2 TiB.
-_HOST = {
-    "dgx-2": dict(host_memory_bytes=1.5 * 2**40, pcie_gen=3,
-                  host_source="DGX-2 datasheet: 1.5 TB system memory, 2x Xeon Platinum 8168, PCIe gen3 x16 per GPU"),
-    "dgx-a100": dict(host_memory_bytes=2 * 2**40, pcie_gen=4,
-                     host_source="DGX A100 640GB datasheet: 2 TB system memory (1 TB on the 320GB system), "
-                                 "PCIe gen4 x16 per GPU"),
-    "dgx-h100": dict(host_memory_bytes=2 * 2**40, pcie_gen=5,
-                     host_source="DGX H100 datasheet: 2 TB system memory, PCIe gen5 x16 per GPU"),
-    "hgx-h200": dict(host_memory_bytes=2 * 2**40, pcie_gen=5,
-                     host_source="as DGX H200 datasheet: 2 TB system memory, PCIe gen5 x16 (assumed for HGX)"),
-    "dgx-b200": dict(host_memory_bytes=2 * 2**40, pcie_gen=5,
-                     host_source="DGX B200 datasheet: 2 TB system memory (4 TB option), PCIe gen5 x16"),
-    "gb200-nvl72": dict(host_memory_bytes=36 * 480 * 2**30, pcie_gen=5,
-                        host_source="GB200 NVL72 datasheet: 36 Grace CPUs x 480 GB LPDDR5X; host link taken as "
-                                    "PCIe gen5 x16 (conservative: NVLink-C2C is faster)"),
-    "mi300x-8": dict(host_memory_bytes=2 * 2**40, pcie_gen=5,
-                     host_source="8x MI300X platform: 2 TB, PCIe gen5 x16 per GPU (typical; assumed)"),
-}
-NODES = {k: dataclasses.replace(n, **_HOST.get(k, {})) for k, n in NODES.items()}
-
-_VARIANT_NODES = [
+             "8x MI300X platform, 8x 400 Gb/s (typical OAM platform; assumed)",
+             host_memory_bytes=2 * 2**40, pcie_gen=5,
+             host_source="8x MI300X platform: 2 TB, PCIe gen5 x16 per GPU (typical; assumed)"),
     NodeSpec("pcie-8", 8, 8, 25 * GBIT, _NIC_EFF_200, 1500.0,
              "8 PCIe GPUs in one server, 200 Gb/s per node (assumed typical); GPU-GPU traffic over PCIe (the GPU's "
              "nvlink_bytes_per_s is its PCIe rate)"),
@@ -281,8 +274,7 @@ _VARIANT_NODES = [
     NodeSpec("gb300-nvl72", 72, 72, 800 * GBIT, _NIC_EFF_400, 30000.0,
              "GB300 NVL72: 72 GPUs in one NVLink5 domain, ConnectX-8 800 Gb/s per GPU (datasheet); overhead as "
              "GB200 NVL72 (assumed)"),
-]
-NODES.update({n.name: n for n in _VARIANT_NODES})
+]}
 DEFAULT_NODE = {"v100-sxm-32gb": "dgx-2", "a100-sxm-40gb": "dgx-a100", "a100-sxm-80gb": "dgx-a100",
                 "h100-sxm-80gb": "dgx-h100", "h800-sxm-80gb": "dgx-h100", "h200-sxm-141gb": "hgx-h200",
                 "b200": "dgx-b200", "gb200": "gb200-nvl72", "mi300x": "mi300x-8",
