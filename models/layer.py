@@ -140,7 +140,16 @@ def layer_times(model: Transformer, km, a, moe: bool | None = None):
     T = mb * s / cp
     h, hq, hkv = model.hidden, model.num_heads * model.dh, model.num_kv_heads * model.dh
     gemm = km.gemm
-    proj = gemm(T, (hq + 2 * hkv) / tp, h) + gemm(T, h, hq / tp)
+    if model.is_mla:
+        # MLA (DeepSeek-V2 eqs. 9-18): latent down-projections, then per-head up-projections, every one split over
+        # TP (Megatron-Core gpt_layer_specs.py@core_r0.12.0: linear_q/kv_down_proj are TEColumnParallelLinear,
+        # their outputs gathered before the latent norm); the FLOPs are models.flops.mla_attn_proj_flops'
+        a_h, qo, ql, kvl = model.num_heads, model.num_heads * model.qk_head_dim, model.q_lora_rank, model.kv_lora_rank
+        q_proj = gemm(T, ql / tp, h) + gemm(T, qo / tp, ql) if ql else gemm(T, qo / tp, h)
+        proj = (q_proj + gemm(T, (kvl + model.qk_rope_head_dim) / tp, h)
+                + gemm(T, a_h * (model.qk_nope_head_dim + model.v_head_dim) / tp, kvl) + gemm(T, h, a_h * model.v_dim / tp))
+    else:
+        proj = gemm(T, (hq + 2 * hkv) / tp, h) + gemm(T, h, hq / tp)
     if moe:
         # routed experts in the expert layout (models.parallel.expert): an expert_tp group routes T etp/tp tokens
         etp = expert.expert_tp(tp, a.get("expert_tp", 0))
