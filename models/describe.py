@@ -88,7 +88,7 @@ def architecture(m: Transformer) -> tuple[tuple[str, object], ...]:
                                                                                      "GeLU (2 matrices)")),
             ("ffn_hidden", m.ffn_hidden), ("vocab", m.vocab), ("norm", m.norm), ("norms_per_layer", m.norms_per_layer),
             ("tied_embeddings", m.tied_embeddings),
-            ("position", "learned" if m.learned_pos_emb else "ALiBi" if m.alibi else "rotary" if m.rope_dims else "none")]
+            ("position", "learned" if m.learned_pos_emb else "rotary" if m.rope_dims else "ALiBi or none")]
     if m.is_mla:
         rows += [("qk_head_dim", m.qk_head_dim), ("v_head_dim", m.v_head_dim)]
     if m.is_moe:

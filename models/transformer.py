@@ -66,7 +66,7 @@ class Transformer:
     sliding_window: int = 0           # tokens a sliding-window (local) layer attends to; 0: none
     num_sliding_layers: int = 0       # layers that use the window (Gemma-2, gpt-oss: every other)
     attn_sinks: bool = False          # learned per-head attention-sink logit (gpt-oss)
-    alibi: bool = False               # ALiBi position biases (BLOOM, MPT): no learned table, no rotary embedding
+    rotary: bool = True               # RoPE on q and k; False: ALiBi (BLOOM, MPT) or no position encoding at all
 
     def __post_init__(self) -> None:
         for f in ("num_layers", "hidden", "num_heads", "num_kv_heads", "ffn_hidden", "vocab", "seq_len"):
@@ -86,7 +86,7 @@ class Transformer:
                                   or (f == "head_dim" and v < 1)):
                 raise ValueError(f"model.{f}: must be a whole number in [1, {MAX_CONFIG_INT:,}], got {v!r}")
         for f in ("tied_embeddings", "dropout", "learned_pos_emb", "qkv_bias", "out_bias", "mlp_bias", "router_bias",
-                  "attn_sinks", "alibi"):
+                  "attn_sinks", "rotary"):
             if not isinstance(getattr(self, f), bool):
                 raise ValueError(f"model.{f}: must be true or false, got {getattr(self, f)!r}")
         if isinstance(self.capacity_factor, bool) or not isinstance(self.capacity_factor, (int, float)) \
@@ -250,14 +250,14 @@ class Transformer:
 
     @property
     def rope_dims(self) -> int:
-        """Query and key elements per token the rotary embedding rotates (0 with learned positions or ALiBi):
+        """Query and key elements per token the rotary embedding rotates (0 with learned positions, ALiBi or none):
         every head's q and k (Su et al. 2021, RoFormer Eq. 34); MLA rotates only its decoupled parts, d_h^R per
         query head plus one shared key part (DeepSeek-V2 report, Sec. 2.1.3).
 
         >>> get_model("llama3-8b").rope_dims, get_model("gpt3-175b").rope_dims
         (5120, 0)
         """
-        if self.learned_pos_emb or self.alibi:
+        if self.learned_pos_emb or not self.rotary:
             return 0
         if self.kv_lora_rank:
             return (self.num_heads + 1) * self.qk_rope_head_dim

@@ -62,25 +62,26 @@ def test_gpt_layers_differ_only_by_the_sdpa_output_copy_and_not_under_flash1():
 
 
 def test_rope_dims_follow_the_position_scheme():
-    """ALiBi (BLOOM, MPT) and learned positions rotate nothing; MLA rotates its decoupled parts only: d_h^R per
-    query head plus the one shared key part (DeepSeek-V2 Sec. 2.1.3; V3: 128 heads, d_h^R = 64)."""
+    """ALiBi (BLOOM, MPT), no position encoding and learned positions rotate nothing; MLA rotates its decoupled
+    parts only: d_h^R per query head plus the one shared key part (DeepSeek-V2 Sec. 2.1.3; V3: 128 heads,
+    d_h^R = 64)."""
     assert get_model("deepseek-v3").rope_dims == (128 + 1) * 64
-    bloom = Transformer("bloom", 70, 14336, 112, 112, 4 * 14336, 250880, 2048, "gelu", alibi=True)
+    bloom = Transformer("bloom", 70, 14336, 112, 112, 4 * 14336, 250880, 2048, "gelu", rotary=False)
     assert bloom.rope_dims == 0
-    with pytest.raises(ValueError, match="model.alibi"):
-        Transformer("x", 2, 64, 4, 4, 256, 100, 16, alibi="yes")
+    with pytest.raises(ValueError, match="model.rotary"):
+        Transformer("x", 2, 64, 4, 4, 256, 100, 16, rotary="yes")
 
 
-def test_hf_config_and_records_read_alibi():
+def test_hf_config_and_records_read_alibi_as_no_rotary():
     from models.hf_config import from_hf_config
     cfg = {"model_type": "bloom", "n_layer": 2, "hidden_size": 64, "n_head": 4, "vocab_size": 100}
     m = from_hf_config(cfg, "bloom-tiny", seq_len=16)
-    assert m.alibi and m.rope_dims == 0
-    assert not from_hf_config({**cfg, "model_type": "llama"}, "llama-tiny", seq_len=16).alibi
+    assert not m.rotary and m.rope_dims == 0
+    assert from_hf_config({**cfg, "model_type": "llama"}, "llama-tiny", seq_len=16).rotary
     from simulator.validation.records import record_model
     rec = {"id": "r", "model": {"layers": 2, "hidden": 64, "heads": 4, "seq_len": 16, "ffn_activation": "gelu",
                                 "position": "ALiBi"}}
-    assert record_model(rec).alibi and not record_model(rec).learned_pos_emb
+    assert not record_model(rec).rotary and not record_model(rec).learned_pos_emb
 
 
 def test_profiles_set_the_implementation_and_the_estimate_follows():

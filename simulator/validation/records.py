@@ -412,7 +412,7 @@ def record_model(rec: dict, framework: str | None = None) -> Transformer:
         else "layernorm",
         tied_embeddings=act == "gelu", dropout=dropout,
         learned_pos_emb=act == "gelu" and "alibi" not in str(m.get("position", "")).lower(),
-        alibi="alibi" in str(m.get("position", "")).lower(),
+        rotary="alibi" not in str(m.get("position", "")).lower(),
         head_dim=(m.get("head_dim") or (64 if moe and m["hidden"] % m["heads"] else None)),
         num_experts=int(moe.get("num_experts") or 0), top_k=int(moe.get("top_k") or 0),
         expert_ffn_hidden=int(moe.get("expert_ffn_hidden") or 0),

@@ -61,7 +61,8 @@ class GPTConfig:
         return Transformer(name="validate-gpt", num_layers=self.num_layers, hidden=self.hidden,
                            num_heads=self.num_heads, num_kv_heads=self.num_kv_heads, ffn_hidden=self.ffn_hidden,
                            vocab=self.vocab, seq_len=self.seq_len, activation=self.activation,
-                           tied_embeddings=False, dropout=False, learned_pos_emb=False)
+                           tied_embeddings=False, dropout=False, learned_pos_emb=False,
+                           rotary=False)   # no position encoding at all (module docstring)
 
 
 class _SwiGLU(torch.autograd.Function):
