@@ -260,7 +260,7 @@ def import_hf_config(cfg: dict, name: str = "hf-model", seq_len: int | None = No
         qkv_bias=attn_bias or model_type in _QKV_BIAS_TYPES, out_bias=attn_bias,
         mlp_bias=c.flag("mlp_bias", all_bias or model_type == "gpt_oss"), max_seq_len=context,
         sliding_window=window, num_sliding_layers=n_sliding, attn_sinks=model_type == "gpt_oss",
-        rotary=not (model_type == "bloom" or c.flag("alibi", False) or bool((cfg.get("attn_config") or {}).get("alibi"))))
+        rotary=not (model_type == "bloom" or c.flag("alibi", False) or c.mapping("attn_config").get("alibi") is True))
     fields.update(_moe_fields(c, model_type, ffn))
     fields.update(_mla_fields(c))
     warnings = [f"{k}: {why}" for k, why in _COST_WARNINGS.items() if cfg.get(k) not in (None, 0, {}, False)]

@@ -78,6 +78,10 @@ def test_hf_config_and_records_read_alibi_as_no_rotary():
     m = from_hf_config(cfg, "bloom-tiny", seq_len=16)
     assert not m.rotary and m.rope_dims == 0
     assert from_hf_config({**cfg, "model_type": "llama"}, "llama-tiny", seq_len=16).rotary
+    mpt = {**cfg, "model_type": "mpt"}
+    assert not from_hf_config({**mpt, "attn_config": {"alibi": True}}, "mpt-tiny", seq_len=16).rotary
+    with pytest.raises(ValueError, match="config.json: attn_config: must be an object"):
+        from_hf_config({**mpt, "attn_config": "x"}, "mpt-tiny", seq_len=16)
     from simulator.validation.records import record_model
     rec = {"id": "r", "model": {"layers": 2, "hidden": 64, "heads": 4, "seq_len": 16, "ffn_activation": "gelu",
                                 "position": "ALiBi"}}
