@@ -120,13 +120,10 @@ def megatron_args(plan: Plan, model, cluster, prof) -> Export:
     if not legacy:
         add("attention", "--transformer-impl", "local" if plan.attention == "unfused" else "transformer_engine")
     # elementwise fusions are on by default (arguments.py: store_false switches); eager means switching them off
-    if plan.fused_elementwise:
-        pass
-    elif legacy:
-        add("fused_elementwise", "--no-bias-gelu-fusion")
-    else:
-        add("fused_elementwise", "--no-rope-fusion")
-        args.append("--no-bias-swiglu-fusion")
+    if not plan.fused_elementwise:
+        add("fused_elementwise", "--no-bias-gelu-fusion" if legacy else "--no-rope-fusion")
+        if not legacy:
+            args.append("--no-bias-swiglu-fusion")
     if plan.placement != DEFAULT_PLACEMENT:
         notes.append(f"placement {plan.placement}: the same rank order as Megatron's for the groups of size > 1")
     # the model itself
