@@ -184,7 +184,7 @@ def stage_memory_arrays(model: Transformer, cl: Cluster, a, stage, layers=None):
     if num.any_nonzero(a.get("finetune", 0)):   # adapters' rank-r intermediates, frozen base's dW inputs
         tokens = mb * s / cp
         delta = (finetune.lora_activation_bytes(model, tokens, a["lora_rank"], a["lora_targets"], tp)
-                 - finetune.frozen_activation_savings_bytes(model, tokens, a["lora_targets"], tp, sp))
+                 - finetune.frozen_activation_savings_bytes(model, tokens, a["lora_targets"], tp, sp, flash))
         layer_act = np.where((np.asarray(a["finetune"]) != 0) & (rc < 2), np.maximum(layer_act + delta, 0.0),
                              layer_act)
     # ZeRO-R Pa (Rajbhandari et al. 2020 Sec. 6.1): checkpoints partitioned over the TP ranks

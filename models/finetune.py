@@ -212,20 +212,35 @@ def lora_activation_bytes(model, tokens, rank, mask, tp):
     return 2.0 * tokens * rank * n_modules + 0 * tp
 
 
-def frozen_activation_savings_bytes(model, tokens, mask, tp, sp):
+def frozen_activation_savings_bytes(model, tokens, mask, tp, sp, flash=True):
     """Activation bytes per layer a frozen base does not keep, per micro-batch: the inputs saved only
     for weight gradients of linear layers no adapter reads (Korthikanti et al. 2022 Sec. 4.1 terms):
-    the QKV input 2 s b h (no q/k/v adapter), the FFN input 2 s b h (no gate/up adapter) and the
-    down-projection input 2 s b f (no down adapter). The attention output (o_proj's input) is kept
-    by FlashAttention for its own backward either way."""
+    the QKV input 2 s b h (no q/k/v adapter), the FFN input 2 s b h (no gate/up adapter), the
+    down-projection input 2 s b f (no down adapter) and, under unfused attention (``flash`` False), the
+    attention-output projection's input 2 s b a d_h (no o_proj adapter). PyTorch saves a matmul's input
+    only for the weight's gradient (tools/autograd/derivatives.yaml, mm: ``mat2: mm_mat2_backward(grad,
+    self, ...)``; the generated node saves ``self`` only when mat2 needs a gradient). FlashAttention and
+    SDPA keep their output (o_proj's input) for their own backward either way; the unfused softmax x V
+    bmm keeps its inputs (probabilities and V), not its output, so a frozen o_proj frees it.
+
+    >>> from models.transformer import get_model
+    >>> m = get_model("llama2-7b")
+    >>> qv = 0b101                                   # q_proj, v_proj adapted
+    >>> int(frozen_activation_savings_bytes(m, 1, qv, 1, False))            # FFN input 2h + down input 2f
+    30208
+    >>> int(frozen_activation_savings_bytes(m, 1, qv, 1, False, flash=False))   # + o_proj input 2h
+    38400
+    """
     m = np.asarray(mask)
     bit = lambda i: (m >> i) & 1  # noqa: E731
     qkv_free = 1 - np.maximum(np.maximum(bit(0), bit(1)), bit(2))
     ffn_in_free = 1 - np.maximum(bit(4), bit(5))
     down_free = 1 - bit(6)
+    o_free = (1 - bit(3)) * (1 - np.asarray(flash, dtype=float))
     h_part = 2.0 * tokens * model.hidden / np.where(sp, tp, 1)
     f = model.expert_ffn_hidden * (model.top_k + model.num_shared_experts) if model.is_moe else model.ffn_hidden
-    return (qkv_free + ffn_in_free) * h_part + down_free * 2.0 * tokens * f / tp
+    return ((qkv_free + ffn_in_free) * h_part + down_free * 2.0 * tokens * f / tp
+            + o_free * 2.0 * tokens * model.num_heads * model.dh / tp)
 
 
 def frozen_output_dw_s(model, km, a, tokens, tp):

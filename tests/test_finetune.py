@@ -198,3 +198,21 @@ def test_nvme_offload_runs_once_the_node_states_its_bandwidth():
     assert rc in (0, None)
     d = json.loads(buf.getvalue())
     assert d["host_memory_bytes"] > 0
+
+
+def test_frozen_o_proj_frees_its_input_only_under_unfused_attention():
+    """PyTorch saves a matmul's input only for the weight gradient (tools/autograd/derivatives.yaml, mm: mat2's
+    gradient reads ``self``), so a frozen o_proj keeps no input; FlashAttention keeps that same tensor (its
+    output) for its own backward, the unfused softmax x V bmm does not. Adapting o_proj keeps it either way."""
+    m = get_model("llama2-7b").with_seq_len(1024)
+    tokens, hq = 1024, m.num_heads * m.dh
+
+    def acts(attention, targets):
+        plan = Plan(finetune="lora", lora_targets=targets, attention=attention, micro_batch_size=1)
+        return estimate(m, H100_1, plan).memory.activations_bytes
+
+    per_layer = 2 * tokens * hq      # 16-bit o_proj input, one layer
+    # adapting o_proj: the adapter's rank-r intermediate is added, and (unfused only) the input is kept again
+    unfused = acts("unfused", "q_proj,v_proj,o_proj") - acts("unfused", "q_proj,v_proj")
+    flash = acts("flash", "q_proj,v_proj,o_proj") - acts("flash", "q_proj,v_proj")
+    assert unfused - flash == pytest.approx(m.num_layers * per_layer, rel=1e-6)
