@@ -51,6 +51,7 @@ from models.layer import (  # noqa: F401
     LOGITS_FWD_SHARE,
     LOSS_BYTES_PER_LOGIT,
     OPTIMIZER_BYTES_PER_PARAM,
+    eager_rmsnorm,
     kernels,
     layer_times,
     logits_split_s,
@@ -165,6 +166,18 @@ def optimizer_step_s(km, params):
     return km.memory_bound(zero.optimizer_step_bytes(params), zero.OPTIMIZER_KERNELS)
 
 
+def eager_norm_activation_bytes(model: Transformer, a, mb, s, tp, sp, cp, rc):
+    """Bytes a layer's eager RMSNorms keep beyond a fused kernel's, per micro-batch (arrays ok; 0 when fused): the
+    square and the product save the fp32 upcast x.float() (4 B an element) where a fused kernel saves the 16-bit
+    input (2 B, the norm inputs of models.memory's formulas), so +2 B an element a norm; 16-bit training only
+    (under fp32 x.float() is x); none under full recompute, which keeps only the layer input."""
+    eager = eager_rmsnorm(model, a)
+    if not num.any_nonzero(eager):
+        return 0.0
+    extra = model.norms_per_layer * 2.0 * mb * s / cp * model.hidden / num.where(sp, tp, 1)
+    return num.where(eager & (num.arr(rc) < 2) & (num.arr(a.get("act_scale", 1.0)) == 1.0), extra, 0.0)
+
+
 def stage_memory_arrays(model: Transformer, cl: Cluster, a, stage, layers=None):
     """Memory of one rank of pipeline stage ``stage`` (0-based), by component, bytes: the model states
     (stage_state_bytes) and the activations of the micro-batches its schedule holds at its peak
@@ -187,6 +200,7 @@ def stage_memory_arrays(model: Transformer, cl: Cluster, a, stage, layers=None):
                  - finetune.frozen_activation_savings_bytes(model, tokens, a["lora_targets"], tp, sp, flash))
         layer_act = np.where((np.asarray(a["finetune"]) != 0) & (rc < 2), np.maximum(layer_act + delta, 0.0),
                              layer_act)
+    layer_act = layer_act + eager_norm_activation_bytes(model, a, mb, s, tp, sp, cp, rc)
     # ZeRO-R Pa (Rajbhandari et al. 2020 Sec. 6.1): checkpoints partitioned over the TP ranks
     layer_act = num.where(a.get("partition_activations", False) & (rc == 2) & num.logical_not(sp),
                           layer_act / tp, layer_act)

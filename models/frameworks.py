@@ -128,6 +128,14 @@ _TITAN_EAGER = ("pytorch/torchtitan train_configs/llama3_8b.toml@0011fb9 compile
                 "torchtitan/models/llama/model.py@0011fb9: apply_rotary_emb through a float32 complex product, "
                 "FeedForward w2(F.silu(w1(x)) * w3(x)), repeat_kv before F.scaled_dot_product_attention and "
                 "output.transpose(1, 2).contiguous()")
+# RMSNorm kernel (Plan.fused_norm): Megatron-Core's Transformer Engine spec runs the norm inside TE's fused
+# LayerNorm+Linear; torchtitan's configs name an eager RMSNorm (its 2024-04-19..05-01 configs the Triton one).
+_MCORE_TE_NORM = ("NVIDIA/Megatron-LM megatron/core/models/gpt/gpt_layer_specs.py@core_r0.8.0: linear_qkv / linear_fc1 = "
+                  "TELayerNormColumnParallelLinear (the input norm runs in Transformer Engine's fused kernel), TENorm "
+                  "otherwise")
+_TITAN_NORM = ("pytorch/torchtitan train_configs/llama3_8b.toml@3faaa1a0d norm_type = \"rmsnorm\" -> torchtitan/models/"
+               "norms.py@3faaa1a0d RMSNorm: x.float(), pow(2).mean, rsqrt, type_as, * weight as separate ops "
+               "(fused_rmsnorm only in the configs of df2dcc746..5e84866e3, 2024-04-19..05-01; removed 37c4b8181)")
 # Parallel folding (expert_tp < tp: the expert layers re-partition the tensor-parallel ranks as expert-parallel
 # ones) is Megatron-Core's --expert-tensor-parallel-size (megatron/core/parallel_state.py@core_r0.10.0 expert
 # rank generator); the other profiles' versions place experts over data-parallel ranks only, or have no MoE.
@@ -188,6 +196,7 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
             "fused_elementwise": _d(True, "NVIDIA/Megatron-LM megatron/training/arguments.py@core_r0.8.0: "
                                           "--no-rope-fusion and --no-bias-swiglu-fusion are store_false "
                                           "(apply_rope_fusion, bias_swiglu_fusion on unless switched off)"),
+            "fused_norm": _d(True, _MCORE_TE_NORM),
         },
         limits={
             "zero_stage": (Limit((0, 1), _MCORE_NO_ZERO3),),
@@ -210,6 +219,9 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
             "dropout": _d(False, _NEMO_LLAMA),
             "fused_elementwise": _d(True, "NVIDIA/NeMo nemo/collections/llm/gpt/model/llama.py@v2.2.0 LlamaConfig: "
                                           "apply_rope_fusion=True, bias_activation_fusion=True"),
+            "fused_norm": _d(True, "NVIDIA/NeMo GPTConfig@0189a3b: transformer_layer_spec = TE spec, whose norms run in "
+                                   "Transformer Engine (Megatron-LM gpt_layer_specs.py@core_r0.8.0: "
+                                   "TELayerNormColumnParallelLinear)"),
             "grad_reduce_fp32": _d(False, "NVIDIA/NeMo nemo/collections/llm/recipes/llama3_70b.py@v2.2.0 "
                                           "pretrain_performance_optimizations: recipe.trainer.plugins."
                                           "grad_reduce_in_fp32 = False (the plain recipe's bf16_mixed sets True)"),
@@ -343,6 +355,7 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
                                      "(FlashAttention-2 backend)"),
             "dropout": _d(False, "pytorch/torchtitan torchtitan/models/llama/model.py@0011fb9: no dropout layers"),
             "fused_elementwise": _d(False, _TITAN_EAGER),
+            "fused_norm": _d(False, _TITAN_NORM),
         },
         limits={
             "expert_tp": (Limit((0,), f"{_NO_FOLDING}: torchtitan"),),
@@ -381,7 +394,7 @@ _ALIASES = {a: p.name for p in PROFILES.values() for a in (p.name, *p.aliases)}
 FRAMEWORK_NAMES = tuple(PROFILES)
 FRAMEWORK_CHOICES = tuple(_ALIASES)
 # Plan fields whose defaults a profile may set (plus "dropout", a model setting).
-PROFILE_FIELDS = ("zero_stage", "sp", "recompute", "recompute_fraction", "fused_loss", "fused_elementwise",
+PROFILE_FIELDS = ("zero_stage", "sp", "recompute", "recompute_fraction", "fused_loss", "fused_elementwise", "fused_norm",
                   "train_metric_passes",
                   "grad_reduce_fp32", "fp8_param_gather", "fsdp_root_unsharded",
                   "zero3_max_live_params", "zero_bucket_params", "schedule", "attention", "dtype", "overlap_grad_reduce",

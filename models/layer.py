@@ -54,6 +54,11 @@ ROPE_BYTES = {"fused": 4, "eager": 20}
 # Gated activation per FFN element: fused bias-SwiGLU reads gate and up and writes one (2r+w = 6); eager
 # F.silu(w1(x)) * w3(x) (torchtitan FeedForward, HF LlamaMLP) runs the SiLU (r+w) and the product (2r+w): 10.
 GATED_ACT_BYTES = {"fused": 6, "eager": 10}
+# RMSNorm per element, forward: fused (TE/apex/Triton: r+w) 4; eager 36 (torchtitan norms.py@3faaa1a0d RMSNorm and
+# Hugging Face LlamaRMSNorm alike: x.float() r2 w4, pow r4 w4, mean r4, x * rsqrt r4 w4, type_as r4 w2,
+# * weight r2 w2), in 8 kernels instead of 1. LayerNorm is PyTorch's one native kernel (native_layer_norm) either way.
+NORM_BYTES = {"fused": 4, "eager": 36}
+EAGER_NORM_KERNELS = 7
 # Eager attention around SDPA (torchtitan model.py@0011fb9, HF sdpa path): GQA keys and values expanded to all
 # heads (repeat_kv: read kv, write q width, each of k and v) and the output made contiguous (transpose: r+w
 # of q width). Fused stacks (TE/cuDNN attention, flash-attn's GQA) do neither.
@@ -63,6 +68,14 @@ EAGER_KERNELS = {"rope": 6, "gated": 1, "gqa": 2, "layout": 1}
 OPTIMIZER_BYTES_PER_PARAM, DP_BUCKET_BYTES = zero.OPTIMIZER_BYTES_PER_PARAM, zero.DP_BUCKET_BYTES
 # One of the output layer's three GEMMs (and about a third of the loss's passes) runs forward.
 LOGITS_FWD_SHARE = 1 / 3
+
+
+def eager_rmsnorm(model: Transformer, a):
+    """Whether the layer's RMSNorms run eagerly (arrays ok): an RMSNorm model whose plan neither fuses its
+    elementwise ops (fused_elementwise: torch.compile, Megatron, XLA) nor runs a fused norm kernel (fused_norm)."""
+    if model.norm != "rmsnorm":
+        return False
+    return num.logical_not(num.as_bool(a.get("fused_elementwise", False)) | num.as_bool(a.get("fused_norm", False)))
 
 
 def kernels(cluster: Cluster, dtype: str):
@@ -194,7 +207,9 @@ def layer_times(model: Transformer, km, a, moe: bool | None = None):
     # at 2 bytes; activation function r+w (GeLU) or, gated, GATED_ACT_BYTES of the FFN width; the rotary
     # embedding on q and k (ROPE_BYTES); eager SDPA's GQA expansion and output copy (see EAGER_KERNELS)
     fused = a.get("fused_elementwise", False)
-    repl_bytes = (2 * 2 * 2 + 2 * 3 * 2 + mask * 2 * 5) * h / num.where(a["sp"], tp, 1)
+    eager_norm = eager_rmsnorm(model, a)
+    norm_extra = num.where(eager_norm, model.norms_per_layer * (NORM_BYTES["eager"] - NORM_BYTES["fused"]), 0)
+    repl_bytes = (2 * 2 * 2 + norm_extra + 2 * 3 * 2 + mask * 2 * 5) * h / num.where(a["sp"], tp, 1)
     act_bytes = (4 if model.activation == "gelu" else num.where(fused, GATED_ACT_BYTES["fused"],
                                                                 GATED_ACT_BYTES["eager"])) * act_elems
     rope_bytes = num.where(fused, ROPE_BYTES["fused"], ROPE_BYTES["eager"]) * model.rope_dims / tp
@@ -204,6 +219,7 @@ def layer_times(model: Transformer, km, a, moe: bool | None = None):
     layout_bytes = num.where(sdpa_copies, (4 * (hq + hkv) * gqa + 4 * hq) / tp, 0.0)
     eager_kernels = (EAGER_KERNELS["rope"] * rope + EAGER_KERNELS["gated"] * gated
                      + num.where(sdpa_copies, EAGER_KERNELS["gqa"] * gqa + EAGER_KERNELS["layout"], 0))
+    eager_kernels = eager_kernels + num.where(eager_norm, model.norms_per_layer * EAGER_NORM_KERNELS, 0)
     elem_fwd = km.memory_bound(T * (repl_bytes + act_bytes + rope_bytes + layout_bytes),
                                8 + num.where(fused, 0, eager_kernels))
     # FlashAttention v1 takes only unpadded (tokens, heads, dim) inputs: llm-foundry's flash_attn_fn

@@ -171,6 +171,11 @@ class Plan:
                                   "torchtitan and Hugging Face models run them (rotary embedding through an fp32 copy, "
                                   "SiLU and the gate product apart, GQA keys/values expanded and the attention output "
                                   "made contiguous for SDPA)", "training")
+    fused_norm: bool = opt(False, "RMSNorm as one fused kernel even where the other elementwise ops run eagerly "
+                           "(Transformer Engine's LayerNorm+Linear, apex, torchtitan's 2024 fused_rmsnorm Triton "
+                           "kernel); off = eager RMSNorm (fp32 upcast, square, mean, rsqrt, two products: torchtitan "
+                           "norms.py RMSNorm, Hugging Face LlamaRMSNorm) unless fused_elementwise fuses it. LayerNorm "
+                           "is one native kernel either way", "training")
     grad_reduce_fp32: bool = opt(False, "data-parallel gradients accumulated and reduced in fp32 (Megatron-LM's bf16 "
                                  "rule, FSDP2 reduce_dtype float32 as torchtitan sets it): twice the bytes in the "
                                  "gradient collectives and, below ZeRO-3, in the gradient buffer; off = in the "

@@ -24,7 +24,10 @@ A100 = make_cluster("a100-sxm-80gb")
 
 
 def _fwd(model, fused, attention="flash", tp=1):
-    plan = Plan(dp=8, tp=tp, micro_batch_size=1, global_batch_size=8, attention=attention, fused_elementwise=fused)
+    # the norm kernel held fused on both sides: these tests are about rope, SwiGLU and the SDPA copies (the eager
+    # RMSNorm has its own below)
+    plan = Plan(dp=8, tp=tp, micro_batch_size=1, global_batch_size=8, attention=attention, fused_elementwise=fused,
+                fused_norm=True)
     a = {k: np.asarray(v) for k, v in plan_arrays(plan).items()}
     return [float(x) for x in layer_times(model, kernel_model(A100, "bf16"), a, moe=False)]
 
@@ -99,9 +102,10 @@ def test_profiles_set_the_implementation_and_the_estimate_follows():
     assert _GENERIC["fused_elementwise"] is False and "fused_elementwise" not in PROFILES["fsdp"].defaults
     m, cl = get_model("llama3-8b"), make_cluster("h100", 1)
     plan = Plan(dp=8, micro_batch_size=1, global_batch_size=64, zero_stage=1)
-    slow = estimate(m, cl, plan).step_time_s
+    slow = estimate(m, cl, dataclasses.replace(plan, fused_norm=True)).step_time_s   # rope, SwiGLU, SDPA copies
     fast = estimate(m, cl, dataclasses.replace(plan, fused_elementwise=True)).step_time_s
     assert 1.01 < slow / fast < 1.15
+    assert estimate(m, cl, plan).step_time_s > slow      # and the eager RMSNorm on top
 
 
 def test_the_simulator_costs_the_same_layer():
@@ -129,3 +133,73 @@ def test_records_say_whether_they_compiled(dev_runs_2_path):
     unsaid["notes"] = "1D FSDP OOMs for 405B (stated)."
     plan = record_inputs(unsaid)[2]
     assert plan.fused_elementwise is False   # the profile default (the generic one too, so not listed)
+
+
+def _fwd_norm(model, **kw):
+    plan = Plan(dp=8, micro_batch_size=1, global_batch_size=8, **kw)
+    a = {k: np.asarray(v) for k, v in plan_arrays(plan).items()}
+    return float(layer_times(model, kernel_model(A100, "bf16"), a, moe=False)[0])
+
+
+def test_eager_rmsnorm_moves_36_bytes_an_element_forward():
+    """torchtitan norms.py@3faaa1a0d RMSNorm (and Hugging Face LlamaRMSNorm): x.float() r2 w4, pow r4 w4, mean r4,
+    x * rsqrt r4 w4, type_as r4 w2, * weight r2 w2 = 36 bytes an element in 8 kernels, against a fused kernel's
+    r+w = 4 in 1. The forward difference is those 32 bytes x 2 norms x tokens x h at the HBM rate plus 14 launches;
+    a fused norm kernel (fused_norm) or fused elementwise ops remove it; LayerNorm is one native kernel anyway."""
+    from models.efficiency import memory_bound_time_s
+    from models.layer import EAGER_NORM_KERNELS, NORM_BYTES
+    m = get_model("llama3-8b").with_seq_len(4096)
+    assert m.norm == "rmsnorm" and NORM_BYTES == {"fused": 4, "eager": 36} and EAGER_NORM_KERNELS == 7
+    eager, fused_norm = _fwd_norm(m), _fwd_norm(m, fused_norm=True)
+    km = kernel_model(A100, "bf16")
+    want = memory_bound_time_s(4096 * m.hidden * 2 * 32, km.hbm_bytes_per_s, 0) + 14 * KERNEL_OVERHEAD_S
+    assert eager - fused_norm == pytest.approx(want, rel=1e-6)
+    # fused_elementwise fuses the norm with the rest: fused_norm adds nothing there
+    assert _fwd_norm(m, fused_elementwise=True) == _fwd_norm(m, fused_elementwise=True, fused_norm=True)
+    ln = dataclasses.replace(m, norm="layernorm")
+    assert _fwd_norm(ln) == _fwd_norm(ln, fused_norm=True)
+
+
+def test_eager_rmsnorm_keeps_its_fp32_upcast():
+    """The eager norm's square and product save x.float() (4 B) where a fused kernel saves the 16-bit input (2 B):
+    +2 B an element a norm in 16-bit training, nothing under full recompute (only the layer input is kept)."""
+    m = get_model("llama3-8b").with_seq_len(2048)
+    cl = make_cluster("h100", 1)
+    base = Plan(dp=8, micro_batch_size=1, global_batch_size=8)
+    acts = {fn: estimate(m, cl, dataclasses.replace(base, fused_norm=fn)).memory.activations_bytes for fn in (False, True)}
+    assert acts[False] - acts[True] == pytest.approx(m.num_layers * 2 * 2 * 2048 * m.hidden, rel=1e-9)
+    full = {fn: estimate(m, cl, dataclasses.replace(base, fused_norm=fn, recompute="full")).memory.activations_bytes
+            for fn in (False, True)}
+    assert full[False] == full[True]
+
+
+def test_fused_norm_defaults_name_their_source_and_records_map_it(dev_runs_path):
+    """Megatron-Core's TE spec runs the norm inside TELayerNormColumnParallelLinear (gpt_layer_specs.py@core_r0.8.0);
+    torchtitan's configs name the eager RMSNorm (train_configs/llama3_8b.toml@3faaa1a0d norm_type = "rmsnorm").
+    Hagemann et al.'s rows that list 'flash_attention2 + RMS kernel' ran the fused norm; their recompute rows, which
+    list no RMS kernel (it 'cannot be combined with checkpointing in their stack'), ran it eagerly."""
+    import copy
+
+    from simulator.validation.published import load_runs, record_inputs
+    for name, want, cite in (("megatron-core", True, "TELayerNormColumnParallelLinear"),
+                             ("megatron-lm", True, "TELayerNormColumnParallelLinear"),
+                             ("torchtitan", False, 'norm_type = "rmsnorm"')):
+        d = PROFILES[name].defaults["fused_norm"]
+        assert d.value is want and cite in d.source and "@" in d.source, name
+    assert _GENERIC["fused_norm"] is False
+    rows = [r for r in load_runs(dev_runs_path) if r["model"].get("norm") == "RMSNorm"
+            and "attention_kernel" in (r.get("parallel") or {})]
+    said = [r for r in rows if "RMS kernel" in r["parallel"]["attention_kernel"]]
+    unsaid = [r for r in rows if "RMS kernel" not in r["parallel"]["attention_kernel"]]
+    assert said and unsaid
+    assert all(record_inputs(r)[2].fused_norm for r in said)
+    assert not any(record_inputs(r)[2].fused_norm for r in unsaid)
+    # torchtitan's configs of 2024-04-19..05-01 named fused_rmsnorm: a record dated then runs it
+    titan = copy.deepcopy(said[0])
+    titan["parallel"]["attention_kernel"] = "flash_attention2"
+    titan["parallel"]["framework"] = "torchtitan"
+    titan["source"] = {"repo": "pytorch/torchtitan", "commit": "abc (2024-08-23); rows since def (2024-04-24)"}
+    _, _, plan, used = record_inputs(titan)
+    assert plan.fused_norm and any(u.startswith("fused_norm=True (torchtitan train_configs of 2024-04-24") for u in used)
+    titan["source"]["commit"] = "abc (2024-08-23)"
+    assert not record_inputs(titan)[2].fused_norm

@@ -102,6 +102,9 @@ def test_torchtitan_toml_parses_with_tomllib_under_job_config_names():
     assert not plan.fused_elementwise and tr["compile"] is False
     _, fused = _export("torchtitan", tp=2, fused_elementwise=True)
     assert tomllib.loads(fused.text)["training"]["compile"] is True
+    # a fused RMSNorm alone (the 2024 fused_rmsnorm kernel, removed in 37c4b8181) cannot be asked for
+    with pytest.raises(ValueError, match="fused_norm: torchtitan here fuses its RMSNorm only under torch.compile"):
+        _export("torchtitan", tp=2, fused_norm=True)
 
 
 def test_torchtitan_fp8_is_the_float8_converter():

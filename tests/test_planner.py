@@ -189,7 +189,7 @@ def test_simulate_top(tiny):
 
 
 # Dev-set runs (shared/validation/dev_runs.yaml): searching the run's own model, cluster and batch
-# (with its attention kernel and overlap settings) must find a plan at least as fast as the published one
+# (with its attention kernel, overlap settings and kernel implementations) must find a plan at least as fast as the published one
 # predicts. Megatron SC'21 Table 1 145.6B (1,536 A100s, batch 2,304) and MosaicML MPT 7B on 32 A100-40GB.
 DEV_IDS = ["megatron_sc21_t1_145.6B", "mpt_a100_40g_7b_s2048_g32_b576",
            "alephalpha_llama_13B_bfloat16_64_GPUs_all_runs_trial132178"]
@@ -204,7 +204,8 @@ def test_search_beats_or_matches_published_plan(run_id):
     published = estimate(model, cl, plan)
     tr = Training(global_batch_size=plan.global_batch_size, dtype=plan.dtype, attention=plan.attention,
                   overlap_grad_reduce=plan.overlap_grad_reduce, overlap_param_gather=plan.overlap_param_gather,
-                  overlap_tp_comm=plan.overlap_tp_comm)
+                  overlap_tp_comm=plan.overlap_tp_comm, fused_elementwise=plan.fused_elementwise,
+                  fused_norm=plan.fused_norm)
     best = search(model, cl, tr, top=1, backend="serial").plans.iloc[0]
     assert best["fits"]
     assert best["tokens_per_s"] >= published.tokens_per_s * (1 - 1e-9), (best["plan_id"], plan.plan_id)

@@ -233,7 +233,8 @@ def layer_costs(model: Transformer, cluster: Cluster, plan: Plan) -> LayerCosts:
         fwd_s=fwd, bwd_s=bwd + rcmp, wgrad_s=float(gemms_fwd), logits_fwd_s=logits_f, logits_bwd_s=logits_b,
         flops=float((fl.forward_flops(model, mb, s) - fl.logits_flops(model, mb * s)) / model.num_layers / tp),
         act_bytes=act_scale * float(mem.recompute_share_activation_bytes(model, mb, s, tp, plan.sp, rc, flash, cp,
-                                                                         plan.recompute_fraction)),
+                                                                         plan.recompute_fraction))
+        + float(est_mod.eager_norm_activation_bytes(model, a, mb, s, tp, plan.sp, cp, rc)),
         full_act_bytes=act_scale * float(mem.recompute_backward_transient_bytes(model, mb, s, tp, plan.sp, flash, cp)),
         out_act_bytes=act_scale * float(mem.output_layer_activation_bytes(model, mb, s, tp, plan.sp, cp,
                                                                           plan.fused_loss)),
