@@ -15,8 +15,9 @@ EXPECTED_DIFFERENCES = {
     ("llama3-405b-16k-h100-failures", "meta-1f1b"):
         ("ZeRO-2 waits for each micro-batch's reduce-scatters at the end of its backward; in the simulation "
          "the waits of the last micro-batches fall into the 1F1B cool-down, where the stage idles anyway; the "
-         "analytical model adds them all (0.993 since the H100's sustained matmul rate is 719 TFLOP/s: the "
-         "waits are a smaller share of the step)", (0.93, 1.0)),
+         "analytical model adds them all; against that, a longer backward hides more of them in the analytical "
+         "overlap window than the simulated waits shrink: measured 1.000 with a fused RMSNorm, 1.010 with the "
+         "generic eager one (analytical exposed comm 1.28 s -> 1.18 s)", (0.93, 1.02)),
     ("deepseek-v3-moe-ep", "ep32-pp16"):
         ("61 layers over 16 stages (4, 3 and the output layer): on the first stage compute + exposed all-to-alls "
          "agree (16.05 s simulated vs 16.09 s), but the 1F1B warm-up and cool-down wait on the 4-layer stages "
