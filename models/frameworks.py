@@ -129,13 +129,14 @@ _TITAN_EAGER = ("pytorch/torchtitan train_configs/llama3_8b.toml@0011fb9 compile
                 "FeedForward w2(F.silu(w1(x)) * w3(x)), repeat_kv before F.scaled_dot_product_attention and "
                 "output.transpose(1, 2).contiguous()")
 # RMSNorm kernel (Plan.fused_norm): Megatron-Core's Transformer Engine spec runs the norm inside TE's fused
-# LayerNorm+Linear; torchtitan's configs name an eager RMSNorm (its 2024-04-19..05-01 configs the Triton one).
+# LayerNorm+Linear; torchtitan's configs name an eager RMSNorm (some of its April 2024 configs the Triton one).
 _MCORE_TE_NORM = ("NVIDIA/Megatron-LM megatron/core/models/gpt/gpt_layer_specs.py@core_r0.8.0: linear_qkv / linear_fc1 = "
                   "TELayerNormColumnParallelLinear (the input norm runs in Transformer Engine's fused kernel), TENorm "
                   "otherwise")
 _TITAN_NORM = ("pytorch/torchtitan train_configs/llama3_8b.toml@3faaa1a0d norm_type = \"rmsnorm\" -> torchtitan/models/"
                "norms.py@3faaa1a0d RMSNorm: x.float(), pow(2).mean, rsqrt, type_as, * weight as separate ops "
-               "(fused_rmsnorm only in the configs of df2dcc746..5e84866e3, 2024-04-19..05-01; removed 37c4b8181)")
+               "(the Triton fused_rmsnorm, added in 34711655b, was some configs' choice in April 2024 and removed "
+               "in 37c4b8181)")
 # Parallel folding (expert_tp < tp: the expert layers re-partition the tensor-parallel ranks as expert-parallel
 # ones) is Megatron-Core's --expert-tensor-parallel-size (megatron/core/parallel_state.py@core_r0.10.0 expert
 # rank generator); the other profiles' versions place experts over data-parallel ranks only, or have no MoE.

@@ -194,12 +194,9 @@ def test_fused_norm_defaults_name_their_source_and_records_map_it(dev_runs_path)
     assert said and unsaid
     assert all(record_inputs(r)[2].fused_norm for r in said)
     assert not any(record_inputs(r)[2].fused_norm for r in unsaid)
-    # torchtitan's configs of 2024-04-19..05-01 named fused_rmsnorm: a record dated then runs it
-    titan = copy.deepcopy(said[0])
-    titan["parallel"]["attention_kernel"] = "flash_attention2"
-    titan["parallel"]["framework"] = "torchtitan"
-    titan["source"] = {"repo": "pytorch/torchtitan", "commit": "abc (2024-08-23); rows since def (2024-04-24)"}
-    _, _, plan, used = record_inputs(titan)
-    assert plan.fused_norm and any(u.startswith("fused_norm=True (torchtitan train_configs of 2024-04-24") for u in used)
-    titan["source"]["commit"] = "abc (2024-08-23)"
+    # a record naming torchtitan's fused_rmsnorm (or TE's RMSNorm) runs it; "we compute RMSNorm" names no kernel
+    titan = copy.deepcopy(unsaid[0])
+    titan["parallel"]["attention_kernel"] = "sdpa; norm_type = fused_rmsnorm"
+    assert record_inputs(titan)[2].fused_norm
+    titan["parallel"]["attention_kernel"] = "flash; we compute RMSNorm in fp32"
     assert not record_inputs(titan)[2].fused_norm

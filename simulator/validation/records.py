@@ -340,33 +340,18 @@ def map_flags(rec: dict, ctx: dict) -> None:
 
 _COMPILE = re.compile(r"compile\s*[=:]\s*(true|false)\b")
 # A fused RMSNorm kernel named among the record's kernels ("flash_attention2 + RMS kernel": Hagemann et al.'s
-# FlashAttention-2 fused RMSNorm; torchtitan's norm_type "fused_rmsnorm"; Transformer Engine / apex RMSNorm)
-_FUSED_NORM = re.compile(r"rms kernel|fused[_ -]?rms[_ -]?norm|te[_ ]?rmsnorm|fusedrmsnorm")
-# torchtitan's train_configs named norm_type = "fused_rmsnorm" from df2dcc746 (2024-04-19) until 5e84866e3
-# (2024-05-02) set "rmsnorm" (pytorch/torchtitan git log -G'norm_type = "' train_configs/)
-_TITAN_FUSED_NORM_DAYS = ("2024-04-19", "2024-05-01")
-
-
-def _first_date(rec: dict) -> str | None:
-    """The earliest YYYY-MM-DD the record's source, date and software text state: a published row was
-    measured no later than the first version of its source that shows it."""
-    days = re.findall(r"\b(20[12]\d-[01]\d-[0-3]\d)\b", _text(rec.get("date"), *(rec.get("source") or {}).values(),
-                                                              rec.get("software")))
-    return min(days) if days else None
+# FlashAttention-2 fused RMSNorm; torchtitan's norm_type "fused_rmsnorm"; Transformer Engine's RMSNorm)
+_FUSED_NORM = re.compile(r"\brms kernel|\bfused[_ -]?rms[_ -]?norm|\bte[_ -]?rmsnorm\b")
 
 
 def _map_norm(rec: dict, ctx: dict) -> None:
-    """fused_norm from the kernels the record names, or from the torchtitan configs of the record's date."""
-    par, f = rec.get("parallel") or {}, ctx["fields"]
+    """fused_norm where the record's kernel list names a fused RMSNorm; otherwise the profile's default (torchtitan's
+    configs chose per model: at 157a12c56 llama3_8b / llama2_13b fused_rmsnorm, llama2_70b / llama3_70b rmsnorm,
+    so a torchtitan record that does not name its norm kernel keeps the default)."""
+    par = rec.get("parallel") or {}
     said = _text(par.get("attention_kernel"), par.get("kernels"), par.get("flags"), rec["model"].get("norm")).lower()
     if _FUSED_NORM.search(said):
-        f["fused_norm"] = True
-    elif ctx.get("framework") == "torchtitan":
-        day = _first_date(rec)
-        if day is not None and _TITAN_FUSED_NORM_DAYS[0] <= day <= _TITAN_FUSED_NORM_DAYS[1]:
-            f["fused_norm"] = True
-            ctx["defaults"].append(f"fused_norm=True (torchtitan train_configs of {day}: norm_type = "
-                                   "\"fused_rmsnorm\", df2dcc746..5e84866e3)")
+        ctx["fields"]["fused_norm"] = True
 
 
 def map_training_method(rec: dict, ctx: dict) -> None:
