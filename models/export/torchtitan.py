@@ -42,7 +42,7 @@ def torchtitan_toml(plan: Plan, model, cluster, prof) -> Export:
                     "cannot be set")
     if plan.finetune != "none":
         errs.append(f"finetune: torchtitan trains full models; no {plan.finetune} adapters in job_config.py")
-    if plan.fused_norm and not plan.fused_elementwise and getattr(model, "norm", "") == "rmsnorm":
+    if plan.fused_norm and not plan.fused_elementwise and model.norm == "rmsnorm":
         errs.append("fused_norm: torchtitan here fuses its RMSNorm only under torch.compile (the fused_rmsnorm "
                     "Triton kernel was removed in 37c4b8181); set fused_elementwise (training.compile) instead")
     _refuse(errs)
